@@ -1,0 +1,144 @@
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::{
+    AdapterError, ConfigError, ConnectionConfig, ContactField, ContactPatch, FieldMapping,
+    FieldViolation,
+};
+
+/// What an adapter can do, read by the dispatcher to shape its pushes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The most items one [`SourceAdapter::push`] call takes (the CRM's batch limit; 1 when
+    /// the CRM has no batch update).
+    pub max_batch_size: usize,
+    /// Whether the adapter pushes [`CustomerLink`]s (the contact's company or account).
+    pub customer_links: bool,
+}
+
+/// The contact's relation to its customer (company, account), in the CRM's ids.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum CustomerLink {
+    /// The edit does not touch the relation.
+    #[default]
+    Unchanged,
+    /// Link the contact to the CRM record with this id.
+    Link(String),
+    /// Remove the contact's link.
+    Unlink,
+}
+
+/// One contact's edit, ready for the CRM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PushItem {
+    /// The record's id in the CRM.
+    pub source_id: String,
+    /// The field changes. Never holds `unified_customer_id`: that travels as `customer`.
+    pub patch: ContactPatch,
+    pub customer: CustomerLink,
+}
+
+/// What the CRM holds after a successful push: its stored values of the mapped fields it
+/// returned (normalised by the CRM, e.g. a lower-cased email), and its record version.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConfirmedContact {
+    pub values: BTreeMap<ContactField, Option<String>>,
+    /// The CRM's last-modified stamp (`updatedAt`, `LastModifiedDate`), kept as the base for
+    /// conflict detection.
+    pub crm_version: Option<String>,
+    /// When the CRM created the record (RFC 3339).
+    pub created_at: Option<String>,
+}
+
+/// The outcome of one item of a push.
+pub type PushResult = Result<ConfirmedContact, AdapterError>;
+
+/// A contact as the CRM holds it, from [`SourceAdapter::pull`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceContact {
+    pub source_id: String,
+    pub values: BTreeMap<ContactField, Option<String>>,
+    /// The CRM id of the contact's company or account, when it has one.
+    pub customer_source_id: Option<String>,
+    pub created_at: Option<String>,
+    pub crm_version: Option<String>,
+    pub is_active: bool,
+}
+
+/// One page of a CRM's contacts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContactPage {
+    pub contacts: Vec<SourceContact>,
+    /// Pass to the next [`SourceAdapter::pull`] call; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// The CRM's own count of API calls against its budget (e.g. Salesforce's daily requests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApiUsage {
+    pub used: u64,
+    pub limit: u64,
+}
+
+/// A CRM provider. One value serves one configured connection (one CRM account).
+///
+/// Contract:
+/// - [`push`](Self::push) returns exactly one result per item, in the items' order. A failure
+///   of the whole call (rate limit, outage) is that error repeated for every item.
+/// - Errors are classified ([`crate::ErrorKind`]) from the CRM's status and error code, and
+///   keep the CRM's code and message.
+/// - The adapter paces itself to the CRM's rate limit and refreshes its own credentials; an
+///   `Unauthorized` error means a refresh was tried and failed.
+/// - A push may be repeated after a crash (delivery is at least once), so pushing the same
+///   values twice must be harmless.
+#[async_trait]
+pub trait SourceAdapter: Send + Sync {
+    /// The `source_system` this adapter serves (`hubspot`, `salesforce`).
+    fn system(&self) -> &str;
+
+    fn capabilities(&self) -> Capabilities;
+
+    /// The connection's field table.
+    fn mapping(&self) -> &FieldMapping;
+
+    /// The CRM's limits applied to an edit before it is accepted. Defaults to the field
+    /// table's length and required-field rules.
+    fn validate(&self, patch: &ContactPatch) -> Vec<FieldViolation> {
+        self.mapping().validate(patch)
+    }
+
+    /// Pushes up to `capabilities().max_batch_size` edits, each to a different record.
+    async fn push(&self, items: &[PushItem]) -> Vec<PushResult>;
+
+    /// Reads one page of the CRM's contacts, starting after `cursor`.
+    async fn pull(&self, cursor: Option<&str>) -> Result<ContactPage, AdapterError>;
+
+    /// The CRM's count of calls against its budget, when the CRM reports one.
+    fn api_usage(&self) -> Option<ApiUsage> {
+        None
+    }
+}
+
+/// Durable storage an adapter may use for credentials that change at run time (a rotated
+/// OAuth refresh token). Keys are the adapter's own; the daemon scopes them per connection.
+pub trait CredentialStore: Send + Sync {
+    fn load(&self, key: &str) -> Option<String>;
+    fn save(&self, key: &str, value: &str) -> Result<(), String>;
+}
+
+/// Builds a provider's adapter from a connection's config. The daemon holds one factory per
+/// provider; adding a provider is adding its factory to that list.
+pub trait AdapterFactory: Send + Sync {
+    /// The `system` value in config that selects this provider.
+    fn system(&self) -> &'static str;
+
+    /// Validates the connection's settings (unknown keys, missing secrets) and builds the
+    /// adapter. Must not contact the CRM.
+    fn build(
+        &self,
+        config: &ConnectionConfig,
+        credentials: Arc<dyn CredentialStore>,
+    ) -> Result<Arc<dyn SourceAdapter>, ConfigError>;
+}

@@ -1,0 +1,203 @@
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+/// A secret value (token, client secret). Its `Debug` never shows the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The value, for the one place that sends it (an HTTP header, a token request).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// A configuration problem, naming the key.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("connections.{connection}.{key}: {problem}")]
+pub struct ConfigError {
+    pub connection: String,
+    pub key: String,
+    pub problem: String,
+}
+
+/// One `[connections.NAME]` table, as a provider sees it: its own keys only (the daemon
+/// takes out the keys it handles itself).
+///
+/// Secrets are never in the table: a secret `KEY` is given as `KEY_env` (the name of an
+/// environment variable) or `KEY_file` (a file whose trimmed content is the secret).
+#[derive(Clone, Debug, Default)]
+pub struct ConnectionConfig {
+    pub name: String,
+    pub system: String,
+    pub settings: Map<String, Value>,
+    /// Secrets handed over in memory rather than through `_env` / `_file` keys (the built-in
+    /// sandbox does this); they win over the table's.
+    pub inline_secrets: BTreeMap<String, Secret>,
+}
+
+impl ConnectionConfig {
+    pub fn error(&self, key: &str, problem: impl Into<String>) -> ConfigError {
+        ConfigError {
+            connection: self.name.clone(),
+            key: key.to_string(),
+            problem: problem.into(),
+        }
+    }
+
+    /// Refuses any key that is neither in `keys` nor a `_env` / `_file` form of one of
+    /// `secrets`.
+    pub fn check_keys(&self, keys: &[&str], secrets: &[&str]) -> Result<(), ConfigError> {
+        for key in self.settings.keys() {
+            let is_secret_key = secrets.iter().any(|secret| {
+                key.strip_prefix(secret)
+                    .is_some_and(|rest| rest == "_env" || rest == "_file")
+            });
+            if !keys.contains(&key.as_str()) && !is_secret_key {
+                let mut expected: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+                expected.extend(secrets.iter().map(|s| format!("{s}_env")));
+                return Err(self.error(
+                    key,
+                    format!("unknown key (expected one of: {})", expected.join(", ")),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn string(&self, key: &str) -> Result<Option<String>, ConfigError> {
+        match self.settings.get(key) {
+            None => Ok(None),
+            Some(Value::String(text)) => Ok(Some(text.clone())),
+            Some(_) => Err(self.error(key, "must be a string")),
+        }
+    }
+
+    pub fn string_or(&self, key: &str, default: &str) -> Result<String, ConfigError> {
+        Ok(self.string(key)?.unwrap_or_else(|| default.to_string()))
+    }
+
+    pub fn u64(&self, key: &str) -> Result<Option<u64>, ConfigError> {
+        match self.settings.get(key) {
+            None => Ok(None),
+            Some(value) => value
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| self.error(key, "must be a non-negative whole number")),
+        }
+    }
+
+    pub fn f64(&self, key: &str) -> Result<Option<f64>, ConfigError> {
+        match self.settings.get(key) {
+            None => Ok(None),
+            Some(value) => value
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| self.error(key, "must be a number")),
+        }
+    }
+
+    /// A table of strings, e.g. `fields = { position = "hs_job_title" }`.
+    pub fn string_table(&self, key: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+        let Some(value) = self.settings.get(key) else {
+            return Ok(BTreeMap::new());
+        };
+        let table = value
+            .as_object()
+            .ok_or_else(|| self.error(key, "must be a table"))?;
+        table
+            .iter()
+            .map(|(name, value)| match value {
+                Value::String(text) => Ok((name.clone(), text.clone())),
+                _ => Err(self.error(&format!("{key}.{name}"), "must be a string")),
+            })
+            .collect()
+    }
+
+    /// The secret `key`, from `inline_secrets`, `KEY_env` or `KEY_file`. A named variable or
+    /// file that is missing or empty is an error; no key at all is `None`.
+    pub fn secret(&self, key: &str) -> Result<Option<Secret>, ConfigError> {
+        if let Some(secret) = self.inline_secrets.get(key) {
+            return Ok(Some(secret.clone()));
+        }
+        let env_key = format!("{key}_env");
+        let file_key = format!("{key}_file");
+        let value = if let Some(variable) = self.string(&env_key)? {
+            std::env::var(&variable).map_err(|_| {
+                self.error(
+                    &env_key,
+                    format!("environment variable {variable} is not set"),
+                )
+            })?
+        } else if let Some(path) = self.string(&file_key)? {
+            std::fs::read_to_string(&path)
+                .map_err(|err| self.error(&file_key, format!("cannot read {path}: {err}")))?
+        } else {
+            return Ok(None);
+        };
+        let value = value.trim();
+        if value.is_empty() {
+            return Err(self.error(key, "the secret is empty"));
+        }
+        Ok(Some(Secret::new(value)))
+    }
+
+    pub fn require_secret(&self, key: &str) -> Result<Secret, ConfigError> {
+        self.secret(key)?
+            .ok_or_else(|| self.error(&format!("{key}_env"), "missing (or give {key}_file)"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config(settings: Value) -> ConnectionConfig {
+        ConnectionConfig {
+            name: "crm".into(),
+            system: "hubspot".into(),
+            settings: settings.as_object().unwrap().clone(),
+            inline_secrets: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let c = config(json!({"base_url": "x", "acess_token_env": "T"}));
+        let err = c.check_keys(&["base_url"], &["access_token"]).unwrap_err();
+        assert_eq!(err.key, "acess_token_env");
+        assert!(c.check_keys(&["base_url", "acess_token_env"], &[]).is_ok());
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_never_print() {
+        let dir = std::env::temp_dir().join(format!("unisync-core-secret-{}", std::process::id()));
+        std::fs::write(&dir, "tok-123\n").unwrap();
+        let c = config(json!({"access_token_file": dir.to_str().unwrap()}));
+        let secret = c.require_secret("access_token").unwrap();
+        assert_eq!(secret.expose(), "tok-123");
+        assert!(!format!("{secret:?}").contains("tok"));
+        std::fs::remove_file(dir).unwrap();
+        let missing = config(json!({"access_token_env": "UNISYNC_TEST_SURELY_UNSET_VAR"}));
+        assert!(
+            missing
+                .secret("access_token")
+                .unwrap_err()
+                .problem
+                .contains("not set")
+        );
+        assert!(config(json!({})).require_secret("access_token").is_err());
+    }
+}

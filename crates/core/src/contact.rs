@@ -1,0 +1,297 @@
+use serde::{Deserialize, Serialize};
+
+/// A writable field of the unified contact: the fields of the update endpoint's body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContactField {
+    Email,
+    FirstName,
+    LastName,
+    Phone,
+    MobilePhone,
+    Fax,
+    Address,
+    City,
+    Country,
+    State,
+    Zip,
+    Position,
+    UnifiedCustomerId,
+}
+
+impl ContactField {
+    /// Every writable field, in the order of the update endpoint's reference page.
+    pub const ALL: [ContactField; 13] = [
+        ContactField::Email,
+        ContactField::FirstName,
+        ContactField::LastName,
+        ContactField::Phone,
+        ContactField::MobilePhone,
+        ContactField::Fax,
+        ContactField::Address,
+        ContactField::City,
+        ContactField::Country,
+        ContactField::State,
+        ContactField::Zip,
+        ContactField::Position,
+        ContactField::UnifiedCustomerId,
+    ];
+
+    /// The field's name in the unified API (`first_name`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            ContactField::Email => "email",
+            ContactField::FirstName => "first_name",
+            ContactField::LastName => "last_name",
+            ContactField::Phone => "phone",
+            ContactField::MobilePhone => "mobile_phone",
+            ContactField::Fax => "fax",
+            ContactField::Address => "address",
+            ContactField::City => "city",
+            ContactField::Country => "country",
+            ContactField::State => "state",
+            ContactField::Zip => "zip",
+            ContactField::Position => "position",
+            ContactField::UnifiedCustomerId => "unified_customer_id",
+        }
+    }
+
+    /// The field named `name` in the unified API, if it is a writable one.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|field| field.name() == name)
+    }
+
+    /// Whether every update body must carry this field with a non-empty value.
+    pub fn is_required(self) -> bool {
+        matches!(self, ContactField::Email | ContactField::FirstName)
+    }
+}
+
+impl std::fmt::Display for ContactField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The unified contact, exactly the fields of the update endpoint's response `data`.
+///
+/// Optional values serialise as `null`, so every field is always present in a response.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnifiedContact {
+    pub id: String,
+    pub source_system: String,
+    #[serde(default)]
+    pub source_system_img_url: Option<String>,
+    pub source_id: String,
+    #[serde(default)]
+    pub external_system_provider_id: Option<String>,
+    #[serde(default)]
+    pub external_system_config_id: Option<String>,
+    #[serde(default)]
+    pub external_system_data: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    pub supporting_data_definition_id: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub first_name: Option<String>,
+    #[serde(default)]
+    pub last_name: Option<String>,
+    #[serde(default)]
+    pub phone: Option<String>,
+    #[serde(default)]
+    pub mobile_phone: Option<String>,
+    #[serde(default)]
+    pub fax: Option<String>,
+    #[serde(default)]
+    pub address: Option<String>,
+    #[serde(default)]
+    pub city: Option<String>,
+    #[serde(default)]
+    pub country: Option<String>,
+    #[serde(default)]
+    pub state: Option<String>,
+    #[serde(default)]
+    pub zip: Option<String>,
+    #[serde(default)]
+    pub position: Option<String>,
+    #[serde(default)]
+    pub is_primary: bool,
+    #[serde(default)]
+    pub unified_customer_id: Option<String>,
+    #[serde(default)]
+    pub source_system_customer_id: Option<String>,
+    #[serde(default)]
+    pub local_was_deleted: bool,
+    #[serde(default)]
+    pub local_was_updated: bool,
+    #[serde(default)]
+    pub source_data_created_at: Option<String>,
+    #[serde(default = "active_by_default")]
+    pub is_active: bool,
+}
+
+fn active_by_default() -> bool {
+    true
+}
+
+impl UnifiedContact {
+    /// A contact with only its identity set: the starting point of a registration.
+    pub fn new(
+        id: impl Into<String>,
+        source_system: impl Into<String>,
+        source_id: impl Into<String>,
+    ) -> Self {
+        UnifiedContact {
+            id: id.into(),
+            source_system: source_system.into(),
+            source_system_img_url: None,
+            source_id: source_id.into(),
+            external_system_provider_id: None,
+            external_system_config_id: None,
+            external_system_data: serde_json::Map::new(),
+            supporting_data_definition_id: None,
+            email: None,
+            first_name: None,
+            last_name: None,
+            phone: None,
+            mobile_phone: None,
+            fax: None,
+            address: None,
+            city: None,
+            country: None,
+            state: None,
+            zip: None,
+            position: None,
+            is_primary: false,
+            unified_customer_id: None,
+            source_system_customer_id: None,
+            local_was_deleted: false,
+            local_was_updated: false,
+            source_data_created_at: None,
+            is_active: true,
+        }
+    }
+
+    /// The current value of a writable field.
+    pub fn field(&self, field: ContactField) -> Option<&str> {
+        self.slot(field).as_deref()
+    }
+
+    /// Sets (`Some`) or clears (`None`) a writable field.
+    pub fn set_field(&mut self, field: ContactField, value: Option<String>) {
+        *self.slot_mut(field) = value;
+    }
+
+    fn slot(&self, field: ContactField) -> &Option<String> {
+        match field {
+            ContactField::Email => &self.email,
+            ContactField::FirstName => &self.first_name,
+            ContactField::LastName => &self.last_name,
+            ContactField::Phone => &self.phone,
+            ContactField::MobilePhone => &self.mobile_phone,
+            ContactField::Fax => &self.fax,
+            ContactField::Address => &self.address,
+            ContactField::City => &self.city,
+            ContactField::Country => &self.country,
+            ContactField::State => &self.state,
+            ContactField::Zip => &self.zip,
+            ContactField::Position => &self.position,
+            ContactField::UnifiedCustomerId => &self.unified_customer_id,
+        }
+    }
+
+    fn slot_mut(&mut self, field: ContactField) -> &mut Option<String> {
+        match field {
+            ContactField::Email => &mut self.email,
+            ContactField::FirstName => &mut self.first_name,
+            ContactField::LastName => &mut self.last_name,
+            ContactField::Phone => &mut self.phone,
+            ContactField::MobilePhone => &mut self.mobile_phone,
+            ContactField::Fax => &mut self.fax,
+            ContactField::Address => &mut self.address,
+            ContactField::City => &mut self.city,
+            ContactField::Country => &mut self.country,
+            ContactField::State => &mut self.state,
+            ContactField::Zip => &mut self.zip,
+            ContactField::Position => &mut self.position,
+            ContactField::UnifiedCustomerId => &mut self.unified_customer_id,
+        }
+    }
+}
+
+/// The fields of [`UnifiedContact`] a client may send back in an update body but cannot change.
+pub(crate) const READ_ONLY_FIELDS: [&str; 14] = [
+    "id",
+    "source_system",
+    "source_system_img_url",
+    "source_id",
+    "external_system_provider_id",
+    "external_system_config_id",
+    "external_system_data",
+    "supporting_data_definition_id",
+    "is_primary",
+    "source_system_customer_id",
+    "local_was_deleted",
+    "local_was_updated",
+    "source_data_created_at",
+    "is_active",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serialises_every_field_of_the_reference_response() {
+        let contact = UnifiedContact::new("contact_1", "hubspot", "hs_1");
+        let value = serde_json::to_value(&contact).unwrap();
+        let keys: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        for expected in [
+            "id",
+            "source_system",
+            "source_system_img_url",
+            "source_id",
+            "external_system_provider_id",
+            "external_system_config_id",
+            "external_system_data",
+            "supporting_data_definition_id",
+            "email",
+            "first_name",
+            "last_name",
+            "phone",
+            "mobile_phone",
+            "fax",
+            "address",
+            "city",
+            "country",
+            "state",
+            "zip",
+            "position",
+            "is_primary",
+            "unified_customer_id",
+            "source_system_customer_id",
+            "local_was_deleted",
+            "local_was_updated",
+            "source_data_created_at",
+            "is_active",
+        ] {
+            assert!(keys.contains(&expected), "missing {expected}");
+        }
+        assert_eq!(keys.len(), 27);
+    }
+
+    #[test]
+    fn field_names_round_trip() {
+        for field in ContactField::ALL {
+            assert_eq!(ContactField::from_name(field.name()), Some(field));
+        }
+        assert_eq!(ContactField::from_name("firstname"), None);
+    }
+}

@@ -1,0 +1,104 @@
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// What the dispatcher should do about a failed push. Adapters decide the kind at their edge,
+/// from the CRM's status and error code; the dispatcher never reads the message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// A transient failure (5xx, timeout, locked record): try again after a backoff, or after
+    /// `retry_after` when the CRM said how long.
+    Retryable { retry_after: Option<Duration> },
+    /// The CRM's short-window rate limit: the whole connection waits `retry_after` (or the
+    /// limit's window), then carries on. Never counts against the edit's attempts.
+    RateLimited { retry_after: Option<Duration> },
+    /// A long-window budget is spent (HubSpot `DAILY`, Salesforce `REQUEST_LIMIT_EXCEEDED`):
+    /// the connection pauses until `retry_after` (or an operator resumes it).
+    QuotaExhausted { retry_after: Option<Duration> },
+    /// Credentials were refused even after the adapter refreshed them once: the connection
+    /// pauses until its credentials are fixed.
+    Unauthorized,
+    /// The CRM refused this edit and will refuse it again: dead-letter it with the CRM's
+    /// own code, message and field.
+    Permanent { field: Option<String> },
+    /// The CRM record no longer exists (deleted or merged away): dead-letter the edit and mark
+    /// the unified record as gone from its source.
+    RecordGone,
+}
+
+/// A classified failure from a CRM, keeping the CRM's own error code and message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct AdapterError {
+    pub kind: ErrorKind,
+    /// The CRM's error code (`INVALID_EMAIL`, `STRING_TOO_LONG`, ...) or, where the CRM gave
+    /// none, a unisync code such as `HTTP_503` or `TRANSPORT`.
+    pub code: String,
+    /// The CRM's own message, unaltered.
+    pub message: String,
+}
+
+impl AdapterError {
+    pub fn new(kind: ErrorKind, code: impl Into<String>, message: impl Into<String>) -> Self {
+        AdapterError {
+            kind,
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn retryable(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Retryable { retry_after: None }, code, message)
+    }
+
+    pub fn rate_limited(
+        code: impl Into<String>,
+        message: impl Into<String>,
+        retry_after: Option<Duration>,
+    ) -> Self {
+        Self::new(ErrorKind::RateLimited { retry_after }, code, message)
+    }
+
+    pub fn quota_exhausted(
+        code: impl Into<String>,
+        message: impl Into<String>,
+        retry_after: Option<Duration>,
+    ) -> Self {
+        Self::new(ErrorKind::QuotaExhausted { retry_after }, code, message)
+    }
+
+    pub fn unauthorized(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unauthorized, code, message)
+    }
+
+    pub fn permanent(
+        code: impl Into<String>,
+        message: impl Into<String>,
+        field: Option<String>,
+    ) -> Self {
+        Self::new(ErrorKind::Permanent { field }, code, message)
+    }
+
+    pub fn record_gone(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::RecordGone, code, message)
+    }
+
+    /// Whether trying the same push again later can succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::Retryable { .. }
+                | ErrorKind::RateLimited { .. }
+                | ErrorKind::QuotaExhausted { .. }
+                | ErrorKind::Unauthorized
+        )
+    }
+
+    /// The unified field the CRM blamed, when it named one.
+    pub fn field(&self) -> Option<&str> {
+        match &self.kind {
+            ErrorKind::Permanent { field } => field.as_deref(),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,201 @@
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::contact::READ_ONLY_FIELDS;
+use crate::{ContactField, ContactPatch};
+
+/// Why one field of an edit is refused. `code` is stable and machine-readable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldViolation {
+    pub field: String,
+    pub code: String,
+    pub message: String,
+}
+
+impl FieldViolation {
+    pub fn new(field: impl Into<String>, code: &str, message: impl Into<String>) -> Self {
+        FieldViolation {
+            field: field.into(),
+            code: code.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses an update endpoint body into a patch, applying the unified rules:
+/// `email` and `first_name` present, non-empty strings, the email well-formed; other writable
+/// fields a string or `null`; read-only fields of the unified contact ignored; anything else
+/// refused by name. Every problem is reported, not just the first.
+pub fn parse_update_body(body: &Value) -> Result<ContactPatch, Vec<FieldViolation>> {
+    let Some(object) = body.as_object() else {
+        return Err(vec![FieldViolation::new(
+            "body",
+            "invalid_type",
+            "the body must be a JSON object",
+        )]);
+    };
+    let mut patch = ContactPatch::new();
+    let mut violations = Vec::new();
+    for (name, value) in object {
+        let Some(field) = ContactField::from_name(name) else {
+            if !READ_ONLY_FIELDS.contains(&name.as_str()) {
+                violations.push(FieldViolation::new(
+                    name.as_str(),
+                    "unknown_field",
+                    format!("unknown field `{name}`"),
+                ));
+            }
+            continue;
+        };
+        match value {
+            Value::String(text) => {
+                patch.set(field, text.clone());
+            }
+            Value::Null if !field.is_required() => {
+                patch.clear(field);
+            }
+            Value::Null => violations.push(FieldViolation::new(
+                name.as_str(),
+                "required",
+                format!("`{name}` is required and cannot be null"),
+            )),
+            _ => violations.push(FieldViolation::new(
+                name.as_str(),
+                "invalid_type",
+                format!("`{name}` must be a string or null"),
+            )),
+        }
+    }
+    for field in ContactField::ALL.into_iter().filter(|f| f.is_required()) {
+        match patch.change(field) {
+            None if !object.contains_key(field.name()) => violations.push(FieldViolation::new(
+                field.name(),
+                "required",
+                format!("`{field}` is required"),
+            )),
+            Some(Some(value)) if value.trim().is_empty() => violations.push(FieldViolation::new(
+                field.name(),
+                "empty",
+                format!("`{field}` must not be empty"),
+            )),
+            _ => {}
+        }
+    }
+    if let Some(Some(email)) = patch.change(ContactField::Email)
+        && !email.trim().is_empty()
+        && !is_valid_email(email)
+    {
+        violations.push(FieldViolation::new(
+            "email",
+            "invalid_email",
+            format!("`{email}` is not a valid email address"),
+        ));
+    }
+    if violations.is_empty() {
+        Ok(patch)
+    } else {
+        Err(violations)
+    }
+}
+
+/// A deliberately plain check, close to what CRMs accept: one `@`, a non-empty local part,
+/// a dotted domain of letters, digits, `-` and `.`, no whitespace, at most 254 characters.
+pub fn is_valid_email(email: &str) -> bool {
+    if email.len() > 254 || email.chars().any(char::is_whitespace) {
+        return false;
+    }
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    let labels: Vec<&str> = domain.split('.').collect();
+    !local.is_empty()
+        && local.len() <= 64
+        && !domain.contains('@')
+        && labels.len() >= 2
+        && labels.iter().all(|label| {
+            !label.is_empty()
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn codes(result: Result<ContactPatch, Vec<FieldViolation>>) -> Vec<(String, String)> {
+        result
+            .unwrap_err()
+            .into_iter()
+            .map(|v| (v.field, v.code))
+            .collect()
+    }
+
+    #[test]
+    fn keeps_absent_null_and_value_apart() {
+        let patch =
+            parse_update_body(&json!({"email": "a@b.co", "first_name": "Ann", "phone": null}))
+                .unwrap();
+        assert_eq!(patch.change(ContactField::Phone), Some(None));
+        assert_eq!(patch.change(ContactField::City), None);
+        assert_eq!(patch.len(), 3);
+    }
+
+    #[test]
+    fn requires_email_and_first_name() {
+        assert_eq!(
+            codes(parse_update_body(&json!({"first_name": "Ann"}))),
+            vec![("email".to_string(), "required".to_string())]
+        );
+        assert_eq!(
+            codes(parse_update_body(
+                &json!({"email": "a@b.co", "first_name": " "})
+            )),
+            vec![("first_name".to_string(), "empty".to_string())]
+        );
+        assert_eq!(
+            codes(parse_update_body(
+                &json!({"email": null, "first_name": "A"})
+            )),
+            vec![("email".to_string(), "required".to_string())]
+        );
+    }
+
+    #[test]
+    fn names_unknown_fields_and_ignores_read_only_ones() {
+        let body = json!({"email": "a@b.co", "first_name": "A", "firstname": "B",
+                          "id": "c1", "local_was_updated": true, "external_system_data": {}});
+        assert_eq!(
+            codes(parse_update_body(&body)),
+            vec![("firstname".to_string(), "unknown_field".to_string())]
+        );
+    }
+
+    #[test]
+    fn refuses_bad_email_and_wrong_types() {
+        let body = json!({"email": "not-an-email", "first_name": "A", "zip": 90001});
+        let mut found = codes(parse_update_body(&body));
+        found.sort();
+        assert_eq!(
+            found,
+            vec![
+                ("email".to_string(), "invalid_email".to_string()),
+                ("zip".to_string(), "invalid_type".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn email_check() {
+        for ok in ["a@b.co", "john.doe+x@mail.example.org", "x_y@sub-domain.io"] {
+            assert!(is_valid_email(ok), "{ok}");
+        }
+        for bad in [
+            "", "a", "a@", "@b.co", "a@b", "a b@c.co", "a@b..co", "a@-b.co", "a@@b.co",
+        ] {
+            assert!(!is_valid_email(bad), "{bad}");
+        }
+    }
+}
