@@ -24,10 +24,11 @@ pub enum CustomerLink {
     /// The edit does not touch the relation.
     #[default]
     Unchanged,
-    /// Link the contact to the CRM record with this id.
-    Link(String),
-    /// Remove the contact's link.
-    Unlink,
+    /// Link the contact to the CRM record `id` (replacing the link to `previous`, the CRM id
+    /// of the customer it was linked to, when known).
+    Link { id: String, previous: Option<String> },
+    /// Remove the contact's link to `previous`, when known.
+    Unlink { previous: Option<String> },
 }
 
 /// One contact's edit, ready for the CRM.
