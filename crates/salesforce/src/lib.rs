@@ -1,1 +1,56 @@
+//! The Salesforce adapter: pushes unified contact edits into Salesforce Contacts.
+//!
+//! - [`SalesforceFactory`] builds a [`SalesforceAdapter`] from a `system = "salesforce"`
+//!   connection (keys in [`config`]).
+//! - One edit is a `PATCH .../sobjects/Contact/{Id}`; several go in one collections call
+//!   (`allOrNone: false`, up to 200), each record's result mapped to its own item; then one
+//!   SOQL query reads back what Salesforce stored.
+//! - Sessions come from the OAuth token endpoint (refresh token, client credentials or JWT
+//!   bearer) and are renewed on `INVALID_SESSION_ID`, once per expiry for all callers.
+//! - `Sforce-Limit-Info` is read from every answer; pushes stop at `budget_stop_share` of the
+//!   daily budget.
+//! - [`parse_error`] is the one place Salesforce's answers are classified.
 
+mod adapter;
+mod auth;
+mod client;
+pub mod config;
+mod error;
+pub mod mapping;
+
+use std::sync::Arc;
+
+use unisync_core::{AdapterFactory, ConfigError, ConnectionConfig, CredentialStore, SourceAdapter};
+
+pub use adapter::SalesforceAdapter;
+pub use config::{Grant, SalesforceConfig};
+pub use error::{SalesforceError, classify, parse_error, parse_token_error};
+pub use mapping::default_mapping;
+
+/// The `system` value of Salesforce connections.
+pub const SYSTEM: &str = "salesforce";
+
+/// Builds Salesforce adapters from config.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SalesforceFactory;
+
+impl AdapterFactory for SalesforceFactory {
+    fn system(&self) -> &'static str {
+        SYSTEM
+    }
+
+    fn build(
+        &self,
+        config: &ConnectionConfig,
+        credentials: Arc<dyn CredentialStore>,
+    ) -> Result<Arc<dyn SourceAdapter>, ConfigError> {
+        let settings = SalesforceConfig::from_connection(config)?;
+        let adapter = SalesforceAdapter::new(settings, credentials).map_err(|err| {
+            config.error(
+                "timeout_secs",
+                format!("cannot build the HTTP client: {err}"),
+            )
+        })?;
+        Ok(Arc::new(adapter))
+    }
+}

@@ -1,0 +1,101 @@
+//! What the Salesforce adapter tests share: a sandbox org on loopback, and adapters pointed at it.
+
+#![allow(dead_code)] // each test binary uses its own part of this module
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+use unisync_core::{
+    AdapterFactory, ConfigError, ConnectionConfig, CredentialStore, Secret, SourceAdapter,
+};
+use unisync_salesforce::SalesforceFactory;
+use unisync_sandbox::SandboxCrm;
+use unisync_sandbox::salesforce::SalesforceSandbox;
+
+/// A credential store in memory, which tests can read.
+#[derive(Default)]
+pub struct MemoryCredentials(Mutex<HashMap<String, String>>);
+
+impl MemoryCredentials {
+    pub fn get(&self, key: &str) -> Option<String> {
+        self.0.lock().unwrap().get(key).cloned()
+    }
+}
+
+impl CredentialStore for MemoryCredentials {
+    fn load(&self, key: &str) -> Option<String> {
+        self.get(key)
+    }
+
+    fn save(&self, key: &str, value: &str) -> Result<(), String> {
+        self.0
+            .lock()
+            .unwrap()
+            .insert(key.to_string(), value.to_string());
+        Ok(())
+    }
+}
+
+/// A fresh sandbox org on 127.0.0.1, with no demo records.
+pub async fn sandbox() -> SalesforceSandbox {
+    SalesforceSandbox::start("127.0.0.1:0".parse().unwrap(), 0)
+        .await
+        .expect("start the sandbox")
+}
+
+/// A connection table pointing at `sandbox`, with extra `settings` and `secrets` in memory.
+pub fn connection(
+    sandbox: &SalesforceSandbox,
+    settings: Value,
+    secrets: impl IntoIterator<Item = (String, String)>,
+) -> ConnectionConfig {
+    let mut table = sandbox.connection_settings();
+    table.extend(settings.as_object().unwrap().clone());
+    ConnectionConfig {
+        name: "salesforce".into(),
+        system: "salesforce".into(),
+        settings: table,
+        inline_secrets: secrets
+            .into_iter()
+            .map(|(key, value)| (key, Secret::new(value)))
+            .collect::<BTreeMap<_, _>>(),
+    }
+}
+
+pub fn build(
+    config: &ConnectionConfig,
+    credentials: Arc<dyn CredentialStore>,
+) -> Result<Arc<dyn SourceAdapter>, ConfigError> {
+    SalesforceFactory.build(config, credentials)
+}
+
+/// An adapter on the refresh-token grant the sandbox hands out, and its credential store.
+pub fn refresh_token_adapter(
+    sandbox: &SalesforceSandbox,
+    settings: Value,
+) -> (Arc<dyn SourceAdapter>, Arc<MemoryCredentials>) {
+    let credentials = Arc::new(MemoryCredentials::default());
+    let config = connection(sandbox, settings, sandbox.connection_secrets());
+    let adapter = build(&config, credentials.clone()).expect("build the adapter");
+    (adapter, credentials)
+}
+
+/// The adapter with default settings.
+pub fn adapter(sandbox: &SalesforceSandbox) -> Arc<dyn SourceAdapter> {
+    refresh_token_adapter(sandbox, json!({})).0
+}
+
+/// A contact with a last name (Salesforce requires one) and the given fields.
+pub fn contact(sandbox: &SalesforceSandbox, fields: &[(&str, &str)]) -> String {
+    let mut all = vec![("LastName", "Record")];
+    all.extend_from_slice(fields);
+    sandbox.create_contact(&all)
+}
+
+/// A stored field's value as text (`None` for null).
+pub fn stored(sandbox: &SalesforceSandbox, id: &str, field: &str) -> Option<String> {
+    sandbox.contact(id).expect("the contact exists")[field]
+        .as_str()
+        .map(str::to_string)
+}

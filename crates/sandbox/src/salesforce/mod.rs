@@ -1,0 +1,345 @@
+//! The fake Salesforce: an org's token endpoint and REST API for Contacts, in memory.
+//!
+//! It answers as crm-apis.md describes Salesforce: `PATCH .../sobjects/Contact/{Id}` (204),
+//! `GET` of one record with `fields=`, collections `PATCH .../composite/sobjects` (200 with
+//! one result per record, at most 200), SOQL over Contact with `WHERE Id IN (...)`,
+//! `ORDER BY Id` and `nextRecordsUrl` paging; `Sforce-Limit-Info` on every data answer and
+//! `REQUEST_LIMIT_EXCEEDED` past the daily limit; OAuth refresh-token, client-credentials and
+//! JWT-bearer grants, sessions that end (401 `INVALID_SESSION_ID`), optional refresh-token
+//! rotation. Versions v41.0 to v68.0 are served; older ones answer 410.
+//!
+//! How it shows [`Fault`](crate::Fault)s:
+//! - `ServerError(503)`: 503 `SERVER_UNAVAILABLE`; another status: that status with
+//!   `UNKNOWN_EXCEPTION`.
+//! - `Locked`: 400 `UNABLE_TO_LOCK_ROW`; in a collections call, 200 with every record failed
+//!   with `UNABLE_TO_LOCK_ROW`, as Salesforce reports row locks per record.
+//! - `DailyLimit`: 403 `REQUEST_LIMIT_EXCEEDED` "TotalRequests Limit exceeded.".
+//! - `Unauthorized`: 401 `INVALID_SESSION_ID` for that request (the session stays valid).
+//! - `RateLimited`: Salesforce has no request-rate window and never sends 429 or
+//!   `Retry-After`; its one short-lived limit is on concurrent long-running requests, answered
+//!   403 `REQUEST_LIMIT_EXCEEDED` "ConcurrentPerOrgLongTxn Limit exceeded.". That is what
+//!   this fault answers; `retry_after_secs` is ignored.
+//!
+//! Latency ([`Faults::set_latency`]) delays every request, token requests included; a write
+//! holds its records "in flight" during the delay, so overlapping writes to one record show in
+//! [`SalesforceStats::overlapping_writes`].
+//!
+//! Differences from a real org worth knowing: LastModifiedDate has millisecond precision and
+//! moves on every write (a real org's has one-second precision); custom fields `X__c` exist
+//! as 255-character text; queries page 200 records at a time by default (a real org: 2000).
+
+mod http;
+mod org;
+mod soql;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::DecodingKey;
+use serde_json::{Map, Value};
+
+use crate::{Faults, SandboxCrm};
+use org::OrgData;
+
+/// The API version of record URLs in answers.
+const LATEST_VERSION: &str = "v62.0";
+
+/// The daily API request limit a new fake org has.
+const DEFAULT_DAILY_LIMIT: u64 = 100_000;
+
+/// Records per query page, unless set otherwise.
+const DEFAULT_QUERY_PAGE_SIZE: usize = 200;
+
+/// The OAuth credentials the fake org accepts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SalesforceCredentials {
+    pub client_id: String,
+    pub client_secret: String,
+    /// The current refresh token (a new one after each rotation).
+    pub refresh_token: String,
+    /// The user a JWT bearer assertion may name as `sub`.
+    pub username: String,
+}
+
+/// Counters of what the fake has served.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SalesforceStats {
+    /// Data API requests answered (token requests not included).
+    pub requests: u64,
+    /// Collections calls among them.
+    pub collection_calls: u64,
+    /// Contact updates applied.
+    pub records_written: u64,
+    /// Times a write to a record began while another write to it was in flight.
+    pub overlapping_writes: u64,
+}
+
+/// A running fake Salesforce org. Dropping it stops the server.
+pub struct SalesforceSandbox {
+    addr: SocketAddr,
+    org: Arc<Org>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+/// The org behind the HTTP routes.
+struct Org {
+    base_url: String,
+    faults: Faults,
+    state: Mutex<OrgState>,
+}
+
+struct OrgState {
+    data: OrgData,
+    credentials: SalesforceCredentials,
+    rotate_refresh_tokens: bool,
+    jwt_keys: Vec<DecodingKey>,
+    /// Access token → when it expires (`None`: at the org's pleasure).
+    sessions: HashMap<String, Option<Instant>>,
+    session_lifetime: Option<Duration>,
+    daily_limit: u64,
+    api_used: u64,
+    token_requests: u64,
+    token_requests_in_flight: u64,
+    overlapping_refreshes: u64,
+    stats: SalesforceStats,
+    writes_in_flight: HashMap<String, usize>,
+    query_page_size: usize,
+    /// Query locator → the query's whole result, paged by `nextRecordsUrl`.
+    query_results: HashMap<String, Arc<Vec<Value>>>,
+}
+
+impl Org {
+    fn state(&self) -> std::sync::MutexGuard<'_, OrgState> {
+        self.state.lock().unwrap()
+    }
+}
+
+impl SalesforceSandbox {
+    /// Starts the fake on `listen` (port 0 for any), seeded with `demo_records` contacts.
+    pub async fn start(listen: SocketAddr, demo_records: usize) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let org = Arc::new(Org {
+            base_url: format!("http://{addr}"),
+            faults: Faults::default(),
+            state: Mutex::new(OrgState {
+                data: OrgData::default(),
+                credentials: SalesforceCredentials {
+                    client_id: format!("3MVG9sandbox{}", random_token(16)),
+                    client_secret: random_token(32),
+                    refresh_token: format!("5Aep861{}", random_token(40)),
+                    username: "integration@unisync.sandbox".to_string(),
+                },
+                rotate_refresh_tokens: false,
+                jwt_keys: Vec::new(),
+                sessions: HashMap::new(),
+                session_lifetime: None,
+                daily_limit: DEFAULT_DAILY_LIMIT,
+                api_used: 0,
+                token_requests: 0,
+                token_requests_in_flight: 0,
+                overlapping_refreshes: 0,
+                stats: SalesforceStats::default(),
+                writes_in_flight: HashMap::new(),
+                query_page_size: DEFAULT_QUERY_PAGE_SIZE,
+                query_results: HashMap::new(),
+            }),
+        });
+        seed(&mut org.state().data, demo_records);
+        let router = http::router(org.clone());
+        let server = tokio::spawn(async move {
+            if let Err(err) = axum::serve(listener, router).await {
+                tracing::error!(%err, "the Salesforce sandbox stopped");
+            }
+        });
+        Ok(SalesforceSandbox { addr, org, server })
+    }
+
+    /// `http://ADDR`: the login URL, and the instance URL the token endpoint hands out.
+    pub fn base_url(&self) -> String {
+        self.org.base_url.clone()
+    }
+
+    /// The instance URL sessions are valid on (the same server as the login URL).
+    pub fn instance_url(&self) -> String {
+        self.base_url()
+    }
+
+    /// Creates a Contact from Salesforce field names and values.
+    ///
+    /// # Panics
+    /// When Salesforce would refuse the values (no LastName, too long, unknown field, ...).
+    pub fn create_contact(&self, fields: &[(&str, &str)]) -> String {
+        let fields: Map<String, Value> = fields
+            .iter()
+            .map(|(name, value)| (name.to_string(), Value::String(value.to_string())))
+            .collect();
+        self.org
+            .state()
+            .data
+            .create_contact(&fields)
+            .unwrap_or_else(|refusal| panic!("the sandbox refused the contact: {refusal:?}"))
+    }
+
+    /// Every field of a Contact as the API shows it (`Id`, `CreatedDate`, `LastModifiedDate`,
+    /// `AccountId`, empty fields as `null`); `None` when there is none or it was deleted.
+    pub fn contact(&self, id: &str) -> Option<BTreeMap<String, Value>> {
+        self.org.state().data.contact(id)
+    }
+
+    /// Deletes a Contact; later writes get 404 `ENTITY_IS_DELETED`. False when there was no
+    /// live Contact `id`.
+    pub fn delete_contact(&self, id: &str) -> bool {
+        self.org.state().data.delete_contact(id)
+    }
+
+    /// Creates an Account (a customer); returns its id (`001...`).
+    pub fn create_account(&self, name: &str) -> String {
+        self.org.state().data.create_account(name)
+    }
+
+    pub fn stats(&self) -> SalesforceStats {
+        self.org.state().stats
+    }
+
+    /// Sets the daily API request limit; requests past it answer 403 `REQUEST_LIMIT_EXCEEDED`.
+    pub fn set_daily_limit(&self, limit: u64) {
+        self.org.state().daily_limit = limit;
+    }
+
+    /// Sets the count of API requests used today.
+    pub fn set_api_usage(&self, used: u64) {
+        self.org.state().api_used = used;
+    }
+
+    /// Sessions issued from now on end after `lifetime` (`None`: they do not end by time).
+    pub fn set_session_lifetime(&self, lifetime: Option<Duration>) {
+        self.org.state().session_lifetime = lifetime;
+    }
+
+    /// Ends every session: the next data request with any of them answers 401.
+    pub fn invalidate_sessions(&self) {
+        self.org.state().sessions.clear();
+    }
+
+    /// Token requests received, granted or not.
+    pub fn token_requests(&self) -> u64 {
+        self.org.state().token_requests
+    }
+
+    /// Token requests that arrived while another was being answered.
+    pub fn overlapping_refreshes(&self) -> u64 {
+        self.org.state().overlapping_refreshes
+    }
+
+    /// With rotation on, each refresh-token grant answers a new refresh token and the old one
+    /// stops working.
+    pub fn set_refresh_token_rotation(&self, rotate: bool) {
+        self.org.state().rotate_refresh_tokens = rotate;
+    }
+
+    /// Trusts an RSA public key (PEM) for JWT bearer assertions, like uploading a connected
+    /// app's certificate.
+    pub fn register_jwt_public_key(&self, pem: &str) -> Result<(), String> {
+        let key = DecodingKey::from_rsa_pem(pem.as_bytes()).map_err(|err| err.to_string())?;
+        self.org.state().jwt_keys.push(key);
+        Ok(())
+    }
+
+    /// The credentials the org accepts now.
+    pub fn credentials(&self) -> SalesforceCredentials {
+        self.org.state().credentials.clone()
+    }
+
+    /// Records per query page (Salesforce allows 200 to 2000).
+    pub fn set_query_page_size(&self, size: usize) {
+        self.org.state().query_page_size = size.max(1);
+    }
+}
+
+impl Drop for SalesforceSandbox {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl SandboxCrm for SalesforceSandbox {
+    fn system(&self) -> &'static str {
+        "salesforce"
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn connection_settings(&self) -> Map<String, Value> {
+        let mut settings = Map::new();
+        settings.insert("login_url".into(), Value::String(self.base_url()));
+        settings
+    }
+
+    /// The refresh-token grant's secrets.
+    fn connection_secrets(&self) -> BTreeMap<String, String> {
+        let credentials = self.credentials();
+        BTreeMap::from([
+            ("client_id".to_string(), credentials.client_id),
+            ("client_secret".to_string(), credentials.client_secret),
+            ("refresh_token".to_string(), credentials.refresh_token),
+        ])
+    }
+
+    fn faults(&self) -> &Faults {
+        &self.org.faults
+    }
+}
+
+/// Demo contacts, every third at one of a few demo accounts.
+fn seed(data: &mut OrgData, demo_records: usize) {
+    const FIRST: [&str; 6] = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Ken"];
+    const LAST: [&str; 6] = [
+        "Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Thompson",
+    ];
+    const CITIES: [&str; 4] = ["London", "Arlington", "Austin", "Boston"];
+    let accounts: Vec<String> = ["Acme Corp", "Globex", "Initech"]
+        .iter()
+        .map(|name| data.create_account(name))
+        .collect();
+    for n in 0..demo_records {
+        let (first, last) = (FIRST[n % FIRST.len()], LAST[(n / FIRST.len()) % LAST.len()]);
+        let mut fields: Map<String, Value> = [
+            ("FirstName", first.to_string()),
+            ("LastName", last.to_string()),
+            (
+                "Email",
+                format!(
+                    "{}.{}{n}@example.com",
+                    first.to_lowercase(),
+                    last.to_lowercase()
+                ),
+            ),
+            ("Phone", format!("+1 555 {:04}", n % 10_000)),
+            ("MailingCity", CITIES[n % CITIES.len()].to_string()),
+            ("Title", "Engineer".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), Value::String(v)))
+        .collect();
+        if n % 3 == 0 {
+            fields.insert(
+                "AccountId".into(),
+                Value::String(accounts[n % accounts.len()].clone()),
+            );
+        }
+        data.create_contact(&fields).expect("demo values fit");
+    }
+}
+
+/// A random token of `len` letters and digits.
+fn random_token(len: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    (0..len)
+        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
