@@ -1,0 +1,260 @@
+//! Pushing edits into the sandbox org: single and collection writes, read-back, links,
+//! refusals and the API budget.
+
+mod common;
+
+use serde_json::json;
+use unisync_core::{ContactField, ContactPatch, CustomerLink, ErrorKind, PushItem};
+use unisync_sandbox::{Fault, SandboxCrm};
+
+use common::{adapter, contact, stored};
+
+fn item(source_id: &str, changes: &[(ContactField, Option<&str>)]) -> PushItem {
+    PushItem {
+        source_id: source_id.to_string(),
+        patch: changes
+            .iter()
+            .map(|(field, value)| (*field, value.map(str::to_string)))
+            .collect(),
+        customer: CustomerLink::Unchanged,
+    }
+}
+
+#[tokio::test]
+async fn a_collection_reports_a_too_long_value_on_its_own_record() {
+    let sandbox = common::sandbox().await;
+    let adapter = adapter(&sandbox);
+    let ids: Vec<String> = (0..3).map(|_| contact(&sandbox, &[])).collect();
+    let too_long = "x".repeat(41);
+    let items = vec![
+        item(&ids[0], &[(ContactField::FirstName, Some("Ann"))]),
+        item(&ids[1], &[(ContactField::FirstName, Some(&too_long))]),
+        item(&ids[2], &[(ContactField::Position, Some("CFO"))]),
+    ];
+    let results = adapter.push(&items).await;
+    assert_eq!(results.len(), 3);
+    assert_eq!(sandbox.stats().collection_calls, 1);
+    assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+    assert_eq!(
+        stored(&sandbox, &ids[0], "FirstName").as_deref(),
+        Some("Ann")
+    );
+    assert_eq!(stored(&sandbox, &ids[2], "Title").as_deref(), Some("CFO"));
+    let error = results[1].as_ref().unwrap_err();
+    assert_eq!(error.code, "STRING_TOO_LONG");
+    assert_eq!(error.field(), Some("first_name"));
+    assert!(error.message.contains("max length=40"), "{}", error.message);
+    assert_eq!(stored(&sandbox, &ids[1], "FirstName"), None);
+}
+
+#[tokio::test]
+async fn validation_refuses_what_salesforce_would_refuse() {
+    let sandbox = common::sandbox().await;
+    let adapter = adapter(&sandbox);
+    let mut patch = ContactPatch::new();
+    patch
+        .set(ContactField::FirstName, "x".repeat(41))
+        .set(ContactField::Zip, "1".repeat(20))
+        .clear(ContactField::LastName);
+    let violations: Vec<(String, String)> = adapter
+        .validate(&patch)
+        .into_iter()
+        .map(|v| (v.field, v.code))
+        .collect();
+    assert_eq!(
+        violations,
+        vec![
+            ("first_name".to_string(), "too_long".to_string()),
+            ("last_name".to_string(), "required_by_crm".to_string()),
+        ]
+    );
+    // Salesforce itself refuses the same clear, had it got through.
+    let id = contact(&sandbox, &[]);
+    let error = adapter
+        .push(&[item(&id, &[(ContactField::LastName, None)])])
+        .await
+        .remove(0)
+        .unwrap_err();
+    assert_eq!(error.code, "REQUIRED_FIELD_MISSING");
+    assert_eq!(error.field(), Some("last_name"));
+}
+
+#[tokio::test]
+async fn a_push_confirms_salesforces_stored_values_and_version() {
+    let sandbox = common::sandbox().await;
+    let adapter = adapter(&sandbox);
+    let id = contact(&sandbox, &[("Phone", "555")]);
+    let confirmed = adapter
+        .push(&[item(
+            &id,
+            &[
+                (ContactField::Position, Some("  Head of Sales ")),
+                (ContactField::Phone, None),
+            ],
+        )])
+        .await
+        .remove(0)
+        .expect("push");
+    // Salesforce trims text; the confirmation carries what it stored.
+    assert_eq!(
+        confirmed.values[&ContactField::Position].as_deref(),
+        Some("Head of Sales")
+    );
+    assert_eq!(confirmed.values[&ContactField::Phone], None);
+    let record = sandbox.contact(&id).unwrap();
+    let modified = record["LastModifiedDate"].as_str().unwrap();
+    assert_eq!(
+        confirmed.crm_version.as_deref(),
+        Some(modified.replace("+0000", "Z").as_str())
+    );
+    assert!(confirmed.created_at.unwrap().ends_with('Z'));
+}
+
+#[tokio::test]
+async fn a_deleted_contact_is_gone() {
+    let sandbox = common::sandbox().await;
+    let adapter = adapter(&sandbox);
+    let id = contact(&sandbox, &[]);
+    sandbox.delete_contact(&id);
+    let error = adapter
+        .push(&[item(&id, &[(ContactField::City, Some("Porto"))])])
+        .await
+        .remove(0)
+        .unwrap_err();
+    assert_eq!(error.kind, ErrorKind::RecordGone);
+    assert_eq!(error.code, "ENTITY_IS_DELETED");
+    assert_eq!(error.message, "entity is deleted");
+}
+
+#[tokio::test]
+async fn links_set_and_clear_account_id_in_the_same_write() {
+    let sandbox = common::sandbox().await;
+    let adapter = adapter(&sandbox);
+    let account = sandbox.create_account("Acme");
+    let id = contact(&sandbox, &[]);
+    let mut link = item(&id, &[(ContactField::Position, Some("CTO"))]);
+    link.customer = CustomerLink::Link {
+        id: account.clone(),
+        previous: None,
+    };
+    let before = sandbox.stats();
+    adapter.push(&[link]).await.remove(0).expect("link");
+    let after = sandbox.stats();
+    assert_eq!(after.records_written - before.records_written, 1);
+    assert_eq!(stored(&sandbox, &id, "AccountId"), Some(account.clone()));
+    assert_eq!(stored(&sandbox, &id, "Title").as_deref(), Some("CTO"));
+    let mut unlink = item(&id, &[]);
+    unlink.customer = CustomerLink::Unlink {
+        previous: Some(account),
+    };
+    adapter.push(&[unlink]).await.remove(0).expect("unlink");
+    assert_eq!(stored(&sandbox, &id, "AccountId"), None);
+}
+
+#[tokio::test]
+async fn pushes_stop_at_the_budget_share() {
+    let sandbox = common::sandbox().await;
+    let adapter = common::refresh_token_adapter(&sandbox, json!({"budget_stop_share": 0.8})).0;
+    sandbox.set_daily_limit(100);
+    sandbox.set_api_usage(78);
+    let id = contact(&sandbox, &[]);
+    // A write and its read-back: 80 of 100 used afterwards.
+    adapter
+        .push(&[item(&id, &[(ContactField::City, Some("Faro"))])])
+        .await
+        .remove(0)
+        .expect("under the share");
+    let usage = adapter.api_usage().unwrap();
+    assert_eq!((usage.used, usage.limit), (80, 100));
+    let requests = sandbox.stats().requests;
+    let items = vec![
+        item(&id, &[(ContactField::City, Some("Braga"))]),
+        item(
+            &contact(&sandbox, &[]),
+            &[(ContactField::City, Some("Braga"))],
+        ),
+    ];
+    let results = adapter.push(&items).await;
+    assert_eq!(results.len(), 2);
+    for result in results {
+        let error = result.unwrap_err();
+        assert!(
+            matches!(error.kind, ErrorKind::QuotaExhausted { .. }),
+            "{error:?}"
+        );
+    }
+    assert_eq!(
+        sandbox.stats().requests,
+        requests,
+        "Salesforce was not called"
+    );
+    assert_eq!(
+        stored(&sandbox, &id, "MailingCity").as_deref(),
+        Some("Faro")
+    );
+}
+
+#[tokio::test]
+async fn the_daily_limit_and_faults_are_classified() {
+    let sandbox = common::sandbox().await;
+    let adapter = adapter(&sandbox);
+    let ids: Vec<String> = (0..2).map(|_| contact(&sandbox, &[])).collect();
+    let items: Vec<PushItem> = ids
+        .iter()
+        .map(|id| item(id, &[(ContactField::City, Some("Faro"))]))
+        .collect();
+    sandbox.faults().fail_next(1, Fault::Locked);
+    for result in adapter.push(&items).await {
+        let error = result.unwrap_err();
+        assert_eq!(error.code, "UNABLE_TO_LOCK_ROW");
+        assert!(matches!(error.kind, ErrorKind::Retryable { .. }));
+    }
+    sandbox.faults().fail_next(1, Fault::DailyLimit);
+    for result in adapter.push(&items).await {
+        let error = result.unwrap_err();
+        assert_eq!(error.code, "REQUEST_LIMIT_EXCEEDED");
+        assert_eq!(error.message, "TotalRequests Limit exceeded.");
+        assert!(matches!(error.kind, ErrorKind::QuotaExhausted { .. }));
+    }
+    assert!(adapter.push(&items).await.iter().all(Result::is_ok));
+}
+
+#[tokio::test]
+async fn a_malformed_id_fails_alone() {
+    let sandbox = common::sandbox().await;
+    let adapter = adapter(&sandbox);
+    let id = contact(&sandbox, &[]);
+    let results = adapter
+        .push(&[
+            item("003' OR Name != '", &[(ContactField::City, Some("X"))]),
+            item(&id, &[(ContactField::City, Some("Faro"))]),
+        ])
+        .await;
+    assert_eq!(results[0].as_ref().unwrap_err().code, "MALFORMED_ID");
+    assert!(results[1].is_ok());
+}
+
+#[tokio::test]
+async fn a_full_batch_of_200_is_one_collection_call() {
+    let sandbox = common::sandbox().await;
+    let adapter = adapter(&sandbox);
+    assert_eq!(adapter.capabilities().max_batch_size, 200);
+    let items: Vec<PushItem> = (0..200)
+        .map(|n| {
+            let id = contact(&sandbox, &[]);
+            PushItem {
+                patch: [(ContactField::Zip, Some(format!("{n:05}")))]
+                    .into_iter()
+                    .collect(),
+                ..item(&id, &[])
+            }
+        })
+        .collect();
+    let results = adapter.push(&items).await;
+    assert!(results.iter().all(Result::is_ok));
+    assert_eq!(sandbox.stats().collection_calls, 1);
+    assert_eq!(
+        results[199].as_ref().unwrap().values[&ContactField::Zip].as_deref(),
+        Some("00199")
+    );
+}
