@@ -65,13 +65,19 @@ impl SalesforceAdapter {
         })
     }
 
-    /// Writes the items: one sObject PATCH for one item, a collections PATCH for several.
-    /// One outcome per item, in order.
+    /// Writes the items: one sObject PATCH for one item, collections PATCHes of up to 200
+    /// for several. One outcome per item, in order.
     async fn write(&self, items: &[&PushItem]) -> Vec<Result<(), AdapterError>> {
         match items {
             [] => Vec::new(),
             [item] => vec![self.write_one(item).await],
-            _ => self.write_collection(items).await,
+            _ => {
+                let mut outcomes = Vec::with_capacity(items.len());
+                for chunk in items.chunks(MAX_COLLECTION_RECORDS) {
+                    outcomes.extend(self.write_collection(chunk).await);
+                }
+                outcomes
+            }
         }
     }
 

@@ -213,3 +213,19 @@ async fn the_jwt_bearer_grant_works_with_a_registered_key() {
     assert_eq!(error.kind, ErrorKind::Unauthorized);
     assert_eq!(error.code, "invalid_grant");
 }
+
+#[tokio::test]
+async fn sessions_that_end_at_once_leave_the_connection_unauthorized() {
+    let sandbox = common::sandbox().await;
+    sandbox.set_session_lifetime(Some(Duration::ZERO));
+    let adapter = common::adapter(&sandbox);
+    let id = contact(&sandbox, &[]);
+    let error = push_city(adapter.as_ref(), &id, "Faro").await.unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Unauthorized);
+    assert_eq!(error.code, "INVALID_SESSION_ID");
+    assert_eq!(
+        sandbox.token_requests(),
+        2,
+        "one session, one renewal, no more"
+    );
+}

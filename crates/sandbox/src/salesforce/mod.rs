@@ -24,9 +24,29 @@
 //! holds its records "in flight" during the delay, so overlapping writes to one record show in
 //! [`SalesforceStats::overlapping_writes`].
 //!
+//! Inspection API for tests (in-process, no HTTP): [`SalesforceSandbox::base_url`] /
+//! [`instance_url`](SalesforceSandbox::instance_url), [`create_contact`](SalesforceSandbox::create_contact)
+//! (Salesforce field names), [`contact`](SalesforceSandbox::contact),
+//! [`delete_contact`](SalesforceSandbox::delete_contact),
+//! [`create_account`](SalesforceSandbox::create_account), [`stats`](SalesforceSandbox::stats),
+//! [`set_daily_limit`](SalesforceSandbox::set_daily_limit) /
+//! [`set_api_usage`](SalesforceSandbox::set_api_usage),
+//! [`set_session_lifetime`](SalesforceSandbox::set_session_lifetime),
+//! [`invalidate_sessions`](SalesforceSandbox::invalidate_sessions),
+//! [`token_requests`](SalesforceSandbox::token_requests),
+//! [`overlapping_refreshes`](SalesforceSandbox::overlapping_refreshes),
+//! [`set_refresh_token_rotation`](SalesforceSandbox::set_refresh_token_rotation),
+//! [`register_jwt_public_key`](SalesforceSandbox::register_jwt_public_key),
+//! [`credentials`](SalesforceSandbox::credentials),
+//! [`set_query_page_size`](SalesforceSandbox::set_query_page_size), and the fault switches
+//! through [`SandboxCrm::faults`].
+//!
 //! Differences from a real org worth knowing: LastModifiedDate has millisecond precision and
 //! moves on every write (a real org's has one-second precision); custom fields `X__c` exist
-//! as 255-character text; queries page 200 records at a time by default (a real org: 2000).
+//! as 255-character text; queries page 200 records at a time by default (a real org: 2000);
+//! the 410 body's error code (`API_VERSION_RETIRED`) and the code for an AccountId that is no
+//! Account (`INVALID_CROSS_REFERENCE_KEY`) are guesses; API requests are counted only when
+//! served.
 
 mod http;
 mod org;
