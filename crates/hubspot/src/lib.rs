@@ -1,1 +1,50 @@
+//! unisync's HubSpot adapter: contacts pushed through HubSpot's CRM v3 API (single PATCH and
+//! batch update, up to 100 per call), company links through v4 associations, pulls by
+//! paging the contact list.
+//!
+//! - [`config`]: the connection's settings ([`HubspotConfig`]).
+//! - [`mapping`]: unified fields to HubSpot properties, as data.
+//! - [`error`]: [`parse_error`], the one place HubSpot's answers are classified.
+//! - `client`, `auth`, `pacer`: HTTP, bearer tokens (static or OAuth refresh), and pacing to
+//!   HubSpot's rate-limit headers.
+//! - [`HubspotAdapter`]: the [`SourceAdapter`].
 
+mod adapter;
+mod auth;
+mod client;
+pub mod config;
+pub mod error;
+pub mod mapping;
+mod pacer;
+
+use std::sync::Arc;
+
+use unisync_core::{AdapterFactory, ConfigError, ConnectionConfig, CredentialStore, SourceAdapter};
+
+pub use adapter::{BATCH_LIMIT, HubspotAdapter};
+pub use auth::REFRESH_TOKEN_KEY;
+pub use config::{HubspotAuth, HubspotConfig};
+pub use error::parse_error;
+pub use mapping::default_mapping;
+
+/// Builds HubSpot adapters from `[connections.NAME]` tables with `system = "hubspot"`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HubspotFactory;
+
+impl AdapterFactory for HubspotFactory {
+    fn system(&self) -> &'static str {
+        "hubspot"
+    }
+
+    fn build(
+        &self,
+        config: &ConnectionConfig,
+        credentials: Arc<dyn CredentialStore>,
+    ) -> Result<Arc<dyn SourceAdapter>, ConfigError> {
+        let settings = HubspotConfig::from_connection(config)?;
+        let adapter = HubspotAdapter::new(&settings, credentials).map_err(|err| {
+            config.error("base_url", format!("cannot build the HTTP client: {err}"))
+        })?;
+        Ok(Arc::new(adapter))
+    }
+}

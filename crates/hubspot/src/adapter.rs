@@ -1,0 +1,461 @@
+//! [`HubspotAdapter`]: unisync's pushes and pulls in HubSpot's terms.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::future::{BoxFuture, FutureExt, join_all};
+use reqwest::Method;
+use serde_json::{Map, Value, json};
+use unisync_core::{
+    AdapterError, ApiUsage, Capabilities, ConfirmedContact, ContactField, ContactPage,
+    CredentialStore, CustomerLink, ErrorKind, FieldMapping, PushItem, PushResult, SourceAdapter,
+    SourceContact,
+};
+
+use crate::client::HubspotClient;
+use crate::config::HubspotConfig;
+use crate::error::{may_blame_one_input, parse_batch_error};
+use crate::mapping::{properties_of, values_of};
+
+/// HubSpot's batch limit, for updates and reads alike.
+pub const BATCH_LIMIT: usize = 100;
+const CONTACTS: [&str; 4] = ["crm", "v3", "objects", "contacts"];
+
+/// A HubSpot connection (one portal) as a [`SourceAdapter`].
+pub struct HubspotAdapter {
+    client: HubspotClient,
+}
+
+impl HubspotAdapter {
+    /// Builds the adapter; contacts nobody. `credentials` keeps a rotated OAuth refresh token.
+    pub fn new(
+        config: &HubspotConfig,
+        credentials: Arc<dyn CredentialStore>,
+    ) -> Result<Self, reqwest::Error> {
+        Ok(HubspotAdapter {
+            client: HubspotClient::new(config, credentials)?,
+        })
+    }
+}
+
+#[async_trait]
+impl SourceAdapter for HubspotAdapter {
+    fn system(&self) -> &str {
+        "hubspot"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            max_batch_size: BATCH_LIMIT,
+            customer_links: true,
+        }
+    }
+
+    fn mapping(&self) -> &FieldMapping {
+        self.client.mapping()
+    }
+
+    async fn push(&self, items: &[PushItem]) -> Vec<PushResult> {
+        let mut results: Vec<Option<PushResult>> = vec![None; items.len()];
+        // HubSpot refuses a batch naming one id twice; the contract says that never happens,
+        // and if it does the later edit goes in a later call, keeping per-contact order.
+        for round in rounds_of_distinct_ids(items) {
+            let round_items: Vec<&PushItem> = round.iter().map(|&index| &items[index]).collect();
+            for (index, result) in round.into_iter().zip(self.push_round(&round_items).await) {
+                results[index] = Some(result);
+            }
+        }
+        results
+            .into_iter()
+            .map(|result| result.expect("every round answers each of its items"))
+            .collect()
+    }
+
+    async fn pull(&self, cursor: Option<&str>) -> Result<ContactPage, AdapterError> {
+        let limit = BATCH_LIMIT.to_string();
+        let properties = self.client.mapping().crm_fields().join(",");
+        let mut query = vec![
+            ("limit", limit.as_str()),
+            ("properties", properties.as_str()),
+            ("associations", "companies"),
+        ];
+        if let Some(cursor) = cursor {
+            query.push(("after", cursor));
+        }
+        let answer = self
+            .client
+            .send(Method::GET, &CONTACTS, &query, None)
+            .await?;
+        let contacts = array(&answer, "results")
+            .iter()
+            .map(|object| self.source_contact(object))
+            .collect();
+        let next_cursor = answer["paging"]["next"]["after"]
+            .as_str()
+            .map(str::to_string);
+        Ok(ContactPage {
+            contacts,
+            next_cursor,
+        })
+    }
+
+    fn api_usage(&self) -> Option<ApiUsage> {
+        self.client.api_usage()
+    }
+}
+
+/// One contact's property write.
+struct PropertyWrite<'a> {
+    id: &'a str,
+    properties: Map<String, Value>,
+}
+
+impl HubspotAdapter {
+    /// Pushes items with distinct ids: property writes first (batched), then each item's
+    /// company link. Items without property changes are read back for their version.
+    async fn push_round(&self, items: &[&PushItem]) -> Vec<PushResult> {
+        let mapping = self.client.mapping();
+        let mut writes = Vec::new();
+        let mut reads = Vec::new();
+        for (position, item) in items.iter().enumerate() {
+            let properties = properties_of(mapping, &item.patch);
+            if properties.is_empty() {
+                reads.push(position);
+            } else {
+                writes.push((
+                    position,
+                    PropertyWrite {
+                        id: &item.source_id,
+                        properties,
+                    },
+                ));
+            }
+        }
+        let mut results: Vec<Option<PushResult>> = vec![None; items.len()];
+        let (positions, writes): (Vec<usize>, Vec<PropertyWrite>) = writes.into_iter().unzip();
+        for (position, result) in positions
+            .into_iter()
+            .zip(self.write_properties(&writes).await)
+        {
+            results[position] = Some(result);
+        }
+        let read_ids: Vec<&str> = reads
+            .iter()
+            .map(|&position| items[position].source_id.as_str())
+            .collect();
+        for (position, result) in reads.into_iter().zip(self.read_contacts(&read_ids).await) {
+            results[position] = Some(result);
+        }
+        let linked = join_all(items.iter().zip(results).map(|(item, result)| async move {
+            let confirmed = result.expect("every item was written or read")?;
+            self.apply_link(&item.source_id, &item.customer).await?;
+            Ok(confirmed)
+        }));
+        linked.await
+    }
+
+    /// Writes properties: one PATCH for one contact, batch updates for more.
+    fn write_properties<'a>(
+        &'a self,
+        writes: &'a [PropertyWrite<'a>],
+    ) -> BoxFuture<'a, Vec<PushResult>> {
+        async move {
+            match writes {
+                [] => Vec::new(),
+                [write] => vec![self.write_one(write).await],
+                _ if writes.len() > BATCH_LIMIT => {
+                    let mut results = Vec::with_capacity(writes.len());
+                    for chunk in writes.chunks(BATCH_LIMIT) {
+                        results.extend(self.write_properties(chunk).await);
+                    }
+                    results
+                }
+                _ => self.write_batch(writes).await,
+            }
+        }
+        .boxed()
+    }
+
+    async fn write_one(&self, write: &PropertyWrite<'_>) -> PushResult {
+        let body = json!({ "properties": write.properties });
+        let answer = self
+            .client
+            .send(Method::PATCH, &contact_path(write.id), &[], Some(&body))
+            .await?;
+        Ok(self.confirmed(&answer))
+    }
+
+    /// One batch update. A whole-batch refusal that one bad input may cause is narrowed down
+    /// by halves, so the valid edits land and only the bad one carries HubSpot's error.
+    async fn write_batch(&self, writes: &[PropertyWrite<'_>]) -> Vec<PushResult> {
+        let inputs: Vec<Value> = writes
+            .iter()
+            .map(|write| json!({"id": write.id, "properties": write.properties}))
+            .collect();
+        let body = json!({ "inputs": inputs });
+        let path = [CONTACTS.as_slice(), &["batch", "update"]].concat();
+        match self
+            .client
+            .send(Method::POST, &path, &[], Some(&body))
+            .await
+        {
+            Ok(answer) => self.batch_results(writes, &answer).await,
+            Err(error) if may_blame_one_input(&error) => {
+                tracing::debug!(code = %error.code, size = writes.len(), "HubSpot refused a whole batch; splitting it");
+                let (left, right) = writes.split_at(writes.len() / 2);
+                let mut results = self.write_properties(left).await;
+                results.extend(self.write_properties(right).await);
+                results
+            }
+            Err(error) => vec![Err(error); writes.len()],
+        }
+    }
+
+    /// Matches a 200/207 batch answer against the inputs sent. An input neither in `results`
+    /// nor in `errors` (a merged record, for one) is written again on its own.
+    async fn batch_results(&self, writes: &[PropertyWrite<'_>], body: &Value) -> Vec<PushResult> {
+        let mapping = self.client.mapping();
+        let mut outcomes: HashMap<String, PushResult> = HashMap::new();
+        for object in array(body, "results") {
+            if let Some(id) = id_of(object) {
+                outcomes.insert(id, Ok(self.confirmed(object)));
+            }
+        }
+        for entry in array(body, "errors") {
+            let error = parse_batch_error(entry, mapping);
+            for id in array(&entry["context"], "ids").iter().filter_map(text_id) {
+                outcomes.insert(id, Err(error.clone()));
+            }
+        }
+        let mut results = Vec::with_capacity(writes.len());
+        for write in writes {
+            let result = match outcomes.remove(write.id) {
+                Some(result) => result,
+                None => {
+                    tracing::debug!(
+                        id = write.id,
+                        "HubSpot's batch answer lacks a contact; writing it alone"
+                    );
+                    self.write_one(write).await
+                }
+            };
+            results.push(result);
+        }
+        results
+    }
+
+    /// Reads contacts back (for items that changed no property): their versions, or
+    /// `RecordGone`.
+    async fn read_contacts(&self, ids: &[&str]) -> Vec<PushResult> {
+        if ids.is_empty() {
+            return Vec::new();
+        }
+        let mut results = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(BATCH_LIMIT) {
+            let inputs: Vec<Value> = chunk.iter().map(|id| json!({ "id": id })).collect();
+            let body = json!({ "inputs": inputs, "properties": [] });
+            let path = [CONTACTS.as_slice(), &["batch", "read"]].concat();
+            match self
+                .client
+                .send(Method::POST, &path, &[], Some(&body))
+                .await
+            {
+                Err(error) => results.extend(std::iter::repeat_n(Err(error), chunk.len())),
+                Ok(answer) => {
+                    let found: HashMap<String, &Value> = array(&answer, "results")
+                        .iter()
+                        .filter_map(|object| Some((id_of(object)?, object)))
+                        .collect();
+                    results.extend(chunk.iter().map(|id| match found.get(*id) {
+                        Some(object) => Ok(ConfirmedContact {
+                            values: BTreeMap::new(),
+                            ..self.confirmed(object)
+                        }),
+                        None => Err(AdapterError::record_gone(
+                            "OBJECT_NOT_FOUND",
+                            format!("HubSpot has no contact {id}"),
+                        )),
+                    }));
+                }
+            }
+        }
+        results
+    }
+
+    /// Applies a contact's company link. A company HubSpot does not know fails the edit for
+    /// good, but does not say the contact is gone.
+    async fn apply_link(&self, contact_id: &str, link: &CustomerLink) -> Result<(), AdapterError> {
+        let result = match link {
+            CustomerLink::Unchanged => Ok(()),
+            CustomerLink::Link { id, previous } => {
+                self.associate(contact_id, id).await?;
+                match previous.as_deref().filter(|previous| previous != id) {
+                    Some(previous) => self.dissociate(contact_id, previous).await,
+                    None => Ok(()),
+                }
+            }
+            CustomerLink::Unlink {
+                previous: Some(previous),
+            } => self.dissociate(contact_id, previous).await,
+            CustomerLink::Unlink { previous: None } => {
+                for company in self.company_ids(contact_id).await? {
+                    self.dissociate(contact_id, &company).await?;
+                }
+                Ok(())
+            }
+        };
+        result.map_err(|error| match error.kind {
+            ErrorKind::RecordGone => AdapterError::permanent(
+                error.code,
+                error.message,
+                Some(ContactField::UnifiedCustomerId.name().to_string()),
+            ),
+            _ => error,
+        })
+    }
+
+    async fn associate(&self, contact_id: &str, company_id: &str) -> Result<(), AdapterError> {
+        let path = association_path(contact_id, &["default", "companies", company_id]);
+        self.client.send(Method::PUT, &path, &[], None).await?;
+        Ok(())
+    }
+
+    async fn dissociate(&self, contact_id: &str, company_id: &str) -> Result<(), AdapterError> {
+        let path = association_path(contact_id, &["companies", company_id]);
+        self.client.send(Method::DELETE, &path, &[], None).await?;
+        Ok(())
+    }
+
+    async fn company_ids(&self, contact_id: &str) -> Result<Vec<String>, AdapterError> {
+        let path = association_path(contact_id, &["companies"]);
+        let answer = self.client.send(Method::GET, &path, &[], None).await?;
+        Ok(array(&answer, "results")
+            .iter()
+            .filter_map(|association| text_id(&association["toObjectId"]))
+            .collect())
+    }
+
+    /// What HubSpot returned for a written contact, in unified terms.
+    fn confirmed(&self, object: &Value) -> ConfirmedContact {
+        ConfirmedContact {
+            values: self.returned_values(object),
+            crm_version: string(object, "updatedAt"),
+            created_at: string(object, "createdAt"),
+        }
+    }
+
+    fn returned_values(&self, object: &Value) -> BTreeMap<ContactField, Option<String>> {
+        object["properties"]
+            .as_object()
+            .map(|properties| values_of(self.client.mapping(), properties))
+            .unwrap_or_default()
+    }
+
+    /// A listed contact: every mapped field (absent ones `None`), and its company, preferring
+    /// the primary association.
+    fn source_contact(&self, object: &Value) -> SourceContact {
+        let mut values: BTreeMap<ContactField, Option<String>> = self
+            .client
+            .mapping()
+            .rules()
+            .map(|rule| (rule.unified, None))
+            .collect();
+        values.extend(self.returned_values(object));
+        let companies = array(&object["associations"]["companies"], "results");
+        let customer_source_id = companies
+            .iter()
+            .find(|company| company["type"] == "contact_to_company")
+            .or(companies.first())
+            .and_then(id_of);
+        SourceContact {
+            source_id: id_of(object).unwrap_or_default(),
+            values,
+            customer_source_id,
+            created_at: string(object, "createdAt"),
+            crm_version: string(object, "updatedAt"),
+            is_active: !object["archived"].as_bool().unwrap_or(false),
+        }
+    }
+}
+
+/// Splits item positions into rounds in which no contact id repeats, keeping each id's
+/// edits in order.
+fn rounds_of_distinct_ids(items: &[PushItem]) -> Vec<Vec<usize>> {
+    let mut rounds: Vec<(HashSet<&str>, Vec<usize>)> = Vec::new();
+    let mut next_round: HashMap<&str, usize> = HashMap::new();
+    for (position, item) in items.iter().enumerate() {
+        let round = next_round.entry(&item.source_id).or_insert(0);
+        if *round == rounds.len() {
+            rounds.push((HashSet::new(), Vec::new()));
+        }
+        rounds[*round].0.insert(&item.source_id);
+        rounds[*round].1.push(position);
+        *round += 1;
+    }
+    rounds.into_iter().map(|(_, positions)| positions).collect()
+}
+
+fn contact_path(id: &str) -> Vec<&str> {
+    let mut path = CONTACTS.to_vec();
+    path.push(id);
+    path
+}
+
+fn association_path<'a>(contact_id: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    let mut path = vec![
+        "crm",
+        "v4",
+        "objects",
+        "contacts",
+        contact_id,
+        "associations",
+    ];
+    path.extend_from_slice(rest);
+    path
+}
+
+fn array<'a>(value: &'a Value, key: &str) -> &'a [Value] {
+    value[key].as_array().map(Vec::as_slice).unwrap_or_default()
+}
+
+fn string(value: &Value, key: &str) -> Option<String> {
+    value[key].as_str().map(str::to_string)
+}
+
+fn id_of(object: &Value) -> Option<String> {
+    text_id(&object["id"])
+}
+
+/// HubSpot ids are strings, but some answers (v4 associations) give numbers.
+fn text_id(value: &Value) -> Option<String> {
+    match value {
+        Value::String(id) => Some(id.clone()),
+        Value::Number(id) => Some(id.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use unisync_core::ContactPatch;
+
+    use super::*;
+
+    fn item(id: &str) -> PushItem {
+        PushItem {
+            source_id: id.to_string(),
+            patch: ContactPatch::new(),
+            customer: CustomerLink::Unchanged,
+        }
+    }
+
+    #[test]
+    fn repeated_ids_go_to_later_rounds_in_order() {
+        let items = [item("1"), item("2"), item("1"), item("1"), item("3")];
+        assert_eq!(
+            rounds_of_distinct_ids(&items),
+            vec![vec![0, 1, 4], vec![2], vec![3]]
+        );
+    }
+}

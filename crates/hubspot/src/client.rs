@@ -1,0 +1,167 @@
+//! HubSpot over HTTP: one place that paces requests, attaches the bearer token, refreshes
+//! it once on a 401, and turns failures into classified errors.
+
+use std::sync::{Arc, Mutex};
+
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode, Url};
+use serde_json::Value;
+use unisync_core::{AdapterError, ApiUsage, CredentialStore, ErrorKind, FieldMapping};
+
+use crate::auth::{Credentials, OAuthSession};
+use crate::config::{HubspotAuth, HubspotConfig};
+use crate::error::{parse_error, transport_error};
+use crate::pacer::Pacer;
+
+/// The HTTP client of one HubSpot connection, shared by all its pushes and pulls.
+pub struct HubspotClient {
+    http: reqwest::Client,
+    base_url: Url,
+    credentials: Credentials,
+    pacer: Pacer,
+    mapping: FieldMapping,
+    usage: Mutex<Option<ApiUsage>>,
+}
+
+impl HubspotClient {
+    /// Builds the client; contacts nobody.
+    pub fn new(
+        config: &HubspotConfig,
+        store: Arc<dyn CredentialStore>,
+    ) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .user_agent(concat!("unisync/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let credentials = match &config.auth {
+            HubspotAuth::AccessToken(token) => Credentials::Static(token.clone()),
+            HubspotAuth::OAuth {
+                client_id,
+                client_secret,
+                refresh_token,
+            } => Credentials::OAuth(Box::new(OAuthSession::new(
+                endpoint(&config.base_url, &["oauth", "v1", "token"]),
+                client_id.clone(),
+                client_secret.clone(),
+                refresh_token.clone(),
+                store,
+                config.mapping.clone(),
+            ))),
+        };
+        Ok(HubspotClient {
+            http,
+            base_url: config.base_url.clone(),
+            credentials,
+            pacer: Pacer::new(config.requests_per_10s),
+            mapping: config.mapping.clone(),
+            usage: Mutex::new(None),
+        })
+    }
+
+    pub fn mapping(&self) -> &FieldMapping {
+        &self.mapping
+    }
+
+    /// The daily budget as HubSpot last reported it.
+    pub fn api_usage(&self) -> Option<ApiUsage> {
+        *self.usage.lock().unwrap()
+    }
+
+    /// Sends one request to the path made of `segments` (each percent-encoded) and returns
+    /// the 2xx answer's JSON body (`Null` when empty), or the classified failure. A 401 with OAuth refreshes the token and
+    /// tries once more.
+    pub async fn send(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<Value, AdapterError> {
+        let url = endpoint(&self.base_url, segments);
+        let mut refreshed = false;
+        loop {
+            let slot = self.pacer.acquire().await;
+            let token = self.credentials.bearer(&self.http).await?;
+            let mut request = self
+                .http
+                .request(method.clone(), url.clone())
+                .bearer_auth(token.expose());
+            if !query.is_empty() {
+                request = request.query(query);
+            }
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let response = request.send().await.map_err(|err| transport_error(&err))?;
+            let status = response.status();
+            let headers = response.headers().clone();
+            let text = response.text().await.map_err(|err| transport_error(&err))?;
+            drop(slot);
+            self.pacer.observe(&headers);
+            self.record_usage(&headers);
+            if status.is_success() {
+                if text.trim().is_empty() {
+                    return Ok(Value::Null);
+                }
+                return serde_json::from_str(&text).map_err(|err| {
+                    AdapterError::retryable("BAD_RESPONSE", format!("{err}: {text}"))
+                });
+            }
+            if status == StatusCode::UNAUTHORIZED
+                && !refreshed
+                && self.credentials.reject(&token).await
+            {
+                refreshed = true;
+                continue;
+            }
+            let error = parse_error(status, &headers, &text, &self.mapping);
+            if let ErrorKind::RateLimited {
+                retry_after: Some(wait),
+            } = error.kind
+            {
+                tracing::debug!(?wait, code = %error.code, "HubSpot rate limit hit; pausing the connection");
+                self.pacer.pause_for(wait);
+            }
+            return Err(error);
+        }
+    }
+
+    fn record_usage(&self, headers: &HeaderMap) {
+        let number = |name: &str| -> Option<u64> { headers.get(name)?.to_str().ok()?.parse().ok() };
+        if let (Some(limit), Some(remaining)) = (
+            number("x-hubspot-ratelimit-daily"),
+            number("x-hubspot-ratelimit-daily-remaining"),
+        ) {
+            *self.usage.lock().unwrap() = Some(ApiUsage {
+                used: limit.saturating_sub(remaining),
+                limit,
+            });
+        }
+    }
+}
+
+/// `base` with `segments` appended as percent-encoded path segments (a CRM id can never
+/// reach another route).
+fn endpoint(base: &Url, segments: &[&str]) -> Url {
+    let mut url = base.clone();
+    url.path_segments_mut()
+        .expect("an http(s) base URL has a path")
+        .pop_if_empty()
+        .extend(segments);
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_keep_a_base_path_and_encode_ids() {
+        let base = Url::parse("http://127.0.0.1:9/proxy/").unwrap();
+        let url = endpoint(&base, &["crm", "v3", "objects", "contacts", "1/../x"]);
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:9/proxy/crm/v3/objects/contacts/1%2F..%2Fx"
+        );
+    }
+}

@@ -1,0 +1,394 @@
+//! The fake HubSpot API: contacts (single and batch update, read, list), company
+//! associations (v4) and OAuth refresh, answering in HubSpot's own shapes (see
+//! `shared/docs/crm-apis.md`), in memory, on loopback.
+//!
+//! Tests drive it in-process through [`HubspotSandbox`]'s inspection methods: create and
+//! read records behind the adapter's back, switch on rate limits, short-lived tokens and
+//! [`Fault`](crate::Fault)s, and read [`HubspotStats`] afterwards.
+//!
+//! Overlapping writes to one contact are only seen while both requests are being answered:
+//! set a latency (`faults().set_latency(..)`) to make the check meaningful.
+
+mod access;
+mod routes;
+mod store;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::{Faults, SandboxCrm};
+use access::{RateLimits, Tokens};
+use store::Store;
+
+/// Request counts of a running fake HubSpot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HubspotStats {
+    /// CRM API requests (every `/crm/...` call, token requests excluded).
+    pub requests: u64,
+    /// `batch/update` calls.
+    pub batch_updates: u64,
+    /// Contact writes that landed (a batch of 100 counts 100).
+    pub contacts_written: u64,
+    /// 429 answers, from the limits or from scripted faults.
+    pub rate_limited: u64,
+    /// Times a request started writing a contact while another request was still writing
+    /// the same contact id. unisync must never cause one.
+    pub overlapping_writes: u64,
+}
+
+/// The OAuth client and refresh token the fake accepts at `/oauth/v1/token`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OAuthCredentials {
+    pub client_id: String,
+    pub client_secret: String,
+    pub refresh_token: String,
+}
+
+/// A running fake HubSpot. Dropping it stops the server.
+pub struct HubspotSandbox {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl HubspotSandbox {
+    /// Starts the fake on `listen` (port 0 for any), seeded with `demo_records` contacts,
+    /// some of them associated with demo companies.
+    pub async fn start(listen: SocketAddr, demo_records: usize) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::new(&format!("{}", addr.port())));
+        seed_demo_records(&mut shared.store.lock().unwrap(), demo_records);
+        let router = routes::router(shared.clone());
+        let server = tokio::spawn(async move {
+            if let Err(err) = axum::serve(listener, router).await {
+                tracing::error!(%err, "the HubSpot sandbox stopped");
+            }
+        });
+        Ok(HubspotSandbox {
+            addr,
+            shared,
+            server,
+        })
+    }
+
+    /// `http://ADDR`, the `base_url` that points a HubSpot connection here.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The static private-app token the fake always accepts.
+    pub fn access_token(&self) -> String {
+        self.shared.tokens.lock().unwrap().static_token.clone()
+    }
+
+    /// The OAuth client and the refresh token accepted now (it changes after each refresh
+    /// when rotation is on).
+    pub fn oauth_credentials(&self) -> OAuthCredentials {
+        let tokens = self.shared.tokens.lock().unwrap();
+        OAuthCredentials {
+            client_id: tokens.client_id.clone(),
+            client_secret: tokens.client_secret.clone(),
+            refresh_token: tokens.refresh_token.clone(),
+        }
+    }
+
+    /// Creates a contact from HubSpot property names and values (`("firstname", "Ann")`);
+    /// returns its id. Empty values are left out; the email is stored lower-cased.
+    pub fn create_contact(&self, properties: &[(&str, &str)]) -> String {
+        self.shared
+            .store
+            .lock()
+            .unwrap()
+            .create_contact(properties)
+            .to_string()
+    }
+
+    /// The contact's stored properties by HubSpot name, with `hs_object_id`, `createdate`
+    /// and `lastmodifieddate`; cleared properties are absent. A merged-away id answers with
+    /// the contact it was merged into; `None` when there is no such contact.
+    pub fn contact(&self, id: &str) -> Option<BTreeMap<String, String>> {
+        self.shared.store.lock().unwrap().properties(id)
+    }
+
+    /// Deletes a contact (and its associations).
+    pub fn delete_contact(&self, id: &str) {
+        self.shared.store.lock().unwrap().delete_contact(id);
+    }
+
+    /// Merges contact `merged` into `primary`, as a HubSpot user would: `merged` stops
+    /// existing on its own, and writes to its id land on `primary` and answer with
+    /// `primary`'s id (so a batch's `results` lack the id that was sent). False when either
+    /// is missing or they are the same contact.
+    pub fn merge_contacts(&self, primary: &str, merged: &str) -> bool {
+        self.shared.store.lock().unwrap().merge(primary, merged)
+    }
+
+    /// Adds a custom contact property (for field-table overrides in config).
+    pub fn define_property(&self, name: &str) {
+        self.shared.store.lock().unwrap().define_property(name);
+    }
+
+    /// Creates a company; returns its id.
+    pub fn create_company(&self, name: &str) -> String {
+        self.shared
+            .store
+            .lock()
+            .unwrap()
+            .create_company(name)
+            .to_string()
+    }
+
+    /// The ids of the companies a contact is associated with (empty for a missing contact).
+    pub fn company_ids_of(&self, contact_id: &str) -> Vec<String> {
+        self.shared
+            .store
+            .lock()
+            .unwrap()
+            .company_ids(contact_id)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|id| id.to_string())
+            .collect()
+    }
+
+    /// Request counts so far.
+    pub fn stats(&self) -> HubspotStats {
+        *self.shared.stats.lock().unwrap()
+    }
+
+    /// Limits CRM requests to `max` per rolling `window` (HubSpot: 100 to 250 per 10 s):
+    /// beyond it, 429 `TEN_SECONDLY_ROLLING`. Every answer then carries
+    /// `X-HubSpot-RateLimit-Max`, `-Remaining` and `-Interval-Milliseconds`.
+    pub fn set_rate_limit(&self, max: u64, window: Duration) {
+        self.shared
+            .limits
+            .lock()
+            .unwrap()
+            .set_window(Some((max, window)));
+    }
+
+    /// Removes the rolling-window limit (the default).
+    pub fn remove_rate_limit(&self) {
+        self.shared.limits.lock().unwrap().set_window(None);
+    }
+
+    /// Limits CRM requests per day (`None`: no limit, the default): beyond it, 429 `DAILY`.
+    /// Answers then carry `X-HubSpot-RateLimit-Daily` and `-Daily-Remaining`.
+    pub fn set_daily_limit(&self, limit: Option<u64>) {
+        self.shared.limits.lock().unwrap().set_daily(limit);
+    }
+
+    /// How long OAuth access tokens issued from now on live (default 30 minutes; the answer's
+    /// `expires_in` says at least 1 second).
+    pub fn set_token_lifetime(&self, lifetime: Duration) {
+        self.shared.tokens.lock().unwrap().lifetime = lifetime;
+    }
+
+    /// Whether each refresh issues a new refresh token and retires the old one.
+    pub fn set_refresh_token_rotation(&self, rotate: bool) {
+        self.shared.tokens.lock().unwrap().rotate_refresh_tokens = rotate;
+    }
+
+    /// Successful OAuth refreshes so far.
+    pub fn token_refreshes(&self) -> u64 {
+        self.shared.tokens.lock().unwrap().refreshes
+    }
+
+    /// Token requests that started while another was still being answered.
+    pub fn overlapping_refreshes(&self) -> u64 {
+        self.shared.tokens.lock().unwrap().overlapping_refreshes
+    }
+}
+
+impl Drop for HubspotSandbox {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl SandboxCrm for HubspotSandbox {
+    fn system(&self) -> &'static str {
+        "hubspot"
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn connection_settings(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut settings = serde_json::Map::new();
+        settings.insert("base_url".into(), self.base_url().into());
+        settings
+    }
+
+    fn connection_secrets(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([("access_token".to_string(), self.access_token())])
+    }
+
+    fn faults(&self) -> &Faults {
+        &self.shared.faults
+    }
+}
+
+/// State shared by the routes and the inspection methods.
+struct Shared {
+    store: Mutex<Store>,
+    tokens: Mutex<Tokens>,
+    limits: Mutex<RateLimits>,
+    stats: Mutex<HubspotStats>,
+    /// Contact id to the number of requests writing it right now.
+    writes_in_flight: Mutex<HashMap<String, usize>>,
+    faults: Faults,
+}
+
+impl Shared {
+    fn new(portal_tag: &str) -> Self {
+        Shared {
+            store: Mutex::new(Store::new()),
+            tokens: Mutex::new(Tokens::new(portal_tag)),
+            limits: Mutex::new(RateLimits::default()),
+            stats: Mutex::new(HubspotStats::default()),
+            writes_in_flight: Mutex::new(HashMap::new()),
+            faults: Faults::default(),
+        }
+    }
+
+    fn record(&self, change: impl FnOnce(&mut HubspotStats)) {
+        change(&mut self.stats.lock().unwrap());
+    }
+
+    /// Waits the configured latency: the time a read takes.
+    async fn pause(&self) {
+        let latency = self.faults.latency();
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+    }
+
+    /// Marks `ids` as being written (counting overlaps with writes already running), then
+    /// waits the configured latency. The marks last until the guard drops.
+    async fn begin_writes(&self, ids: &[String]) -> WritesInFlight<'_> {
+        {
+            let mut in_flight = self.writes_in_flight.lock().unwrap();
+            let mut overlaps = 0;
+            for id in ids {
+                let writers = in_flight.entry(id.clone()).or_default();
+                if *writers > 0 {
+                    overlaps += 1;
+                }
+                *writers += 1;
+            }
+            if overlaps > 0 {
+                self.record(|stats| stats.overlapping_writes += overlaps);
+            }
+        }
+        let guard = WritesInFlight {
+            shared: self,
+            ids: ids.to_vec(),
+        };
+        self.pause().await;
+        guard
+    }
+
+    fn begin_refresh(&self) -> RefreshInProgress<'_> {
+        self.tokens.lock().unwrap().begin_refresh();
+        RefreshInProgress { shared: self }
+    }
+}
+
+/// Contact ids being written by one request.
+struct WritesInFlight<'a> {
+    shared: &'a Shared,
+    ids: Vec<String>,
+}
+
+impl Drop for WritesInFlight<'_> {
+    fn drop(&mut self) {
+        let mut in_flight = self.shared.writes_in_flight.lock().unwrap();
+        for id in &self.ids {
+            if let Some(writers) = in_flight.get_mut(id) {
+                *writers -= 1;
+                if *writers == 0 {
+                    in_flight.remove(id);
+                }
+            }
+        }
+    }
+}
+
+/// One token request being answered.
+struct RefreshInProgress<'a> {
+    shared: &'a Shared,
+}
+
+impl Drop for RefreshInProgress<'_> {
+    fn drop(&mut self) {
+        self.shared.tokens.lock().unwrap().end_refresh();
+    }
+}
+
+/// Realistic contacts for demos: names, business emails, phones, addresses, job titles, and
+/// every third contact associated with one of a few companies.
+fn seed_demo_records(store: &mut Store, count: usize) {
+    const FIRST_NAMES: [&str; 10] = [
+        "Ana", "Ben", "Chloe", "Dmitri", "Emeka", "Fatima", "Gustavo", "Hana", "Ivan", "Jia",
+    ];
+    const LAST_NAMES: [&str; 10] = [
+        "Silva", "Okafor", "Mueller", "Tanaka", "Kowalski", "Haddad", "Nguyen", "Larsen", "Garcia",
+        "Brown",
+    ];
+    const PLACES: [(&str, &str, &str, &str); 5] = [
+        ("Lisbon", "Lisboa", "1100-148", "Portugal"),
+        ("Austin", "TX", "78701", "United States"),
+        ("Berlin", "Berlin", "10115", "Germany"),
+        ("Toronto", "ON", "M5H 2N2", "Canada"),
+        ("Osaka", "Osaka", "530-0001", "Japan"),
+    ];
+    const JOB_TITLES: [&str; 5] = [
+        "Head of Sales",
+        "Procurement Manager",
+        "CTO",
+        "Account Executive",
+        "Operations Lead",
+    ];
+    const COMPANIES: [(&str, &str); 4] = [
+        ("Northwind Traders", "northwind.example"),
+        ("Acme Logistics", "acme-logistics.example"),
+        ("Globex Health", "globex.example"),
+        ("Initech Software", "initech.example"),
+    ];
+    let companies: Vec<u64> = COMPANIES
+        .iter()
+        .map(|(name, _)| store.create_company(name))
+        .collect();
+    for n in 0..count {
+        let first = FIRST_NAMES[n % FIRST_NAMES.len()];
+        let last = LAST_NAMES[(n / FIRST_NAMES.len() + n) % LAST_NAMES.len()];
+        let (city, state, zip, country) = PLACES[n % PLACES.len()];
+        let (company, domain) = COMPANIES[n % COMPANIES.len()];
+        let email = format!("{first}.{last}.{n}@{domain}").to_lowercase();
+        let phone = format!("+1 555 {:04}", n % 10_000);
+        let address = format!("{} Market Street", 10 + n % 890);
+        let id = store.create_contact(&[
+            ("email", &email),
+            ("firstname", first),
+            ("lastname", last),
+            ("phone", &phone),
+            ("address", &address),
+            ("city", city),
+            ("state", state),
+            ("zip", zip),
+            ("country", country),
+            ("jobtitle", JOB_TITLES[n % JOB_TITLES.len()]),
+            ("company", company),
+        ]);
+        if n % 3 == 0 {
+            store
+                .associate(&id.to_string(), &companies[n % companies.len()].to_string())
+                .expect("both were just created");
+        }
+    }
+}
