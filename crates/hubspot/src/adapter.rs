@@ -286,7 +286,26 @@ impl HubspotAdapter {
     /// Applies a contact's company link. A company HubSpot does not know fails the edit for
     /// good, but does not say the contact is gone.
     async fn apply_link(&self, contact_id: &str, link: &CustomerLink) -> Result<(), AdapterError> {
-        let result = match link {
+        self.change_associations(contact_id, link)
+            .await
+            .map_err(|error| match error.kind {
+                ErrorKind::RecordGone => AdapterError::permanent(
+                    error.code,
+                    error.message,
+                    Some(ContactField::UnifiedCustomerId.name().to_string()),
+                ),
+                _ => error,
+            })
+    }
+
+    /// The association calls of a link: the new company first, then the previous one
+    /// removed, so a failure half way leaves the contact linked rather than orphaned.
+    async fn change_associations(
+        &self,
+        contact_id: &str,
+        link: &CustomerLink,
+    ) -> Result<(), AdapterError> {
+        match link {
             CustomerLink::Unchanged => Ok(()),
             CustomerLink::Link { id, previous } => {
                 self.associate(contact_id, id).await?;
@@ -304,15 +323,7 @@ impl HubspotAdapter {
                 }
                 Ok(())
             }
-        };
-        result.map_err(|error| match error.kind {
-            ErrorKind::RecordGone => AdapterError::permanent(
-                error.code,
-                error.message,
-                Some(ContactField::UnifiedCustomerId.name().to_string()),
-            ),
-            _ => error,
-        })
+        }
     }
 
     async fn associate(&self, contact_id: &str, company_id: &str) -> Result<(), AdapterError> {

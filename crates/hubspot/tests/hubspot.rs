@@ -1,0 +1,528 @@
+//! HubSpot-specific adapter behaviour against the sandbox: batch answers, whole-batch
+//! refusals, merged records, conflicts, limits, OAuth under load, links and pulls.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use unisync_core::{
+    AdapterFactory, ContactField, ContactPatch, CredentialStore, CustomerLink, ErrorKind, PushItem,
+};
+use unisync_hubspot::{HubspotFactory, REFRESH_TOKEN_KEY};
+use unisync_sandbox::hubspot::HubspotSandbox;
+use unisync_sandbox::{Fault, SandboxCrm};
+
+use common::{MemoryCredentials, connection, oauth_adapter, sandbox, token_adapter};
+
+fn edit(id: &str, changes: &[(ContactField, &str)]) -> PushItem {
+    PushItem {
+        source_id: id.to_string(),
+        patch: changes
+            .iter()
+            .map(|(field, value)| (*field, Some(value.to_string())))
+            .collect(),
+        customer: CustomerLink::Unchanged,
+    }
+}
+
+fn link(id: &str, customer: CustomerLink) -> PushItem {
+    PushItem {
+        source_id: id.to_string(),
+        patch: ContactPatch::new(),
+        customer,
+    }
+}
+
+fn contact(sandbox: &HubspotSandbox, tag: &str) -> String {
+    sandbox.create_contact(&[
+        ("email", &format!("{tag}@example.com")),
+        ("firstname", "Seed"),
+        ("city", "Lisbon"),
+    ])
+}
+
+fn property(sandbox: &HubspotSandbox, id: &str, name: &str) -> Option<String> {
+    sandbox.contact(id).unwrap().get(name).cloned()
+}
+
+#[tokio::test]
+async fn the_factory_checks_config_and_contacts_nobody() {
+    let sandbox = sandbox(0).await;
+    let mut config = connection(&sandbox, json!({}), &[("access_token", "pat".into())]);
+    config.settings["base_url"] = json!("http://127.0.0.1:1");
+    let adapter = HubspotFactory
+        .build(&config, Arc::new(MemoryCredentials::default()))
+        .unwrap();
+    assert_eq!(adapter.system(), "hubspot");
+    assert_eq!(adapter.capabilities().max_batch_size, 100);
+    assert_eq!(sandbox.stats().requests, 0);
+    config.settings.insert("acess_token_env".into(), json!("X"));
+    let error = HubspotFactory
+        .build(&config, Arc::new(MemoryCredentials::default()))
+        .err()
+        .unwrap();
+    assert_eq!(error.key, "acess_token_env");
+}
+
+#[tokio::test]
+async fn a_write_confirms_hubspots_normalised_values_and_version() {
+    let sandbox = sandbox(0).await;
+    let adapter = token_adapter(&sandbox);
+    let id = contact(&sandbox, "ann");
+    let results = adapter
+        .push(&[edit(&id, &[(ContactField::Email, "Ann.Lee@Example.COM")])])
+        .await;
+    let confirmed = results[0].as_ref().unwrap();
+    let stored = sandbox.contact(&id).unwrap();
+    assert_eq!(
+        confirmed.values[&ContactField::Email].as_deref(),
+        Some("ann.lee@example.com")
+    );
+    assert_eq!(
+        confirmed.crm_version.as_deref(),
+        Some(stored["lastmodifieddate"].as_str())
+    );
+    assert_eq!(
+        confirmed.created_at.as_deref(),
+        Some(stored["createdate"].as_str())
+    );
+}
+
+#[tokio::test]
+async fn a_batch_with_mixed_results_reports_each_item() {
+    let sandbox = sandbox(0).await;
+    let adapter = token_adapter(&sandbox);
+    let landing: Vec<String> = (0..3)
+        .map(|n| contact(&sandbox, &format!("mixed{n}")))
+        .collect();
+    let gone = contact(&sandbox, "gone");
+    sandbox.delete_contact(&gone);
+    let taken = contact(&sandbox, "taken");
+    let clashing = contact(&sandbox, "clashing");
+    let mut items: Vec<PushItem> = landing
+        .iter()
+        .map(|id| edit(id, &[(ContactField::City, "Porto")]))
+        .collect();
+    items.push(edit(&gone, &[(ContactField::City, "Porto")]));
+    items.push(edit(
+        &clashing,
+        &[(ContactField::Email, "taken@example.com")],
+    ));
+
+    let results = adapter.push(&items).await;
+
+    assert_eq!(results.len(), items.len());
+    for (id, result) in landing.iter().zip(&results) {
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!(property(&sandbox, id, "city").as_deref(), Some("Porto"));
+    }
+    let missing = results[3].as_ref().unwrap_err();
+    assert_eq!(missing.kind, ErrorKind::RecordGone);
+    let conflict = results[4].as_ref().unwrap_err();
+    assert_eq!(conflict.code, "CONFLICT");
+    assert!(conflict.message.contains(&format!("Existing ID: {taken}")));
+    assert_eq!(sandbox.stats().batch_updates, 1, "one call for the batch");
+}
+
+#[tokio::test]
+async fn one_invalid_email_fails_alone_and_the_rest_of_the_batch_lands() {
+    let sandbox = sandbox(0).await;
+    let adapter = token_adapter(&sandbox);
+    let ids: Vec<String> = (0..40)
+        .map(|n| contact(&sandbox, &format!("valid{n}")))
+        .collect();
+    let items: Vec<PushItem> = ids
+        .iter()
+        .enumerate()
+        .map(|(n, id)| match n {
+            17 => edit(id, &[(ContactField::Email, "not-an-email")]),
+            _ => edit(id, &[(ContactField::Position, "Buyer")]),
+        })
+        .collect();
+
+    let results = adapter.push(&items).await;
+
+    for (n, (id, result)) in ids.iter().zip(&results).enumerate() {
+        if n == 17 {
+            let error = result.as_ref().unwrap_err();
+            assert_eq!(error.code, "INVALID_EMAIL");
+            assert_eq!(error.field(), Some("email"));
+            assert!(!error.is_transient());
+            assert!(error.message.contains("not-an-email"), "{}", error.message);
+            assert_eq!(
+                property(&sandbox, id, "email").as_deref(),
+                Some("valid17@example.com")
+            );
+        } else {
+            assert!(result.is_ok(), "item {n}: {result:?}");
+            assert_eq!(property(&sandbox, id, "jobtitle").as_deref(), Some("Buyer"));
+        }
+    }
+    assert!(
+        sandbox.stats().requests <= 2 * 7 + 1,
+        "the bad edit is found by halving, not one by one: {:?}",
+        sandbox.stats()
+    );
+}
+
+#[tokio::test]
+async fn an_id_missing_from_the_batch_results_is_written_alone() {
+    let sandbox = sandbox(0).await;
+    let adapter = token_adapter(&sandbox);
+    let primary = contact(&sandbox, "primary");
+    let merged = contact(&sandbox, "merged");
+    let other = contact(&sandbox, "other");
+    assert!(sandbox.merge_contacts(&primary, &merged));
+
+    let results = adapter
+        .push(&[
+            edit(&merged, &[(ContactField::Position, "CFO")]),
+            edit(&other, &[(ContactField::Position, "CEO")]),
+        ])
+        .await;
+
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(
+        property(&sandbox, &primary, "jobtitle").as_deref(),
+        Some("CFO")
+    );
+    assert_eq!(
+        sandbox.stats().requests,
+        2,
+        "one batch, then one PATCH for the id the batch answer lacked"
+    );
+}
+
+#[tokio::test]
+async fn a_conflict_names_the_existing_contact() {
+    let sandbox = sandbox(0).await;
+    let adapter = token_adapter(&sandbox);
+    let existing = contact(&sandbox, "owner");
+    let id = contact(&sandbox, "editor");
+    let results = adapter
+        .push(&[edit(&id, &[(ContactField::Email, "OWNER@example.com")])])
+        .await;
+    let error = results[0].as_ref().unwrap_err();
+    assert_eq!(
+        error.kind,
+        ErrorKind::Permanent {
+            field: Some("email".into())
+        }
+    );
+    assert_eq!(error.code, "CONFLICT");
+    assert_eq!(
+        error.message,
+        format!("Contact already exists. Existing ID: {existing}")
+    );
+}
+
+#[tokio::test]
+async fn daily_and_ten_secondly_limits_are_told_apart() {
+    let sandbox = sandbox(0).await;
+    let id = contact(&sandbox, "limits");
+    let city = [(ContactField::City, "Faro")];
+    sandbox.set_rate_limit(1, Duration::from_secs(10));
+    // Another client of the same app spends the window before this adapter has seen a header.
+    assert!(token_adapter(&sandbox).push(&[edit(&id, &city)]).await[0].is_ok());
+    let error = token_adapter(&sandbox).push(&[edit(&id, &city)]).await[0]
+        .clone()
+        .unwrap_err();
+    assert_eq!(error.code, "TEN_SECONDLY_ROLLING");
+    assert_eq!(
+        error.kind,
+        ErrorKind::RateLimited {
+            retry_after: Some(Duration::from_secs(10))
+        }
+    );
+
+    sandbox.remove_rate_limit();
+    sandbox.set_daily_limit(Some(1));
+    let adapter = token_adapter(&sandbox);
+    assert!(adapter.push(&[edit(&id, &city)]).await[0].is_ok());
+    let usage = adapter.api_usage().unwrap();
+    assert_eq!((usage.used, usage.limit), (1, 1));
+    let error = adapter.push(&[edit(&id, &city)]).await[0]
+        .clone()
+        .unwrap_err();
+    assert_eq!(error.code, "DAILY");
+    assert!(matches!(
+        error.kind,
+        ErrorKind::QuotaExhausted { retry_after: Some(wait) } if wait <= Duration::from_secs(86_400)
+    ));
+}
+
+#[tokio::test]
+async fn faults_are_classified_in_hubspots_terms() {
+    let sandbox = sandbox(0).await;
+    let adapter = token_adapter(&sandbox);
+    let id = contact(&sandbox, "faults");
+    let item = edit(&id, &[(ContactField::Zip, "1")]);
+    let push = || adapter.push(std::slice::from_ref(&item));
+    sandbox.faults().fail_next(1, Fault::Locked);
+    let locked = push().await.remove(0).unwrap_err();
+    assert_eq!(
+        locked.kind,
+        ErrorKind::Retryable {
+            retry_after: Some(Duration::from_secs(2))
+        }
+    );
+    sandbox.faults().fail_next(1, Fault::ServerError(502));
+    assert!(matches!(
+        push().await.remove(0).unwrap_err().kind,
+        ErrorKind::Retryable { .. }
+    ));
+    sandbox.faults().fail_next(1, Fault::Unauthorized);
+    let unauthorized = push().await.remove(0).unwrap_err();
+    assert_eq!(unauthorized.kind, ErrorKind::Unauthorized);
+    assert_eq!(unauthorized.code, "EXPIRED_AUTHENTICATION");
+    assert!(push().await.remove(0).is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pushes_share_one_pace_and_meet_no_429() {
+    let sandbox = sandbox(0).await;
+    sandbox.set_rate_limit(5, Duration::from_millis(500));
+    let adapter = token_adapter(&sandbox);
+    let tasks: Vec<_> = (0..4)
+        .map(|task| {
+            let adapter = adapter.clone();
+            let id = contact(&sandbox, &format!("paced{task}"));
+            tokio::spawn(async move {
+                for n in 0..5 {
+                    let value = n.to_string();
+                    let result = adapter
+                        .push(&[edit(&id, &[(ContactField::Zip, &value)])])
+                        .await;
+                    result[0].as_ref().expect("paced pushes land");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let stats = sandbox.stats();
+    assert_eq!(stats.rate_limited, 0, "{stats:?}");
+    assert_eq!(stats.contacts_written, 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth_tokens_expiring_every_second_never_fail_concurrent_pushes() {
+    let sandbox = sandbox(0).await;
+    sandbox.set_token_lifetime(Duration::from_secs(1));
+    sandbox.set_refresh_token_rotation(true);
+    sandbox.faults().set_latency(Duration::from_millis(40));
+    let store = Arc::new(MemoryCredentials::default());
+    let adapter = oauth_adapter(&sandbox, store.clone());
+    let tasks: Vec<_> = (0..8)
+        .map(|task| {
+            let adapter = adapter.clone();
+            let ids: Vec<String> = (0..3)
+                .map(|n| contact(&sandbox, &format!("oauth{task}-{n}")))
+                .collect();
+            tokio::spawn(async move {
+                for round in 0..50 {
+                    let value = format!("Round {round}");
+                    let items: Vec<PushItem> = ids
+                        .iter()
+                        .map(|id| edit(id, &[(ContactField::Position, &value)]))
+                        .collect();
+                    for result in adapter.push(&items).await {
+                        result.expect("no push fails while tokens expire");
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(sandbox.overlapping_refreshes(), 0);
+    assert!(
+        sandbox.token_refreshes() >= 2,
+        "tokens expired and were refreshed"
+    );
+    assert_eq!(sandbox.stats().overlapping_writes, 0);
+    assert_eq!(
+        store.load(REFRESH_TOKEN_KEY),
+        Some(sandbox.oauth_credentials().refresh_token),
+        "the rotated refresh token is persisted"
+    );
+}
+
+#[tokio::test]
+async fn a_stored_rotated_refresh_token_wins_over_the_configured_one() {
+    let sandbox = sandbox(0).await;
+    sandbox.set_refresh_token_rotation(true);
+    let id = contact(&sandbox, "rotated");
+    let store = Arc::new(MemoryCredentials::default());
+    let first_run = oauth_adapter(&sandbox, store.clone());
+    // Built now, with the refresh token the first run is about to retire.
+    let second_run_config = sandbox.oauth_credentials();
+    assert!(
+        first_run
+            .push(&[edit(&id, &[(ContactField::Zip, "1")])])
+            .await[0]
+            .is_ok()
+    );
+    let config = connection(
+        &sandbox,
+        json!({}),
+        &[
+            ("client_id", second_run_config.client_id),
+            ("client_secret", second_run_config.client_secret),
+            ("refresh_token", second_run_config.refresh_token),
+        ],
+    );
+    let second_run = HubspotFactory.build(&config, store).unwrap();
+    assert!(
+        second_run
+            .push(&[edit(&id, &[(ContactField::Zip, "2")])])
+            .await[0]
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn a_401_refreshes_once_and_a_refused_refresh_is_unauthorized() {
+    let sandbox = sandbox(0).await;
+    let id = contact(&sandbox, "refresh");
+    let adapter = oauth_adapter(&sandbox, Default::default());
+    sandbox.faults().fail_next(1, Fault::Unauthorized);
+    assert!(
+        adapter
+            .push(&[edit(&id, &[(ContactField::Zip, "1")])])
+            .await[0]
+            .is_ok()
+    );
+    assert_eq!(
+        sandbox.token_refreshes(),
+        2,
+        "the first token, then one after the 401"
+    );
+
+    let oauth = sandbox.oauth_credentials();
+    let config = connection(
+        &sandbox,
+        json!({}),
+        &[
+            ("client_id", oauth.client_id),
+            ("client_secret", oauth.client_secret),
+            ("refresh_token", "revoked".to_string()),
+        ],
+    );
+    let revoked = HubspotFactory
+        .build(&config, Arc::new(MemoryCredentials::default()))
+        .unwrap();
+    let error = revoked
+        .push(&[edit(&id, &[(ContactField::Zip, "2")])])
+        .await[0]
+        .clone()
+        .unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Unauthorized);
+    assert_eq!(error.code, "BAD_REFRESH_TOKEN");
+    assert_eq!(error.message, "missing or unknown refresh token");
+}
+
+#[tokio::test]
+async fn links_create_replace_and_remove_company_associations() {
+    let sandbox = sandbox(0).await;
+    let adapter = token_adapter(&sandbox);
+    let id = contact(&sandbox, "linked");
+    let first = sandbox.create_company("Northwind");
+    let second = sandbox.create_company("Globex");
+
+    let mut with_field = edit(&id, &[(ContactField::City, "Braga")]);
+    with_field.customer = CustomerLink::Link {
+        id: first.clone(),
+        previous: None,
+    };
+    let confirmed = adapter.push(&[with_field]).await.remove(0).unwrap();
+    assert_eq!(sandbox.company_ids_of(&id), vec![first.clone()]);
+    assert_eq!(
+        confirmed.values[&ContactField::City].as_deref(),
+        Some("Braga")
+    );
+
+    let replaced = adapter
+        .push(&[link(
+            &id,
+            CustomerLink::Link {
+                id: second.clone(),
+                previous: Some(first),
+            },
+        )])
+        .await
+        .remove(0)
+        .unwrap();
+    assert_eq!(sandbox.company_ids_of(&id), vec![second]);
+    assert!(
+        replaced.crm_version.is_some(),
+        "a link-only push still reports the version"
+    );
+
+    let unlinked = adapter
+        .push(&[link(&id, CustomerLink::Unlink { previous: None })])
+        .await;
+    assert!(unlinked[0].is_ok());
+    assert!(sandbox.company_ids_of(&id).is_empty());
+
+    let error = adapter
+        .push(&[link(
+            &id,
+            CustomerLink::Link {
+                id: "424242".into(),
+                previous: None,
+            },
+        )])
+        .await
+        .remove(0)
+        .unwrap_err();
+    assert_eq!(
+        error.kind,
+        ErrorKind::Permanent {
+            field: Some("unified_customer_id".into())
+        },
+        "an unknown company does not make the contact gone"
+    );
+}
+
+#[tokio::test]
+async fn pull_pages_through_every_record_once_with_its_company() {
+    let sandbox = sandbox(250).await;
+    let adapter = token_adapter(&sandbox);
+    let mut cursor: Option<String> = None;
+    let mut pulled = Vec::new();
+    loop {
+        let page = adapter.pull(cursor.as_deref()).await.unwrap();
+        pulled.extend(page.contacts);
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let mut ids: Vec<&str> = pulled.iter().map(|c| c.source_id.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!((ids.len(), pulled.len()), (250, 250));
+    let linked: Vec<_> = pulled
+        .iter()
+        .filter(|c| c.customer_source_id.is_some())
+        .collect();
+    assert_eq!(linked.len(), 84, "every third demo contact has a company");
+    let sample = linked[0];
+    assert_eq!(
+        sandbox.company_ids_of(&sample.source_id),
+        vec![sample.customer_source_id.clone().unwrap()]
+    );
+    let stored = sandbox.contact(&sample.source_id).unwrap();
+    assert_eq!(
+        sample.values[&ContactField::Email].as_ref(),
+        stored.get("email")
+    );
+    assert_eq!(sample.values[&ContactField::Fax], None);
+    assert_eq!(sample.crm_version.as_ref(), stored.get("lastmodifieddate"));
+    assert!(sample.is_active);
+}
