@@ -87,7 +87,9 @@ impl Pacer {
             state.window = Duration::from_millis(interval);
         }
         if let Some(max) = max.filter(|max| *max > 0) {
-            state.limit = self.ceiling.min(u32::try_from(max).unwrap_or(u32::MAX));
+            state.limit = self
+                .ceiling_per(state.window)
+                .min(u32::try_from(max).unwrap_or(u32::MAX));
         }
         if let (Some(max), Some(remaining)) = (max, remaining) {
             state.prune(now);
@@ -99,6 +101,12 @@ impl Pacer {
                 .finished
                 .extend(std::iter::repeat_n(now, used_by_others as usize));
         }
+    }
+
+    /// The ceiling (given per ten seconds) scaled to HubSpot's window, at least 1.
+    fn ceiling_per(&self, window: Duration) -> u32 {
+        let scaled = u128::from(self.ceiling) * window.as_millis() / TEN_SECOND_WINDOW.as_millis();
+        u32::try_from(scaled).unwrap_or(u32::MAX).max(1)
     }
 
     /// Holds every request back for `wait` (HubSpot said the window is full).
@@ -191,6 +199,13 @@ mod tests {
         let pacer = Pacer::new(50);
         pacer.observe(&headers(190, 190, 10_000));
         assert_eq!(pacer.state.lock().unwrap().limit, 50);
+    }
+
+    #[test]
+    fn the_ceiling_is_scaled_to_a_shorter_window() {
+        let pacer = Pacer::new(100);
+        pacer.observe(&headers(200, 200, 1_000));
+        assert_eq!(pacer.state.lock().unwrap().limit, 10);
     }
 
     #[test]

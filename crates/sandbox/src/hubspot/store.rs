@@ -58,21 +58,22 @@ pub(super) struct InvalidProperty {
 }
 
 impl InvalidProperty {
-    fn to_json(&self) -> Value {
-        json!({
-            "isValid": false,
-            "message": self.message,
-            "error": self.error,
-            "name": self.name,
-            "localizedErrorMessage": self.message,
-        })
+    /// The detail in HubSpot's own key order (a JSON map would sort the keys).
+    fn to_json(&self) -> String {
+        let quoted = |text: &str| Value::String(text.to_string()).to_string();
+        format!(
+            r#"{{"isValid":false,"message":{message},"error":"{error}","name":{name},"localizedErrorMessage":{message}}}"#,
+            message = quoted(&self.message),
+            error = self.error,
+            name = quoted(&self.name),
+        )
     }
 }
 
 /// HubSpot's message for refused property values, embedding the details as JSON.
 pub(super) fn invalid_properties_message(invalid: &[InvalidProperty]) -> String {
-    let details: Vec<Value> = invalid.iter().map(InvalidProperty::to_json).collect();
-    format!("Property values were not valid: {}", Value::Array(details))
+    let details: Vec<String> = invalid.iter().map(InvalidProperty::to_json).collect();
+    format!("Property values were not valid: [{}]", details.join(","))
 }
 
 /// Why a write did not land.
