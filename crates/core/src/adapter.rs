@@ -26,7 +26,10 @@ pub enum CustomerLink {
     Unchanged,
     /// Link the contact to the CRM record `id` (replacing the link to `previous`, the CRM id
     /// of the customer it was linked to, when known).
-    Link { id: String, previous: Option<String> },
+    Link {
+        id: String,
+        previous: Option<String>,
+    },
     /// Remove the contact's link to `previous`, when known.
     Unlink { previous: Option<String> },
 }

@@ -1,1 +1,20 @@
-fn main() {}
+//! `unisync`: pushes edits of unified contacts into the CRMs they came from.
+
+mod admin;
+mod api;
+mod cli;
+mod config;
+mod connections;
+mod dispatcher;
+mod metrics;
+mod ops;
+mod providers;
+mod pull;
+mod retry_policy;
+mod serve;
+mod store;
+mod timefmt;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

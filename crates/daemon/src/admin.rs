@@ -1,0 +1,140 @@
+//! Operator routes of the running daemon (bearer auth), so that CLI commands work while the
+//! daemon holds the store's lock.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use crate::api::{ApiError, AppState};
+use crate::connections::Connections;
+use crate::ops;
+use crate::store::DeadLetter;
+
+pub fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/v1/admin/status", get(status))
+        .route("/api/v1/admin/dead-letters", get(list))
+        .route("/api/v1/admin/dead-letters/retry-all", post(retry_all))
+        .route(
+            "/api/v1/admin/dead-letters/{id}",
+            get(show).delete(drop_letter),
+        )
+        .route("/api/v1/admin/dead-letters/{id}/retry", post(retry))
+        .route("/api/v1/admin/contacts", post(import_contacts))
+        .route("/api/v1/admin/customers", post(import_customers))
+        .route_layer(middleware::from_fn_with_state(
+            state,
+            crate::api::require_bearer,
+        ))
+}
+
+async fn status(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    let mut status = ops::status(&state.store)?;
+    let pauses: serde_json::Map<String, Value> = state
+        .connections
+        .iter()
+        .map(|c| (c.name().to_string(), json!(c.pause())))
+        .collect();
+    let usage: serde_json::Map<String, Value> = state
+        .connections
+        .iter()
+        .filter_map(|c| {
+            c.adapter.api_usage().map(|u| {
+                (
+                    c.name().to_string(),
+                    json!({"used": u.used, "limit": u.limit}),
+                )
+            })
+        })
+        .collect();
+    status["pauses"] = Value::Object(pauses);
+    status["api_usage"] = Value::Object(usage);
+    Ok(Json(status))
+}
+
+async fn list(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(ops::list_dead_letters(&state.store)?))
+}
+
+async fn show(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let letter = state
+        .store
+        .dead_letter_by_id(&id)?
+        .ok_or_else(|| ApiError::not_found(format!("no dead letter `{id}`")))?;
+    Ok(Json(ops::dead_letter_json(&letter)))
+}
+
+fn settled(
+    result: Result<DeadLetter, crate::store::StoreError>,
+    id: &str,
+) -> Result<DeadLetter, ApiError> {
+    result.map_err(|error| match error {
+        crate::store::StoreError::UnknownDeadLetter(_) => {
+            ApiError::not_found(format!("no dead letter `{id}`"))
+        }
+        other => other.into(),
+    })
+}
+
+fn wake(connections: &Connections, letters: &[DeadLetter]) {
+    for letter in letters {
+        if let Some(connection) = connections.get(&letter.connection) {
+            connection.wake.notify_one();
+        }
+    }
+}
+
+async fn retry(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let letter = settled(state.store.replay_dead_letter(&id), &id)?;
+    state.store.flush().await?;
+    wake(&state.connections, std::slice::from_ref(&letter));
+    Ok(Json(json!({"retried": [letter.id]})))
+}
+
+async fn retry_all(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    let letters = ops::retry_all_dead_letters(&state.store)?;
+    state.store.flush().await?;
+    wake(&state.connections, &letters);
+    let ids: Vec<&str> = letters.iter().map(|l| l.id.as_str()).collect();
+    Ok(Json(json!({"retried": ids})))
+}
+
+async fn drop_letter(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let letter = settled(state.store.drop_dead_letter(&id), &id)?;
+    state.store.flush().await?;
+    Ok(Json(json!({"dropped": [letter.id]})))
+}
+
+async fn import_contacts(
+    State(state): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let report = ops::import_contacts(&state.store, body.as_ref())?;
+    state.store.flush().await?;
+    Ok((StatusCode::OK, Json(json!(report))).into_response())
+}
+
+async fn import_customers(
+    State(state): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let report = ops::import_customers(&state.store, body.as_ref())?;
+    state.store.flush().await?;
+    Ok((StatusCode::OK, Json(json!(report))).into_response())
+}

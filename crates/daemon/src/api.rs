@@ -1,0 +1,314 @@
+//! The HTTP API: the unified-contact update endpoint and its neighbours.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+use unisync_core::{ContactField, FieldViolation, Secret, parse_update_body};
+
+use crate::connections::{Connections, PauseReason};
+use crate::metrics;
+use crate::store::{ContactEntry, Store, StoreError, now_ms};
+use crate::timefmt::rfc3339;
+
+/// What every handler needs.
+pub struct AppState {
+    pub store: Store,
+    pub connections: Arc<Connections>,
+    pub tokens: Vec<Secret>,
+}
+
+/// The API's routes. `max_body_bytes` bounds every request body.
+pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+    let authenticated = Router::new()
+        .route(
+            "/api/v1/unified/contact/{id}",
+            get(get_contact).put(put_contact),
+        )
+        .route("/api/v1/unified/contact/{id}/sync", get(get_sync))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_bearer,
+        ));
+    Router::new()
+        .merge(authenticated)
+        .merge(crate::admin::routes(state.clone()))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+/// An error in the API's JSON shape: `{"error": {"code", "message", "details"}}`.
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    details: Vec<FieldViolation>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            details: Vec::new(),
+        }
+    }
+
+    fn validation(details: Vec<FieldViolation>) -> Self {
+        let fields: Vec<&str> = details.iter().map(|d| d.field.as_str()).collect();
+        ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "validation_failed",
+            message: format!("invalid fields: {}", fields.join(", ")),
+            details,
+        }
+    }
+
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", what)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        tracing::error!(%error, "store error while answering a request");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            error.to_string(),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body =
+            json!({"error": {"code": self.code, "message": self.message, "details": self.details}});
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+pub async fn require_bearer(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(presented) = presented else {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing bearer token",
+        )
+        .into_response();
+    };
+    // Compare against every token without stopping early, in constant time per token.
+    let accepted = state.tokens.iter().fold(false, |found, token| {
+        found | bool::from(token.expose().as_bytes().ct_eq(presented.as_bytes()))
+    });
+    if !accepted {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "invalid bearer token",
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+async fn get_contact(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let entry = load(&state.store, &id)?;
+    Ok(Json(json!({"data": entry.contact})).into_response())
+}
+
+fn load(store: &Store, id: &str) -> Result<ContactEntry, ApiError> {
+    store
+        .contact(id)?
+        .ok_or_else(|| ApiError::not_found(format!("no unified contact with id `{id}`")))
+}
+
+async fn put_contact(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|mime| {
+            let mime = mime.trim().to_ascii_lowercase();
+            mime == "application/json"
+                || (mime.starts_with("application/") && mime.ends_with("+json"))
+        });
+    if !is_json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the body must be application/json",
+        ));
+    }
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the body is too large",
+            )
+        } else {
+            ApiError::new(rejection.status(), "bad_request", rejection.body_text())
+        }
+    })?;
+    let body: Value = serde_json::from_slice(&body).map_err(|err| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("malformed JSON: {err}"),
+        )
+    })?;
+    let entry = load(&state.store, &id)?;
+    let patch = parse_update_body(&body).map_err(ApiError::validation)?;
+    let connection = state.connections.route(&entry.contact).map_err(|reason| {
+        ApiError::validation(vec![FieldViolation::new(
+            "source_system",
+            "no_connection",
+            reason,
+        )])
+    })?;
+    let mut violations = connection.adapter.validate(&patch);
+    if let Some(Some(customer_id)) = patch.change(ContactField::UnifiedCustomerId) {
+        match state.store.customer(customer_id)? {
+            None => violations.push(FieldViolation::new(
+                "unified_customer_id",
+                "unknown_customer",
+                format!("no unified customer with id `{customer_id}` is registered"),
+            )),
+            Some(customer) if customer.source_system != entry.contact.source_system => violations
+                .push(FieldViolation::new(
+                    "unified_customer_id",
+                    "customer_in_other_system",
+                    format!(
+                        "customer `{customer_id}` lives in {}, the contact in {}",
+                        customer.source_system, entry.contact.source_system
+                    ),
+                )),
+            Some(_) => {}
+        }
+    }
+    if !violations.is_empty() {
+        return Err(ApiError::validation(violations));
+    }
+    let accepted = state.store.accept(&id, &patch, connection.name())?;
+    state.store.flush().await?;
+    if accepted.queued {
+        connection.wake.notify_one();
+    }
+    Ok(Json(json!({"data": accepted.contact})).into_response())
+}
+
+async fn get_sync(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let entry = load(&state.store, &id)?;
+    let sync = &entry.sync;
+    let mut pending_fields: Vec<&str> = [&sync.pending, &sync.in_flight]
+        .into_iter()
+        .flatten()
+        .flat_map(|patch| patch.fields().map(ContactField::name))
+        .collect();
+    pending_fields.sort_unstable();
+    pending_fields.dedup();
+    let data = json!({
+        "contact_id": entry.contact.id,
+        "connection": sync.connection,
+        "state": if sync.in_flight.is_some() { "in_flight" }
+                 else if sync.pending.is_some() { "pending" }
+                 else { "synced" },
+        "pending_fields": pending_fields,
+        "pending": sync.pending,
+        "in_flight": sync.in_flight,
+        "attempts": sync.attempts,
+        "next_attempt_at": sync.next_attempt_at.map(rfc3339),
+        "last_error": sync.last_error.as_ref().map(|e| json!({
+            "code": e.code, "message": e.message, "class": e.class, "at": rfc3339(e.at),
+        })),
+        "last_confirmed_at": sync.last_confirmed_at.map(rfc3339),
+        "open_dead_letters": sync.open_dead_letters,
+        "crm_version": entry.crm_version,
+    });
+    Ok(Json(json!({"data": data})).into_response())
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let mut stuck = false;
+    let connections: serde_json::Map<String, Value> = state
+        .connections
+        .iter()
+        .map(|connection| {
+            let status = match connection.pause() {
+                None => json!({"state": "ok"}),
+                Some(pause) => {
+                    stuck |= pause.reason == PauseReason::Unauthorized;
+                    json!({
+                        "state": "paused",
+                        "reason": pause.reason,
+                        "until": rfc3339(pause.until_ms),
+                        "code": pause.code,
+                        "message": pause.message,
+                    })
+                }
+            };
+            (connection.name().to_string(), status)
+        })
+        .collect();
+    let store_open = state.store.next_ready_at("").is_ok();
+    let ready = store_open && !stuck;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "store": if store_open { "open" } else { "unavailable" },
+        "connections": connections,
+        "checked_at": rfc3339(now_ms()),
+    });
+    (status, Json(body)).into_response()
+}
+
+async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
+    match metrics::render(&state.store, &state.connections) {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        Err(error) => ApiError::from(error).into_response(),
+    }
+}

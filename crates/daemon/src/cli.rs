@@ -1,0 +1,486 @@
+//! The command line. Exit codes: 0 success; 1 the work ran but some items failed; 2 bad
+//! usage, bad config or bad input.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::connections::Connections;
+use crate::store::{Store, StoreError};
+use crate::{ops, pull, serve};
+
+#[derive(Parser)]
+#[command(
+    name = "unisync",
+    version,
+    about = "Pushes edits of unified contacts into the CRMs they came from"
+)]
+struct Cli {
+    /// Config file [default: $UNISYNC_CONFIG, else config/unisync.toml]
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: HTTP API and dispatcher, until SIGTERM/SIGINT
+    Serve {
+        /// Also start the built-in sandbox CRMs, point the connections at them and seed demo contacts
+        #[arg(long)]
+        sandbox: bool,
+    },
+    /// Register unified contacts or pull them from a CRM
+    #[command(subcommand)]
+    Contacts(ContactsCommand),
+    /// Register unified customers (companies, accounts)
+    #[command(subcommand)]
+    Customers(CustomersCommand),
+    /// Queue depth, retries waiting, in flight and dead letters, per connection
+    Status,
+    /// Inspect and replay edits the CRM refused
+    #[command(subcommand, name = "dead-letters")]
+    DeadLetters(DeadLettersCommand),
+    /// Configuration
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Run only the sandbox CRMs, for adapter work and demos
+    Sandbox {
+        #[arg(long, default_value = "127.0.0.1:8091")]
+        hubspot: std::net::SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:8092")]
+        salesforce: std::net::SocketAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum ContactsCommand {
+    /// Register unified contacts from JSONL (FILE or - for stdin), upserting by id
+    Import { file: String },
+    /// Page through a connection's CRM contacts and register each
+    Pull {
+        #[arg(long)]
+        connection: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CustomersCommand {
+    /// Register unified customers from JSONL (FILE or - for stdin), upserting by id
+    Import { file: String },
+}
+
+#[derive(Subcommand)]
+enum DeadLettersCommand {
+    List,
+    Show {
+        id: String,
+    },
+    /// Replay one dead letter, or all of them with --all
+    Retry {
+        id: Option<String>,
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+    },
+    /// Forget a dead letter; the record's values go back to the CRM's
+    Drop {
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Load and validate config and secrets; print the effective config, secrets redacted
+    Check,
+}
+
+/// A failed command: its message and exit code.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>) -> Self {
+        Failure {
+            code: 2,
+            message: message.into(),
+        }
+    }
+    fn runtime(message: impl Into<String>) -> Self {
+        Failure {
+            code: 1,
+            message: message.into(),
+        }
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("starting the tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => {
+            eprintln!("unisync: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("UNISYNC_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("UNISYNC_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(cli: Cli) -> Result<u8, Failure> {
+    let config_path = Config::resolve_path(cli.config);
+    if let Command::Sandbox {
+        hubspot,
+        salesforce,
+    } = cli.command
+    {
+        return run_sandboxes(hubspot, salesforce).await;
+    }
+    let config = Config::load(&config_path).map_err(|e| Failure::usage(e.to_string()))?;
+    match cli.command {
+        Command::Serve { sandbox } => serve::serve(config, sandbox)
+            .await
+            .map(|()| 0)
+            .map_err(Failure::usage),
+        Command::Config(ConfigCommand::Check) => config_check(&config),
+        Command::Contacts(ContactsCommand::Import { file }) => {
+            import(&config, &file, "contacts", |s, b| {
+                ops::import_contacts(s, b)
+            })
+            .await
+        }
+        Command::Customers(CustomersCommand::Import { file }) => {
+            import(&config, &file, "customers", |s, b| {
+                ops::import_customers(s, b)
+            })
+            .await
+        }
+        Command::Contacts(ContactsCommand::Pull { connection }) => {
+            pull_command(&config, &connection).await
+        }
+        Command::Status => with_store(&config, ops::status, ("GET", "status"))
+            .await
+            .map(print_json),
+        Command::DeadLetters(command) => dead_letters(&config, command).await,
+        Command::Sandbox { .. } => unreachable!("handled above"),
+    }
+}
+
+fn print_json(value: Value) -> u8 {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&value).unwrap_or_default()
+    );
+    0
+}
+
+fn open_store(config: &Config) -> Result<Store, StoreError> {
+    Store::open(&config.storage.path, config.storage.cache_mib)
+}
+
+/// Runs `local` on the store, or — when the daemon holds the store — asks the daemon's admin
+/// API (`method`, path under `/api/v1/admin/`).
+async fn with_store(
+    config: &Config,
+    local: impl FnOnce(&Store) -> Result<Value, StoreError>,
+    remote: (&str, &str),
+) -> Result<Value, Failure> {
+    with_store_body(config, local, remote, None).await
+}
+
+async fn with_store_body(
+    config: &Config,
+    local: impl FnOnce(&Store) -> Result<Value, StoreError>,
+    (method, path): (&str, &str),
+    body: Option<Vec<u8>>,
+) -> Result<Value, Failure> {
+    match open_store(config) {
+        Ok(store) => {
+            let value = local(&store).map_err(|e| Failure::runtime(e.to_string()))?;
+            store
+                .flush()
+                .await
+                .map_err(|e| Failure::runtime(e.to_string()))?;
+            Ok(value)
+        }
+        Err(StoreError::Locked(_)) => ask_daemon(config, method, path, body).await,
+        Err(error) => Err(Failure::runtime(error.to_string())),
+    }
+}
+
+async fn ask_daemon(
+    config: &Config,
+    method: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<Value, Failure> {
+    let token = config
+        .api_tokens()
+        .map_err(|e| Failure::usage(format!("the daemon holds the store; to ask it: {e}")))?
+        .remove(0);
+    let addr = std::fs::read_to_string(serve::daemon_addr_file(&config.storage.path))
+        .map(|text| text.trim().to_string())
+        .unwrap_or_else(|_| config.server.listen.to_string());
+    let url = format!("http://{addr}/api/v1/admin/{path}");
+    let client = reqwest::Client::new();
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a valid method");
+    let mut request = client.request(method, &url).bearer_auth(token.expose());
+    if let Some(body) = body {
+        request = request.body(body);
+    }
+    let response = request.send().await.map_err(|e| {
+        Failure::runtime(format!(
+            "the store is locked by another process, and the daemon at {url} does not answer ({e})"
+        ))
+    })?;
+    let status = response.status();
+    let value: Value = response
+        .json()
+        .await
+        .map_err(|e| Failure::runtime(e.to_string()))?;
+    if status.is_success() {
+        Ok(value)
+    } else {
+        let message = value["error"]["message"]
+            .as_str()
+            .unwrap_or("request failed")
+            .to_string();
+        Err(Failure::runtime(format!("{status}: {message}")))
+    }
+}
+
+fn read_input(file: &str) -> Result<Vec<u8>, Failure> {
+    let mut bytes = Vec::new();
+    if file == "-" {
+        std::io::stdin().read_to_end(&mut bytes)
+    } else {
+        std::fs::File::open(file).and_then(|mut f| f.read_to_end(&mut bytes))
+    }
+    .map_err(|e| Failure::usage(format!("cannot read {file}: {e}")))?;
+    Ok(bytes)
+}
+
+async fn import(
+    config: &Config,
+    file: &str,
+    what: &str,
+    run: impl Fn(&Store, &[u8]) -> Result<ops::ImportReport, StoreError>,
+) -> Result<u8, Failure> {
+    let bytes = read_input(file)?;
+    let value = with_store_body(
+        config,
+        |store| run(store, bytes.as_slice()).map(|report| serde_json::json!(report)),
+        ("POST", what),
+        Some(bytes.clone()),
+    )
+    .await?;
+    let imported = value["imported"].as_u64().unwrap_or(0);
+    let failed = value["failed"].as_array().cloned().unwrap_or_default();
+    for failure in &failed {
+        eprintln!(
+            "line {}: {}",
+            failure["line"],
+            failure["message"].as_str().unwrap_or_default()
+        );
+    }
+    println!("{what}: {imported} imported, {} failed", failed.len());
+    Ok(if failed.is_empty() { 0 } else { 1 })
+}
+
+async fn pull_command(config: &Config, name: &str) -> Result<u8, Failure> {
+    let store = open_store(config).map_err(|e| Failure::runtime(e.to_string()))?;
+    let settings = config
+        .connections()
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    let connections = Connections::build(settings, &store).map_err(Failure::usage)?;
+    let connection = connections
+        .get(name)
+        .ok_or_else(|| Failure::usage(format!("no connection named `{name}` in the config")))?;
+    let report = pull::pull_contacts(&store, connection)
+        .await
+        .map_err(Failure::runtime)?;
+    println!(
+        "{name}: {} registered, {} updated, {} pages",
+        report.registered, report.updated, report.pages
+    );
+    Ok(0)
+}
+
+async fn dead_letters(config: &Config, command: DeadLettersCommand) -> Result<u8, Failure> {
+    let value = match command {
+        DeadLettersCommand::List => {
+            with_store(config, ops::list_dead_letters, ("GET", "dead-letters")).await?
+        }
+        DeadLettersCommand::Show { id } => {
+            let path = format!("dead-letters/{id}");
+            with_store(
+                config,
+                |store| match store.dead_letter_by_id(&id)? {
+                    Some(letter) => Ok(ops::dead_letter_json(&letter)),
+                    None => Err(StoreError::UnknownDeadLetter(id.clone())),
+                },
+                ("GET", &path),
+            )
+            .await?
+        }
+        DeadLettersCommand::Retry { id: Some(id), .. } => {
+            let path = format!("dead-letters/{id}/retry");
+            with_store(
+                config,
+                |store| {
+                    store
+                        .replay_dead_letter(&id)
+                        .map(|l| serde_json::json!({"retried": [l.id]}))
+                },
+                ("POST", &path),
+            )
+            .await?
+        }
+        DeadLettersCommand::Retry {
+            id: None,
+            all: true,
+        } => {
+            with_store(
+                config,
+                |store| {
+                    let ids: Vec<String> = ops::retry_all_dead_letters(store)?
+                        .into_iter()
+                        .map(|l| l.id)
+                        .collect();
+                    Ok(serde_json::json!({"retried": ids}))
+                },
+                ("POST", "dead-letters/retry-all"),
+            )
+            .await?
+        }
+        DeadLettersCommand::Retry {
+            id: None,
+            all: false,
+        } => {
+            return Err(Failure::usage("dead-letters retry: give an ID or --all"));
+        }
+        DeadLettersCommand::Drop { id } => {
+            let path = format!("dead-letters/{id}");
+            with_store(
+                config,
+                |store| {
+                    store
+                        .drop_dead_letter(&id)
+                        .map(|l| serde_json::json!({"dropped": [l.id]}))
+                },
+                ("DELETE", &path),
+            )
+            .await?
+        }
+    };
+    Ok(print_json(value))
+}
+
+fn config_check(config: &Config) -> Result<u8, Failure> {
+    let tokens = config
+        .api_tokens()
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    let settings = config
+        .connections()
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    let factories = crate::providers::factories();
+    let scratch: std::sync::Arc<dyn unisync_core::CredentialStore> =
+        std::sync::Arc::new(NoCredentials);
+    for connection in &settings {
+        let factory = factories
+            .iter()
+            .find(|f| f.system() == connection.system)
+            .ok_or_else(|| {
+                Failure::usage(format!(
+                    "connections.{}.system: unknown system `{}`",
+                    connection.name, connection.system
+                ))
+            })?;
+        factory
+            .build(&connection.provider, scratch.clone())
+            .map_err(|e| Failure::usage(e.to_string()))?;
+    }
+    println!(
+        "[server]\nlisten = \"{}\"\napi_tokens = {} token(s), redacted",
+        config.server.listen,
+        tokens.len()
+    );
+    println!("max_body_bytes = {}", config.server.max_body_bytes);
+    println!(
+        "\n[storage]\npath = \"{}\"\ncache_mib = {}",
+        config.storage.path.display(),
+        config.storage.cache_mib
+    );
+    for connection in &settings {
+        println!(
+            "\n[connections.{}]\nsystem = \"{}\"",
+            connection.name, connection.system
+        );
+        println!(
+            "max_attempts = {}\nconcurrency = {}\nretry_initial_ms = {}\nretry_max_ms = {}",
+            connection.dispatch.max_attempts,
+            connection.dispatch.concurrency,
+            connection.dispatch.retry_initial_ms,
+            connection.dispatch.retry_max_ms
+        );
+        for (key, value) in &connection.provider.settings {
+            println!("{key} = {value}");
+        }
+    }
+    println!("\nconfig ok");
+    Ok(0)
+}
+
+/// A credential store that keeps nothing, for building adapters only to check their config.
+struct NoCredentials;
+
+impl unisync_core::CredentialStore for NoCredentials {
+    fn load(&self, _key: &str) -> Option<String> {
+        None
+    }
+    fn save(&self, _key: &str, _value: &str) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+async fn run_sandboxes(
+    hubspot: std::net::SocketAddr,
+    salesforce: std::net::SocketAddr,
+) -> Result<u8, Failure> {
+    let mut running = Vec::new();
+    for (system, addr) in [("hubspot", hubspot), ("salesforce", salesforce)] {
+        let sandbox = unisync_sandbox::start(system, addr, 25)
+            .await
+            .map_err(|e| Failure::usage(format!("{system} sandbox on {addr}: {e}")))?
+            .expect("both systems have a sandbox");
+        println!("{system} sandbox on http://{}", sandbox.addr());
+        for (key, value) in sandbox.connection_secrets() {
+            println!("  {key}: {value}");
+        }
+        running.push(sandbox);
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    Ok(0)
+}

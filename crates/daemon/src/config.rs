@@ -1,0 +1,326 @@
+//! The daemon's configuration: one typed struct, read from TOML and checked at start-up.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use unisync_core::{ConnectionConfig, Secret};
+
+/// Where the config file is looked for when neither `--config` nor `$UNISYNC_CONFIG` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "config/unisync.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigLoadError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub dispatch: DispatchConfig,
+    #[serde(default)]
+    pub connections: BTreeMap<String, toml::Table>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// An environment variable holding comma-separated bearer tokens.
+    pub api_tokens_env: Option<String>,
+    /// A file holding one bearer token per line.
+    pub api_tokens_file: Option<PathBuf>,
+    /// The largest request body accepted, in bytes.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    #[serde(default = "default_storage_path")]
+    pub path: PathBuf,
+    /// sled's page cache, in MiB (its default of 1 GiB is far more than a queue needs).
+    #[serde(default = "default_cache_mib")]
+    pub cache_mib: u64,
+}
+
+/// Defaults for every connection's dispatcher; a connection table may override each key.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DispatchConfig {
+    /// Attempts per edit before a retryable failure becomes a dead letter.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Pushes of one connection that may be in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// The first retry delay, in milliseconds; later ones double, with jitter.
+    #[serde(default = "default_retry_initial_ms")]
+    pub retry_initial_ms: u64,
+    /// The longest retry delay, in milliseconds.
+    #[serde(default = "default_retry_max_ms")]
+    pub retry_max_ms: u64,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_max_body_bytes() -> usize {
+    64 * 1024
+}
+fn default_storage_path() -> PathBuf {
+    PathBuf::from("data")
+}
+fn default_cache_mib() -> u64 {
+    64
+}
+fn default_max_attempts() -> u32 {
+    10
+}
+fn default_concurrency() -> usize {
+    4
+}
+fn default_retry_initial_ms() -> u64 {
+    500
+}
+fn default_retry_max_ms() -> u64 {
+    300_000
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            api_tokens_env: None,
+            api_tokens_file: None,
+            max_body_bytes: default_max_body_bytes(),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            path: default_storage_path(),
+            cache_mib: default_cache_mib(),
+        }
+    }
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            max_attempts: default_max_attempts(),
+            concurrency: default_concurrency(),
+            retry_initial_ms: default_retry_initial_ms(),
+            retry_max_ms: default_retry_max_ms(),
+        }
+    }
+}
+
+/// One connection as the daemon sees it: its dispatch settings and the provider's own table.
+#[derive(Clone, Debug)]
+pub struct ConnectionSettings {
+    pub name: String,
+    pub system: String,
+    /// The `external_system_provider_id` shown on the connection's contacts.
+    pub provider_id: Option<String>,
+    /// The logo shown as `source_system_img_url` on the connection's contacts.
+    pub img_url: Option<String>,
+    pub dispatch: DispatchConfig,
+    pub provider: ConnectionConfig,
+}
+
+/// Keys of a connection table that the daemon reads itself; the rest go to the provider.
+const DAEMON_CONNECTION_KEYS: [&str; 8] = [
+    "system",
+    "provider_id",
+    "img_url",
+    "max_attempts",
+    "concurrency",
+    "retry_initial_ms",
+    "retry_max_ms",
+    "enabled",
+];
+
+impl Config {
+    /// Reads and parses `path`. Does not resolve secrets: see [`Config::api_tokens`] and the
+    /// provider factories.
+    pub fn load(path: &Path) -> Result<Config, ConfigLoadError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigLoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigLoadError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let config: Config = toml::from_str(text).map_err(|err| err.to_string())?;
+        config.connections().map_err(|err| err.to_string())?;
+        if config.dispatch.concurrency == 0 {
+            return Err("dispatch.concurrency: must be at least 1".into());
+        }
+        Ok(config)
+    }
+
+    /// Where the config file is: `--config`, else `$UNISYNC_CONFIG`, else the default.
+    pub fn resolve_path(flag: Option<PathBuf>) -> PathBuf {
+        flag.or_else(|| std::env::var_os("UNISYNC_CONFIG").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
+    }
+
+    /// The connections, each split into the daemon's settings and the provider's table.
+    pub fn connections(&self) -> Result<Vec<ConnectionSettings>, ConfigLoadError> {
+        self.connections
+            .iter()
+            .map(|(name, table)| self.connection(name, table))
+            .collect()
+    }
+
+    fn connection(
+        &self,
+        name: &str,
+        table: &toml::Table,
+    ) -> Result<ConnectionSettings, ConfigLoadError> {
+        let invalid = |key: &str, problem: &str| {
+            ConfigLoadError::Invalid(format!("connections.{name}.{key}: {problem}"))
+        };
+        let string = |key: &str| -> Result<Option<String>, ConfigLoadError> {
+            match table.get(key) {
+                None => Ok(None),
+                Some(toml::Value::String(text)) => Ok(Some(text.clone())),
+                Some(_) => Err(invalid(key, "must be a string")),
+            }
+        };
+        let number = |key: &str, default: u64| -> Result<u64, ConfigLoadError> {
+            match table.get(key) {
+                None => Ok(default),
+                Some(toml::Value::Integer(n)) if *n >= 0 => Ok(*n as u64),
+                Some(_) => Err(invalid(key, "must be a non-negative whole number")),
+            }
+        };
+        let system = string("system")?.ok_or_else(|| invalid("system", "missing"))?;
+        let dispatch = DispatchConfig {
+            max_attempts: number("max_attempts", self.dispatch.max_attempts.into())? as u32,
+            concurrency: number("concurrency", self.dispatch.concurrency as u64)?.max(1) as usize,
+            retry_initial_ms: number("retry_initial_ms", self.dispatch.retry_initial_ms)?,
+            retry_max_ms: number("retry_max_ms", self.dispatch.retry_max_ms)?,
+        };
+        let mut settings = serde_json::Map::new();
+        for (key, value) in table {
+            if !DAEMON_CONNECTION_KEYS.contains(&key.as_str()) {
+                let json =
+                    serde_json::to_value(value).map_err(|err| invalid(key, &err.to_string()))?;
+                settings.insert(key.clone(), json);
+            }
+        }
+        Ok(ConnectionSettings {
+            name: name.to_string(),
+            system: system.clone(),
+            provider_id: string("provider_id")?,
+            img_url: string("img_url")?,
+            dispatch,
+            provider: ConnectionConfig {
+                name: name.to_string(),
+                system,
+                settings,
+                inline_secrets: BTreeMap::new(),
+            },
+        })
+    }
+
+    /// The bearer tokens the API accepts, from `api_tokens_env` and `api_tokens_file`.
+    pub fn api_tokens(&self) -> Result<Vec<Secret>, ConfigLoadError> {
+        let mut tokens = Vec::new();
+        if let Some(variable) = &self.server.api_tokens_env {
+            let value = std::env::var(variable).map_err(|_| {
+                ConfigLoadError::Invalid(format!(
+                    "server.api_tokens_env: environment variable {variable} is not set"
+                ))
+            })?;
+            tokens.extend(
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(Secret::new),
+            );
+        }
+        if let Some(path) = &self.server.api_tokens_file {
+            let text = std::fs::read_to_string(path).map_err(|err| {
+                ConfigLoadError::Invalid(format!(
+                    "server.api_tokens_file: cannot read {}: {err}",
+                    path.display()
+                ))
+            })?;
+            tokens.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(Secret::new),
+            );
+        }
+        if tokens.is_empty() {
+            return Err(ConfigLoadError::Invalid(
+                "server: no API tokens (set api_tokens_env or api_tokens_file to a non-empty source)"
+                    .into(),
+            ));
+        }
+        Ok(tokens)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_daemon_and_provider_keys() {
+        let config = Config::parse(
+            r#"
+            [dispatch]
+            max_attempts = 3
+            [connections.crm]
+            system = "hubspot"
+            concurrency = 2
+            base_url = "http://127.0.0.1:1"
+            access_token_env = "T"
+            "#,
+        )
+        .unwrap();
+        let connections = config.connections().unwrap();
+        let crm = &connections[0];
+        assert_eq!(crm.dispatch.max_attempts, 3);
+        assert_eq!(crm.dispatch.concurrency, 2);
+        assert_eq!(crm.provider.settings.len(), 2);
+        assert!(crm.provider.settings.contains_key("base_url"));
+    }
+
+    #[test]
+    fn names_unknown_and_missing_keys() {
+        let unknown = Config::parse("[storage]\npath = 'x'\ncache = 3\n").unwrap_err();
+        assert!(unknown.contains("cache"), "{unknown}");
+        let missing = Config::parse("[connections.crm]\nbase_url = 'x'\n").unwrap_err();
+        assert!(missing.contains("connections.crm.system"), "{missing}");
+    }
+}

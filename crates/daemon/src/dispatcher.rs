@@ -1,0 +1,294 @@
+//! Per connection: take ready contacts, push them in batches through the adapter, and
+//! reconcile each item's result into the store.
+//!
+//! A contact with a push in flight is never in the ready queue, so pushes for one contact
+//! never overlap and its edits reach the CRM in order; later edits wait, coalesced, in its
+//! pending patch. The decision after a failure comes from the error's class alone.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, watch};
+use unisync_core::{AdapterError, ContactField, CustomerLink, ErrorKind, PushItem, PushResult};
+
+use crate::connections::{Connection, ConnectionMetrics, Pause, PauseReason};
+use crate::retry_policy::RetryPolicy;
+use crate::store::{ClaimedEdit, Store, StoreError, now_ms};
+
+/// How long a connection waits after a rate limit that named no time: HubSpot's window.
+const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(10);
+/// How long a connection waits after a spent daily budget that named no reset time.
+const DEFAULT_QUOTA_WAIT: Duration = Duration::from_secs(3600);
+/// How often a connection whose credentials were refused tries again.
+const UNAUTHORIZED_RETRY: Duration = Duration::from_secs(60);
+/// How long an idle dispatcher sleeps before looking at its queue again.
+const IDLE_POLL: Duration = Duration::from_secs(30);
+
+/// Runs one connection's dispatcher until `shutdown` turns true, then waits for the pushes in
+/// flight to be reconciled.
+pub async fn run(store: Store, connection: Arc<Connection>, mut shutdown: watch::Receiver<bool>) {
+    let concurrency = connection.settings.dispatch.concurrency;
+    let pushes = Arc::new(Semaphore::new(concurrency));
+    let batch_size = connection.adapter.capabilities().max_batch_size.max(1);
+    while !*shutdown.borrow() {
+        if let Some(pause) = connection.pause() {
+            let wait = Duration::from_millis(pause.until_ms.saturating_sub(now_ms()));
+            tokio::select! {
+                _ = tokio::time::sleep(wait.max(Duration::from_millis(10))) => {}
+                _ = shutdown.changed() => {}
+            }
+            if pause.reason == PauseReason::Unauthorized && pause.until_ms <= now_ms() {
+                // Let one batch through to find out whether the credentials work again.
+            } else {
+                continue;
+            }
+        }
+        let permit = tokio::select! {
+            permit = pushes.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+            _ = shutdown.changed() => continue,
+        };
+        let claimed = match store.claim(connection.name(), now_ms(), batch_size) {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                tracing::error!(connection = connection.name(), %error, "claiming from the queue failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if claimed.is_empty() {
+            drop(permit);
+            let wait = match store.next_ready_at(connection.name()) {
+                Ok(Some(at)) => Duration::from_millis(at.saturating_sub(now_ms())).min(IDLE_POLL),
+                _ => IDLE_POLL,
+            };
+            tokio::select! {
+                _ = connection.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        }
+        let store = store.clone();
+        let connection = connection.clone();
+        tokio::spawn(async move {
+            push_batch(&store, &connection, claimed).await;
+            drop(permit);
+        });
+    }
+    // Wait for every push in flight to be reconciled; what is not stays in flight and goes
+    // back to the queue at the next start.
+    let _ = tokio::time::timeout(
+        Duration::from_secs(15),
+        pushes.acquire_many(concurrency as u32),
+    )
+    .await;
+}
+
+/// What a claimed edit becomes on its way to the CRM.
+struct Outgoing {
+    edit: ClaimedEdit,
+    item: PushItem,
+    /// The link change to record on success: `Some(Some(id))` linked, `Some(None)` unlinked.
+    link_change: Option<Option<String>>,
+}
+
+async fn push_batch(store: &Store, connection: &Connection, claimed: Vec<ClaimedEdit>) {
+    let metrics = &connection.metrics;
+    let mut outgoing = Vec::with_capacity(claimed.len());
+    for edit in claimed {
+        match prepare(store, &edit) {
+            Ok((item, link_change)) => outgoing.push(Outgoing {
+                edit,
+                item,
+                link_change,
+            }),
+            Err(error) => reconcile(store, connection, &edit, None, Err(error)),
+        }
+    }
+    if outgoing.is_empty() {
+        return;
+    }
+    let items: Vec<PushItem> = outgoing.iter().map(|o| o.item.clone()).collect();
+    ConnectionMetrics::add(&metrics.in_flight, items.len() as u64);
+    let started = Instant::now();
+    let mut results = connection.adapter.push(&items).await;
+    ConnectionMetrics::add(&metrics.push_calls, 1);
+    ConnectionMetrics::add(
+        &metrics.push_micros_total,
+        started.elapsed().as_micros() as u64,
+    );
+    metrics
+        .in_flight
+        .fetch_sub(items.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    if results.len() != items.len() {
+        tracing::error!(
+            connection = connection.name(),
+            sent = items.len(),
+            answered = results.len(),
+            "the adapter broke its contract: one result per item; retrying the batch"
+        );
+        let error = AdapterError::retryable("ADAPTER_CONTRACT", "wrong number of results");
+        results = vec![Err(error); items.len()];
+    }
+    for (prepared, result) in outgoing.into_iter().zip(results) {
+        reconcile(
+            store,
+            connection,
+            &prepared.edit,
+            prepared.link_change,
+            result,
+        );
+    }
+    connection.wake.notify_one();
+}
+
+/// Turns a claimed edit into a push item, resolving the customer link to the CRM's id; also
+/// answers the link change to record once the CRM confirms.
+fn prepare(
+    store: &Store,
+    edit: &ClaimedEdit,
+) -> Result<(PushItem, Option<Option<String>>), AdapterError> {
+    let mut patch = edit.patch.clone();
+    let previous = edit.linked_customer_source_id.clone();
+    let (customer, link_change) = match patch.take(ContactField::UnifiedCustomerId) {
+        None => (CustomerLink::Unchanged, None),
+        Some(None) => (CustomerLink::Unlink { previous }, Some(None)),
+        Some(Some(customer_id)) => match store.customer(&customer_id) {
+            Ok(Some(customer)) => (
+                CustomerLink::Link {
+                    id: customer.source_id.clone(),
+                    previous,
+                },
+                Some(Some(customer.source_id)),
+            ),
+            Ok(None) => {
+                let error = AdapterError::permanent(
+                    "UNKNOWN_CUSTOMER",
+                    format!("unified customer {customer_id} is not registered"),
+                    Some(ContactField::UnifiedCustomerId.name().to_string()),
+                );
+                return Err(error);
+            }
+            Err(error) => return Err(AdapterError::retryable("STORE", error.to_string())),
+        },
+    };
+    let item = PushItem {
+        source_id: edit.source_id.clone(),
+        patch,
+        customer,
+    };
+    Ok((item, link_change))
+}
+
+/// Records one item's outcome: confirmed, back to the queue, or a dead letter.
+fn reconcile(
+    store: &Store,
+    connection: &Connection,
+    edit: &ClaimedEdit,
+    link_change: Option<Option<String>>,
+    result: PushResult,
+) {
+    let metrics = &connection.metrics;
+    let policy = RetryPolicy {
+        initial: Duration::from_millis(connection.settings.dispatch.retry_initial_ms),
+        max: Duration::from_millis(connection.settings.dispatch.retry_max_ms),
+        max_attempts: connection.settings.dispatch.max_attempts,
+    };
+    let id = &edit.contact_id;
+    let outcome: Result<(), StoreError> = match result {
+        Ok(confirmed) => {
+            connection.clear_pause();
+            ConnectionMetrics::add(&metrics.pushed_ok, 1);
+            store.complete(id, &confirmed, link_change)
+        }
+        Err(error) => match &error.kind {
+            ErrorKind::Retryable { retry_after } => {
+                let failed = edit.attempts + 1;
+                if policy.allows_another(failed) {
+                    ConnectionMetrics::add(&metrics.pushed_retry, 1);
+                    let wait = retry_after.unwrap_or_else(|| policy.delay(failed));
+                    store
+                        .retry_later(id, now_ms() + wait.as_millis() as u64, true, &error)
+                        .map(drop)
+                } else {
+                    ConnectionMetrics::add(&metrics.pushed_dead_letter, 1);
+                    store.dead_letter(id, &error, true).map(drop)
+                }
+            }
+            ErrorKind::RateLimited { retry_after } => {
+                ConnectionMetrics::add(&metrics.pushed_rate_limited, 1);
+                let wait = retry_after.unwrap_or(DEFAULT_RATE_LIMIT_WAIT);
+                pause_and_requeue(
+                    store,
+                    connection,
+                    id,
+                    PauseReason::RateLimited,
+                    wait,
+                    &error,
+                )
+            }
+            ErrorKind::QuotaExhausted { retry_after } => {
+                ConnectionMetrics::add(&metrics.pushed_rate_limited, 1);
+                let wait = retry_after.unwrap_or(DEFAULT_QUOTA_WAIT);
+                pause_and_requeue(
+                    store,
+                    connection,
+                    id,
+                    PauseReason::QuotaExhausted,
+                    wait,
+                    &error,
+                )
+            }
+            ErrorKind::Unauthorized => {
+                ConnectionMetrics::add(&metrics.pushed_retry, 1);
+                pause_and_requeue(
+                    store,
+                    connection,
+                    id,
+                    PauseReason::Unauthorized,
+                    UNAUTHORIZED_RETRY,
+                    &error,
+                )
+            }
+            ErrorKind::Permanent { .. } | ErrorKind::RecordGone => {
+                ConnectionMetrics::add(&metrics.pushed_dead_letter, 1);
+                tracing::warn!(
+                    connection = connection.name(),
+                    contact = %id,
+                    code = %error.code,
+                    message = %error.message,
+                    "the CRM refused an edit; kept as a dead letter"
+                );
+                store.dead_letter(id, &error, false).map(drop)
+            }
+        },
+    };
+    if let Err(error) = outcome {
+        tracing::error!(connection = connection.name(), contact = %id, %error, "recording a push outcome failed");
+    }
+}
+
+fn pause_and_requeue(
+    store: &Store,
+    connection: &Connection,
+    id: &str,
+    reason: PauseReason,
+    wait: Duration,
+    error: &AdapterError,
+) -> Result<(), StoreError> {
+    let until_ms = now_ms() + wait.as_millis() as u64;
+    if reason != PauseReason::RateLimited {
+        tracing::warn!(connection = connection.name(), ?reason, code = %error.code, message = %error.message, "connection paused");
+    }
+    ConnectionMetrics::add(
+        &connection.metrics.rate_limit_waits,
+        u64::from(reason != PauseReason::Unauthorized),
+    );
+    connection.set_pause(Pause {
+        reason,
+        until_ms,
+        code: error.code.clone(),
+        message: error.message.clone(),
+    });
+    store.retry_later(id, until_ms, false, error).map(drop)
+}

@@ -1,0 +1,121 @@
+//! `/metrics` in the Prometheus text format. Few enough series that writing the text beats
+//! wiring a registry.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use crate::connections::Connections;
+use crate::store::{Store, StoreError, now_ms};
+
+pub fn render(store: &Store, connections: &Connections) -> Result<String, StoreError> {
+    let counts = store.counts(now_ms())?;
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, f64)>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in rows {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    };
+    let per_connection =
+        |value: &dyn Fn(&crate::connections::Connection) -> f64| -> Vec<(String, f64)> {
+            connections
+                .iter()
+                .map(|c| (format!("connection=\"{}\"", c.name()), value(c)))
+                .collect()
+        };
+    let queue_row = |pick: fn(&crate::store::ConnectionCounts) -> u64| -> Vec<(String, f64)> {
+        connections
+            .iter()
+            .map(|c| {
+                let n = counts.get(c.name()).map(pick).unwrap_or(0);
+                (format!("connection=\"{}\"", c.name()), n as f64)
+            })
+            .collect()
+    };
+    family(
+        "unisync_queue_ready",
+        "gauge",
+        "Contacts whose edits wait for a push now.",
+        queue_row(|c| c.ready),
+    );
+    family(
+        "unisync_queue_retry_waiting",
+        "gauge",
+        "Contacts waiting for a retry time.",
+        queue_row(|c| c.retry_waiting),
+    );
+    family(
+        "unisync_dead_letters",
+        "gauge",
+        "Edits the CRM refused, kept for an operator.",
+        queue_row(|c| c.dead_letters),
+    );
+    family(
+        "unisync_in_flight",
+        "gauge",
+        "Edits in a push right now.",
+        per_connection(&|c| c.metrics.in_flight.load(Ordering::Relaxed) as f64),
+    );
+    let mut outcomes = Vec::new();
+    for c in connections.iter() {
+        let m = &c.metrics;
+        for (outcome, counter) in [
+            ("ok", &m.pushed_ok),
+            ("retry", &m.pushed_retry),
+            ("rate_limited", &m.pushed_rate_limited),
+            ("dead_letter", &m.pushed_dead_letter),
+        ] {
+            outcomes.push((
+                format!("connection=\"{}\",outcome=\"{outcome}\"", c.name()),
+                counter.load(Ordering::Relaxed) as f64,
+            ));
+        }
+    }
+    family(
+        "unisync_pushed_edits_total",
+        "counter",
+        "Edits pushed, by outcome.",
+        outcomes,
+    );
+    family(
+        "unisync_push_calls_total",
+        "counter",
+        "Calls to the CRM adapter (one per batch).",
+        per_connection(&|c| c.metrics.push_calls.load(Ordering::Relaxed) as f64),
+    );
+    family(
+        "unisync_push_seconds_total",
+        "counter",
+        "Time spent in CRM pushes.",
+        per_connection(&|c| c.metrics.push_micros_total.load(Ordering::Relaxed) as f64 / 1e6),
+    );
+    family(
+        "unisync_rate_limit_waits_total",
+        "counter",
+        "Edits sent back to wait out a CRM rate limit or budget.",
+        per_connection(&|c| c.metrics.rate_limit_waits.load(Ordering::Relaxed) as f64),
+    );
+    let usage: Vec<(String, f64)> = connections
+        .iter()
+        .filter_map(|c| c.adapter.api_usage().map(|u| (c.name().to_string(), u)))
+        .flat_map(|(name, u)| {
+            [
+                (
+                    format!("connection=\"{name}\",kind=\"used\""),
+                    u.used as f64,
+                ),
+                (
+                    format!("connection=\"{name}\",kind=\"limit\""),
+                    u.limit as f64,
+                ),
+            ]
+        })
+        .collect();
+    family(
+        "unisync_crm_api_usage",
+        "gauge",
+        "The CRM's own count of API calls against its budget.",
+        usage,
+    );
+    Ok(out)
+}

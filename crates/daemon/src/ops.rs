@@ -1,0 +1,123 @@
+//! Operator actions on the store, shared by the CLI (store opened locally) and the admin API
+//! (the running daemon's store). Each answers JSON, printed as is by the CLI.
+
+use std::io::BufRead;
+
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use unisync_core::UnifiedContact;
+
+use crate::store::{Customer, DeadLetter, Store, StoreError, now_ms};
+use crate::timefmt::rfc3339;
+
+/// The outcome of a JSONL import: how many lines were registered, and each bad line.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ImportReport {
+    pub imported: u64,
+    pub failed: Vec<LineError>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct LineError {
+    pub line: u64,
+    pub message: String,
+}
+
+/// Registers unified contacts from JSONL, upserting by `id`. A bad line is reported with its
+/// number and the import goes on.
+pub fn import_contacts(store: &Store, input: impl BufRead) -> Result<ImportReport, StoreError> {
+    import_lines(input, |contact: UnifiedContact| {
+        for (key, value) in [
+            ("id", &contact.id),
+            ("source_system", &contact.source_system),
+            ("source_id", &contact.source_id),
+        ] {
+            if value.trim().is_empty() {
+                return Ok(Err(format!("`{key}` must not be empty")));
+            }
+        }
+        store.upsert_contact(contact).map(Ok)
+    })
+}
+
+/// Registers unified customers from JSONL, upserting by `id`.
+pub fn import_customers(store: &Store, input: impl BufRead) -> Result<ImportReport, StoreError> {
+    import_lines(input, |customer: Customer| {
+        if customer.id.trim().is_empty() || customer.source_id.trim().is_empty() {
+            return Ok(Err("`id` and `source_id` must not be empty".to_string()));
+        }
+        store.upsert_customer(&customer).map(Ok)
+    })
+}
+
+fn import_lines<T: DeserializeOwned>(
+    input: impl BufRead,
+    mut register: impl FnMut(T) -> Result<Result<(), String>, StoreError>,
+) -> Result<ImportReport, StoreError> {
+    let mut report = ImportReport::default();
+    for (index, line) in input.lines().enumerate() {
+        let number = index as u64 + 1;
+        let line = match line {
+            Ok(line) => line,
+            Err(err) => {
+                report.failed.push(LineError {
+                    line: number,
+                    message: err.to_string(),
+                });
+                continue;
+            }
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let outcome = match serde_json::from_str::<T>(&line) {
+            Ok(record) => register(record)?,
+            Err(err) => Err(err.to_string()),
+        };
+        match outcome {
+            Ok(()) => report.imported += 1,
+            Err(message) => report.failed.push(LineError {
+                line: number,
+                message,
+            }),
+        }
+    }
+    Ok(report)
+}
+
+/// Queue figures per connection.
+pub fn status(store: &Store) -> Result<Value, StoreError> {
+    let counts = store.counts(now_ms())?;
+    Ok(json!({ "connections": counts }))
+}
+
+pub fn dead_letter_json(letter: &DeadLetter) -> Value {
+    json!({
+        "id": letter.id,
+        "contact_id": letter.contact_id,
+        "connection": letter.connection,
+        "patch": letter.patch,
+        "error": {
+            "code": letter.error.code,
+            "message": letter.error.message,
+            "class": if letter.retries_exhausted { "retries_exhausted" } else { crate::store::class_name(&letter.error.kind) },
+            "field": letter.error.field(),
+        },
+        "attempts": letter.attempts,
+        "failed_at": rfc3339(letter.failed_at),
+    })
+}
+
+pub fn list_dead_letters(store: &Store) -> Result<Value, StoreError> {
+    let letters: Vec<Value> = store.dead_letters()?.iter().map(dead_letter_json).collect();
+    Ok(json!({ "dead_letters": letters }))
+}
+
+/// Replays every dead letter; answers the replayed ones.
+pub fn retry_all_dead_letters(store: &Store) -> Result<Vec<DeadLetter>, StoreError> {
+    store
+        .dead_letters()?
+        .iter()
+        .map(|letter| store.replay_dead_letter(&letter.id))
+        .collect()
+}

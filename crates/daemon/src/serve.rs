@@ -1,0 +1,163 @@
+//! `unisync serve`: the HTTP API and one dispatcher per connection, until SIGTERM or SIGINT.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use unisync_core::Secret;
+
+use crate::api::{self, AppState};
+use crate::config::{Config, ConnectionSettings};
+use crate::connections::Connections;
+use crate::dispatcher;
+use crate::pull::pull_contacts;
+use crate::store::Store;
+
+/// Contacts each built-in sandbox CRM starts with in `serve --sandbox`.
+const SANDBOX_DEMO_RECORDS: usize = 25;
+
+pub async fn serve(config: Config, sandbox: bool) -> Result<(), String> {
+    let tokens = config.api_tokens().map_err(|e| e.to_string())?;
+    let mut settings = config.connections().map_err(|e| e.to_string())?;
+    let mut sandboxes = Vec::new();
+    if sandbox {
+        for connection in &mut settings {
+            sandboxes.push(point_at_sandbox(connection).await?);
+        }
+    }
+    let store =
+        Store::open(&config.storage.path, config.storage.cache_mib).map_err(|e| e.to_string())?;
+    let recovered = store.recover_in_flight().map_err(|e| e.to_string())?;
+    if recovered > 0 {
+        tracing::info!(
+            recovered,
+            "edits in flight at the last stop are queued again"
+        );
+    }
+    let connections = Arc::new(Connections::build(settings, &store)?);
+    if sandbox {
+        for connection in connections.iter() {
+            let report = pull_contacts(&store, connection).await?;
+            tracing::info!(
+                connection = connection.name(),
+                registered = report.registered,
+                "sandbox demo contacts registered"
+            );
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .map_err(|e| {
+            format!(
+                "server.listen: cannot listen on {}: {e}",
+                config.server.listen
+            )
+        })?;
+    let (stop, stopped) = watch::channel(false);
+    let dispatchers: Vec<_> = connections
+        .iter()
+        .map(|connection| {
+            tokio::spawn(dispatcher::run(
+                store.clone(),
+                connection.clone(),
+                stopped.clone(),
+            ))
+        })
+        .collect();
+    let state = Arc::new(AppState {
+        store: store.clone(),
+        connections: connections.clone(),
+        tokens,
+    });
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let addr_file = daemon_addr_file(&config.storage.path);
+    std::fs::write(&addr_file, addr.to_string())
+        .map_err(|e| format!("writing {}: {e}", addr_file.display()))?;
+    tracing::info!(%addr, connections = connections.iter().count(), "unisync is serving");
+    println!("unisync listening on http://{addr}");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    run_server(
+        listener,
+        state,
+        config.server.max_body_bytes,
+        shutdown_signal(),
+    )
+    .await?;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    let _ = stop.send(true);
+    for dispatcher in dispatchers {
+        let _ = dispatcher.await;
+    }
+    store.flush().await.map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_file(&addr_file);
+    drop(sandboxes);
+    tracing::info!("unisync stopped");
+    Ok(())
+}
+
+/// Where a running daemon writes the address it listens on, beside its store, so that CLI
+/// commands find it even when `server.listen` names port 0.
+pub fn daemon_addr_file(storage_path: &std::path::Path) -> std::path::PathBuf {
+    storage_path.join("daemon.addr")
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn run_server(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    max_body_bytes: usize,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    axum::serve(listener, api::router(state, max_body_bytes))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| format!("server: {e}"))
+}
+
+/// Starts the built-in fake of the connection's CRM and points the connection at it: its
+/// `_env`/`_file` secret keys give way to the sandbox's own credentials.
+async fn point_at_sandbox(
+    connection: &mut ConnectionSettings,
+) -> Result<Arc<dyn unisync_sandbox::SandboxCrm>, String> {
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let sandbox = unisync_sandbox::start(&connection.system, loopback, SANDBOX_DEMO_RECORDS)
+        .await
+        .map_err(|e| format!("starting the {} sandbox: {e}", connection.system))?
+        .ok_or_else(|| {
+            format!(
+                "connections.{}: no sandbox imitates `{}`",
+                connection.name, connection.system
+            )
+        })?;
+    let provider = &mut connection.provider;
+    provider
+        .settings
+        .retain(|key, _| !key.ends_with("_env") && !key.ends_with("_file"));
+    provider.settings.extend(sandbox.connection_settings());
+    provider.inline_secrets = sandbox
+        .connection_secrets()
+        .into_iter()
+        .map(|(key, value)| (key, Secret::new(value)))
+        .collect();
+    tracing::info!(connection = %connection.name, addr = %sandbox.addr(), "sandbox CRM started");
+    Ok(sandbox)
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,670 @@
+//! The durable local queue and contact store, on sled.
+//!
+//! Trees: `contacts` (id → [`ContactEntry`]), `ready` (connection, not-before, seq → contact
+//! id), `dead_letters`, `customers`, `source_index` ((system, source id) → unified id) and
+//! `meta`. Every state change is one transaction; nothing is acknowledged to a client before
+//! [`Store::flush`] has made it durable (one flush serves every request waiting for it).
+//!
+//! The public methods are the narrow interface a shared engine (PostgreSQL) would implement:
+//! accept, claim, complete, retry later, dead-letter, replay, drop.
+
+mod flush;
+mod keys;
+mod model;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use unisync_core::{
+    AdapterError, ConfirmedContact, ContactField, ContactPatch, ErrorKind, UnifiedContact,
+};
+
+pub use model::{
+    ClaimedEdit, ConnectionCounts, ContactEntry, Customer, DeadLetter, LastError, SyncState,
+};
+
+use flush::Flusher;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the store at {0} is locked by another unisync process (the daemon?): stop it, or run this command against a copy"
+    )]
+    Locked(PathBuf),
+    #[error("store: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("store: unreadable record {key}: {message}")]
+    Corrupt { key: String, message: String },
+    #[error("unknown contact {0}")]
+    UnknownContact(String),
+    #[error("unknown dead letter {0}")]
+    UnknownDeadLetter(String),
+    #[error("store: the flush task has stopped")]
+    FlusherGone,
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+
+fn abort<T>(error: StoreError) -> TxResult<T> {
+    Err(ConflictableTransactionError::Abort(error))
+}
+
+fn from_tx(error: TransactionError<StoreError>) -> StoreError {
+    match error {
+        TransactionError::Abort(error) => error,
+        TransactionError::Storage(error) => StoreError::Sled(error),
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("store records always serialise")
+}
+
+fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|err| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        message: err.to_string(),
+    })
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+/// How an accepted edit left the contact.
+pub struct Accepted {
+    pub contact: UnifiedContact,
+    /// True when the contact joined its connection's ready queue (the dispatcher should look).
+    pub queued: bool,
+}
+
+/// The sled-backed store. Cheap to clone; clones share the database.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    contacts: sled::Tree,
+    ready: sled::Tree,
+    dead_letters: sled::Tree,
+    customers: sled::Tree,
+    source_index: sled::Tree,
+    meta: sled::Tree,
+    flusher: Flusher,
+}
+
+const SCHEMA_VERSION: &[u8] = b"1";
+
+impl Store {
+    /// Opens (creating if missing) the store at `path`. Must be called inside a tokio runtime
+    /// (the group-commit flusher is a task).
+    pub fn open(path: &Path, cache_mib: u64) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_mib * 1024 * 1024)
+            .mode(sled::Mode::LowSpace)
+            .open()
+            .map_err(|err| match err {
+                sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                    StoreError::Locked(path.to_path_buf())
+                }
+                sled::Error::Io(ref io) if io.to_string().contains("lock") => {
+                    StoreError::Locked(path.to_path_buf())
+                }
+                other => StoreError::Sled(other),
+            })?;
+        let meta = db.open_tree("meta")?;
+        match meta.get("schema_version")? {
+            None => {
+                meta.insert("schema_version", SCHEMA_VERSION)?;
+            }
+            Some(version) if version.as_ref() == SCHEMA_VERSION => {}
+            Some(version) => {
+                return Err(StoreError::Corrupt {
+                    key: "meta/schema_version".into(),
+                    message: format!(
+                        "schema version {} is not one this unisync reads ({})",
+                        String::from_utf8_lossy(&version),
+                        String::from_utf8_lossy(SCHEMA_VERSION)
+                    ),
+                });
+            }
+        }
+        Ok(Store {
+            contacts: db.open_tree("contacts")?,
+            ready: db.open_tree("ready")?,
+            dead_letters: db.open_tree("dead_letters")?,
+            customers: db.open_tree("customers")?,
+            source_index: db.open_tree("source_index")?,
+            meta,
+            flusher: Flusher::start(db.clone()),
+            db,
+        })
+    }
+
+    /// Makes every write so far durable. Concurrent callers share one flush.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.flusher.flush().await
+    }
+
+    /// Puts every edit that was in flight when the process stopped back in its connection's
+    /// ready queue (delivery is at least once). Returns how many.
+    pub fn recover_in_flight(&self) -> Result<usize, StoreError> {
+        let mut recovered = 0;
+        for item in self.contacts.iter() {
+            let (key, bytes) = item?;
+            let entry: ContactEntry = decode(&key, &bytes)?;
+            if entry.sync.in_flight.is_some() {
+                let id = entry.contact.id.clone();
+                self.update_contact(&id, |entry, ready| {
+                    requeue_in_flight(entry, ready, now_ms(), self.next_seq())
+                })?;
+                recovered += 1;
+            }
+        }
+        Ok(recovered)
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.db.generate_id().expect("sled id generation")
+    }
+
+    /// Registers or refreshes a contact (import, pull). Its sync state is kept, and edits not
+    /// yet confirmed stay applied on top of the new values.
+    pub fn upsert_contact(&self, contact: UnifiedContact) -> Result<(), StoreError> {
+        let id = contact.id.clone();
+        let index_key = keys::source_index(&contact.source_system, &contact.source_id);
+        let base: BTreeMap<ContactField, Option<String>> = ContactField::ALL
+            .into_iter()
+            .map(|field| (field, contact.field(field).map(str::to_string)))
+            .collect();
+        (&self.contacts, &self.source_index)
+            .transaction(|(contacts, index)| {
+                let existing: Option<ContactEntry> = get(contacts, id.as_bytes())?;
+                let entry = match existing {
+                    Some(mut entry) => {
+                        let mut merged = contact.clone();
+                        for patch in [&entry.sync.in_flight, &entry.sync.pending]
+                            .into_iter()
+                            .flatten()
+                        {
+                            patch.apply_to(&mut merged);
+                        }
+                        merged.local_was_updated = entry.sync.has_unconfirmed_changes();
+                        entry.contact = merged;
+                        entry.base = base.clone();
+                        entry
+                    }
+                    None => {
+                        let mut contact = contact.clone();
+                        contact.local_was_updated = false;
+                        ContactEntry {
+                            contact,
+                            base: base.clone(),
+                            crm_version: None,
+                            sync: SyncState::default(),
+                        }
+                    }
+                };
+                contacts.insert(id.as_bytes(), encode(&entry))?;
+                index.insert(index_key.clone(), id.as_bytes())?;
+                Ok(())
+            })
+            .map_err(from_tx)
+    }
+
+    /// The unified id registered for a CRM record.
+    pub fn id_for_source(
+        &self,
+        system: &str,
+        source_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .source_index
+            .get(keys::source_index(system, source_id))?
+            .map(|id| String::from_utf8_lossy(&id).into_owned()))
+    }
+
+    pub fn contact(&self, id: &str) -> Result<Option<ContactEntry>, StoreError> {
+        self.contacts
+            .get(id)?
+            .map(|bytes| decode(id.as_bytes(), &bytes))
+            .transpose()
+    }
+
+    /// Applies an edit to the stored record and merges it into the contact's pending patch;
+    /// queues the contact on `connection` unless it is already waiting or in flight.
+    /// Not durable until [`Store::flush`].
+    pub fn accept(
+        &self,
+        id: &str,
+        patch: &ContactPatch,
+        connection: &str,
+    ) -> Result<Accepted, StoreError> {
+        let seq = self.next_seq();
+        let now = now_ms();
+        self.update_contact(id, |entry, ready| {
+            patch.apply_to(&mut entry.contact);
+            entry.contact.local_was_updated = true;
+            let mut pending = entry.sync.pending.take().unwrap_or_default();
+            pending.merge(patch);
+            entry.sync.pending = Some(pending);
+            entry.sync.connection = Some(connection.to_string());
+            let queued = entry.sync.in_flight.is_none() && entry.sync.queued_key.is_none();
+            if queued {
+                let not_before = entry.sync.next_attempt_at.unwrap_or(now).max(now);
+                enqueue(entry, ready, not_before, seq)?;
+            }
+            Ok(Accepted {
+                contact: entry.contact.clone(),
+                queued,
+            })
+        })
+    }
+
+    /// Takes up to `max` contacts of `connection` whose turn has come (not-before ≤ `now`),
+    /// moving each one's pending patch to in flight.
+    pub fn claim(
+        &self,
+        connection: &str,
+        now: u64,
+        max: usize,
+    ) -> Result<Vec<ClaimedEdit>, StoreError> {
+        let mut claimed = Vec::new();
+        for item in self.ready.range(keys::ready_range(connection, now)) {
+            if claimed.len() >= max {
+                break;
+            }
+            let (key, id) = item?;
+            let id = String::from_utf8_lossy(&id).into_owned();
+            let edit = (&self.contacts, &self.ready)
+                .transaction(|(contacts, ready)| {
+                    if ready.remove(&key)?.is_none() {
+                        return Ok(None);
+                    }
+                    let Some(mut entry): Option<ContactEntry> = get(contacts, id.as_bytes())?
+                    else {
+                        return Ok(None);
+                    };
+                    if entry.sync.queued_key.as_deref() != Some(key.as_ref()) {
+                        return Ok(None);
+                    }
+                    entry.sync.queued_key = None;
+                    let Some(patch) = entry.sync.pending.take() else {
+                        contacts.insert(id.as_bytes(), encode(&entry))?;
+                        return Ok(None);
+                    };
+                    entry.sync.in_flight = Some(patch.clone());
+                    contacts.insert(id.as_bytes(), encode(&entry))?;
+                    Ok(Some(ClaimedEdit {
+                        contact_id: id.clone(),
+                        source_id: entry.contact.source_id.clone(),
+                        patch,
+                        attempts: entry.sync.attempts,
+                        linked_customer_source_id: entry.contact.source_system_customer_id.clone(),
+                    }))
+                })
+                .map_err(from_tx)?;
+            claimed.extend(edit);
+        }
+        Ok(claimed)
+    }
+
+    /// When the first waiting contact of `connection` may go (ms since the epoch).
+    pub fn next_ready_at(&self, connection: &str) -> Result<Option<u64>, StoreError> {
+        Ok(
+            match self
+                .ready
+                .range(keys::ready_range(connection, u64::MAX))
+                .next()
+            {
+                Some(item) => Some(keys::ready_not_before(&item?.0)),
+                None => None,
+            },
+        )
+    }
+
+    /// The CRM confirmed the in-flight edit: reconcile its values into the record, and queue
+    /// what is pending behind it. `linked_customer` is the CRM id of the customer the contact
+    /// is now linked to, when the edit changed the link (`Some(None)`: unlinked).
+    pub fn complete(
+        &self,
+        id: &str,
+        confirmed: &ConfirmedContact,
+        linked_customer: Option<Option<String>>,
+    ) -> Result<(), StoreError> {
+        let seq = self.next_seq();
+        let now = now_ms();
+        self.update_contact(id, |entry, ready| {
+            let pushed = entry.sync.in_flight.take().unwrap_or_default();
+            let pending = entry.sync.pending.clone().unwrap_or_default();
+            for (field, value) in &confirmed.values {
+                entry.base.insert(*field, value.clone());
+                if pending.change(*field).is_none() {
+                    entry.contact.set_field(*field, value.clone());
+                }
+            }
+            for (field, value) in pushed.iter() {
+                if !confirmed.values.contains_key(&field)
+                    && field != ContactField::UnifiedCustomerId
+                {
+                    entry.base.insert(field, value.map(str::to_string));
+                }
+            }
+            if let Some(link) = &linked_customer {
+                entry.contact.source_system_customer_id = link.clone();
+            }
+            if confirmed.crm_version.is_some() {
+                entry.crm_version = confirmed.crm_version.clone();
+            }
+            if entry.contact.source_data_created_at.is_none() {
+                entry.contact.source_data_created_at = confirmed.created_at.clone();
+            }
+            entry.sync.attempts = 0;
+            entry.sync.next_attempt_at = None;
+            entry.sync.last_error = None;
+            entry.sync.last_confirmed_at = Some(now);
+            if entry.sync.pending.is_some() && entry.sync.queued_key.is_none() {
+                enqueue(entry, ready, now, seq)?;
+            }
+            entry.contact.local_was_updated = entry.sync.has_unconfirmed_changes();
+            Ok(())
+        })
+    }
+
+    /// The push failed but may succeed later: the in-flight edit goes back in front of what
+    /// is pending, to be tried at `not_before`. `count_attempt` is false for failures that are
+    /// not the edit's fault (rate limits, paused connections).
+    pub fn retry_later(
+        &self,
+        id: &str,
+        not_before: u64,
+        count_attempt: bool,
+        error: &AdapterError,
+    ) -> Result<u32, StoreError> {
+        let seq = self.next_seq();
+        self.update_contact(id, |entry, ready| {
+            if count_attempt {
+                entry.sync.attempts += 1;
+            }
+            entry.sync.last_error = Some(last_error(error, class_name(&error.kind)));
+            requeue_in_flight(entry, ready, not_before, seq)?;
+            Ok(entry.sync.attempts)
+        })
+    }
+
+    /// The CRM refused the in-flight edit for good (or its attempts ran out): keep it as a
+    /// dead letter with the CRM's error, and let what is pending behind it go on.
+    pub fn dead_letter(
+        &self,
+        id: &str,
+        error: &AdapterError,
+        retries_exhausted: bool,
+    ) -> Result<DeadLetter, StoreError> {
+        let seq = self.next_seq();
+        let now = now_ms();
+        let letter_id = format!("dl-{seq:016x}");
+        (&self.contacts, &self.ready, &self.dead_letters)
+            .transaction(|(contacts, ready, dead_letters)| {
+                let Some(mut entry): Option<ContactEntry> = get(contacts, id.as_bytes())? else {
+                    return abort(StoreError::UnknownContact(id.to_string()));
+                };
+                let letter = DeadLetter {
+                    id: letter_id.clone(),
+                    contact_id: id.to_string(),
+                    connection: entry.sync.connection.clone().unwrap_or_default(),
+                    patch: entry.sync.in_flight.take().unwrap_or_default(),
+                    error: error.clone(),
+                    retries_exhausted,
+                    attempts: entry.sync.attempts + 1,
+                    failed_at: now,
+                };
+                let class = if retries_exhausted {
+                    "retries_exhausted"
+                } else {
+                    class_name(&error.kind)
+                };
+                entry.sync.last_error = Some(last_error(error, class));
+                entry.sync.attempts = 0;
+                entry.sync.next_attempt_at = None;
+                entry.sync.open_dead_letters += 1;
+                if error.kind == ErrorKind::RecordGone {
+                    entry.contact.is_active = false;
+                }
+                if entry.sync.pending.is_some() && entry.sync.queued_key.is_none() {
+                    enqueue(&mut entry, ready, now, seq)?;
+                }
+                entry.contact.local_was_updated = entry.sync.has_unconfirmed_changes();
+                contacts.insert(id.as_bytes(), encode(&entry))?;
+                dead_letters.insert(letter_id.as_bytes(), encode(&letter))?;
+                Ok(letter)
+            })
+            .map_err(from_tx)
+    }
+
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        self.dead_letters
+            .iter()
+            .map(|item| {
+                let (key, bytes) = item?;
+                decode(&key, &bytes)
+            })
+            .collect()
+    }
+
+    pub fn dead_letter_by_id(&self, letter_id: &str) -> Result<Option<DeadLetter>, StoreError> {
+        self.dead_letters
+            .get(letter_id)?
+            .map(|bytes| decode(letter_id.as_bytes(), &bytes))
+            .transpose()
+    }
+
+    /// Puts a dead letter's edit back in the queue, ahead of anything pending for its contact.
+    pub fn replay_dead_letter(&self, letter_id: &str) -> Result<DeadLetter, StoreError> {
+        let seq = self.next_seq();
+        let now = now_ms();
+        self.settle_dead_letter(letter_id, |entry, ready, letter| {
+            let mut patch = letter.patch.clone();
+            if let Some(pending) = &entry.sync.pending {
+                patch.merge(pending);
+            }
+            entry.sync.pending = Some(patch);
+            entry.sync.connection = Some(letter.connection.clone());
+            entry.contact.is_active = true;
+            if entry.sync.in_flight.is_none() && entry.sync.queued_key.is_none() {
+                enqueue(entry, ready, now, seq)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Forgets a dead letter: the record's values it touched go back to the CRM's last
+    /// confirmed ones, unless a later edit is on its way.
+    pub fn drop_dead_letter(&self, letter_id: &str) -> Result<DeadLetter, StoreError> {
+        self.settle_dead_letter(letter_id, |entry, _ready, letter| {
+            for field in letter.patch.fields() {
+                let later = [&entry.sync.pending, &entry.sync.in_flight]
+                    .into_iter()
+                    .flatten()
+                    .any(|patch| patch.change(field).is_some());
+                if !later && let Some(value) = entry.base.get(&field) {
+                    entry.contact.set_field(field, value.clone());
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn settle_dead_letter(
+        &self,
+        letter_id: &str,
+        settle: impl Fn(&mut ContactEntry, &TransactionalTree, &DeadLetter) -> TxResult<()>,
+    ) -> Result<DeadLetter, StoreError> {
+        (&self.contacts, &self.ready, &self.dead_letters)
+            .transaction(|(contacts, ready, dead_letters)| {
+                let Some(letter): Option<DeadLetter> = get(dead_letters, letter_id.as_bytes())?
+                else {
+                    return abort(StoreError::UnknownDeadLetter(letter_id.to_string()));
+                };
+                dead_letters.remove(letter_id.as_bytes())?;
+                let id = letter.contact_id.as_bytes();
+                if let Some(mut entry) = get::<ContactEntry>(contacts, id)? {
+                    entry.sync.open_dead_letters = entry.sync.open_dead_letters.saturating_sub(1);
+                    settle(&mut entry, ready, &letter)?;
+                    entry.contact.local_was_updated = entry.sync.has_unconfirmed_changes();
+                    contacts.insert(id, encode(&entry))?;
+                }
+                Ok(letter)
+            })
+            .map_err(from_tx)
+    }
+
+    pub fn upsert_customer(&self, customer: &Customer) -> Result<(), StoreError> {
+        self.customers
+            .insert(customer.id.as_bytes(), encode(customer))?;
+        Ok(())
+    }
+
+    pub fn customer(&self, id: &str) -> Result<Option<Customer>, StoreError> {
+        self.customers
+            .get(id)?
+            .map(|bytes| decode(id.as_bytes(), &bytes))
+            .transpose()
+    }
+
+    /// Queue figures per connection (every connection that has anything queued or dead).
+    pub fn counts(&self, now: u64) -> Result<BTreeMap<String, ConnectionCounts>, StoreError> {
+        let mut counts: BTreeMap<String, ConnectionCounts> = BTreeMap::new();
+        for item in self.ready.iter() {
+            let (key, _) = item?;
+            let (connection, not_before) = keys::ready_parts(&key);
+            let entry = counts.entry(connection).or_default();
+            if not_before <= now {
+                entry.ready += 1;
+            } else {
+                entry.retry_waiting += 1;
+            }
+        }
+        for item in self.contacts.iter() {
+            let (key, bytes) = item?;
+            let entry: ContactEntry = decode(&key, &bytes)?;
+            if entry.sync.in_flight.is_some() {
+                let connection = entry.sync.connection.unwrap_or_default();
+                counts.entry(connection).or_default().in_flight += 1;
+            }
+        }
+        for letter in self.dead_letters()? {
+            counts.entry(letter.connection).or_default().dead_letters += 1;
+        }
+        Ok(counts)
+    }
+
+    /// Reads a value the daemon keeps for itself (e.g. a rotated credential).
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .meta
+            .get(key)?
+            .map(|value| String::from_utf8_lossy(&value).into_owned()))
+    }
+
+    /// Writes a value the daemon keeps for itself, durably before returning.
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.meta.insert(key, value.as_bytes())?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Runs `change` on one contact's entry inside a transaction with the ready queue.
+    fn update_contact<T>(
+        &self,
+        id: &str,
+        change: impl Fn(&mut ContactEntry, &TransactionalTree) -> TxResult<T>,
+    ) -> Result<T, StoreError> {
+        (&self.contacts, &self.ready)
+            .transaction(|(contacts, ready)| {
+                let Some(mut entry): Option<ContactEntry> = get(contacts, id.as_bytes())? else {
+                    return abort(StoreError::UnknownContact(id.to_string()));
+                };
+                let result = change(&mut entry, ready)?;
+                contacts.insert(id.as_bytes(), encode(&entry))?;
+                Ok(result)
+            })
+            .map_err(from_tx)
+    }
+}
+
+fn get<T: DeserializeOwned>(tree: &TransactionalTree, key: &[u8]) -> TxResult<Option<T>> {
+    match tree.get(key)? {
+        None => Ok(None),
+        Some(bytes) => match decode(key, &bytes) {
+            Ok(value) => Ok(Some(value)),
+            Err(error) => abort(error),
+        },
+    }
+}
+
+/// Puts the contact in its connection's ready queue at `not_before`.
+fn enqueue(
+    entry: &mut ContactEntry,
+    ready: &TransactionalTree,
+    not_before: u64,
+    seq: u64,
+) -> TxResult<()> {
+    let connection = entry.sync.connection.clone().unwrap_or_default();
+    let key = keys::ready(&connection, not_before, seq);
+    ready.insert(key.clone(), entry.contact.id.as_bytes())?;
+    entry.sync.queued_key = Some(key);
+    entry.sync.next_attempt_at = (not_before > now_ms()).then_some(not_before);
+    Ok(())
+}
+
+/// Folds the in-flight edit back under the pending one and queues the contact.
+fn requeue_in_flight(
+    entry: &mut ContactEntry,
+    ready: &TransactionalTree,
+    not_before: u64,
+    seq: u64,
+) -> TxResult<()> {
+    if let Some(mut patch) = entry.sync.in_flight.take() {
+        if let Some(pending) = &entry.sync.pending {
+            patch.merge(pending);
+        }
+        entry.sync.pending = Some(patch);
+    }
+    if let Some(old_key) = entry.sync.queued_key.take() {
+        ready.remove(old_key)?;
+    }
+    if entry.sync.pending.is_some() {
+        enqueue(entry, ready, not_before, seq)?;
+    }
+    Ok(())
+}
+
+fn last_error(error: &AdapterError, class: &str) -> LastError {
+    LastError {
+        code: error.code.clone(),
+        message: error.message.clone(),
+        class: class.to_string(),
+        at: now_ms(),
+    }
+}
+
+/// The name of an error class, as shown in sync state, dead letters and metrics.
+pub fn class_name(kind: &ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::Retryable { .. } => "retryable",
+        ErrorKind::RateLimited { .. } => "rate_limited",
+        ErrorKind::QuotaExhausted { .. } => "quota_exhausted",
+        ErrorKind::Unauthorized => "unauthorized",
+        ErrorKind::Permanent { .. } => "permanent",
+        ErrorKind::RecordGone => "record_gone",
+    }
+}

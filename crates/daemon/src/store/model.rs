@@ -1,0 +1,110 @@
+//! What the store keeps, per contact and per failed edit.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use unisync_core::{AdapterError, ContactField, ContactPatch, UnifiedContact};
+
+/// A contact with everything unisync knows about its sync.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ContactEntry {
+    pub contact: UnifiedContact,
+    /// The CRM's last confirmed value of every mapped field: the base later conflict
+    /// detection compares against.
+    #[serde(default)]
+    pub base: BTreeMap<ContactField, Option<String>>,
+    /// The CRM's record version (last-modified stamp) at the last confirmation.
+    #[serde(default)]
+    pub crm_version: Option<String>,
+    #[serde(default)]
+    pub sync: SyncState,
+}
+
+/// Where a contact's edits stand.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SyncState {
+    /// The connection the contact's edits go to (set when an edit is accepted).
+    pub connection: Option<String>,
+    /// Accepted edits not yet handed to the CRM, coalesced field by field.
+    pub pending: Option<ContactPatch>,
+    /// The edit a push is carrying right now.
+    pub in_flight: Option<ContactPatch>,
+    /// The contact's key in the ready queue, while it waits there.
+    pub queued_key: Option<Vec<u8>>,
+    /// Failed attempts of the edit now pending or in flight.
+    pub attempts: u32,
+    /// When the next attempt may start (ms since the epoch), after a failure.
+    pub next_attempt_at: Option<u64>,
+    pub last_error: Option<LastError>,
+    /// When the CRM last confirmed a push (ms since the epoch).
+    pub last_confirmed_at: Option<u64>,
+    /// Dead letters of this contact not yet replayed or dropped.
+    pub open_dead_letters: u32,
+}
+
+impl SyncState {
+    /// Whether the record holds local changes the CRM has not confirmed.
+    pub fn has_unconfirmed_changes(&self) -> bool {
+        self.pending.is_some() || self.in_flight.is_some() || self.open_dead_letters > 0
+    }
+}
+
+/// The last failure of a contact's push, with the CRM's own code and message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LastError {
+    pub code: String,
+    pub message: String,
+    /// `retryable`, `rate_limited`, `quota_exhausted`, `unauthorized`, `permanent`,
+    /// `record_gone` or `retries_exhausted`.
+    pub class: String,
+    pub at: u64,
+}
+
+/// An edit the CRM refused (or that ran out of attempts), kept for an operator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub id: String,
+    pub contact_id: String,
+    pub connection: String,
+    pub patch: ContactPatch,
+    /// The CRM's error, as the adapter classified it.
+    pub error: AdapterError,
+    /// True when the edit was dead-lettered because its attempts ran out, not because the CRM
+    /// refused it for good.
+    pub retries_exhausted: bool,
+    pub attempts: u32,
+    pub failed_at: u64,
+}
+
+/// A unified customer (company, account) a contact can be linked to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Customer {
+    pub id: String,
+    pub source_system: String,
+    pub source_id: String,
+    #[serde(default)]
+    pub external_system_config_id: Option<String>,
+}
+
+/// A contact's edit taken from the ready queue for a push.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClaimedEdit {
+    pub contact_id: String,
+    pub source_id: String,
+    pub patch: ContactPatch,
+    pub attempts: u32,
+    /// The CRM id of the customer the contact is linked to now, as last confirmed.
+    pub linked_customer_source_id: Option<String>,
+}
+
+/// Queue figures of one connection.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ConnectionCounts {
+    /// Contacts waiting whose turn has come.
+    pub ready: u64,
+    /// Contacts waiting for a retry time still ahead.
+    pub retry_waiting: u64,
+    pub in_flight: u64,
+    pub dead_letters: u64,
+}

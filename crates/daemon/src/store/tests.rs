@@ -1,0 +1,234 @@
+//! The store's state changes, checked against a real sled database in a temp dir.
+
+use unisync_core::{AdapterError, ConfirmedContact, ContactField, ContactPatch, UnifiedContact};
+
+use super::*;
+
+fn open() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db"), 8).unwrap();
+    (dir, store)
+}
+
+fn register(store: &Store, id: &str) {
+    let mut contact = UnifiedContact::new(id, "hubspot", format!("src-{id}"));
+    contact.first_name = Some("Ann".into());
+    contact.phone = Some("555".into());
+    store.upsert_contact(contact).unwrap();
+}
+
+fn edit(values: &[(ContactField, Option<&str>)]) -> ContactPatch {
+    values
+        .iter()
+        .map(|(field, value)| (*field, value.map(str::to_string)))
+        .collect()
+}
+
+#[tokio::test]
+async fn accept_applies_locally_and_queues_once() {
+    let (_dir, store) = open();
+    register(&store, "c1");
+    let first = store
+        .accept("c1", &edit(&[(ContactField::FirstName, Some("Bo"))]), "crm")
+        .unwrap();
+    assert!(first.queued);
+    assert!(first.contact.local_was_updated);
+    assert_eq!(first.contact.first_name.as_deref(), Some("Bo"));
+    let second = store
+        .accept("c1", &edit(&[(ContactField::Phone, None)]), "crm")
+        .unwrap();
+    assert!(
+        !second.queued,
+        "already waiting: coalesced, not queued twice"
+    );
+    store.flush().await.unwrap();
+
+    let claimed = store.claim("crm", now_ms(), 10).unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(
+        claimed[0].patch,
+        edit(&[
+            (ContactField::FirstName, Some("Bo")),
+            (ContactField::Phone, None)
+        ])
+    );
+    assert!(
+        store.claim("crm", now_ms(), 10).unwrap().is_empty(),
+        "in flight: not claimable"
+    );
+    assert!(matches!(
+        store.accept("nope", &ContactPatch::new(), "crm"),
+        Err(StoreError::UnknownContact(_))
+    ));
+}
+
+#[tokio::test]
+async fn edits_during_a_push_wait_and_follow_it() {
+    let (_dir, store) = open();
+    register(&store, "c1");
+    store
+        .accept("c1", &edit(&[(ContactField::FirstName, Some("A"))]), "crm")
+        .unwrap();
+    let claimed = store.claim("crm", now_ms(), 10).unwrap();
+    assert_eq!(claimed.len(), 1);
+    let during = store
+        .accept("c1", &edit(&[(ContactField::FirstName, Some("B"))]), "crm")
+        .unwrap();
+    assert!(!during.queued, "waits for the push in flight");
+    let confirmed = ConfirmedContact {
+        values: [(ContactField::FirstName, Some("A".to_string()))].into(),
+        crm_version: Some("v1".into()),
+        created_at: None,
+    };
+    store.complete("c1", &confirmed, None).unwrap();
+    let entry = store.contact("c1").unwrap().unwrap();
+    assert_eq!(
+        entry.contact.first_name.as_deref(),
+        Some("B"),
+        "the CRM's older value does not overwrite a pending edit"
+    );
+    assert!(entry.contact.local_was_updated);
+    assert_eq!(entry.crm_version.as_deref(), Some("v1"));
+    let next = store.claim("crm", now_ms(), 10).unwrap();
+    assert_eq!(next[0].patch, edit(&[(ContactField::FirstName, Some("B"))]));
+    store
+        .complete("c1", &ConfirmedContact::default(), None)
+        .unwrap();
+    let entry = store.contact("c1").unwrap().unwrap();
+    assert!(!entry.contact.local_was_updated);
+    assert_eq!(entry.base[&ContactField::FirstName].as_deref(), Some("B"));
+}
+
+#[tokio::test]
+async fn a_retry_waits_for_its_time_and_keeps_order() {
+    let (_dir, store) = open();
+    register(&store, "c1");
+    store
+        .accept(
+            "c1",
+            &edit(&[
+                (ContactField::City, Some("X")),
+                (ContactField::Zip, Some("1")),
+            ]),
+            "crm",
+        )
+        .unwrap();
+    store.claim("crm", now_ms(), 10).unwrap();
+    store
+        .accept("c1", &edit(&[(ContactField::City, Some("Y"))]), "crm")
+        .unwrap();
+    let later = now_ms() + 60_000;
+    let attempts = store
+        .retry_later(
+            "c1",
+            later,
+            true,
+            &AdapterError::retryable("HTTP_503", "down"),
+        )
+        .unwrap();
+    assert_eq!(attempts, 1);
+    assert!(
+        store.claim("crm", now_ms(), 10).unwrap().is_empty(),
+        "not before its time"
+    );
+    assert_eq!(store.next_ready_at("crm").unwrap(), Some(later));
+    let claimed = store.claim("crm", later, 10).unwrap();
+    assert_eq!(
+        claimed[0].patch,
+        edit(&[
+            (ContactField::City, Some("Y")),
+            (ContactField::Zip, Some("1"))
+        ]),
+        "the retried edit goes first, the later value wins"
+    );
+    assert_eq!(claimed[0].attempts, 1);
+}
+
+/// Opens the store again once the dropped one's flush task has let go of the database.
+async fn reopen(path: &std::path::Path) -> Store {
+    for _ in 0..200 {
+        match Store::open(path, 8) {
+            Err(StoreError::Locked(_)) => {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await
+            }
+            other => return other.unwrap(),
+        }
+    }
+    panic!("the store stayed locked after every handle was dropped");
+}
+
+#[tokio::test]
+async fn in_flight_edits_come_back_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        let store = Store::open(&path, 8).unwrap();
+        register(&store, "c1");
+        store
+            .accept("c1", &edit(&[(ContactField::City, Some("X"))]), "crm")
+            .unwrap();
+        assert_eq!(store.claim("crm", now_ms(), 10).unwrap().len(), 1);
+        store.flush().await.unwrap();
+    }
+    let store = reopen(&path).await;
+    assert_eq!(store.recover_in_flight().unwrap(), 1);
+    let claimed = store.claim("crm", now_ms(), 10).unwrap();
+    assert_eq!(claimed[0].patch, edit(&[(ContactField::City, Some("X"))]));
+}
+
+#[tokio::test]
+async fn dead_letters_keep_the_crms_error_and_can_be_replayed_or_dropped() {
+    let (_dir, store) = open();
+    register(&store, "c1");
+    store
+        .accept("c1", &edit(&[(ContactField::Phone, Some("bad"))]), "crm")
+        .unwrap();
+    store.claim("crm", now_ms(), 10).unwrap();
+    let error = AdapterError::permanent("INVALID_PHONE", "Phone is invalid", Some("phone".into()));
+    let letter = store.dead_letter("c1", &error, false).unwrap();
+    assert_eq!(letter.error.code, "INVALID_PHONE");
+    let entry = store.contact("c1").unwrap().unwrap();
+    assert!(
+        entry.contact.local_was_updated,
+        "stays true until replayed or dropped"
+    );
+    assert_eq!(store.counts(now_ms()).unwrap()["crm"].dead_letters, 1);
+
+    store.replay_dead_letter(&letter.id).unwrap();
+    let claimed = store.claim("crm", now_ms(), 10).unwrap();
+    assert_eq!(
+        claimed[0].patch,
+        edit(&[(ContactField::Phone, Some("bad"))])
+    );
+    let letter = store.dead_letter("c1", &error, false).unwrap();
+    store.drop_dead_letter(&letter.id).unwrap();
+    let entry = store.contact("c1").unwrap().unwrap();
+    assert!(!entry.contact.local_was_updated);
+    assert_eq!(
+        entry.contact.phone.as_deref(),
+        Some("555"),
+        "back to the CRM's value"
+    );
+    assert!(store.dead_letters().unwrap().is_empty());
+    assert!(matches!(
+        store.drop_dead_letter(&letter.id),
+        Err(StoreError::UnknownDeadLetter(_))
+    ));
+}
+
+#[tokio::test]
+async fn queues_are_per_connection() {
+    let (_dir, store) = open();
+    register(&store, "c1");
+    register(&store, "c2");
+    store
+        .accept("c1", &edit(&[(ContactField::City, Some("X"))]), "a")
+        .unwrap();
+    store
+        .accept("c2", &edit(&[(ContactField::City, Some("Y"))]), "b")
+        .unwrap();
+    let from_a = store.claim("a", now_ms(), 10).unwrap();
+    assert_eq!(from_a.len(), 1);
+    assert_eq!(from_a[0].contact_id, "c1");
+    assert_eq!(store.counts(now_ms()).unwrap()["b"].ready, 1);
+}

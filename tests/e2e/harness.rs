@@ -1,0 +1,237 @@
+//! Starting, stopping and talking to a `unisync` daemon from a test.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const TOKEN: &str = "e2e-token";
+const BINARY: &str = env!("CARGO_BIN_EXE_unisync");
+
+/// A scratch folder with a config file for one daemon.
+pub struct Setup {
+    /// Holds the scratch folder (config, store) until the test ends.
+    _scratch: tempfile::TempDir,
+    pub config: PathBuf,
+    pub envs: Vec<(String, String)>,
+}
+
+impl Setup {
+    /// A config with `connections` (TOML text of `[connections.*]` tables) and fast retries.
+    pub fn new(connections: &str, envs: &[(&str, &str)]) -> Setup {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("unisync.toml");
+        let text = format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+api_tokens_env = "E2E_API_TOKENS"
+max_body_bytes = 4096
+
+[storage]
+path = "{data}"
+
+[dispatch]
+max_attempts = 8
+retry_initial_ms = 50
+retry_max_ms = 500
+
+{connections}
+"#,
+            data = dir.path().join("data").display()
+        );
+        std::fs::write(&config, text).expect("write config");
+        let mut all_envs = vec![("E2E_API_TOKENS".to_string(), TOKEN.to_string())];
+        all_envs.extend(envs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Setup {
+            _scratch: dir,
+            config,
+            envs: all_envs,
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(BINARY);
+        command.arg("--config").arg(&self.config);
+        command
+            .env_remove("UNISYNC_CONFIG")
+            .env("UNISYNC_LOG", "warn");
+        for (key, value) in &self.envs {
+            command.env(key, value);
+        }
+        command
+    }
+
+    /// Runs a one-shot CLI command; returns (exit code, stdout, stderr).
+    pub fn run(&self, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+        let mut command = self.command();
+        command
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::piped());
+        let mut child = command.spawn().expect("spawn unisync");
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+        } else {
+            drop(child.stdin.take());
+        }
+        let output = child.wait_with_output().expect("wait unisync");
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    /// Registers contacts (JSON values, one per line) with `contacts import -`.
+    pub fn import_contacts(&self, contacts: &[Value]) {
+        let lines: Vec<String> = contacts.iter().map(Value::to_string).collect();
+        let (code, out, err) = self.run(&["contacts", "import", "-"], Some(&lines.join("\n")));
+        assert_eq!(code, 0, "import failed: {out} {err}");
+    }
+
+    /// Starts `unisync serve` and waits until it answers.
+    pub fn serve(&self) -> Daemon {
+        let mut command = self.command();
+        command
+            .arg("serve")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = command.spawn().expect("spawn unisync serve");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let base = loop {
+            let line = lines
+                .next()
+                .expect("unisync serve exited before listening")
+                .expect("read stdout");
+            if let Some(url) = line.strip_prefix("unisync listening on ") {
+                break url.trim().to_string();
+            }
+        };
+        // Keep draining stdout so the daemon never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Daemon {
+            child,
+            base,
+            client: reqwest::Client::new(),
+        }
+    }
+}
+
+/// A running daemon.
+pub struct Daemon {
+    child: Child,
+    pub base: String,
+    pub client: reqwest::Client,
+}
+
+/// An HTTP answer: status, headers and JSON body (`Value::Null` when not JSON).
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Daemon {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
+        let response = request.send().await.expect("request to unisync");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.unwrap_or_default();
+        Answer {
+            status,
+            headers,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        }
+    }
+
+    pub async fn put_contact(&self, id: &str, body: &Value) -> Answer {
+        self.send(
+            self.client
+                .put(self.url(&format!("/api/v1/unified/contact/{id}")))
+                .bearer_auth(TOKEN)
+                .json(body),
+        )
+        .await
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.send(self.client.get(self.url(path)).bearer_auth(TOKEN))
+            .await
+    }
+
+    pub async fn contact(&self, id: &str) -> Value {
+        let answer = self.get(&format!("/api/v1/unified/contact/{id}")).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        answer.body["data"].clone()
+    }
+
+    pub async fn sync_state(&self, id: &str) -> Value {
+        self.get(&format!("/api/v1/unified/contact/{id}/sync"))
+            .await
+            .body["data"]
+            .clone()
+    }
+
+    /// Waits (bounded) until the CRM has confirmed every edit of the contact.
+    pub async fn wait_synced(&self, id: &str) -> Value {
+        wait_for(&format!("contact {id} to sync"), || async {
+            let contact = self.contact(id).await;
+            (contact["local_was_updated"] == false).then_some(contact)
+        })
+        .await
+    }
+
+    /// Kills the daemon with SIGKILL: no shutdown code runs.
+    pub fn kill_hard(&mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reap");
+    }
+
+    /// Stops the daemon with SIGTERM and waits for it to exit.
+    pub fn stop(&mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        self.child.wait().expect("wait for unisync to stop");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` until it answers `Some`, for at most 30 seconds (a bound, not a timing
+/// assertion: a healthy run takes a fraction of it).
+pub async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
