@@ -158,19 +158,22 @@ impl Store {
     /// Puts every edit that was in flight when the process stopped back in its connection's
     /// ready queue (delivery is at least once). Returns how many.
     pub fn recover_in_flight(&self) -> Result<usize, StoreError> {
-        let mut recovered = 0;
+        // Collect first: a transaction on a tree that is being iterated can deadlock in sled.
+        let mut in_flight = Vec::new();
         for item in self.contacts.iter() {
             let (key, bytes) = item?;
             let entry: ContactEntry = decode(&key, &bytes)?;
             if entry.sync.in_flight.is_some() {
-                let id = entry.contact.id.clone();
-                self.update_contact(&id, |entry, ready| {
-                    requeue_in_flight(entry, ready, now_ms(), self.next_seq())
-                })?;
-                recovered += 1;
+                in_flight.push(entry.contact.id);
             }
         }
-        Ok(recovered)
+        for id in &in_flight {
+            let seq = self.next_seq();
+            self.update_contact(id, |entry, ready| {
+                requeue_in_flight(entry, ready, now_ms(), seq)
+            })?;
+        }
+        Ok(in_flight.len())
     }
 
     fn next_seq(&self) -> u64 {
