@@ -12,9 +12,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
-use unisync_core::{ContactField, FieldViolation, Secret, parse_update_body};
+use unisync_core::{ContactField, FieldViolation, Secret};
 
 use crate::connections::{Connections, PauseReason};
+use crate::edits::{EditRejected, check_edit};
 use crate::metrics;
 use crate::store::{ContactEntry, Store, StoreError, now_ms};
 use crate::timefmt::rfc3339;
@@ -89,6 +90,15 @@ impl From<StoreError> for ApiError {
             "store_unavailable",
             error.to_string(),
         )
+    }
+}
+
+impl From<EditRejected> for ApiError {
+    fn from(rejected: EditRejected) -> Self {
+        match rejected {
+            EditRejected::Invalid(violations) => ApiError::validation(violations),
+            EditRejected::Store(error) => error.into(),
+        }
     }
 }
 
@@ -195,37 +205,9 @@ async fn put_contact(
         )
     })?;
     let entry = load(&state.store, &id)?;
-    let patch = parse_update_body(&body).map_err(ApiError::validation)?;
-    let connection = state.connections.route(&entry.contact).map_err(|reason| {
-        ApiError::validation(vec![FieldViolation::new(
-            "source_system",
-            "no_connection",
-            reason,
-        )])
-    })?;
-    let mut violations = connection.adapter.validate(&patch);
-    if let Some(Some(customer_id)) = patch.change(ContactField::UnifiedCustomerId) {
-        match state.store.customer(customer_id)? {
-            None => violations.push(FieldViolation::new(
-                "unified_customer_id",
-                "unknown_customer",
-                format!("no unified customer with id `{customer_id}` is registered"),
-            )),
-            Some(customer) if customer.source_system != entry.contact.source_system => violations
-                .push(FieldViolation::new(
-                    "unified_customer_id",
-                    "customer_in_other_system",
-                    format!(
-                        "customer `{customer_id}` lives in {}, the contact in {}",
-                        customer.source_system, entry.contact.source_system
-                    ),
-                )),
-            Some(_) => {}
-        }
-    }
-    if !violations.is_empty() {
-        return Err(ApiError::validation(violations));
-    }
+    let edit = check_edit(&state.store, &state.connections, &entry.contact, &body)?;
+    let connection = edit.connection;
+    let patch = edit.patch;
     let accepted = state.store.accept(&id, &patch, connection.name())?;
     state.store.flush().await?;
     if accepted.queued {

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 
+use crate::backfill::{self, BackfillOptions};
 use crate::config::Config;
 use crate::connections::Connections;
 use crate::store::{Store, StoreError};
@@ -34,6 +35,18 @@ enum Command {
         /// Also start the built-in sandbox CRMs, point the connections at them and seed demo contacts
         #[arg(long)]
         sandbox: bool,
+    },
+    /// One-shot: push every edit of a JSONL file, show progress, print a summary, exit
+    Backfill {
+        /// The edits (JSONL: unified_contact_id, optional edit_id, and the update body), or - for stdin
+        #[arg(long)]
+        input: String,
+        /// Check every line, change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Also write the summary and every failure as JSON here
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
     /// Register unified contacts or pull them from a CRM
     #[command(subcommand)]
@@ -165,6 +178,18 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             .map(|()| 0)
             .map_err(Failure::usage),
         Command::Config(ConfigCommand::Check) => config_check(&config),
+        Command::Backfill {
+            input,
+            dry_run,
+            report,
+        } => {
+            let options = BackfillOptions {
+                input,
+                dry_run,
+                report,
+            };
+            backfill_command(&config, &options).await
+        }
         Command::Contacts(ContactsCommand::Import { file }) => {
             import(&config, &file, "contacts", |s, b| {
                 ops::import_contacts(s, b)
@@ -307,6 +332,61 @@ async fn import(
     }
     println!("{what}: {imported} imported, {} failed", failed.len());
     Ok(if failed.is_empty() { 0 } else { 1 })
+}
+
+async fn backfill_command(config: &Config, options: &BackfillOptions) -> Result<u8, Failure> {
+    let input = read_input(&options.input)?;
+    let report = backfill::backfill(config, &input, options)
+        .await
+        .map_err(Failure::runtime)?;
+    for failure in &report.invalid {
+        eprintln!("line {}: {}", failure.line, failure.message);
+    }
+    for letter in &report.dead_letters {
+        eprintln!(
+            "dead letter {} (contact {}): {} {}",
+            letter["id"].as_str().unwrap_or_default(),
+            letter["contact_id"].as_str().unwrap_or_default(),
+            letter["error"]["code"].as_str().unwrap_or_default(),
+            letter["error"]["message"].as_str().unwrap_or_default()
+        );
+    }
+    for (connection, reason) in &report.paused_connections {
+        eprintln!(
+            "connection {connection} paused ({reason}): its edits stay queued for `unisync serve`"
+        );
+    }
+    if options.dry_run {
+        println!(
+            "dry run: {} lines, {} valid edits for {} contacts, {} invalid, {} already applied",
+            report.lines,
+            report.accepted,
+            report.contacts,
+            report.invalid.len(),
+            report.duplicates_skipped
+        );
+    } else {
+        println!(
+            "backfill: {} lines, {} edits accepted for {} contacts ({} invalid, {} already applied); {} landed, {} dead letters, {} left queued; {:.1} s, {:.0} contacts/s, {} pushes",
+            report.lines,
+            report.accepted,
+            report.contacts,
+            report.invalid.len(),
+            report.duplicates_skipped,
+            report.landed,
+            report.dead_letters.len(),
+            report.left_queued,
+            report.elapsed_ms as f64 / 1000.0,
+            report.contacts_per_second,
+            report.push_calls
+        );
+    }
+    if let Some(path) = &options.report {
+        let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+        std::fs::write(path, json)
+            .map_err(|e| Failure::runtime(format!("writing {}: {e}", path.display())))?;
+    }
+    Ok(if report.failed() { 1 } else { 0 })
 }
 
 async fn pull_command(config: &Config, name: &str) -> Result<u8, Failure> {

@@ -2,10 +2,12 @@
 
 mod admin;
 mod api;
+mod backfill;
 mod cli;
 mod config;
 mod connections;
 mod dispatcher;
+mod edits;
 mod metrics;
 mod ops;
 mod providers;

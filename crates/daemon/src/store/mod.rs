@@ -570,6 +570,18 @@ impl Store {
         Ok(counts)
     }
 
+    /// Whether an edit with this `edit_id` (from a backfill file) was already accepted.
+    pub fn edit_seen(&self, edit_id: &str) -> Result<bool, StoreError> {
+        Ok(self.meta.contains_key(format!("edit/{edit_id}"))?)
+    }
+
+    /// Remembers that the edit `edit_id` was accepted. Durable with the next flush; a crash
+    /// before it re-applies the edit on a re-run, which lands the same values again.
+    pub fn remember_edit(&self, edit_id: &str) -> Result<(), StoreError> {
+        self.meta.insert(format!("edit/{edit_id}"), &[])?;
+        Ok(())
+    }
+
     /// Reads a value the daemon keeps for itself (e.g. a rotated credential).
     pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self

@@ -1,0 +1,250 @@
+//! `unisync backfill`: push every edit of a JSONL file, show progress, print a summary.
+//!
+//! Every valid edit is accepted into the store first (one flush), then the connections'
+//! dispatchers run until each touched contact is confirmed, dead-lettered or parked behind a
+//! paused connection. Queueing everything first is what lets pushes go out in full batches.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::connections::{Connections, PauseReason};
+use crate::dispatcher;
+use crate::edits::{EditRejected, check_edit};
+use crate::ops::LineError;
+use crate::store::{Store, StoreError, now_ms};
+
+pub struct BackfillOptions {
+    pub input: String,
+    pub dry_run: bool,
+    pub report: Option<PathBuf>,
+}
+
+/// What a backfill did, printed and written to `--report`.
+#[derive(Debug, Default, Serialize)]
+pub struct BackfillReport {
+    pub lines: u64,
+    pub accepted: u64,
+    pub duplicates_skipped: u64,
+    pub invalid: Vec<LineError>,
+    pub contacts: u64,
+    pub landed: u64,
+    pub dead_letters: Vec<Value>,
+    /// Contacts whose edits wait behind a paused connection (kept in the queue for the daemon).
+    pub left_queued: u64,
+    pub paused_connections: BTreeMap<String, String>,
+    pub elapsed_ms: u64,
+    pub contacts_per_second: f64,
+    pub push_calls: u64,
+    pub dry_run: bool,
+}
+
+impl BackfillReport {
+    pub fn failed(&self) -> bool {
+        !self.invalid.is_empty() || !self.dead_letters.is_empty() || self.left_queued > 0
+    }
+}
+
+pub async fn backfill(
+    config: &Config,
+    input: &[u8],
+    options: &BackfillOptions,
+) -> Result<BackfillReport, String> {
+    let store = Store::open(&config.storage.path, config.storage.cache_mib).map_err(|error| match error {
+        StoreError::Locked(path) => format!(
+            "the store at {} is held by a running unisync daemon: stop it for the backfill, or send the edits to its API",
+            path.display()
+        ),
+        other => other.to_string(),
+    })?;
+    store.recover_in_flight().map_err(|e| e.to_string())?;
+    let settings = config.connections().map_err(|e| e.to_string())?;
+    let connections = Arc::new(Connections::build(settings, &store)?);
+    let started = Instant::now();
+    let started_ms = now_ms();
+    let mut report = BackfillReport {
+        dry_run: options.dry_run,
+        ..BackfillReport::default()
+    };
+    let mut touched: BTreeSet<String> = BTreeSet::new();
+    for (index, line) in input.split(|b| *b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        report.lines += 1;
+        let number = index as u64 + 1;
+        match accept_line(&store, &connections, line, options.dry_run) {
+            Ok(LineOutcome::Accepted(contact_id)) => {
+                report.accepted += 1;
+                touched.insert(contact_id);
+            }
+            Ok(LineOutcome::Duplicate) => report.duplicates_skipped += 1,
+            Err(message) => report.invalid.push(LineError {
+                line: number,
+                message,
+            }),
+        }
+    }
+    report.contacts = touched.len() as u64;
+    if options.dry_run {
+        return Ok(report);
+    }
+    store.flush().await.map_err(|e| e.to_string())?;
+    let (stop, stopped) = watch::channel(false);
+    let dispatchers: Vec<_> = connections
+        .iter()
+        .map(|connection| {
+            tokio::spawn(dispatcher::run(
+                store.clone(),
+                connection.clone(),
+                stopped.clone(),
+            ))
+        })
+        .collect();
+    let parked = wait_until_settled(&store, &connections, touched.clone()).await?;
+    let _ = stop.send(true);
+    for dispatcher in dispatchers {
+        let _ = dispatcher.await;
+    }
+    store.flush().await.map_err(|e| e.to_string())?;
+
+    for letter in store.dead_letters().map_err(|e| e.to_string())? {
+        if letter.failed_at >= started_ms && touched.contains(&letter.contact_id) {
+            report
+                .dead_letters
+                .push(crate::ops::dead_letter_json(&letter));
+        }
+    }
+    report.left_queued = parked.len() as u64;
+    report.landed = report.contacts - report.left_queued - report.dead_letters.len() as u64;
+    for connection in connections.iter() {
+        report.push_calls += connection
+            .metrics
+            .push_calls
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if let Some(pause) = connection
+            .pause()
+            .filter(|p| p.reason != PauseReason::RateLimited)
+        {
+            report.paused_connections.insert(
+                connection.name().to_string(),
+                format!("{:?}: {} {}", pause.reason, pause.code, pause.message),
+            );
+        }
+    }
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
+    report.contacts_per_second = report.contacts as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    Ok(report)
+}
+
+enum LineOutcome {
+    Accepted(String),
+    Duplicate,
+}
+
+fn accept_line(
+    store: &Store,
+    connections: &Connections,
+    line: &[u8],
+    dry_run: bool,
+) -> Result<LineOutcome, String> {
+    let mut body: Value =
+        serde_json::from_slice(line).map_err(|e| format!("malformed JSON: {e}"))?;
+    let object = body
+        .as_object_mut()
+        .ok_or("the line must be a JSON object")?;
+    let contact_id = match object.remove("unified_contact_id") {
+        Some(Value::String(id)) if !id.is_empty() => id,
+        _ => return Err("`unified_contact_id` is required (a string)".into()),
+    };
+    let edit_id = match object.remove("edit_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) => Some(id),
+        Some(_) => return Err("`edit_id` must be a string".into()),
+    };
+    if let Some(edit_id) = &edit_id
+        && store.edit_seen(edit_id).map_err(|e| e.to_string())?
+    {
+        return Ok(LineOutcome::Duplicate);
+    }
+    let entry = store
+        .contact(&contact_id)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no unified contact with id `{contact_id}`"))?;
+    let edit =
+        check_edit(store, connections, &entry.contact, &body).map_err(
+            |rejected| match rejected {
+                EditRejected::Invalid(violations) => violations
+                    .iter()
+                    .map(|v| format!("{}: {}", v.field, v.message))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                EditRejected::Store(error) => error.to_string(),
+            },
+        )?;
+    if !dry_run {
+        store
+            .accept(&contact_id, &edit.patch, edit.connection.name())
+            .map_err(|e| e.to_string())?;
+        if let Some(edit_id) = &edit_id {
+            store.remember_edit(edit_id).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(LineOutcome::Accepted(contact_id))
+}
+
+/// Waits until every touched contact is settled (nothing pending or in flight), or parked
+/// behind a connection that paused for a reason that will not pass soon. Answers the parked.
+async fn wait_until_settled(
+    store: &Store,
+    connections: &Connections,
+    mut remaining: BTreeSet<String>,
+) -> Result<BTreeSet<String>, String> {
+    let progress = indicatif::ProgressBar::new(remaining.len() as u64);
+    progress.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} contacts  {per_sec}  eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let total = remaining.len() as u64;
+    loop {
+        let mut parked = BTreeSet::new();
+        let mut settled = Vec::new();
+        for id in &remaining {
+            let Some(entry) = store.contact(id).map_err(|e| e.to_string())? else {
+                settled.push(id.clone());
+                continue;
+            };
+            let sync = &entry.sync;
+            if sync.pending.is_none() && sync.in_flight.is_none() {
+                settled.push(id.clone());
+            } else if sync.in_flight.is_none()
+                && let Some(connection) = sync
+                    .connection
+                    .as_deref()
+                    .and_then(|name| connections.get(name))
+                && connection
+                    .pause()
+                    .is_some_and(|p| p.reason != PauseReason::RateLimited)
+            {
+                parked.insert(id.clone());
+            }
+        }
+        for id in settled {
+            remaining.remove(&id);
+        }
+        progress.set_position(total - remaining.len() as u64);
+        if remaining.is_empty() || remaining.len() == parked.len() {
+            progress.finish_and_clear();
+            return Ok(parked);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
