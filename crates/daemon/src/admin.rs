@@ -36,7 +36,12 @@ pub fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
 }
 
 async fn status(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
-    let mut status = ops::status(&state.store)?;
+    let names: Vec<String> = state
+        .connections
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect();
+    let mut status = ops::status(&state.store, &names)?;
     let pauses: serde_json::Map<String, Value> = state
         .connections
         .iter()

@@ -205,9 +205,16 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Contacts(ContactsCommand::Pull { connection }) => {
             pull_command(&config, &connection).await
         }
-        Command::Status => with_store(&config, ops::status, ("GET", "status"))
+        Command::Status => {
+            let names: Vec<String> = config.connections.keys().cloned().collect();
+            with_store(
+                &config,
+                |store| ops::status(store, &names),
+                ("GET", "status"),
+            )
             .await
-            .map(print_json),
+            .map(print_json)
+        }
         Command::DeadLetters(command) => dead_letters(&config, command).await,
         Command::Sandbox { .. } => unreachable!("handled above"),
     }

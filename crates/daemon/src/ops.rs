@@ -85,9 +85,13 @@ fn import_lines<T: DeserializeOwned>(
     Ok(report)
 }
 
-/// Queue figures per connection.
-pub fn status(store: &Store) -> Result<Value, StoreError> {
-    let counts = store.counts(now_ms())?;
+/// Queue figures per connection: every configured one (zeros included), and any other the
+/// queue still names.
+pub fn status(store: &Store, configured: &[String]) -> Result<Value, StoreError> {
+    let mut counts = store.counts(now_ms())?;
+    for name in configured {
+        counts.entry(name.clone()).or_default();
+    }
     Ok(json!({ "connections": counts }))
 }
 
