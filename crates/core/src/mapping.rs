@@ -43,12 +43,15 @@ impl FieldRule {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FieldMapping {
     rules: BTreeMap<ContactField, FieldRule>,
+    /// Further CRM fields a unified field is also written to (never read back).
+    extra_targets: BTreeMap<ContactField, Vec<String>>,
 }
 
 impl FieldMapping {
     pub fn new(rules: impl IntoIterator<Item = FieldRule>) -> Self {
         FieldMapping {
             rules: rules.into_iter().map(|rule| (rule.unified, rule)).collect(),
+            extra_targets: BTreeMap::new(),
         }
     }
 
@@ -70,6 +73,44 @@ impl FieldMapping {
                 .or_insert_with(|| FieldRule::new(unified, crm_field));
         }
         Ok(self)
+    }
+
+    /// The table with some unified fields also written to a further CRM field, e.g. from a
+    /// connection's `extra_fields` config table (`position = "persona_title__c"`), for CRMs
+    /// whose workflows read a custom field. The value is the one sent to the field's main CRM
+    /// field; extras are never read back. Only a field the table maps can have extras.
+    pub fn with_extra_fields(mut self, extras: &BTreeMap<String, String>) -> Result<Self, String> {
+        for (unified_name, crm_field) in extras {
+            let unified = ContactField::from_name(unified_name)
+                .ok_or_else(|| format!("unknown unified field `{unified_name}`"))?;
+            let Some(rule) = self.rules.get(&unified) else {
+                return Err(format!("`{unified_name}` has no CRM field to copy"));
+            };
+            if crm_field.trim().is_empty() || *crm_field == rule.crm_field {
+                return Err(format!(
+                    "field `{unified_name}` needs an extra CRM field other than {}",
+                    rule.crm_field
+                ));
+            }
+            self.extra_targets
+                .entry(unified)
+                .or_default()
+                .push(crm_field.clone());
+        }
+        Ok(self)
+    }
+
+    /// Every CRM field a change of `field` is written to: its main field, then any extras.
+    pub fn write_targets(&self, field: ContactField) -> impl Iterator<Item = &str> {
+        let extras = self.extra_targets.get(&field).into_iter().flatten();
+        self.crm_field(field)
+            .into_iter()
+            .chain(extras.map(String::as_str))
+    }
+
+    /// Every extra CRM field of the table.
+    pub fn extra_fields(&self) -> impl Iterator<Item = &str> {
+        self.extra_targets.values().flatten().map(String::as_str)
     }
 
     pub fn rule(&self, field: ContactField) -> Option<&FieldRule> {
@@ -175,6 +216,24 @@ mod tests {
         let mut patch = ContactPatch::new();
         patch.set(ContactField::FirstName, "Zoë");
         assert!(table().validate(&patch).is_empty());
+    }
+
+    #[test]
+    fn extra_fields_are_written_after_the_main_one() {
+        let extras = BTreeMap::from([("first_name".to_string(), "Nickname__c".to_string())]);
+        let table = table().with_extra_fields(&extras).unwrap();
+        let targets: Vec<&str> = table.write_targets(ContactField::FirstName).collect();
+        assert_eq!(targets, vec!["FirstName", "Nickname__c"]);
+        assert_eq!(table.write_targets(ContactField::Phone).count(), 0);
+        assert_eq!(
+            table.unified_field("Nickname__c"),
+            None,
+            "extras are not read back"
+        );
+        let unmapped = BTreeMap::from([("phone".to_string(), "Phone2".to_string())]);
+        assert!(table.clone().with_extra_fields(&unmapped).is_err());
+        let same = BTreeMap::from([("first_name".to_string(), "FirstName".to_string())]);
+        assert!(table.with_extra_fields(&same).is_err());
     }
 
     #[test]

@@ -13,7 +13,13 @@ pub const DEFAULT_BASE_URL: &str = "https://api.hubapi.com";
 pub const DEFAULT_REQUESTS_PER_10S: u32 = 100;
 const DEFAULT_TIMEOUT_SECS: u64 = 30;
 
-const KEYS: [&str; 4] = ["base_url", "requests_per_10s", "timeout_secs", "fields"];
+const KEYS: [&str; 5] = [
+    "base_url",
+    "requests_per_10s",
+    "timeout_secs",
+    "fields",
+    "extra_fields",
+];
 const SECRETS: [&str; 4] = [
     "access_token",
     "client_id",
@@ -71,7 +77,9 @@ impl HubspotConfig {
         }
         let mapping = default_mapping()
             .with_overrides(&config.string_table("fields")?)
-            .map_err(|problem| config.error("fields", problem))?;
+            .map_err(|problem| config.error("fields", problem))?
+            .with_extra_fields(&config.string_table("extra_fields")?)
+            .map_err(|problem| config.error("extra_fields", problem))?;
         Ok(HubspotConfig {
             base_url,
             auth: read_auth(config)?,

@@ -38,12 +38,13 @@ pub fn default_mapping() -> FieldMapping {
 pub fn properties_of(mapping: &FieldMapping, patch: &ContactPatch) -> Map<String, Value> {
     patch
         .iter()
-        .filter_map(|(field, value)| {
-            let property = mapping.crm_field(field)?;
-            Some((
-                property.to_string(),
-                Value::String(value.unwrap_or_default().to_string()),
-            ))
+        .flat_map(|(field, value)| {
+            mapping.write_targets(field).map(move |property| {
+                (
+                    property.to_string(),
+                    Value::String(value.unwrap_or_default().to_string()),
+                )
+            })
         })
         .collect()
 }

@@ -526,3 +526,35 @@ async fn pull_pages_through_every_record_once_with_its_company() {
     assert_eq!(sample.crm_version.as_ref(), stored.get("lastmodifieddate"));
     assert!(sample.is_active);
 }
+
+#[tokio::test]
+async fn extra_fields_from_config_are_written_beside_the_main_property() {
+    let sandbox = sandbox(0).await;
+    sandbox.define_property("persona_title");
+    let config = connection(
+        &sandbox,
+        json!({"extra_fields": {"position": "persona_title"}}),
+        &[("access_token", sandbox.access_token())],
+    );
+    let adapter = HubspotFactory
+        .build(&config, Arc::new(MemoryCredentials::default()))
+        .unwrap();
+    let id = contact(&sandbox, "extra");
+    let results = adapter
+        .push(&[edit(&id, &[(ContactField::Position, "Buyer")])])
+        .await;
+    assert!(results[0].is_ok(), "{results:?}");
+    assert_eq!(property(&sandbox, &id, "jobtitle").as_deref(), Some("Buyer"));
+    assert_eq!(property(&sandbox, &id, "persona_title").as_deref(), Some("Buyer"));
+
+    let unmapped = connection(
+        &sandbox,
+        json!({"extra_fields": {"unified_customer_id": "company_copy"}}),
+        &[("access_token", sandbox.access_token())],
+    );
+    let error = HubspotFactory
+        .build(&unmapped, Arc::new(MemoryCredentials::default()))
+        .err()
+        .expect("an extra field needs a mapped unified field");
+    assert_eq!(error.key, "extra_fields");
+}

@@ -19,6 +19,7 @@ const KEYS: &[&str] = &[
     "budget_stop_share",
     "timeout_secs",
     "fields",
+    "extra_fields",
 ];
 const SECRETS: &[&str] = &["client_id", "client_secret", "refresh_token", "private_key"];
 
@@ -147,23 +148,28 @@ fn read_grant(config: &ConnectionConfig) -> Result<Grant, ConfigError> {
 
 fn read_mapping(config: &ConnectionConfig) -> Result<FieldMapping, ConfigError> {
     let overrides = config.string_table("fields")?;
-    for (unified, crm_field) in &overrides {
-        if ContactField::from_name(unified) == Some(ContactField::UnifiedCustomerId) {
-            return Err(config.error(
-                &format!("fields.{unified}"),
-                "the customer is always the contact's AccountId",
-            ));
-        }
-        if !is_field_name(crm_field) {
-            return Err(config.error(
-                &format!("fields.{unified}"),
-                format!("`{crm_field}` is not a Salesforce field name"),
-            ));
+    let extras = config.string_table("extra_fields")?;
+    for (key, table) in [("fields", &overrides), ("extra_fields", &extras)] {
+        for (unified, crm_field) in table {
+            if ContactField::from_name(unified) == Some(ContactField::UnifiedCustomerId) {
+                return Err(config.error(
+                    &format!("{key}.{unified}"),
+                    "the customer is always the contact's AccountId",
+                ));
+            }
+            if !is_field_name(crm_field) {
+                return Err(config.error(
+                    &format!("{key}.{unified}"),
+                    format!("`{crm_field}` is not a Salesforce field name"),
+                ));
+            }
         }
     }
     default_mapping()
         .with_overrides(&overrides)
-        .map_err(|problem| config.error("fields", problem))
+        .map_err(|problem| config.error("fields", problem))?
+        .with_extra_fields(&extras)
+        .map_err(|problem| config.error("extra_fields", problem))
 }
 
 #[cfg(test)]

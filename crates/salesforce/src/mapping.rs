@@ -50,7 +50,7 @@ pub fn is_record_id(id: &str) -> bool {
 pub fn record_fields(mapping: &FieldMapping, item: &PushItem) -> Map<String, Value> {
     let mut fields = Map::new();
     for (field, value) in item.patch.iter() {
-        if let Some(crm_field) = mapping.crm_field(field) {
+        for crm_field in mapping.write_targets(field) {
             fields.insert(
                 crm_field.to_string(),
                 value.map_or(Value::Null, |v| Value::String(v.to_string())),
