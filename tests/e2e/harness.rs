@@ -19,7 +19,8 @@ pub struct Setup {
 }
 
 impl Setup {
-    /// A config with `connections` (TOML text of `[connections.*]` tables) and fast retries.
+    /// A config with `connections` (TOML text of `[connections.*]` tables) and fast retries;
+    /// `envs` are the environment variables the connections read their secrets from.
     pub fn new(connections: &str, envs: &[(&str, &str)]) -> Setup {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("unisync.toml");
@@ -91,11 +92,24 @@ retry_max_ms = 500
         )
     }
 
+    /// Runs a one-shot CLI command that must succeed and print JSON; answers that JSON.
+    pub fn run_json(&self, args: &[&str]) -> Value {
+        let (code, out, err) = self.run(args, None);
+        assert_eq!(code, 0, "unisync {args:?} failed: {out} {err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("unisync {args:?}: {e}: {out}"))
+    }
+
     /// Registers contacts (JSON values, one per line) with `contacts import -`.
     pub fn import_contacts(&self, contacts: &[Value]) {
-        let lines: Vec<String> = contacts.iter().map(Value::to_string).collect();
-        let (code, out, err) = self.run(&["contacts", "import", "-"], Some(&lines.join("\n")));
-        assert_eq!(code, 0, "import failed: {out} {err}");
+        self.import("contacts", contacts);
+    }
+
+    /// Registers `kind` (`contacts`, `customers`) from JSON values, one per line, with
+    /// `KIND import -`.
+    pub fn import(&self, kind: &str, records: &[Value]) {
+        let lines: Vec<String> = records.iter().map(Value::to_string).collect();
+        let (code, out, err) = self.run(&[kind, "import", "-"], Some(&lines.join("\n")));
+        assert_eq!(code, 0, "{kind} import failed: {out} {err}");
     }
 
     /// Starts `unisync serve` and waits until it answers.
@@ -173,6 +187,11 @@ impl Daemon {
             .await
     }
 
+    /// `/readyz`'s body.
+    pub async fn readiness(&self) -> Value {
+        self.send(self.client.get(self.url("/readyz"))).await.body
+    }
+
     pub async fn contact(&self, id: &str) -> Value {
         let answer = self.get(&format!("/api/v1/unified/contact/{id}")).await;
         assert_eq!(answer.status, 200, "{}", answer.body);
@@ -191,6 +210,15 @@ impl Daemon {
         wait_for(&format!("contact {id} to sync"), || async {
             let contact = self.contact(id).await;
             (contact["local_was_updated"] == false).then_some(contact)
+        })
+        .await
+    }
+
+    /// Waits (bounded) until the contact has a dead letter; answers its sync state.
+    pub async fn wait_dead_letter(&self, id: &str) -> Value {
+        wait_for(&format!("a dead letter of contact {id}"), || async {
+            let sync = self.sync_state(id).await;
+            (sync["open_dead_letters"] == 1).then_some(sync)
         })
         .await
     }

@@ -1,0 +1,52 @@
+//! What only Salesforce shows: sessions the org ends at its pleasure.
+
+use std::time::Duration;
+
+use unisync_sandbox::SandboxCrm;
+use unisync_sandbox::salesforce::SalesforceSandbox;
+
+use crate::crm::Crm;
+use crate::harness::Daemon;
+use crate::world::{ANN, CONTACT, World, rename};
+
+/// Puts a new first name, `{prefix} {contact}`, on every contact.
+async fn rename_all(daemon: &Daemon, contacts: &[String], prefix: &str) {
+    for id in contacts {
+        rename(daemon, id, &format!("{prefix} {id}")).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_ended_while_edits_are_pushed_do_not_lose_an_edit() {
+    let world = World::<SalesforceSandbox>::new().await;
+    let mut contacts = vec![CONTACT.to_string()];
+    for n in 2..=6 {
+        let id = format!("contact_{n}");
+        world.add_contact(&id, &ANN);
+        contacts.push(id);
+    }
+    // Slow answers keep pushes in flight while the sessions end.
+    world.crm.faults().set_latency(Duration::from_millis(200));
+    let daemon = world.setup.serve();
+    rename_all(&daemon, &contacts, "Before").await;
+    // Once one edit has landed a session is in use; the others may still be on their way.
+    daemon.wait_synced(CONTACT).await;
+    let token_requests = world.crm.token_requests();
+    world.crm.invalidate_sessions();
+    // These edits go out on the ended session at the latest.
+    rename_all(&daemon, &contacts, "After").await;
+
+    for id in &contacts {
+        let synced = daemon.wait_synced(id).await;
+        assert_eq!(synced["first_name"], format!("After {id}"));
+        let source_id = synced["source_id"].as_str().unwrap();
+        assert_eq!(
+            world.crm.value(source_id, "first_name"),
+            Some(format!("After {id}"))
+        );
+    }
+    assert!(
+        world.crm.token_requests() > token_requests,
+        "a new session was opened"
+    );
+}
