@@ -42,7 +42,7 @@ against_each_crm!(
     health_and_readiness_answer,
     a_spent_daily_budget_pauses_the_connection_as_quota_exhausted,
     a_short_window_rate_limit_is_no_quota_exhaustion_and_the_edit_lands,
-    unified_customer_id_links_the_crm_customer,
+    unified_customer_id_links_and_unlinks_the_crm_customer,
     contacts_pull_registers_every_crm_record_once,
     an_edit_of_a_deleted_record_is_a_dead_letter_and_dropping_it_restores_the_crm_values,
 );
@@ -431,29 +431,42 @@ async fn a_short_window_rate_limit_is_no_quota_exhaustion_and_the_edit_lands<C: 
     assert_eq!(world.crm_value("first_name").as_deref(), Some("Patient"));
 }
 
-async fn unified_customer_id_links_the_crm_customer<C: Crm>() {
+async fn unified_customer_id_links_and_unlinks_the_crm_customer<C: Crm>() {
     let world = World::<C>::new().await;
     let customer_source_id = world.crm.create_customer("Northwind Traders");
     world.setup.import(
         "customers",
-        &[json!({"id": "cust_1", "source_system": world.system(), "source_id": customer_source_id})],
+        &[
+            json!({"id": "cust_1", "source_system": world.system(), "source_id": customer_source_id}),
+            json!({"id": "cust_elsewhere", "source_system": "pipedrive", "source_id": "42"}),
+        ],
     );
     let daemon = world.setup.serve();
     let before = daemon.contact(CONTACT).await;
 
-    let link_to = |customer_id: &str| json!({"email": "ann@example.com", "first_name": "Ann", "unified_customer_id": customer_id});
-    let unknown = daemon.put_contact(CONTACT, &link_to("cust_404")).await;
-    assert_eq!(unknown.status, 422, "{}", unknown.body);
-    let details = unknown.body["error"]["details"].as_array().unwrap();
-    assert!(
-        details
-            .iter()
-            .any(|d| d["field"] == "unified_customer_id" && d["code"] == "unknown_customer"),
-        "{details:?}"
-    );
+    let link_to = |customer_id: Option<&str>| {
+        json!({"email": "ann@example.com", "first_name": "Ann",
+               "unified_customer_id": customer_id})
+    };
+    for (customer_id, code) in [
+        ("cust_404", "unknown_customer"),
+        ("cust_elsewhere", "customer_in_other_system"),
+    ] {
+        let refused = daemon
+            .put_contact(CONTACT, &link_to(Some(customer_id)))
+            .await;
+        assert_eq!(refused.status, 422, "{}", refused.body);
+        let details = refused.body["error"]["details"].as_array().unwrap();
+        assert!(
+            details
+                .iter()
+                .any(|d| d["field"] == "unified_customer_id" && d["code"] == code),
+            "{customer_id}: {details:?}"
+        );
+    }
     assert_eq!(daemon.contact(CONTACT).await, before, "nothing changed");
 
-    let answer = daemon.put_contact(CONTACT, &link_to("cust_1")).await;
+    let answer = daemon.put_contact(CONTACT, &link_to(Some("cust_1"))).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.body["data"]["unified_customer_id"], "cust_1");
     let synced = daemon.wait_synced(CONTACT).await;
@@ -462,6 +475,17 @@ async fn unified_customer_id_links_the_crm_customer<C: Crm>() {
     assert_eq!(
         world.crm.customer_links(&world.source_id),
         vec![customer_source_id]
+    );
+
+    let answer = daemon.put_contact(CONTACT, &link_to(None)).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let synced = daemon.wait_synced(CONTACT).await;
+    assert_eq!(synced["unified_customer_id"], Value::Null);
+    assert_eq!(synced["source_system_customer_id"], Value::Null);
+    assert_eq!(
+        world.crm.customer_links(&world.source_id),
+        Vec::<String>::new(),
+        "null unlinks"
     );
 }
 
