@@ -13,7 +13,7 @@ const BINARY: &str = env!("CARGO_BIN_EXE_unisync");
 /// A scratch folder with a config file for one daemon.
 pub struct Setup {
     /// Holds the scratch folder (config, store) until the test ends.
-    _scratch: tempfile::TempDir,
+    scratch: tempfile::TempDir,
     pub config: PathBuf,
     pub envs: Vec<(String, String)>,
 }
@@ -47,7 +47,7 @@ retry_max_ms = 500
         let mut all_envs = vec![("E2E_API_TOKENS".to_string(), TOKEN.to_string())];
         all_envs.extend(envs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         Setup {
-            _scratch: dir,
+            scratch: dir,
             config,
             envs: all_envs,
         }
@@ -110,6 +110,11 @@ retry_max_ms = 500
         let lines: Vec<String> = records.iter().map(Value::to_string).collect();
         let (code, out, err) = self.run(&[kind, "import", "-"], Some(&lines.join("\n")));
         assert_eq!(code, 0, "{kind} import failed: {out} {err}");
+    }
+
+    /// A path inside the test's scratch folder.
+    pub fn scratch_path(&self, name: &str) -> PathBuf {
+        self.scratch.path().join(name)
     }
 
     /// Starts `unisync serve` and waits until it answers.

@@ -1,7 +1,9 @@
 //! End-to-end tests: the real `unisync` binary over loopback against sandbox CRMs started
 //! in-process, so each test can look inside the CRM and switch faults on.
 
+mod backfill;
 mod crm;
+mod fleet;
 mod harness;
 mod hubspot;
 mod salesforce;

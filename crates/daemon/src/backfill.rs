@@ -11,11 +11,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::connections::{Connections, PauseReason};
-use crate::dispatcher;
+use crate::dispatcher::Dispatchers;
 use crate::edits::{EditRejected, check_edit};
 use crate::ops::LineError;
 use crate::store::{Store, StoreError, now_ms};
@@ -96,22 +95,9 @@ pub async fn backfill(
         return Ok(report);
     }
     store.flush().await.map_err(|e| e.to_string())?;
-    let (stop, stopped) = watch::channel(false);
-    let dispatchers: Vec<_> = connections
-        .iter()
-        .map(|connection| {
-            tokio::spawn(dispatcher::run(
-                store.clone(),
-                connection.clone(),
-                stopped.clone(),
-            ))
-        })
-        .collect();
+    let dispatchers = Dispatchers::start(&store, &connections);
     let parked = wait_until_settled(&store, &connections, touched.clone()).await?;
-    let _ = stop.send(true);
-    for dispatcher in dispatchers {
-        let _ = dispatcher.await;
-    }
+    dispatchers.stop().await;
     store.flush().await.map_err(|e| e.to_string())?;
 
     for letter in store.dead_letters().map_err(|e| e.to_string())? {

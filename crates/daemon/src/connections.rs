@@ -77,14 +77,18 @@ impl Connection {
     }
 
     /// Pauses the connection until `pause.until_ms` (an existing longer pause stands).
-    pub fn set_pause(&self, pause: Pause) {
+    /// Answers whether the connection was running until now (a new wait, not a longer one).
+    pub fn set_pause(&self, pause: Pause) -> bool {
         let mut current = self.pause.lock().unwrap();
+        let now = now_ms();
+        let running = current.as_ref().is_none_or(|old| old.until_ms <= now);
         let keep = current
             .as_ref()
-            .is_some_and(|old| old.until_ms > pause.until_ms && old.until_ms > now_ms());
+            .is_some_and(|old| old.until_ms > pause.until_ms && old.until_ms > now);
         if !keep {
             *current = Some(pause);
         }
+        running
     }
 
     /// A push went through: whatever paused the connection is over.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, watch};
 use unisync_core::{AdapterError, ContactField, CustomerLink, ErrorKind, PushItem, PushResult};
 
-use crate::connections::{Connection, ConnectionMetrics, Pause, PauseReason};
+use crate::connections::{Connection, ConnectionMetrics, Connections, Pause, PauseReason};
 use crate::retry_policy::RetryPolicy;
 use crate::store::{ClaimedEdit, Store, StoreError, now_ms};
 
@@ -24,9 +24,35 @@ const UNAUTHORIZED_RETRY: Duration = Duration::from_secs(60);
 /// How long an idle dispatcher sleeps before looking at its queue again.
 const IDLE_POLL: Duration = Duration::from_secs(30);
 
+/// Every connection's dispatcher, running.
+pub struct Dispatchers {
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Dispatchers {
+    /// Starts one dispatcher per connection.
+    pub fn start(store: &Store, connections: &Connections) -> Dispatchers {
+        let (stop, stopped) = watch::channel(false);
+        let tasks = connections
+            .iter()
+            .map(|connection| tokio::spawn(run(store.clone(), connection.clone(), stopped.clone())))
+            .collect();
+        Dispatchers { stop, tasks }
+    }
+
+    /// Stops claiming new work and waits for the pushes in flight to be reconciled.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
 /// Runs one connection's dispatcher until `shutdown` turns true, then waits for the pushes in
 /// flight to be reconciled.
-pub async fn run(store: Store, connection: Arc<Connection>, mut shutdown: watch::Receiver<bool>) {
+async fn run(store: Store, connection: Arc<Connection>, mut shutdown: watch::Receiver<bool>) {
     let concurrency = connection.settings.dispatch.concurrency;
     let pushes = Arc::new(Semaphore::new(concurrency));
     let batch_size = connection.adapter.capabilities().max_batch_size.max(1);
@@ -277,18 +303,19 @@ fn pause_and_requeue(
     error: &AdapterError,
 ) -> Result<(), StoreError> {
     let until_ms = now_ms() + wait.as_millis() as u64;
-    if reason != PauseReason::RateLimited {
-        tracing::warn!(connection = connection.name(), ?reason, code = %error.code, message = %error.message, "connection paused");
-    }
-    ConnectionMetrics::add(
-        &connection.metrics.rate_limit_waits,
-        u64::from(reason != PauseReason::Unauthorized),
-    );
-    connection.set_pause(Pause {
-        reason,
+    let new_wait = connection.set_pause(Pause {
+        reason: reason.clone(),
         until_ms,
         code: error.code.clone(),
         message: error.message.clone(),
     });
+    if new_wait {
+        if reason != PauseReason::RateLimited {
+            tracing::warn!(connection = connection.name(), ?reason, code = %error.code, message = %error.message, "connection paused");
+        }
+        if reason != PauseReason::Unauthorized {
+            ConnectionMetrics::add(&connection.metrics.rate_limit_waits, 1);
+        }
+    }
     store.retry_later(id, until_ms, false, error).map(drop)
 }

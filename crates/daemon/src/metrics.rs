@@ -92,7 +92,7 @@ pub fn render(store: &Store, connections: &Connections) -> Result<String, StoreE
     family(
         "unisync_rate_limit_waits_total",
         "counter",
-        "Edits sent back to wait out a CRM rate limit or budget.",
+        "Times a connection stopped to wait out a CRM rate limit or budget.",
         per_connection(&|c| c.metrics.rate_limit_waits.load(Ordering::Relaxed) as f64),
     );
     let usage: Vec<(String, f64)> = connections

@@ -3,13 +3,12 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::sync::watch;
 use unisync_core::Secret;
 
 use crate::api::{self, AppState};
 use crate::config::{Config, ConnectionSettings};
 use crate::connections::Connections;
-use crate::dispatcher;
+use crate::dispatcher::Dispatchers;
 use crate::pull::pull_contacts;
 use crate::store::Store;
 
@@ -53,17 +52,7 @@ pub async fn serve(config: Config, sandbox: bool) -> Result<(), String> {
                 config.server.listen
             )
         })?;
-    let (stop, stopped) = watch::channel(false);
-    let dispatchers: Vec<_> = connections
-        .iter()
-        .map(|connection| {
-            tokio::spawn(dispatcher::run(
-                store.clone(),
-                connection.clone(),
-                stopped.clone(),
-            ))
-        })
-        .collect();
+    let dispatchers = Dispatchers::start(&store, &connections);
     let state = Arc::new(AppState {
         store: store.clone(),
         connections: connections.clone(),
@@ -84,10 +73,7 @@ pub async fn serve(config: Config, sandbox: bool) -> Result<(), String> {
     )
     .await?;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    let _ = stop.send(true);
-    for dispatcher in dispatchers {
-        let _ = dispatcher.await;
-    }
+    dispatchers.stop().await;
     store.flush().await.map_err(|e| e.to_string())?;
     let _ = std::fs::remove_file(&addr_file);
     drop(sandboxes);

@@ -544,8 +544,14 @@ async fn extra_fields_from_config_are_written_beside_the_main_property() {
         .push(&[edit(&id, &[(ContactField::Position, "Buyer")])])
         .await;
     assert!(results[0].is_ok(), "{results:?}");
-    assert_eq!(property(&sandbox, &id, "jobtitle").as_deref(), Some("Buyer"));
-    assert_eq!(property(&sandbox, &id, "persona_title").as_deref(), Some("Buyer"));
+    assert_eq!(
+        property(&sandbox, &id, "jobtitle").as_deref(),
+        Some("Buyer")
+    );
+    assert_eq!(
+        property(&sandbox, &id, "persona_title").as_deref(),
+        Some("Buyer")
+    );
 
     let unmapped = connection(
         &sandbox,

@@ -1,0 +1,130 @@
+//! Backfill throughput against the sandbox CRMs: contacts per second, contacts per CRM
+//! request, 429s, and how close a rate-limited run comes to the time the limit allows.
+//!
+//! `cargo bench -p unisync --bench backfill_throughput`. Sizes: `UNISYNC_BENCH_HUBSPOT_EDITS`
+//! (default 30000: 300 batch calls, so HubSpot's 100-per-10-s limit binds for 20 s) and
+//! `UNISYNC_BENCH_SALESFORCE_EDITS` (default 10000).
+
+// The end-to-end tests' helpers; the benchmark uses a part of them.
+#[allow(dead_code)]
+#[path = "../../../tests/e2e/crm.rs"]
+mod crm;
+#[allow(dead_code)]
+#[path = "../../../tests/e2e/fleet.rs"]
+mod fleet;
+#[allow(dead_code)]
+#[path = "../../../tests/e2e/harness.rs"]
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use unisync_sandbox::hubspot::HubspotSandbox;
+use unisync_sandbox::salesforce::SalesforceSandbox;
+
+use crm::Crm;
+use fleet::{edits_file, registered_records};
+use harness::Setup;
+
+/// HubSpot's limit for Free/Starter accounts.
+const HUBSPOT_LIMIT: u64 = 100;
+const HUBSPOT_WINDOW: Duration = Duration::from_secs(10);
+
+fn size(variable: &str, default: usize) -> usize {
+    std::env::var(variable)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Runs the backfill; answers its wall time and the store's size on disk afterwards.
+fn run_backfill(setup: &Setup, edits: usize) -> Duration {
+    let file = edits_file(edits);
+    let started = Instant::now();
+    let (code, out, err) = setup.run(&["backfill", "--input", "-"], Some(&file));
+    let elapsed = started.elapsed();
+    assert_eq!(code, 0, "backfill failed: {out}\n{err}");
+    println!("  {}", out.trim());
+    println!("  wall time             {:.2} s", elapsed.as_secs_f64());
+    println!(
+        "  contacts/s            {:.0}",
+        edits as f64 / elapsed.as_secs_f64()
+    );
+    let disk = dir_size(&setup.scratch_path("data"));
+    println!(
+        "  store on disk         {:.1} MiB",
+        disk as f64 / (1024.0 * 1024.0)
+    );
+    elapsed
+}
+
+fn dir_size(path: &std::path::Path) -> u64 {
+    std::fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|entry| match entry.metadata() {
+                    Ok(meta) if meta.is_dir() => dir_size(&entry.path()),
+                    Ok(meta) => meta.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+async fn hubspot(edits: usize) {
+    let crm = <HubspotSandbox as Crm>::start().await;
+    let (setup, _) = registered_records(&crm, edits);
+    crm.set_rate_limit(HUBSPOT_LIMIT, HUBSPOT_WINDOW);
+    let before = crm.stats();
+    println!(
+        "hubspot: {edits} edits, sandbox limited to {HUBSPOT_LIMIT} requests per {HUBSPOT_WINDOW:?}"
+    );
+    let elapsed = run_backfill(&setup, edits);
+    let stats = crm.stats();
+    let requests = stats.requests - before.requests;
+    let written = stats.contacts_written - before.contacts_written;
+    let limited = stats.rate_limited - before.rate_limited;
+    // The first window's requests may all go at once; each further window admits the limit.
+    let allowed =
+        HUBSPOT_WINDOW.as_secs_f64() * requests.div_ceil(HUBSPOT_LIMIT).saturating_sub(1) as f64;
+    println!(
+        "  HubSpot requests      {requests}: {:.1} contacts per request, {:.4} requests per contact",
+        written as f64 / requests as f64,
+        requests as f64 / written as f64
+    );
+    println!(
+        "  429 answers           {limited} ({:.2} % of requests)",
+        100.0 * limited as f64 / requests as f64
+    );
+    println!(
+        "  the limit allows      {allowed:.1} s; the run took {:.2}x that",
+        elapsed.as_secs_f64() / allowed.max(f64::EPSILON)
+    );
+}
+
+async fn salesforce(edits: usize) {
+    let crm = <SalesforceSandbox as Crm>::start().await;
+    let (setup, _) = registered_records(&crm, edits);
+    let before = crm.stats();
+    println!("salesforce: {edits} edits");
+    run_backfill(&setup, edits);
+    let stats = crm.stats();
+    let requests = stats.requests - before.requests;
+    let calls = stats.collection_calls - before.collection_calls;
+    let written = stats.records_written - before.records_written;
+    println!(
+        "  collections calls     {calls}: {:.1} records per call",
+        written as f64 / calls.max(1) as f64
+    );
+    println!(
+        "  API requests          {requests} with read-backs: {:.4} per contact",
+        requests as f64 / written as f64
+    );
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    hubspot(size("UNISYNC_BENCH_HUBSPOT_EDITS", 30_000)).await;
+    salesforce(size("UNISYNC_BENCH_SALESFORCE_EDITS", 10_000)).await;
+}

@@ -1,0 +1,149 @@
+//! `unisync backfill`: many edits at once, in full batches, under the CRM's rate limit.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use unisync_sandbox::hubspot::HubspotSandbox;
+use unisync_sandbox::salesforce::SalesforceSandbox;
+
+use crate::crm::Crm;
+use crate::fleet::{edits_file, registered_records};
+use crate::harness::Setup;
+
+const EDITS: usize = 10_000;
+
+fn backfill(setup: &Setup, file: &str, extra: &[&str]) -> (i32, Value, String) {
+    let report = setup.scratch_path("report.json");
+    let mut args = vec![
+        "backfill",
+        "--input",
+        "-",
+        "--report",
+        report.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let (code, out, err) = setup.run(&args, Some(file));
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap_or_default())
+        .unwrap_or(Value::Null);
+    (code, report, format!("{out}\n{err}"))
+}
+
+/// Backfills one edit for each of `EDITS` contacts; checks every edit landed once and the
+/// records hold the new values.
+fn backfill_everyone<C: Crm>(crm: &C, setup: &Setup, source_ids: &[String]) {
+    let written_before = crm.writes().written;
+    let (code, report, output) = backfill(setup, &edits_file(EDITS), &[]);
+    assert_eq!(code, 0, "{output}");
+    assert_eq!(report["landed"], EDITS as u64, "{report}");
+    assert_eq!(report["dead_letters"], json!([]));
+    assert_eq!(
+        crm.writes().written - written_before,
+        EDITS as u64,
+        "each edit written once"
+    );
+    assert_eq!(crm.writes().overlapping, 0);
+    for n in [0, EDITS / 2, EDITS - 1] {
+        assert_eq!(
+            crm.value(&source_ids[n], "first_name"),
+            Some(format!("Edited {n}"))
+        );
+        assert_eq!(
+            crm.value(&source_ids[n], "city").as_deref(),
+            Some("Backfill City")
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_hubspot_edits_go_out_in_full_batches_without_tripping_the_rate_limit() {
+    let crm = <HubspotSandbox as Crm>::start().await;
+    let (setup, source_ids) = registered_records(&crm, EDITS);
+    // A binding limit, scaled down from HubSpot's 100 per 10 s so the test stays short.
+    crm.set_rate_limit(20, Duration::from_secs(1));
+    let before = crm.stats();
+    backfill_everyone(&crm, &setup, &source_ids);
+    let stats = crm.stats();
+    let requests = stats.requests - before.requests;
+    let per_request = EDITS as f64 / requests as f64;
+    assert!(
+        per_request >= 90.0,
+        "{per_request:.1} contacts per request ({requests} requests)"
+    );
+    let rate_limited = stats.rate_limited - before.rate_limited;
+    assert!(
+        (rate_limited as f64) < 0.01 * requests as f64,
+        "{rate_limited} of {requests} requests met a 429"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_salesforce_edits_go_out_in_full_collections() {
+    let crm = <SalesforceSandbox as Crm>::start().await;
+    let (setup, source_ids) = registered_records(&crm, EDITS);
+    let before = crm.stats();
+    backfill_everyone(&crm, &setup, &source_ids);
+    let calls = crm.stats().collection_calls - before.collection_calls;
+    let per_call = EDITS as f64 / calls.max(1) as f64;
+    assert!(
+        per_call >= 150.0,
+        "{per_call:.1} records per collections call ({calls} calls)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_lines_are_reported_by_number_and_applied_edits_are_not_applied_twice() {
+    let crm = <HubspotSandbox as Crm>::start().await;
+    let (setup, source_ids) = registered_records(&crm, 3);
+    let file = [
+        json!({"unified_contact_id": "contact_0", "edit_id": "a", "email": "person0@example.com", "first_name": "Zero"}).to_string(),
+        "{not json".to_string(),
+        json!({"unified_contact_id": "contact_1", "email": "bad", "first_name": "One"}).to_string(),
+        json!({"unified_contact_id": "nobody", "email": "x@example.com", "first_name": "X"}).to_string(),
+        json!({"unified_contact_id": "contact_2", "edit_id": "c", "email": "person2@example.com", "first_name": "Two", "phone": null}).to_string(),
+    ]
+    .join("\n");
+
+    let (code, report, output) = backfill(&setup, &file, &["--dry-run"]);
+    assert_eq!(code, 1, "bad lines make the run fail: {output}");
+    assert_eq!(report["accepted"], 2);
+    assert_eq!(
+        crm.contact(&source_ids[0]).unwrap()["firstname"],
+        "Person",
+        "a dry run changes nothing"
+    );
+
+    let (code, report, output) = backfill(&setup, &file, &[]);
+    assert_eq!(code, 1, "{output}");
+    let lines: Vec<u64> = report["invalid"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|failure| failure["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lines, vec![2, 3, 4], "{report}");
+    assert!(output.contains("line 3: email"), "{output}");
+    assert_eq!(report["landed"], 2);
+    assert_eq!(
+        crm.value(&source_ids[0], "first_name").as_deref(),
+        Some("Zero")
+    );
+    assert_eq!(
+        crm.value(&source_ids[2], "first_name").as_deref(),
+        Some("Two")
+    );
+
+    // The same file again: the edits with an edit_id were applied already.
+    let written_before = crm.writes().written;
+    let (_, report, output) = backfill(&setup, &file, &[]);
+    assert_eq!(report["duplicates_skipped"], 2, "{output}");
+    assert_eq!(report["accepted"], 0);
+    assert_eq!(crm.writes().written, written_before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_input_file_is_bad_input() {
+    let setup = Setup::new("", &[]);
+    let (code, _out, err) = setup.run(&["backfill", "--input", "/nonexistent/edits.jsonl"], None);
+    assert_eq!(code, 2);
+    assert!(err.contains("/nonexistent/edits.jsonl"), "{err}");
+}
