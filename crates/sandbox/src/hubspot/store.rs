@@ -131,6 +131,9 @@ pub(super) struct BatchOutcome {
 #[derive(Debug)]
 pub(super) struct Store {
     contacts: BTreeMap<u64, Contact>,
+    /// Lower-cased email to the contact holding it, so that conflict checks stay cheap with
+    /// tens of thousands of contacts.
+    by_email: HashMap<String, u64>,
     /// Ids of contacts merged away, to the id of the contact they live on in.
     merged_into: HashMap<u64, u64>,
     companies: BTreeMap<u64, String>,
@@ -145,6 +148,7 @@ impl Store {
     pub(super) fn new() -> Self {
         Store {
             contacts: BTreeMap::new(),
+            by_email: HashMap::new(),
             merged_into: HashMap::new(),
             companies: BTreeMap::new(),
             associations: BTreeMap::new(),
@@ -185,11 +189,17 @@ impl Store {
 
     /// The contact whose email is `email` (stored lower-cased).
     pub(super) fn find_by_email(&self, email: &str) -> Option<u64> {
-        let email = email.trim().to_lowercase();
-        self.contacts
-            .iter()
-            .find(|(_, contact)| contact.properties.get("email") == Some(&email))
-            .map(|(id, _)| *id)
+        self.by_email.get(&email.trim().to_lowercase()).copied()
+    }
+
+    /// Removes a contact and its email from the index.
+    fn remove_contact(&mut self, id: u64) {
+        if let Some(contact) = self.contacts.remove(&id)
+            && let Some(email) = contact.properties.get("email")
+            && self.by_email.get(email) == Some(&id)
+        {
+            self.by_email.remove(email);
+        }
     }
 
     /// Checks and normalises one input's properties as HubSpot does: every value a string
@@ -265,7 +275,10 @@ impl Store {
                 };
                 (name.to_string(), value)
             })
-            .collect();
+            .collect::<BTreeMap<String, String>>();
+        if let Some(email) = properties.get("email") {
+            self.by_email.insert(email.clone(), id);
+        }
         self.contacts.insert(
             id,
             Contact {
@@ -291,6 +304,15 @@ impl Store {
             return Err(WriteError::Conflict { existing_id });
         }
         let stamp = self.stamp();
+        if let Some(email) = properties.get("email") {
+            let old = self.contacts[&id].properties.get("email").cloned();
+            if let Some(old) = old.filter(|old| self.by_email.get(old) == Some(&id)) {
+                self.by_email.remove(&old);
+            }
+            if !email.is_empty() {
+                self.by_email.insert(email.clone(), id);
+            }
+        }
         let contact = self.contacts.get_mut(&id).expect("resolved above");
         for (name, value) in properties {
             if value.is_empty() {
@@ -444,7 +466,7 @@ impl Store {
 
     pub(super) fn delete_contact(&mut self, id: &str) {
         if let Some(id) = self.resolve(id) {
-            self.contacts.remove(&id);
+            self.remove_contact(id);
             self.associations.remove(&id);
         }
     }
@@ -457,7 +479,7 @@ impl Store {
         if primary == merged {
             return false;
         }
-        self.contacts.remove(&merged);
+        self.remove_contact(merged);
         let companies = self.associations.remove(&merged).unwrap_or_default();
         self.associations
             .entry(primary)

@@ -415,7 +415,8 @@ mod tests {
                 &fields(json!({"FirstName": "x".repeat(41), "Email": "nope"})),
             )
             .unwrap_err();
-        let codes: Vec<&str> = refusal.errors.iter().map(|e| e.code.as_str()).collect();
+        let mut codes: Vec<&str> = refusal.errors.iter().map(|e| e.code.as_str()).collect();
+        codes.sort_unstable();
         assert_eq!(codes, vec!["INVALID_EMAIL_ADDRESS", "STRING_TOO_LONG"]);
         let refusal = org
             .check_update(&id, &fields(json!({"LastName": null})))
