@@ -533,6 +533,18 @@ async fn contacts_pull_registers_every_crm_record_once<C: Crm>() {
         ))
         .await;
     assert_eq!(twin.status, 404, "contact_1 is registered once");
+
+    // With the daemon holding the store, the command asks the daemon to pull.
+    let late = world.crm.create_record(&[
+        ("email", "eve@example.com"),
+        ("first_name", "Eve"),
+        ("last_name", "Late"),
+    ]);
+    pull("1 registered, 4 updated");
+    assert_eq!(
+        daemon.contact(&format!("{system}_{late}")).await["first_name"],
+        "Eve"
+    );
 }
 
 async fn an_edit_of_a_deleted_record_is_a_dead_letter_and_dropping_it_restores_the_crm_values<

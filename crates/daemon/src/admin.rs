@@ -29,6 +29,10 @@ pub fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/api/v1/admin/dead-letters/{id}/retry", post(retry))
         .route("/api/v1/admin/contacts", post(import_contacts))
         .route("/api/v1/admin/customers", post(import_customers))
+        .route(
+            "/api/v1/admin/contacts/pull/{connection}",
+            post(pull_contacts),
+        )
         .route_layer(middleware::from_fn_with_state(
             state,
             crate::api::require_bearer,
@@ -142,4 +146,18 @@ async fn import_customers(
     let report = ops::import_customers(&state.store, body.as_ref())?;
     state.store.flush().await?;
     Ok((StatusCode::OK, Json(json!(report))).into_response())
+}
+
+async fn pull_contacts(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let connection = state
+        .connections
+        .get(&name)
+        .ok_or_else(|| ApiError::not_found(format!("no connection named `{name}`")))?;
+    let report = crate::pull::pull_contacts(&state.store, connection)
+        .await
+        .map_err(|message| ApiError::new(StatusCode::BAD_GATEWAY, "pull_failed", message))?;
+    Ok(Json(json!(report)))
 }

@@ -39,6 +39,10 @@ pub struct BackfillReport {
     pub left_queued: u64,
     pub paused_connections: BTreeMap<String, String>,
     pub elapsed_ms: u64,
+    /// Of which: checking and accepting every line into the store.
+    pub accept_ms: u64,
+    /// Of which: pushing until every contact settled.
+    pub push_ms: u64,
     pub contacts_per_second: f64,
     pub push_calls: u64,
     pub dry_run: bool,
@@ -95,9 +99,12 @@ pub async fn backfill(
         return Ok(report);
     }
     store.flush().await.map_err(|e| e.to_string())?;
+    report.accept_ms = started.elapsed().as_millis() as u64;
+    let pushing = Instant::now();
     let dispatchers = Dispatchers::start(&store, &connections);
     let parked = wait_until_settled(&store, &connections, touched.clone()).await?;
     dispatchers.stop().await;
+    report.push_ms = pushing.elapsed().as_millis() as u64;
     store.flush().await.map_err(|e| e.to_string())?;
 
     for letter in store.dead_letters().map_err(|e| e.to_string())? {

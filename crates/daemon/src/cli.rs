@@ -374,7 +374,7 @@ async fn backfill_command(config: &Config, options: &BackfillOptions) -> Result<
         );
     } else {
         println!(
-            "backfill: {} lines, {} edits accepted for {} contacts ({} invalid, {} already applied); {} landed, {} dead letters, {} left queued; {:.1} s, {:.0} contacts/s, {} pushes",
+            "backfill: {} lines, {} edits accepted for {} contacts ({} invalid, {} already applied); {} landed, {} dead letters, {} left queued; {:.1} s ({:.1} s accepting, {:.1} s pushing), {:.0} contacts/s, {} pushes",
             report.lines,
             report.accepted,
             report.contacts,
@@ -384,6 +384,8 @@ async fn backfill_command(config: &Config, options: &BackfillOptions) -> Result<
             report.dead_letters.len(),
             report.left_queued,
             report.elapsed_ms as f64 / 1000.0,
+            report.accept_ms as f64 / 1000.0,
+            report.push_ms as f64 / 1000.0,
             report.contacts_per_second,
             report.push_calls
         );
@@ -397,20 +399,31 @@ async fn backfill_command(config: &Config, options: &BackfillOptions) -> Result<
 }
 
 async fn pull_command(config: &Config, name: &str) -> Result<u8, Failure> {
-    let store = open_store(config).map_err(|e| Failure::runtime(e.to_string()))?;
-    let settings = config
-        .connections()
-        .map_err(|e| Failure::usage(e.to_string()))?;
-    let connections = Connections::build(settings, &store).map_err(Failure::usage)?;
-    let connection = connections
-        .get(name)
-        .ok_or_else(|| Failure::usage(format!("no connection named `{name}` in the config")))?;
-    let report = pull::pull_contacts(&store, connection)
-        .await
-        .map_err(Failure::runtime)?;
+    let report = match open_store(config) {
+        Ok(store) => {
+            let settings = config
+                .connections()
+                .map_err(|e| Failure::usage(e.to_string()))?;
+            let connections = Connections::build(settings, &store).map_err(Failure::usage)?;
+            let connection = connections.get(name).ok_or_else(|| {
+                Failure::usage(format!("no connection named `{name}` in the config"))
+            })?;
+            let report = pull::pull_contacts(&store, connection)
+                .await
+                .map_err(Failure::runtime)?;
+            serde_json::json!(report)
+        }
+        Err(StoreError::Locked(_)) => {
+            ask_daemon(config, "POST", &format!("contacts/pull/{name}"), None).await?
+        }
+        Err(error) => return Err(Failure::runtime(error.to_string())),
+    };
+    let count = |key: &str| report[key].as_u64().unwrap_or(0);
     println!(
         "{name}: {} registered, {} updated, {} pages",
-        report.registered, report.updated, report.pages
+        count("registered"),
+        count("updated"),
+        count("pages")
     );
     Ok(0)
 }

@@ -33,9 +33,7 @@ use flush::Flusher;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error(
-        "the store at {0} is locked by another unisync process (the daemon?): stop it, or run this command against a copy"
-    )]
+    #[error("the store at {0} is locked by another unisync process (is the daemon running?)")]
     Locked(PathBuf),
     #[error("store: {0}")]
     Sled(#[from] sled::Error),
