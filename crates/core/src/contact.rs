@@ -136,6 +136,27 @@ fn active_by_default() -> bool {
     true
 }
 
+/// The struct field holding a writable field, borrowed as the bracket says (`[&]`, `[&mut]`).
+macro_rules! field_slot {
+    ([$($borrow:tt)+] $contact:ident, $field:expr) => {
+        match $field {
+            ContactField::Email => $($borrow)+ $contact.email,
+            ContactField::FirstName => $($borrow)+ $contact.first_name,
+            ContactField::LastName => $($borrow)+ $contact.last_name,
+            ContactField::Phone => $($borrow)+ $contact.phone,
+            ContactField::MobilePhone => $($borrow)+ $contact.mobile_phone,
+            ContactField::Fax => $($borrow)+ $contact.fax,
+            ContactField::Address => $($borrow)+ $contact.address,
+            ContactField::City => $($borrow)+ $contact.city,
+            ContactField::Country => $($borrow)+ $contact.country,
+            ContactField::State => $($borrow)+ $contact.state,
+            ContactField::Zip => $($borrow)+ $contact.zip,
+            ContactField::Position => $($borrow)+ $contact.position,
+            ContactField::UnifiedCustomerId => $($borrow)+ $contact.unified_customer_id,
+        }
+    };
+}
+
 impl UnifiedContact {
     /// A contact with only its identity set: the starting point of a registration.
     pub fn new(
@@ -185,39 +206,11 @@ impl UnifiedContact {
     }
 
     fn slot(&self, field: ContactField) -> &Option<String> {
-        match field {
-            ContactField::Email => &self.email,
-            ContactField::FirstName => &self.first_name,
-            ContactField::LastName => &self.last_name,
-            ContactField::Phone => &self.phone,
-            ContactField::MobilePhone => &self.mobile_phone,
-            ContactField::Fax => &self.fax,
-            ContactField::Address => &self.address,
-            ContactField::City => &self.city,
-            ContactField::Country => &self.country,
-            ContactField::State => &self.state,
-            ContactField::Zip => &self.zip,
-            ContactField::Position => &self.position,
-            ContactField::UnifiedCustomerId => &self.unified_customer_id,
-        }
+        field_slot!([&] self, field)
     }
 
     fn slot_mut(&mut self, field: ContactField) -> &mut Option<String> {
-        match field {
-            ContactField::Email => &mut self.email,
-            ContactField::FirstName => &mut self.first_name,
-            ContactField::LastName => &mut self.last_name,
-            ContactField::Phone => &mut self.phone,
-            ContactField::MobilePhone => &mut self.mobile_phone,
-            ContactField::Fax => &mut self.fax,
-            ContactField::Address => &mut self.address,
-            ContactField::City => &mut self.city,
-            ContactField::Country => &mut self.country,
-            ContactField::State => &mut self.state,
-            ContactField::Zip => &mut self.zip,
-            ContactField::Position => &mut self.position,
-            ContactField::UnifiedCustomerId => &mut self.unified_customer_id,
-        }
+        field_slot!([&mut] self, field)
     }
 }
 
