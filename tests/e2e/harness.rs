@@ -38,6 +38,7 @@ path = "{data}"
 max_attempts = 8
 retry_initial_ms = 50
 retry_max_ms = 500
+recovery_grace_ms = 500
 
 {connections}
 "#,

@@ -45,6 +45,7 @@ against_each_crm!(
     unified_customer_id_links_and_unlinks_the_crm_customer,
     contacts_pull_registers_every_crm_record_once,
     an_edit_of_a_deleted_record_is_a_dead_letter_and_dropping_it_restores_the_crm_values,
+    every_acknowledged_edit_survives_repeated_kills,
 );
 
 const SEED_FIELDS: [&str; 27] = [
@@ -575,4 +576,61 @@ async fn an_edit_of_a_deleted_record_is_a_dead_letter_and_dropping_it_restores_t
     assert_eq!(contact["local_was_updated"], false);
     let listed = world.setup.run_json(&["dead-letters", "list"]);
     assert_eq!(listed["dead_letters"], json!([]));
+}
+
+/// Rounds of edits to several contacts, each round ended by `kill -9` right after a 200 (with
+/// pushes still in flight, the CRM being slow): after a last restart, every contact holds the
+/// last value it was acknowledged with, and no two pushes for one contact ever overlapped.
+async fn every_acknowledged_edit_survives_repeated_kills<C: Crm>() {
+    const CONTACTS: usize = 6;
+    let world = World::<C>::new().await;
+    let mut ids = vec![CONTACT.to_string()];
+    let mut source_ids = vec![world.source_id.clone()];
+    for n in 1..CONTACTS {
+        let id = format!("crash_{n}");
+        let email = format!("crash{n}@example.com");
+        source_ids.push(world.add_contact(
+            &id,
+            &[
+                ("email", &email),
+                ("first_name", "Start"),
+                ("last_name", "Crash"),
+            ],
+        ));
+        ids.push(id);
+    }
+    world.crm.faults().set_latency(Duration::from_millis(40));
+    let mut acknowledged: Vec<Option<String>> = vec![None; CONTACTS];
+    for (round, edits_before_kill) in [7usize, 12, 5].into_iter().enumerate() {
+        let mut daemon = world.setup.serve();
+        for k in 0..edits_before_kill {
+            let n = (k * 5 + round) % CONTACTS;
+            let name = format!("Round {round} edit {k}");
+            let email = if n == 0 {
+                "ann@example.com".to_string()
+            } else {
+                format!("crash{n}@example.com")
+            };
+            let answer = daemon
+                .put_contact(&ids[n], &json!({"email": email, "first_name": name}))
+                .await;
+            assert_eq!(answer.status, 200, "{}", answer.body);
+            acknowledged[n] = Some(name);
+        }
+        daemon.kill_hard();
+    }
+    world.crm.faults().set_latency(Duration::ZERO);
+    let daemon = world.setup.serve();
+    for (n, id) in ids.iter().enumerate() {
+        let synced = daemon.wait_synced(id).await;
+        if let Some(name) = &acknowledged[n] {
+            assert_eq!(synced["first_name"], *name, "{id}");
+            assert_eq!(
+                world.crm.value(&source_ids[n], "first_name").as_ref(),
+                Some(name),
+                "{id} in the CRM"
+            );
+        }
+    }
+    assert_eq!(world.crm.writes().overlapping, 0);
 }

@@ -77,6 +77,11 @@ pub struct DispatchConfig {
     /// The longest retry delay, in milliseconds.
     #[serde(default = "default_retry_max_ms")]
     pub retry_max_ms: u64,
+    /// How long edits that were in flight when the process died wait at the next start, so
+    /// that the dead process's last requests are answered before the same contacts are
+    /// pushed again (a late old write must not land after a newer one).
+    #[serde(default = "default_recovery_grace_ms")]
+    pub recovery_grace_ms: u64,
 }
 
 fn default_listen() -> SocketAddr {
@@ -102,6 +107,9 @@ fn default_retry_initial_ms() -> u64 {
 }
 fn default_retry_max_ms() -> u64 {
     300_000
+}
+fn default_recovery_grace_ms() -> u64 {
+    3_000
 }
 
 impl Default for ServerConfig {
@@ -131,6 +139,7 @@ impl Default for DispatchConfig {
             concurrency: default_concurrency(),
             retry_initial_ms: default_retry_initial_ms(),
             retry_max_ms: default_retry_max_ms(),
+            recovery_grace_ms: default_recovery_grace_ms(),
         }
     }
 }
@@ -225,6 +234,7 @@ impl Config {
             concurrency: number("concurrency", self.dispatch.concurrency as u64)?.max(1) as usize,
             retry_initial_ms: number("retry_initial_ms", self.dispatch.retry_initial_ms)?,
             retry_max_ms: number("retry_max_ms", self.dispatch.retry_max_ms)?,
+            recovery_grace_ms: self.dispatch.recovery_grace_ms,
         };
         let mut settings = serde_json::Map::new();
         for (key, value) in table {

@@ -10,7 +10,7 @@ use crate::config::{Config, ConnectionSettings};
 use crate::connections::Connections;
 use crate::dispatcher::Dispatchers;
 use crate::pull::pull_contacts;
-use crate::store::Store;
+use crate::store::{Store, now_ms};
 
 /// Contacts each built-in sandbox CRM starts with in `serve --sandbox`.
 const SANDBOX_DEMO_RECORDS: usize = 25;
@@ -26,7 +26,9 @@ pub async fn serve(config: Config, sandbox: bool) -> Result<(), String> {
     }
     let store =
         Store::open(&config.storage.path, config.storage.cache_mib).map_err(|e| e.to_string())?;
-    let recovered = store.recover_in_flight().map_err(|e| e.to_string())?;
+    let recovered = store
+        .recover_in_flight(now_ms() + config.dispatch.recovery_grace_ms)
+        .map_err(|e| e.to_string())?;
     if recovered > 0 {
         tracing::info!(
             recovered,

@@ -154,8 +154,8 @@ impl Store {
     }
 
     /// Puts every edit that was in flight when the process stopped back in its connection's
-    /// ready queue (delivery is at least once). Returns how many.
-    pub fn recover_in_flight(&self) -> Result<usize, StoreError> {
+    /// ready queue (delivery is at least once), to go at `not_before`. Returns how many.
+    pub fn recover_in_flight(&self, not_before: u64) -> Result<usize, StoreError> {
         // Collect first: a transaction on a tree that is being iterated can deadlock in sled.
         let mut in_flight = Vec::new();
         for item in self.contacts.iter() {
@@ -168,7 +168,7 @@ impl Store {
         for id in &in_flight {
             let seq = self.next_seq();
             self.update_contact(id, |entry, ready| {
-                requeue_in_flight(entry, ready, now_ms(), seq)
+                requeue_in_flight(entry, ready, not_before, seq)
             })?;
         }
         Ok(in_flight.len())

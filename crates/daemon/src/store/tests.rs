@@ -157,8 +157,13 @@ async fn in_flight_edits_go_back_to_the_queue_on_recovery() {
     store
         .accept("c1", &edit(&[(ContactField::Zip, Some("9"))]), "crm")
         .unwrap();
-    assert_eq!(store.recover_in_flight().unwrap(), 1);
-    let claimed = store.claim("crm", now_ms(), 10).unwrap();
+    let grace_ends = now_ms() + 60_000;
+    assert_eq!(store.recover_in_flight(grace_ends).unwrap(), 1);
+    assert!(
+        store.claim("crm", now_ms(), 10).unwrap().is_empty(),
+        "waits out the grace"
+    );
+    let claimed = store.claim("crm", grace_ends, 10).unwrap();
     assert_eq!(
         claimed[0].patch,
         edit(&[
@@ -166,7 +171,7 @@ async fn in_flight_edits_go_back_to_the_queue_on_recovery() {
             (ContactField::Zip, Some("9"))
         ])
     );
-    assert_eq!(store.recover_in_flight().unwrap(), 1);
+    assert_eq!(store.recover_in_flight(now_ms()).unwrap(), 1);
     assert_eq!(
         store.claim("crm", now_ms(), 10).unwrap().len(),
         1,

@@ -190,7 +190,23 @@ async fn write_window<T>(
     ids: &[String],
     write: impl FnOnce(&mut super::OrgState) -> T,
 ) -> T {
-    {
+    let marks = WritesInFlight::begin(org, ids);
+    tokio::time::sleep(org.faults.latency()).await;
+    let result = write(&mut org.state());
+    drop(marks);
+    result
+}
+
+/// Records marked as being written. The marks go when this drops, also when the request is
+/// abandoned mid-way (its client disconnected), so a dead client's write does not count as in
+/// flight forever.
+struct WritesInFlight<'a> {
+    org: &'a Org,
+    ids: &'a [String],
+}
+
+impl<'a> WritesInFlight<'a> {
+    fn begin(org: &'a Org, ids: &'a [String]) -> Self {
         let mut state = org.state();
         for id in ids {
             let in_flight = state.writes_in_flight.entry(id.clone()).or_default();
@@ -199,19 +215,22 @@ async fn write_window<T>(
                 state.stats.overlapping_writes += 1;
             }
         }
+        WritesInFlight { org, ids }
     }
-    tokio::time::sleep(org.faults.latency()).await;
-    let mut state = org.state();
-    let result = write(&mut state);
-    for id in ids {
-        if let Some(in_flight) = state.writes_in_flight.get_mut(id) {
-            *in_flight -= 1;
-            if *in_flight == 0 {
-                state.writes_in_flight.remove(id);
+}
+
+impl Drop for WritesInFlight<'_> {
+    fn drop(&mut self) {
+        let mut state = self.org.state();
+        for id in self.ids {
+            if let Some(in_flight) = state.writes_in_flight.get_mut(id) {
+                *in_flight -= 1;
+                if *in_flight == 0 {
+                    state.writes_in_flight.remove(id);
+                }
             }
         }
     }
-    result
 }
 
 async fn update_contact(
