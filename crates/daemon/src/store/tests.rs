@@ -235,3 +235,128 @@ async fn queues_are_per_connection() {
     assert_eq!(from_a[0].contact_id, "c1");
     assert_eq!(store.counts(now_ms()).unwrap()["b"].ready, 1);
 }
+
+mod model {
+    //! Random interleavings of accepts, pushes, retries and crashes, checked against what a
+    //! CRM receiving the pushes in order would hold.
+
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const CONTACTS: [&str; 3] = ["a", "b", "c"];
+    const FIELDS: [ContactField; 2] = [ContactField::City, ContactField::Zip];
+
+    #[derive(Clone, Debug)]
+    enum Step {
+        /// An edit of one field of one contact.
+        Accept(usize, usize, u8),
+        /// Claim what is ready; each claimed push then succeeds (`true`) or fails for a while.
+        Push(bool),
+        /// The process dies with everything claimed still in flight.
+        Crash,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            3 => (0..CONTACTS.len(), 0..FIELDS.len(), any::<u8>()).prop_map(|(c, f, v)| Step::Accept(c, f, v)),
+            2 => any::<bool>().prop_map(Step::Push),
+            1 => Just(Step::Crash),
+        ]
+    }
+
+    /// Claims everything ready at `at` and checks no contact is claimed while in flight.
+    fn claim_all(
+        store: &Store,
+        at: u64,
+        in_flight: &mut BTreeMap<String, ContactPatch>,
+    ) -> Vec<ClaimedEdit> {
+        let claimed = store.claim("crm", at, 100).unwrap();
+        for edit in &claimed {
+            assert!(
+                in_flight
+                    .insert(edit.contact_id.clone(), edit.patch.clone())
+                    .is_none(),
+                "{} claimed while a push for it is in flight",
+                edit.contact_id
+            );
+        }
+        claimed
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn the_crm_ends_with_every_contacts_last_accepted_values(steps in proptest::collection::vec(step(), 1..40)) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                let (_dir, store) = open();
+                for id in CONTACTS {
+                    register(&store, id);
+                }
+                let mut accepted: BTreeMap<(String, ContactField), String> = BTreeMap::new();
+                let mut crm: BTreeMap<(String, ContactField), String> = BTreeMap::new();
+                let mut in_flight: BTreeMap<String, ContactPatch> = BTreeMap::new();
+                // Time only moves forward by these steps, so retries and grace periods are
+                // reached by claiming "later" rather than by sleeping.
+                let mut clock = now_ms();
+                for step in steps {
+                    match step {
+                        Step::Accept(c, f, v) => {
+                            let value = format!("v{v}");
+                            store.accept(CONTACTS[c], &edit(&[(FIELDS[f], Some(&value))]), "crm").unwrap();
+                            accepted.insert((CONTACTS[c].to_string(), FIELDS[f]), value);
+                        }
+                        Step::Push(succeeds) => {
+                            clock += 1_000;
+                            for claimed in claim_all(&store, clock, &mut in_flight) {
+                                in_flight.remove(&claimed.contact_id);
+                                if succeeds {
+                                    for (field, value) in claimed.patch.iter() {
+                                        crm.insert((claimed.contact_id.clone(), field), value.unwrap().to_string());
+                                    }
+                                    store.complete(&claimed.contact_id, &ConfirmedContact::default(), None).unwrap();
+                                } else {
+                                    let error = AdapterError::retryable("HTTP_503", "down");
+                                    store.retry_later(&claimed.contact_id, clock + 500, true, &error).unwrap();
+                                }
+                            }
+                        }
+                        Step::Crash => {
+                            claim_all(&store, clock, &mut in_flight);
+                            in_flight.clear();
+                            clock += 1_000;
+                            store.recover_in_flight(clock).unwrap();
+                        }
+                    }
+                }
+                // Drain: every push now succeeds.
+                loop {
+                    clock += 1_000;
+                    let claimed = claim_all(&store, clock, &mut in_flight);
+                    if claimed.is_empty() {
+                        break;
+                    }
+                    for edit in claimed {
+                        in_flight.remove(&edit.contact_id);
+                        for (field, value) in edit.patch.iter() {
+                            crm.insert((edit.contact_id.clone(), field), value.unwrap().to_string());
+                        }
+                        store.complete(&edit.contact_id, &ConfirmedContact::default(), None).unwrap();
+                    }
+                }
+                assert_eq!(crm, accepted, "the CRM holds the last accepted value of every field");
+                for id in CONTACTS {
+                    let entry = store.contact(id).unwrap().unwrap();
+                    assert!(!entry.contact.local_was_updated, "{id} is synced");
+                    assert!(entry.sync.pending.is_none() && entry.sync.in_flight.is_none());
+                }
+                let counts = store.counts(clock).unwrap();
+                assert_eq!(counts.get("crm").map(|c| c.ready + c.retry_waiting).unwrap_or(0), 0);
+            });
+        }
+    }
+}
