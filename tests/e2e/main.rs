@@ -2,6 +2,7 @@
 //! in-process, so each test can look inside the CRM and switch faults on.
 
 mod backfill;
+mod config;
 mod crm;
 mod fleet;
 mod harness;

@@ -4,13 +4,14 @@
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 
 use crate::backfill::{self, BackfillOptions};
 use crate::config::Config;
-use crate::connections::Connections;
+use crate::connections::{Connections, build_adapter};
 use crate::store::{Store, StoreError};
 use crate::{ops, pull, serve};
 
@@ -505,22 +506,9 @@ fn config_check(config: &Config) -> Result<u8, Failure> {
     let settings = config
         .connections()
         .map_err(|e| Failure::usage(e.to_string()))?;
-    let factories = crate::providers::factories();
-    let scratch: std::sync::Arc<dyn unisync_core::CredentialStore> =
-        std::sync::Arc::new(NoCredentials);
+    let credentials: Arc<dyn unisync_core::CredentialStore> = Arc::new(NoCredentials);
     for connection in &settings {
-        let factory = factories
-            .iter()
-            .find(|f| f.system() == connection.system)
-            .ok_or_else(|| {
-                Failure::usage(format!(
-                    "connections.{}.system: unknown system `{}`",
-                    connection.name, connection.system
-                ))
-            })?;
-        factory
-            .build(&connection.provider, scratch.clone())
-            .map_err(|e| Failure::usage(e.to_string()))?;
+        build_adapter(connection, credentials.clone()).map_err(Failure::usage)?;
     }
     println!(
         "[server]\nlisten = \"{}\"\napi_tokens = {} token(s), redacted",

@@ -126,28 +126,13 @@ impl CredentialStore for StoreCredentials {
 impl Connections {
     /// Builds every connection's adapter through its provider's factory.
     pub fn build(settings: Vec<ConnectionSettings>, store: &Store) -> Result<Connections, String> {
-        let factories = providers::factories();
         let mut by_name = BTreeMap::new();
         for connection in settings {
-            let factory = factories
-                .iter()
-                .find(|factory| factory.system() == connection.system)
-                .ok_or_else(|| {
-                    let known: Vec<&str> = factories.iter().map(|f| f.system()).collect();
-                    format!(
-                        "connections.{}.system: unknown system `{}` (known: {})",
-                        connection.name,
-                        connection.system,
-                        known.join(", ")
-                    )
-                })?;
             let credentials = Arc::new(StoreCredentials {
                 store: store.clone(),
                 connection: connection.name.clone(),
             });
-            let adapter = factory
-                .build(&connection.provider, credentials)
-                .map_err(|err| err.to_string())?;
+            let adapter = build_adapter(&connection, credentials)?;
             by_name.insert(
                 connection.name.clone(),
                 Arc::new(Connection {
@@ -198,4 +183,27 @@ impl Connections {
             )),
         }
     }
+}
+
+/// Builds one connection's adapter with its provider's factory; the error names the key.
+pub fn build_adapter(
+    connection: &ConnectionSettings,
+    credentials: Arc<dyn CredentialStore>,
+) -> Result<Arc<dyn SourceAdapter>, String> {
+    let factories = providers::factories();
+    let factory = factories
+        .iter()
+        .find(|factory| factory.system() == connection.system)
+        .ok_or_else(|| {
+            let known: Vec<&str> = factories.iter().map(|f| f.system()).collect();
+            format!(
+                "connections.{}.system: unknown system `{}` (known: {})",
+                connection.name,
+                connection.system,
+                known.join(", ")
+            )
+        })?;
+    factory
+        .build(&connection.provider, credentials)
+        .map_err(|err| err.to_string())
 }

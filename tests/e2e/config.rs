@@ -1,0 +1,58 @@
+//! `unisync config check` and start-up refusals: what an operator sees before anything runs.
+
+use crate::harness::Setup;
+
+const SECRET: &str = "pat-na1-very-secret-token";
+
+fn hubspot_connection(extra: &str) -> String {
+    format!(
+        "[connections.hubspot]\nsystem = \"hubspot\"\nbase_url = \"http://127.0.0.1:9\"\naccess_token_env = \"CHECK_HUBSPOT_TOKEN\"\n{extra}"
+    )
+}
+
+#[test]
+fn config_check_prints_the_effective_config_without_secrets() {
+    let setup = Setup::new(&hubspot_connection(""), &[("CHECK_HUBSPOT_TOKEN", SECRET)]);
+    let (code, out, err) = setup.run(&["config", "check"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("[connections.hubspot]"), "{out}");
+    assert!(
+        out.contains("access_token_env = \"CHECK_HUBSPOT_TOKEN\""),
+        "{out}"
+    );
+    assert!(out.contains("config ok"), "{out}");
+    for text in [&out, &err] {
+        assert!(!text.contains(SECRET), "a secret was printed: {text}");
+        assert!(
+            !text.contains(crate::harness::TOKEN),
+            "an API token was printed: {text}"
+        );
+    }
+}
+
+#[test]
+fn unknown_keys_and_missing_secrets_are_named_and_refused() {
+    let typo = Setup::new(
+        &hubspot_connection("acess_token_env = \"X\"\n"),
+        &[("CHECK_HUBSPOT_TOKEN", SECRET)],
+    );
+    let (code, _out, err) = typo.run(&["config", "check"], None);
+    assert_eq!(code, 2);
+    assert!(err.contains("connections.hubspot.acess_token_env"), "{err}");
+
+    let unset = Setup::new(&hubspot_connection(""), &[]);
+    let (code, _out, err) = unset.run(&["config", "check"], None);
+    assert_eq!(code, 2);
+    assert!(err.contains("CHECK_HUBSPOT_TOKEN"), "{err}");
+    let (code, _out, err) = unset.run(&["serve"], None);
+    assert_eq!(code, 2, "the daemon refuses to start: {err}");
+    assert!(err.contains("CHECK_HUBSPOT_TOKEN"), "{err}");
+
+    let unknown_system = Setup::new("[connections.crm]\nsystem = \"pipedrive\"\n", &[]);
+    let (code, _out, err) = unknown_system.run(&["config", "check"], None);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("pipedrive") && err.contains("hubspot"),
+        "{err}"
+    );
+}
