@@ -1,6 +1,9 @@
 //! Backfill throughput against the sandbox CRMs: contacts per second, contacts per CRM
 //! request, 429s, and how close a rate-limited run comes to the time the limit allows.
 //!
+//! Also the update endpoint under concurrent clients: accepted PUTs per second and their
+//! latency (every 200 waits for the store's flush, shared by concurrent requests).
+//!
 //! `cargo bench -p unisync --bench backfill_throughput`. Sizes: `UNISYNC_BENCH_HUBSPOT_EDITS`
 //! (default 30000: 300 batch calls, 30 s at HubSpot's 100 per 10 s) and
 //! `UNISYNC_BENCH_SALESFORCE_EDITS` (default 10000).
@@ -147,8 +150,63 @@ async fn salesforce(edits: usize) {
     );
 }
 
+/// `clients` tasks each PUT `per_client` edits (to distinct contacts) as fast as answers come.
+async fn api(clients: usize, per_client: usize) {
+    let crm = <HubspotSandbox as Crm>::start().await;
+    let (setup, _) = registered_records(&crm, clients * per_client);
+    let daemon = std::sync::Arc::new(setup.serve());
+    println!(
+        "api: {clients} concurrent clients x {per_client} PUTs, HubSpot sandbox without a limit"
+    );
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|client| {
+            let daemon = daemon.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(per_client);
+                for k in 0..per_client {
+                    let n = client * per_client + k;
+                    let body = serde_json::json!({"email": format!("person{n}@example.com"), "first_name": format!("Put {n}")});
+                    let sent = Instant::now();
+                    let answer = daemon.put_contact(&format!("contact_{n}"), &body).await;
+                    assert_eq!(answer.status, 200, "{}", answer.body);
+                    latencies.push(sent.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.unwrap());
+    }
+    let accepting = started.elapsed();
+    for n in 0..clients * per_client {
+        daemon.wait_synced(&format!("contact_{n}")).await;
+    }
+    let synced = started.elapsed();
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize].as_secs_f64() * 1000.0;
+    println!(
+        "  accepted              {:.0} PUTs/s",
+        latencies.len() as f64 / accepting.as_secs_f64()
+    );
+    println!(
+        "  latency               p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    );
+    println!(
+        "  all in the CRM after  {:.2} s; {} HubSpot requests",
+        synced.as_secs_f64(),
+        crm.stats().requests
+    );
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    api(32, 100).await;
     hubspot(size("UNISYNC_BENCH_HUBSPOT_EDITS", 30_000)).await;
     salesforce(size("UNISYNC_BENCH_SALESFORCE_EDITS", 10_000)).await;
 }
