@@ -113,6 +113,11 @@ pub trait SourceAdapter: Send + Sync {
         self.mapping().validate(patch)
     }
 
+    /// Waits until the CRM's rate limit leaves room for a request. The dispatcher takes its
+    /// next batch from the queue only then, so edits arriving meanwhile join that batch
+    /// instead of waiting behind a small one. Defaults to no wait.
+    async fn wait_for_capacity(&self) {}
+
     /// Pushes up to `capabilities().max_batch_size` edits, each to a different record.
     async fn push(&self, items: &[PushItem]) -> Vec<PushResult>;
 

@@ -73,6 +73,12 @@ async fn run(store: Store, connection: Arc<Connection>, mut shutdown: watch::Rec
             permit = pushes.clone().acquire_owned() => permit.expect("semaphore is never closed"),
             _ = shutdown.changed() => continue,
         };
+        // Claim only once the CRM would take the request, so the batch holds everything
+        // queued by then.
+        tokio::select! {
+            _ = connection.adapter.wait_for_capacity() => {}
+            _ = shutdown.changed() => continue,
+        }
         let claimed = match store.claim(connection.name(), now_ms(), batch_size) {
             Ok(claimed) => claimed,
             Err(error) => {

@@ -56,6 +56,10 @@ impl SourceAdapter for HubspotAdapter {
         self.client.mapping()
     }
 
+    async fn wait_for_capacity(&self) {
+        self.client.wait_for_room().await;
+    }
+
     async fn push(&self, items: &[PushItem]) -> Vec<PushResult> {
         let mut results: Vec<Option<PushResult>> = vec![None; items.len()];
         // HubSpot refuses a batch naming one id twice; the contract says that never happens,

@@ -62,6 +62,11 @@ impl HubspotClient {
         &self.mapping
     }
 
+    /// Waits until the rate limit leaves room for a request.
+    pub async fn wait_for_room(&self) {
+        self.pacer.wait_for_room().await;
+    }
+
     /// The daily budget as HubSpot last reported it.
     pub fn api_usage(&self) -> Option<ApiUsage> {
         *self.usage.lock().unwrap()

@@ -74,6 +74,17 @@ impl Pacer {
         }
     }
 
+    /// Waits until the window has room for a request, without taking it.
+    pub async fn wait_for_room(&self) {
+        loop {
+            let wait = self.state.lock().unwrap().room_after(Instant::now());
+            match wait {
+                None => return,
+                Some(wait) => tokio::time::sleep(wait).await,
+            }
+        }
+    }
+
     /// Takes in HubSpot's view of the window from an answer's headers: its limit and
     /// interval, and requests by other clients of the same app (which `Remaining` reveals).
     pub fn observe(&self, headers: &HeaderMap) {
@@ -130,6 +141,15 @@ impl WindowState {
 
     /// Takes a slot (`None`), or says how long to wait before trying again.
     fn try_take(&mut self, now: Instant) -> Option<Duration> {
+        let wait = self.room_after(now);
+        if wait.is_none() {
+            self.in_flight += 1;
+        }
+        wait
+    }
+
+    /// `None` when a request may go now, else how long to wait before looking again.
+    fn room_after(&mut self, now: Instant) -> Option<Duration> {
         if let Some(until) = self.paused_until {
             if until > now {
                 return Some(until - now);
@@ -138,7 +158,6 @@ impl WindowState {
         }
         self.prune(now);
         if (self.in_flight as usize + self.finished.len()) < self.limit as usize {
-            self.in_flight += 1;
             return None;
         }
         Some(match self.finished.front() {
@@ -164,6 +183,21 @@ mod tests {
             headers.insert(name, HeaderValue::from(value));
         }
         headers
+    }
+
+    #[test]
+    fn looking_for_room_takes_no_slot() {
+        let pacer = Pacer::new(1);
+        let now = Instant::now();
+        let mut state = pacer.state.lock().unwrap();
+        assert_eq!(state.room_after(now), None);
+        assert_eq!(
+            state.room_after(now),
+            None,
+            "looking twice still finds room"
+        );
+        assert_eq!(state.try_take(now), None);
+        assert!(state.room_after(now).is_some(), "the one slot is taken");
     }
 
     #[test]
