@@ -156,7 +156,7 @@ async fn api(clients: usize, per_client: usize) {
     let (setup, _) = registered_records(&crm, clients * per_client);
     let daemon = std::sync::Arc::new(setup.serve());
     println!(
-        "api: {clients} concurrent clients x {per_client} PUTs, HubSpot sandbox without a limit"
+        "api: {clients} concurrent clients x {per_client} PUTs; HubSpot adapter at its default 100 requests per 10 s"
     );
     let started = Instant::now();
     let tasks: Vec<_> = (0..clients)
