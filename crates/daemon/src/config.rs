@@ -327,6 +327,41 @@ mod tests {
     }
 
     #[test]
+    fn api_tokens_come_from_the_variable_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tokens");
+        std::fs::write(&file, "from-file-1\n\n  from-file-2  \n").unwrap();
+        // A variable name only this test uses, so parallel tests do not race on it.
+        unsafe { std::env::set_var("UNISYNC_TEST_API_TOKENS_A", " a1 , a2,") };
+        let config = Config::parse(&format!(
+            "[server]\napi_tokens_env = \"UNISYNC_TEST_API_TOKENS_A\"\napi_tokens_file = \"{}\"\n",
+            file.display()
+        ))
+        .unwrap();
+        let tokens: Vec<String> = config
+            .api_tokens()
+            .unwrap()
+            .iter()
+            .map(|t| t.expose().to_string())
+            .collect();
+        assert_eq!(tokens, ["a1", "a2", "from-file-1", "from-file-2"]);
+        let unset =
+            Config::parse("[server]\napi_tokens_env = \"UNISYNC_TEST_SURELY_UNSET\"\n").unwrap();
+        assert!(
+            unset
+                .api_tokens()
+                .unwrap_err()
+                .to_string()
+                .contains("UNISYNC_TEST_SURELY_UNSET")
+        );
+        let none = Config::parse("").unwrap();
+        assert!(
+            none.api_tokens().is_err(),
+            "a daemon without tokens would accept nobody"
+        );
+    }
+
+    #[test]
     fn names_unknown_and_missing_keys() {
         let unknown = Config::parse("[storage]\npath = 'x'\ncache = 3\n").unwrap_err();
         assert!(unknown.contains("cache"), "{unknown}");
