@@ -73,6 +73,10 @@ fn run_backfill(setup: &Setup, edits: usize) -> Duration {
         disk as f64 / (1024.0 * 1024.0)
     );
     println!(
+        "  peak RSS so far       {:.0} MiB (largest unisync child process yet)",
+        peak_child_rss_mib()
+    );
+    println!(
         "  accepting             {:.2} s ({:.0} edits/s into the store)",
         accepting.as_secs_f64(),
         edits as f64 / accepting.as_secs_f64()
@@ -83,6 +87,18 @@ fn run_backfill(setup: &Setup, edits: usize) -> Duration {
         edits as f64 / pushing.as_secs_f64()
     );
     pushing
+}
+
+/// The largest resident set of any child process that has ended so far (backfills, imports,
+/// daemons), in MiB.
+fn peak_child_rss_mib() -> f64 {
+    // SAFETY: getrusage only writes into the zeroed struct we hand it.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    usage.ru_maxrss as f64 / 1024.0
 }
 
 fn dir_size(path: &std::path::Path) -> u64 {
@@ -207,7 +223,8 @@ async fn api(clients: usize, per_client: usize) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    api(32, 100).await;
-    hubspot(size("UNISYNC_BENCH_HUBSPOT_EDITS", 30_000)).await;
+    // The backfills first, so the peak RSS they print is theirs (and their imports').
     salesforce(size("UNISYNC_BENCH_SALESFORCE_EDITS", 10_000)).await;
+    hubspot(size("UNISYNC_BENCH_HUBSPOT_EDITS", 30_000)).await;
+    api(32, 100).await;
 }
