@@ -8,5 +8,6 @@ mod fleet;
 mod harness;
 mod hubspot;
 mod salesforce;
+mod service;
 mod world;
 mod write_path;

@@ -67,6 +67,8 @@ pub async fn serve(config: Config, sandbox: bool) -> Result<(), String> {
     tracing::info!(%addr, connections = connections.iter().count(), "unisync is serving");
     println!("unisync listening on http://{addr}");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    let watchdog =
+        sd_notify::watchdog_enabled().map(|interval| tokio::spawn(keep_watchdog_fed(interval)));
     run_server(
         listener,
         state,
@@ -75,6 +77,9 @@ pub async fn serve(config: Config, sandbox: bool) -> Result<(), String> {
     )
     .await?;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
     dispatchers.stop().await;
     store.flush().await.map_err(|e| e.to_string())?;
     let _ = std::fs::remove_file(&addr_file);
@@ -129,6 +134,16 @@ async fn point_at_sandbox(
         .collect();
     tracing::info!(connection = %connection.name, addr = %sandbox.addr(), "sandbox CRM started");
     Ok(sandbox)
+}
+
+/// Tells systemd the daemon is alive at half its `WatchdogSec`, from the runtime itself, so a
+/// wedged runtime stops the pings and systemd restarts the service.
+async fn keep_watchdog_fed(interval: std::time::Duration) {
+    let mut ticks = tokio::time::interval(interval / 2);
+    loop {
+        ticks.tick().await;
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+    }
 }
 
 async fn shutdown_signal() {
