@@ -63,9 +63,11 @@ async fn run(store: Store, connection: Arc<Connection>, mut shutdown: watch::Rec
                 _ = tokio::time::sleep(wait.max(Duration::from_millis(10))) => {}
                 _ = shutdown.changed() => {}
             }
-            if pause.reason == PauseReason::Unauthorized && pause.until_ms <= now_ms() {
-                // Let one batch through to find out whether the credentials work again.
-            } else {
+            // Refused credentials pause until an operator acts; once the wait is over, one
+            // batch goes through to find out whether they work again.
+            let probing_credentials =
+                pause.reason == PauseReason::Unauthorized && pause.until_ms <= now_ms();
+            if !probing_credentials {
                 continue;
             }
         }
