@@ -3,6 +3,7 @@
 
 use serde_json::{Value, json};
 use unisync_sandbox::hubspot::HubspotSandbox;
+use unisync_sandbox::{Fault, SandboxCrm};
 
 use crate::world::{CONTACT, World};
 
@@ -54,4 +55,34 @@ async fn a_crm_validation_error_becomes_a_dead_letter_that_lands_when_retried_af
     assert_eq!(daemon.sync_state(CONTACT).await["open_dead_letters"], 0);
     let listed = world.setup.run_json(&["dead-letters", "list"]);
     assert_eq!(listed["dead_letters"], Value::Array(Vec::new()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_make_the_daemon_unready_and_keep_the_edit() {
+    // A private-app token cannot be refreshed: a 401 is final until an operator acts.
+    let world = World::<HubspotSandbox>::new().await;
+    world.crm.faults().fail_next(3, Fault::Unauthorized);
+    let daemon = world.setup.serve();
+    let answer = daemon
+        .put_contact(
+            CONTACT,
+            &json!({"email": "ann@example.com", "first_name": "Locked Out"}),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "edits are still accepted");
+    let ready = crate::harness::wait_for("the connection to pause", || async {
+        let answer = daemon.send(daemon.client.get(daemon.url("/readyz"))).await;
+        (answer.status == 503).then_some(answer.body)
+    })
+    .await;
+    assert_eq!(ready["status"], "not_ready");
+    assert_eq!(ready["connections"]["hubspot"]["reason"], "unauthorized");
+    assert!(ready["connections"]["hubspot"]["code"].is_string());
+    let sync = daemon.sync_state(CONTACT).await;
+    assert_eq!(sync["last_error"]["class"], "unauthorized");
+    assert_eq!(
+        sync["open_dead_letters"], 0,
+        "the edit waits; it is not dropped"
+    );
+    assert_eq!(daemon.contact(CONTACT).await["local_was_updated"], true);
 }
