@@ -48,6 +48,33 @@ pub struct ConnectionConfig {
 }
 
 impl ConnectionConfig {
+    /// A connection from its name, its system and the provider's keys; no inline secrets.
+    pub fn new(
+        name: impl Into<String>,
+        system: impl Into<String>,
+        settings: Map<String, Value>,
+    ) -> Self {
+        ConnectionConfig {
+            name: name.into(),
+            system: system.into(),
+            settings,
+            inline_secrets: BTreeMap::new(),
+        }
+    }
+
+    /// Adds secrets handed over in memory (a sandbox's credentials, a test's).
+    pub fn with_inline_secrets<K: Into<String>, V: Into<String>>(
+        mut self,
+        secrets: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        self.inline_secrets.extend(
+            secrets
+                .into_iter()
+                .map(|(key, value)| (key.into(), Secret::new(value))),
+        );
+        self
+    }
+
     pub fn error(&self, key: &str, problem: impl Into<String>) -> ConfigError {
         ConfigError {
             connection: self.name.clone(),
@@ -165,12 +192,7 @@ mod tests {
     use serde_json::json;
 
     fn config(settings: Value) -> ConnectionConfig {
-        ConnectionConfig {
-            name: "crm".into(),
-            system: "hubspot".into(),
-            settings: settings.as_object().unwrap().clone(),
-            inline_secrets: BTreeMap::new(),
-        }
+        ConnectionConfig::new("crm", "hubspot", settings.as_object().unwrap().clone())
     }
 
     #[test]

@@ -250,12 +250,7 @@ impl Config {
             provider_id: string("provider_id")?,
             img_url: string("img_url")?,
             dispatch,
-            provider: ConnectionConfig {
-                name: name.to_string(),
-                system,
-                settings,
-                inline_secrets: BTreeMap::new(),
-            },
+            provider: ConnectionConfig::new(name, system, settings),
         })
     }
 

@@ -3,8 +3,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use unisync_core::Secret;
-
 use crate::api::{self, AppState};
 use crate::config::{Config, ConnectionSettings};
 use crate::connections::Connections;
@@ -127,11 +125,7 @@ async fn point_at_sandbox(
         .settings
         .retain(|key, _| !key.ends_with("_env") && !key.ends_with("_file"));
     provider.settings.extend(sandbox.connection_settings());
-    provider.inline_secrets = sandbox
-        .connection_secrets()
-        .into_iter()
-        .map(|(key, value)| (key, Secret::new(value)))
-        .collect();
+    *provider = std::mem::take(provider).with_inline_secrets(sandbox.connection_secrets());
     tracing::info!(connection = %connection.name, addr = %sandbox.addr(), "sandbox CRM started");
     Ok(sandbox)
 }

@@ -131,7 +131,6 @@ fn read_auth(config: &ConnectionConfig) -> Result<HubspotAuth, ConfigError> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use serde_json::{Value, json};
     use unisync_core::ContactField;
@@ -139,15 +138,8 @@ mod tests {
     use super::*;
 
     fn connection(settings: Value, secrets: &[(&str, &str)]) -> ConnectionConfig {
-        ConnectionConfig {
-            name: "hs".into(),
-            system: "hubspot".into(),
-            settings: settings.as_object().unwrap().clone(),
-            inline_secrets: secrets
-                .iter()
-                .map(|(key, value)| (key.to_string(), Secret::new(*value)))
-                .collect::<BTreeMap<_, _>>(),
-        }
+        ConnectionConfig::new("hs", "hubspot", settings.as_object().unwrap().clone())
+            .with_inline_secrets(secrets.iter().copied())
     }
 
     #[test]

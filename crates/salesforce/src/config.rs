@@ -174,22 +174,14 @@ fn read_mapping(config: &ConnectionConfig) -> Result<FieldMapping, ConfigError> 
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use serde_json::{Value, json};
 
     use super::*;
 
     fn connection(settings: Value, secrets: &[(&str, &str)]) -> ConnectionConfig {
-        ConnectionConfig {
-            name: "sf".into(),
-            system: "salesforce".into(),
-            settings: settings.as_object().unwrap().clone(),
-            inline_secrets: secrets
-                .iter()
-                .map(|(key, value)| (key.to_string(), Secret::new(*value)))
-                .collect::<BTreeMap<_, _>>(),
-        }
+        ConnectionConfig::new("sf", "salesforce", settings.as_object().unwrap().clone())
+            .with_inline_secrets(secrets.iter().copied())
     }
 
     #[test]

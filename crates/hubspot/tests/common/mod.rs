@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
-use unisync_core::{AdapterFactory, ConnectionConfig, CredentialStore, Secret, SourceAdapter};
+use unisync_core::{AdapterFactory, ConnectionConfig, CredentialStore, SourceAdapter};
 use unisync_hubspot::HubspotFactory;
 use unisync_sandbox::hubspot::HubspotSandbox;
 
@@ -34,15 +34,12 @@ pub fn connection(
         .as_object_mut()
         .unwrap()
         .extend(extra.as_object().unwrap().clone());
-    ConnectionConfig {
-        name: "hubspot-test".into(),
-        system: "hubspot".into(),
-        settings: settings.as_object().unwrap().clone(),
-        inline_secrets: secrets
-            .iter()
-            .map(|(key, value)| (key.to_string(), Secret::new(value.clone())))
-            .collect(),
-    }
+    ConnectionConfig::new(
+        "hubspot-test",
+        "hubspot",
+        settings.as_object().unwrap().clone(),
+    )
+    .with_inline_secrets(secrets.iter().map(|(key, value)| (*key, value.clone())))
 }
 
 /// An adapter using the sandbox's static private-app token.

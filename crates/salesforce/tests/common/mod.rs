@@ -2,13 +2,11 @@
 
 #![allow(dead_code)] // each test binary uses its own part of this module
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
-use unisync_core::{
-    AdapterFactory, ConfigError, ConnectionConfig, CredentialStore, Secret, SourceAdapter,
-};
+use unisync_core::{AdapterFactory, ConfigError, ConnectionConfig, CredentialStore, SourceAdapter};
 use unisync_salesforce::SalesforceFactory;
 use unisync_sandbox::SandboxCrm;
 use unisync_sandbox::salesforce::SalesforceSandbox;
@@ -52,15 +50,7 @@ pub fn connection(
 ) -> ConnectionConfig {
     let mut table = sandbox.connection_settings();
     table.extend(settings.as_object().unwrap().clone());
-    ConnectionConfig {
-        name: "salesforce".into(),
-        system: "salesforce".into(),
-        settings: table,
-        inline_secrets: secrets
-            .into_iter()
-            .map(|(key, value)| (key, Secret::new(value)))
-            .collect::<BTreeMap<_, _>>(),
-    }
+    ConnectionConfig::new("salesforce", "salesforce", table).with_inline_secrets(secrets)
 }
 
 pub fn build(
