@@ -22,10 +22,9 @@ impl Setup {
     /// A config with `connections` (TOML text of `[connections.*]` tables) and fast retries;
     /// `envs` are the environment variables the connections read their secrets from.
     pub fn new(connections: &str, envs: &[(&str, &str)]) -> Setup {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let config = dir.path().join("unisync.toml");
-        let text = format!(
-            r#"
+        Setup::with_config(envs, |data| {
+            format!(
+                r#"
 [server]
 listen = "127.0.0.1:0"
 api_tokens_env = "E2E_API_TOKENS"
@@ -42,9 +41,20 @@ recovery_grace_ms = 500
 
 {connections}
 "#,
-            data = dir.path().join("data").display()
-        );
-        std::fs::write(&config, text).expect("write config");
+                data = data.display()
+            )
+        })
+    }
+
+    /// A config made by `config_text` from the store's folder; `envs` as for [`Setup::new`]
+    /// (the API tokens are in `E2E_API_TOKENS`).
+    pub fn with_config(
+        envs: &[(&str, &str)],
+        config_text: impl FnOnce(&std::path::Path) -> String,
+    ) -> Setup {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("unisync.toml");
+        std::fs::write(&config, config_text(&dir.path().join("data"))).expect("write config");
         let mut all_envs = vec![("E2E_API_TOKENS".to_string(), TOKEN.to_string())];
         all_envs.extend(envs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         Setup {
@@ -120,9 +130,15 @@ recovery_grace_ms = 500
 
     /// Starts `unisync serve` and waits until it answers.
     pub fn serve(&self) -> Daemon {
+        self.serve_with(&[])
+    }
+
+    /// Starts `unisync serve ARGS...` and waits until it answers.
+    pub fn serve_with(&self, args: &[&str]) -> Daemon {
         let mut command = self.command();
         command
             .arg("serve")
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         let mut child = command.spawn().expect("spawn unisync serve");

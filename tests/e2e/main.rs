@@ -7,6 +7,7 @@ mod crm;
 mod fleet;
 mod harness;
 mod hubspot;
+mod readme;
 mod salesforce;
 mod service;
 mod world;
