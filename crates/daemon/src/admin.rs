@@ -2,6 +2,7 @@
 //! daemon holds the store's lock.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -45,7 +46,17 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiEr
         .iter()
         .map(|c| c.name().to_string())
         .collect();
-    let mut status = ops::status(&state.store, &names)?;
+    let in_flight = state
+        .connections
+        .iter()
+        .map(|c| {
+            (
+                c.name().to_string(),
+                c.metrics.in_flight.load(Ordering::Relaxed),
+            )
+        })
+        .collect();
+    let mut status = ops::status(&state.store, &names, &in_flight)?;
     let pauses: serde_json::Map<String, Value> = state
         .connections
         .iter()

@@ -210,7 +210,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             let names: Vec<String> = config.connections.keys().cloned().collect();
             with_store(
                 &config,
-                |store| ops::status(store, &names),
+                |store| ops::status(store, &names, &store.in_flight_counts()?),
                 ("GET", "status"),
             )
             .await

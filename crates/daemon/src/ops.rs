@@ -1,6 +1,7 @@
 //! Operator actions on the store, shared by the CLI (store opened locally) and the admin API
 //! (the running daemon's store). Each answers JSON, printed as is by the CLI.
 
+use std::collections::BTreeMap;
 use std::io::BufRead;
 
 use serde::de::DeserializeOwned;
@@ -86,11 +87,18 @@ fn import_lines<T: DeserializeOwned>(
 }
 
 /// Queue figures per connection: every configured one (zeros included), and any other the
-/// queue still names.
-pub fn status(store: &Store, configured: &[String]) -> Result<Value, StoreError> {
+/// queue still names. `in_flight` gives each connection's edits in a push now.
+pub fn status(
+    store: &Store,
+    configured: &[String],
+    in_flight: &BTreeMap<String, u64>,
+) -> Result<Value, StoreError> {
     let mut counts = store.counts(now_ms())?;
     for name in configured {
         counts.entry(name.clone()).or_default();
+    }
+    for (name, edits) in in_flight {
+        counts.entry(name.clone()).or_default().in_flight = *edits;
     }
     Ok(json!({ "connections": counts }))
 }

@@ -541,7 +541,9 @@ impl Store {
             .transpose()
     }
 
-    /// Queue figures per connection (every connection that has anything queued or dead).
+    /// Queue figures per connection (every connection that has anything queued or dead),
+    /// read from the queue and the dead letters only: cheap enough for every `/metrics`
+    /// scrape. `in_flight` is left at zero; see [`Store::in_flight_counts`].
     pub fn counts(&self, now: u64) -> Result<BTreeMap<String, ConnectionCounts>, StoreError> {
         let mut counts: BTreeMap<String, ConnectionCounts> = BTreeMap::new();
         for item in self.ready.iter() {
@@ -554,16 +556,25 @@ impl Store {
                 entry.retry_waiting += 1;
             }
         }
+        for letter in self.dead_letters()? {
+            counts.entry(letter.connection).or_default().dead_letters += 1;
+        }
+        Ok(counts)
+    }
+
+    /// Edits marked in flight, per connection. Reads every contact: for a store no daemon is
+    /// running on (a running daemon counts its pushes itself), where they are the edits the
+    /// last stop left in flight, to be pushed again at the next start.
+    pub fn in_flight_counts(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        let mut counts = BTreeMap::new();
         for item in self.contacts.iter() {
             let (key, bytes) = item?;
             let entry: ContactEntry = decode(&key, &bytes)?;
             if entry.sync.in_flight.is_some() {
-                let connection = entry.sync.connection.unwrap_or_default();
-                counts.entry(connection).or_default().in_flight += 1;
+                *counts
+                    .entry(entry.sync.connection.unwrap_or_default())
+                    .or_default() += 1;
             }
-        }
-        for letter in self.dead_letters()? {
-            counts.entry(letter.connection).or_default().dead_letters += 1;
         }
         Ok(counts)
     }

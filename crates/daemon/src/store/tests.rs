@@ -1,5 +1,7 @@
 //! The store's state changes, checked against a real sled database in a temp dir.
 
+use std::collections::BTreeMap;
+
 use unisync_core::{AdapterError, ConfirmedContact, ContactField, ContactPatch, UnifiedContact};
 
 use super::*;
@@ -234,6 +236,10 @@ async fn queues_are_per_connection() {
     assert_eq!(from_a.len(), 1);
     assert_eq!(from_a[0].contact_id, "c1");
     assert_eq!(store.counts(now_ms()).unwrap()["b"].ready, 1);
+    assert_eq!(
+        store.in_flight_counts().unwrap(),
+        BTreeMap::from([("a".to_string(), 1)])
+    );
 }
 
 mod model {
