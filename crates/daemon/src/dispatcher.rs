@@ -6,6 +6,7 @@
 //! pending patch. The decision after a failure comes from the error's class alone.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, watch};
@@ -235,67 +236,54 @@ fn reconcile(
             ConnectionMetrics::add(&metrics.pushed_ok, 1);
             store.complete(id, &confirmed, link_change)
         }
-        Err(error) => match &error.kind {
-            ErrorKind::Retryable { retry_after } => {
-                let failed = edit.attempts + 1;
-                if policy.allows_another(failed) {
-                    ConnectionMetrics::add(&metrics.pushed_retry, 1);
-                    let wait = retry_after.unwrap_or_else(|| policy.delay(failed));
-                    store
-                        .retry_later(id, now_ms() + wait.as_millis() as u64, true, &error)
-                        .map(drop)
-                } else {
-                    ConnectionMetrics::add(&metrics.pushed_dead_letter, 1);
-                    store.dead_letter(id, &error, true).map(drop)
+        Err(error) => {
+            // The connection stops for a while; the edit waits without losing an attempt.
+            let pause = |reason: PauseReason, wait: Duration, counter: &AtomicU64| {
+                ConnectionMetrics::add(counter, 1);
+                pause_and_requeue(store, connection, id, reason, wait, &error)
+            };
+            match &error.kind {
+                ErrorKind::Retryable { retry_after } => {
+                    let failed = edit.attempts + 1;
+                    if policy.allows_another(failed) {
+                        ConnectionMetrics::add(&metrics.pushed_retry, 1);
+                        let wait = retry_after.unwrap_or_else(|| policy.delay(failed));
+                        store
+                            .retry_later(id, now_ms() + wait.as_millis() as u64, true, &error)
+                            .map(drop)
+                    } else {
+                        ConnectionMetrics::add(&metrics.pushed_dead_letter, 1);
+                        store.dead_letter(id, &error, true).map(drop)
+                    }
                 }
-            }
-            ErrorKind::RateLimited { retry_after } => {
-                ConnectionMetrics::add(&metrics.pushed_rate_limited, 1);
-                let wait = retry_after.unwrap_or(DEFAULT_RATE_LIMIT_WAIT);
-                pause_and_requeue(
-                    store,
-                    connection,
-                    id,
+                ErrorKind::RateLimited { retry_after } => pause(
                     PauseReason::RateLimited,
-                    wait,
-                    &error,
-                )
-            }
-            ErrorKind::QuotaExhausted { retry_after } => {
-                ConnectionMetrics::add(&metrics.pushed_rate_limited, 1);
-                let wait = retry_after.unwrap_or(DEFAULT_QUOTA_WAIT);
-                pause_and_requeue(
-                    store,
-                    connection,
-                    id,
+                    retry_after.unwrap_or(DEFAULT_RATE_LIMIT_WAIT),
+                    &metrics.pushed_rate_limited,
+                ),
+                ErrorKind::QuotaExhausted { retry_after } => pause(
                     PauseReason::QuotaExhausted,
-                    wait,
-                    &error,
-                )
-            }
-            ErrorKind::Unauthorized => {
-                ConnectionMetrics::add(&metrics.pushed_retry, 1);
-                pause_and_requeue(
-                    store,
-                    connection,
-                    id,
+                    retry_after.unwrap_or(DEFAULT_QUOTA_WAIT),
+                    &metrics.pushed_rate_limited,
+                ),
+                ErrorKind::Unauthorized => pause(
                     PauseReason::Unauthorized,
                     UNAUTHORIZED_RETRY,
-                    &error,
-                )
+                    &metrics.pushed_retry,
+                ),
+                ErrorKind::Permanent { .. } | ErrorKind::RecordGone => {
+                    ConnectionMetrics::add(&metrics.pushed_dead_letter, 1);
+                    tracing::warn!(
+                        connection = connection.name(),
+                        contact = %id,
+                        code = %error.code,
+                        message = %error.message,
+                        "the CRM refused an edit; kept as a dead letter"
+                    );
+                    store.dead_letter(id, &error, false).map(drop)
+                }
             }
-            ErrorKind::Permanent { .. } | ErrorKind::RecordGone => {
-                ConnectionMetrics::add(&metrics.pushed_dead_letter, 1);
-                tracing::warn!(
-                    connection = connection.name(),
-                    contact = %id,
-                    code = %error.code,
-                    message = %error.message,
-                    "the CRM refused an edit; kept as a dead letter"
-                );
-                store.dead_letter(id, &error, false).map(drop)
-            }
-        },
+        }
     };
     if let Err(error) = outcome {
         tracing::error!(connection = connection.name(), contact = %id, %error, "recording a push outcome failed");
