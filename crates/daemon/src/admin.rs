@@ -141,20 +141,27 @@ async fn drop_letter(
     Ok(Json(json!({"dropped": [letter.id]})))
 }
 
-async fn import_contacts(
-    State(state): State<Arc<AppState>>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let report = ops::import_contacts(&state.store, body.as_ref())?;
-    state.store.flush().await?;
-    Ok((StatusCode::OK, Json(json!(report))).into_response())
+async fn import_contacts(state: State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
+    import(state, body, |store, lines| {
+        ops::import_contacts(store, lines)
+    })
+    .await
 }
 
-async fn import_customers(
+async fn import_customers(state: State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
+    import(state, body, |store, lines| {
+        ops::import_customers(store, lines)
+    })
+    .await
+}
+
+/// Registers the JSONL body with `run`, durably, and answers its report.
+async fn import(
     State(state): State<Arc<AppState>>,
     body: Bytes,
+    run: impl Fn(&crate::store::Store, &[u8]) -> Result<ops::ImportReport, crate::store::StoreError>,
 ) -> Result<Response, ApiError> {
-    let report = ops::import_customers(&state.store, body.as_ref())?;
+    let report = run(&state.store, body.as_ref())?;
     state.store.flush().await?;
     Ok((StatusCode::OK, Json(json!(report))).into_response())
 }

@@ -50,6 +50,12 @@ async fn data_answers_carry_the_budget_and_refuse_what_salesforce_refuses() {
     let token = session(&http, &sandbox).await;
     let id = common::contact(&sandbox, &[("Email", "a@b.co")]);
     let url = |path: &str| format!("{}/services/data/v62.0/{path}", sandbox.instance_url());
+    let query_contacts = |url: String| {
+        http.get(url)
+            .query(&[("q", "SELECT Id FROM Contact")])
+            .bearer_auth(&token)
+            .send()
+    };
 
     let read = http
         .get(url(&format!("sobjects/Contact/{id}")))
@@ -93,38 +99,22 @@ async fn data_answers_carry_the_budget_and_refuse_what_salesforce_refuses() {
     assert_eq!(errors[0]["errorCode"], "INVALID_EMAIL_ADDRESS");
     assert_eq!(errors[0]["fields"], json!(["Email"]));
 
-    let retired = http
-        .get(format!(
-            "{}/services/data/v30.0/query",
-            sandbox.instance_url()
-        ))
-        .query(&[("q", "SELECT Id FROM Contact")])
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let retired = query_contacts(format!(
+        "{}/services/data/v30.0/query",
+        sandbox.instance_url()
+    ))
+    .await
+    .unwrap();
     assert_eq!(retired.status(), 410);
 
     sandbox.set_daily_limit(3);
-    let over = http
-        .get(url("query"))
-        .query(&[("q", "SELECT Id FROM Contact")])
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let over = query_contacts(url("query")).await.unwrap();
     assert_eq!(over.status(), 403);
     let errors: Value = over.json().await.unwrap();
     assert_eq!(errors[0]["errorCode"], "REQUEST_LIMIT_EXCEEDED");
 
     sandbox.invalidate_sessions();
-    let expired = http
-        .get(url("query"))
-        .query(&[("q", "SELECT Id FROM Contact")])
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let expired = query_contacts(url("query")).await.unwrap();
     assert_eq!(expired.status(), 401);
     let errors: Value = expired.json().await.unwrap();
     assert_eq!(
