@@ -1,5 +1,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -16,6 +17,10 @@ pub struct Capabilities {
     pub max_batch_size: usize,
     /// Whether the adapter pushes [`CustomerLink`]s (the contact's company or account).
     pub customer_links: bool,
+    /// The longest one request to the CRM may take before the adapter gives up on it. A
+    /// request given up on may still land later ([`crate::ErrorKind::OutcomeUnknown`]); the
+    /// dispatcher's settle time and crash-recovery grace are derived from this.
+    pub request_timeout: Duration,
 }
 
 /// The contact's relation to its customer (company, account), in the CRM's ids.
@@ -54,6 +59,10 @@ pub struct ConfirmedContact {
     pub crm_version: Option<String>,
     /// When the CRM created the record (RFC 3339).
     pub created_at: Option<String>,
+    /// The field values landed but the customer link that followed them did not (HubSpot's
+    /// association call failed): the dispatcher confirms the values and retries only the
+    /// link, according to this error's class.
+    pub link_error: Option<AdapterError>,
 }
 
 /// The outcome of one item of a push.
@@ -123,6 +132,13 @@ pub trait SourceAdapter: Send + Sync {
 
     /// Reads one page of the CRM's contacts, starting after `cursor`.
     async fn pull(&self, cursor: Option<&str>) -> Result<ContactPage, AdapterError>;
+
+    /// The CRM's canonical form of a record id, applied at import and pull so that one record
+    /// has one id (Salesforce: the 18-character form of a 15-character id). An id the CRM
+    /// could never have issued is refused with a message. Defaults to the id unchanged.
+    fn normalize_source_id(&self, id: &str) -> Result<String, String> {
+        Ok(id.to_string())
+    }
 
     /// The CRM's count of calls against its budget, when the CRM reports one.
     fn api_usage(&self) -> Option<ApiUsage> {

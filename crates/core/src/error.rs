@@ -24,6 +24,17 @@ pub enum ErrorKind {
     /// The CRM record no longer exists (deleted or merged away): dead-letter the edit and mark
     /// the unified record as gone from its source.
     RecordGone,
+    /// The CRM refuses every write of this connection for a reason of the account or the
+    /// configuration, not of the edit: a missing scope or permission, an API disabled for the
+    /// account, a wrong base URL or a retired API version, a mapped field the CRM does not
+    /// have. The connection pauses and probes with one small batch at a capped backoff until
+    /// the CRM takes it again; no edit is dead-lettered or loses an attempt.
+    Misconfigured,
+    /// The request was sent and no answer came (timeout, connection lost after sending): the
+    /// CRM may still apply it. Retried like [`ErrorKind::Retryable`], but never before the
+    /// connection's settle time has passed, so that the old request cannot land after a newer
+    /// one.
+    OutcomeUnknown,
 }
 
 /// A classified failure from a CRM, keeping the CRM's own error code and message.
@@ -83,6 +94,14 @@ impl AdapterError {
         Self::new(ErrorKind::RecordGone, code, message)
     }
 
+    pub fn misconfigured(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Misconfigured, code, message)
+    }
+
+    pub fn outcome_unknown(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::OutcomeUnknown, code, message)
+    }
+
     /// Whether trying the same push again later can succeed.
     pub fn is_transient(&self) -> bool {
         matches!(
@@ -91,6 +110,8 @@ impl AdapterError {
                 | ErrorKind::RateLimited { .. }
                 | ErrorKind::QuotaExhausted { .. }
                 | ErrorKind::Unauthorized
+                | ErrorKind::Misconfigured
+                | ErrorKind::OutcomeUnknown
         )
     }
 

@@ -243,7 +243,12 @@ fn reconcile(
                 pause_and_requeue(store, connection, id, reason, wait, &error)
             };
             match &error.kind {
-                ErrorKind::Retryable { retry_after } => {
+                // Interim: treated as retryable until the settle time lands.
+                ErrorKind::OutcomeUnknown | ErrorKind::Retryable { retry_after: _ } => {
+                    let retry_after = match &error.kind {
+                        ErrorKind::Retryable { retry_after } => *retry_after,
+                        _ => None,
+                    };
                     let failed = edit.attempts + 1;
                     if policy.allows_another(failed) {
                         ConnectionMetrics::add(&metrics.pushed_retry, 1);
@@ -266,7 +271,7 @@ fn reconcile(
                     retry_after.unwrap_or(DEFAULT_QUOTA_WAIT),
                     &metrics.pushed_rate_limited,
                 ),
-                ErrorKind::Unauthorized => pause(
+                ErrorKind::Misconfigured | ErrorKind::Unauthorized => pause(
                     PauseReason::Unauthorized,
                     UNAUTHORIZED_RETRY,
                     &metrics.pushed_retry,

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::{BoxFuture, FutureExt, join_all};
@@ -25,6 +26,7 @@ const CONTACTS: [&str; 4] = ["crm", "v3", "objects", "contacts"];
 /// A HubSpot connection (one portal) as a [`SourceAdapter`].
 pub struct HubspotAdapter {
     client: HubspotClient,
+    request_timeout: Duration,
 }
 
 impl HubspotAdapter {
@@ -35,6 +37,7 @@ impl HubspotAdapter {
     ) -> Result<Self, reqwest::Error> {
         Ok(HubspotAdapter {
             client: HubspotClient::new(config, credentials)?,
+            request_timeout: config.timeout,
         })
     }
 }
@@ -49,6 +52,7 @@ impl SourceAdapter for HubspotAdapter {
         Capabilities {
             max_batch_size: BATCH_LIMIT,
             customer_links: true,
+            request_timeout: self.request_timeout,
         }
     }
 
@@ -357,6 +361,7 @@ impl HubspotAdapter {
             values: self.returned_values(object),
             crm_version: string(object, "updatedAt"),
             created_at: string(object, "createdAt"),
+            link_error: None,
         }
     }
 

@@ -30,6 +30,7 @@ pub struct SalesforceAdapter {
     client: SalesforceClient,
     mapping: FieldMapping,
     budget_stop_share: f64,
+    request_timeout: Duration,
 }
 
 impl SalesforceAdapter {
@@ -40,8 +41,9 @@ impl SalesforceAdapter {
     ) -> Result<Self, reqwest::Error> {
         Ok(SalesforceAdapter {
             client: SalesforceClient::new(&config, credentials)?,
-            mapping: config.mapping,
             budget_stop_share: config.budget_stop_share,
+            request_timeout: config.timeout,
+            mapping: config.mapping,
         })
     }
 
@@ -229,6 +231,7 @@ impl SourceAdapter for SalesforceAdapter {
         Capabilities {
             max_batch_size: MAX_COLLECTION_RECORDS,
             customer_links: true,
+            request_timeout: self.request_timeout,
         }
     }
 
@@ -289,6 +292,7 @@ impl SourceAdapter for SalesforceAdapter {
                     values: record.values.clone(),
                     crm_version: record.last_modified_date.clone(),
                     created_at: record.created_date.clone(),
+                    link_error: None,
                 })
             })
             .collect()

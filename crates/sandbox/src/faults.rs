@@ -17,6 +17,12 @@ pub enum Fault {
     Unauthorized,
     /// The record is locked (HubSpot 423, Salesforce `UNABLE_TO_LOCK_ROW`): retry later.
     Locked,
+    /// The app may no longer make the call: HubSpot 403 `MISSING_SCOPES`, Salesforce 403
+    /// `API_DISABLED_FOR_ORG`. Refreshing credentials does not help.
+    AccessRevoked,
+    /// The URL names no resource (wrong base URL, retired API version): HubSpot a bare 404,
+    /// Salesforce 404 `NOT_FOUND` for the URI. Says nothing about any record.
+    EndpointNotFound,
 }
 
 /// Fault switches shared by a fake and the test that drives it. Cloning shares them.
@@ -28,6 +34,7 @@ pub struct Faults {
 #[derive(Debug, Default)]
 struct FaultState {
     scripted: VecDeque<Fault>,
+    standing: Option<Fault>,
     error_rate: f64,
     latency: Duration,
 }
@@ -38,6 +45,17 @@ impl Faults {
     pub fn fail_next(&self, times: usize, fault: Fault) {
         let mut state = self.state.lock().unwrap();
         state.scripted.extend(std::iter::repeat_n(fault, times));
+    }
+
+    /// Every write or read request answers with `fault` until [`Faults::clear_standing`]
+    /// (after any scripted faults): a condition of the account, such as revoked scopes.
+    pub fn set_standing(&self, fault: Fault) {
+        self.state.lock().unwrap().standing = Some(fault);
+    }
+
+    /// Ends the standing fault: the account is as it should be again.
+    pub fn clear_standing(&self) {
+        self.state.lock().unwrap().standing = None;
     }
 
     /// Every request answers 503 with this probability (0.0 to 1.0).
@@ -59,12 +77,15 @@ impl Faults {
         *self.state.lock().unwrap() = FaultState::default();
     }
 
-    /// The fault the current request must show, if any: a scripted one first, then a random
-    /// 503 at the error rate.
+    /// The fault the current request must show, if any: a scripted one first, then the
+    /// standing one, then a random 503 at the error rate.
     pub fn take(&self) -> Option<Fault> {
         let mut state = self.state.lock().unwrap();
         if let Some(fault) = state.scripted.pop_front() {
             return Some(fault);
+        }
+        if let Some(fault) = &state.standing {
+            return Some(fault.clone());
         }
         (state.error_rate > 0.0 && rand::random::<f64>() < state.error_rate)
             .then_some(Fault::ServerError(503))
@@ -83,6 +104,18 @@ mod tests {
         assert_eq!(faults.take(), Some(Fault::ServerError(502)));
         assert_eq!(faults.take(), Some(Fault::ServerError(502)));
         assert_eq!(faults.take(), Some(Fault::Locked));
+        assert_eq!(faults.take(), None);
+    }
+
+    #[test]
+    fn a_standing_fault_stays_until_cleared_and_yields_to_scripted_ones() {
+        let faults = Faults::default();
+        faults.set_standing(Fault::AccessRevoked);
+        faults.fail_next(1, Fault::Locked);
+        assert_eq!(faults.take(), Some(Fault::Locked));
+        assert_eq!(faults.take(), Some(Fault::AccessRevoked));
+        assert_eq!(faults.take(), Some(Fault::AccessRevoked));
+        faults.clear_standing();
         assert_eq!(faults.take(), None);
     }
 

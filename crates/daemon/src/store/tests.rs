@@ -81,6 +81,7 @@ async fn edits_during_a_push_wait_and_follow_it() {
         values: [(ContactField::FirstName, Some("A".to_string()))].into(),
         crm_version: Some("v1".into()),
         created_at: None,
+        link_error: None,
     };
     store.complete("c1", &confirmed, None).unwrap();
     let entry = store.contact("c1").unwrap().unwrap();

@@ -525,7 +525,26 @@ fn fault_answer(fault: Fault) -> Response {
             "LOCKED",
             "The record is locked by another operation; try again shortly.",
         ),
+        Fault::AccessRevoked => missing_scopes(),
+        // What HubSpot's edge answers for a path it does not route: no JSON, no category.
+        Fault::EndpointNotFound => (StatusCode::NOT_FOUND, "Not Found").into_response(),
     }
+}
+
+/// HubSpot's 403 for an app whose granted scopes do not cover the call.
+fn missing_scopes() -> Response {
+    let body = json!({
+        "status": "error",
+        "message": "This app hasn't been granted all required scopes to make this call. Read more about required scopes here: https://developers.hubspot.com/scopes.",
+        "correlationId": correlation_id(),
+        "errors": [{
+            "message": "One or more of the following scopes are required.",
+            "context": {"requiredGranularScopes": ["crm.objects.contacts.write"]},
+        }],
+        "links": {"scopes": "https://developers.hubspot.com/scopes"},
+        "category": "MISSING_SCOPES",
+    });
+    (StatusCode::FORBIDDEN, axum::Json(body)).into_response()
 }
 
 fn add_limit_headers(headers: &mut HeaderMap, limits: &LimitHeaders) {

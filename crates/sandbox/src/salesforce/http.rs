@@ -128,6 +128,16 @@ async fn admit(State(org): State<Arc<Org>>, mut request: Request, next: Next) ->
                 "REQUEST_LIMIT_EXCEEDED",
                 "TotalRequests Limit exceeded.".to_string(),
             )),
+            Some(Fault::AccessRevoked) => Err((
+                403,
+                "API_DISABLED_FOR_ORG",
+                "API is not enabled for this Organization or Partner".to_string(),
+            )),
+            Some(Fault::EndpointNotFound) => Err((
+                404,
+                "NOT_FOUND",
+                "The requested resource does not exist".to_string(),
+            )),
             Some(Fault::RateLimited { .. }) => Err((
                 403,
                 "REQUEST_LIMIT_EXCEEDED",
