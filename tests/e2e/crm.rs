@@ -80,7 +80,10 @@ pub trait Crm: SandboxCrm + Sized {
     /// through an environment variable, and those variables.
     fn connection(&self) -> (String, Vec<(String, String)>) {
         let system = self.system();
-        let mut table = format!("[connections.{system}]\nsystem = \"{system}\"\n");
+        // A short request timeout keeps the settle time, and with it the wait after a
+        // restart, short.
+        let mut table =
+            format!("[connections.{system}]\nsystem = \"{system}\"\ntimeout_secs = 3\n");
         for (key, value) in self.connection_settings() {
             // A JSON string is also a TOML basic string.
             table.push_str(&format!("{key} = {value}\n"));

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use unisync_core::{ContactField, FieldViolation, Secret};
 
-use crate::connections::{Connections, PauseReason};
+use crate::connections::Connections;
 use crate::edits::{EditRejected, check_edit};
 use crate::metrics;
 use crate::store::{ContactEntry, Store, StoreError, now_ms};
@@ -259,7 +259,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
             let status = match connection.pause() {
                 None => json!({"state": "ok"}),
                 Some(pause) => {
-                    stuck |= pause.reason == PauseReason::Unauthorized;
+                    stuck |= pause.reason.lifts_by_probe();
                     json!({
                         "state": "paused",
                         "reason": pause.reason,

@@ -66,11 +66,11 @@ pub async fn backfill(
         ),
         other => other.to_string(),
     })?;
-    store
-        .recover_in_flight(now_ms() + config.dispatch.recovery_grace_ms)
-        .map_err(|e| e.to_string())?;
     let settings = config.connections().map_err(|e| e.to_string())?;
     let connections = Arc::new(Connections::build(settings, &store)?);
+    store
+        .recover_in_flight(now_ms() + connections.recovery_grace().as_millis() as u64)
+        .map_err(|e| e.to_string())?;
     let started = Instant::now();
     let started_ms = now_ms();
     let mut report = BackfillReport {

@@ -82,6 +82,12 @@ pub struct DispatchConfig {
     /// pushed again (a late old write must not land after a newer one).
     #[serde(default = "default_recovery_grace_ms")]
     pub recovery_grace_ms: u64,
+    /// How long after a request whose outcome is unknown (timed out, connection lost after
+    /// sending) the contact waits before its next push, so that the old request, which the
+    /// CRM may still apply, cannot land after a newer one. Unset: twice the connection's
+    /// request timeout. Never less than the request timeout.
+    #[serde(default)]
+    pub settle_ms: Option<u64>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -140,6 +146,7 @@ impl Default for DispatchConfig {
             retry_initial_ms: default_retry_initial_ms(),
             retry_max_ms: default_retry_max_ms(),
             recovery_grace_ms: default_recovery_grace_ms(),
+            settle_ms: None,
         }
     }
 }
@@ -158,7 +165,7 @@ pub struct ConnectionSettings {
 }
 
 /// Keys of a connection table that the daemon reads itself; the rest go to the provider.
-const DAEMON_CONNECTION_KEYS: [&str; 8] = [
+const DAEMON_CONNECTION_KEYS: [&str; 9] = [
     "system",
     "provider_id",
     "img_url",
@@ -166,6 +173,7 @@ const DAEMON_CONNECTION_KEYS: [&str; 8] = [
     "concurrency",
     "retry_initial_ms",
     "retry_max_ms",
+    "settle_ms",
     "enabled",
 ];
 
@@ -235,6 +243,10 @@ impl Config {
             retry_initial_ms: number("retry_initial_ms", self.dispatch.retry_initial_ms)?,
             retry_max_ms: number("retry_max_ms", self.dispatch.retry_max_ms)?,
             recovery_grace_ms: self.dispatch.recovery_grace_ms,
+            settle_ms: match table.get("settle_ms") {
+                None => self.dispatch.settle_ms,
+                Some(_) => Some(number("settle_ms", 0)?),
+            },
         };
         let mut settings = serde_json::Map::new();
         for (key, value) in table {

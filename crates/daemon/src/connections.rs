@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::Notify;
@@ -21,17 +22,33 @@ pub enum PauseReason {
     RateLimited,
     /// The CRM's daily budget is spent: resumes at the reset.
     QuotaExhausted,
-    /// The CRM refuses the credentials even after a refresh: needs an operator.
+    /// The CRM refuses the credentials even after a refresh.
     Unauthorized,
+    /// The CRM refuses every write of this connection for a reason of the account or the
+    /// configuration (a missing scope, an API disabled, a wrong URL or version, a mapped
+    /// field it does not have).
+    Misconfigured,
+}
+
+impl PauseReason {
+    /// Whether the pause lifts only when a probe push goes through: the CRM refuses the
+    /// connection as it is, and nothing but a change on the CRM's side or in the config
+    /// ends that. Such a pause makes the daemon unready.
+    pub fn lifts_by_probe(&self) -> bool {
+        matches!(self, PauseReason::Unauthorized | PauseReason::Misconfigured)
+    }
 }
 
 /// A pause, with the CRM's own words.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Pause {
     pub reason: PauseReason,
+    /// When the pause ends; for a pause that lifts by probe, when the next probe goes.
     pub until_ms: u64,
     pub code: String,
     pub message: String,
+    /// Probes the CRM refused in a row (pauses that lift by probe): each one waits longer.
+    pub failed_probes: u32,
 }
 
 /// Counters for `/metrics`, per connection.
@@ -64,16 +81,72 @@ pub struct Connection {
 }
 
 impl Connection {
+    pub fn new(settings: ConnectionSettings, adapter: Arc<dyn SourceAdapter>) -> Connection {
+        Connection {
+            settings,
+            adapter,
+            wake: Notify::new(),
+            metrics: ConnectionMetrics::default(),
+            pause: Mutex::new(None),
+        }
+    }
+
     pub fn name(&self) -> &str {
         &self.settings.name
     }
 
-    /// The pause in force now, if any.
+    /// The pause in force now, if any. A pause that lifts by probe stays after its time,
+    /// until a probe goes through.
     pub fn pause(&self) -> Option<Pause> {
         let pause = self.pause.lock().unwrap();
         pause
             .clone()
-            .filter(|p| p.until_ms > now_ms() || p.reason == PauseReason::Unauthorized)
+            .filter(|p| p.until_ms > now_ms() || p.reason.lifts_by_probe())
+    }
+
+    /// How long a contact waits after a push whose outcome is unknown before it is pushed
+    /// again: the configured `settle_ms`, else twice the adapter's request timeout.
+    pub fn settle_time(&self) -> Duration {
+        self.settings
+            .dispatch
+            .settle_ms
+            .map(Duration::from_millis)
+            .unwrap_or(2 * self.adapter.capabilities().request_timeout)
+    }
+
+    /// How long edits a stopped process left in flight wait at the next start: at least the
+    /// settle time, because the dead process's last requests may still land until then.
+    pub fn recovery_grace(&self) -> Duration {
+        Duration::from_millis(self.settings.dispatch.recovery_grace_ms).max(self.settle_time())
+    }
+
+    /// Pauses the connection after the CRM refused it as a whole (`reason` lifts by probe).
+    /// The first refusal, and each refused probe after it, waits longer by `probe_waits`;
+    /// refusals from pushes that were already in flight when the pause began do not count
+    /// again. Answers whether the connection was running until now.
+    pub fn pause_until_probe(
+        &self,
+        reason: PauseReason,
+        code: &str,
+        message: &str,
+        probe_waits: impl Fn(u32) -> Duration,
+    ) -> bool {
+        let now = now_ms();
+        let failed_probes = {
+            let current = self.pause.lock().unwrap();
+            match current.as_ref() {
+                Some(old) if old.reason == reason && old.until_ms > now => return false,
+                Some(old) if old.reason.lifts_by_probe() => old.failed_probes + 1,
+                _ => 1,
+            }
+        };
+        self.set_pause(Pause {
+            reason,
+            until_ms: now + probe_waits(failed_probes).as_millis() as u64,
+            code: code.to_string(),
+            message: message.to_string(),
+            failed_probes,
+        })
     }
 
     /// Pauses the connection until `pause.until_ms` (an existing longer pause stands).
@@ -94,6 +167,16 @@ impl Connection {
     /// A push went through: whatever paused the connection is over.
     pub fn clear_pause(&self) {
         *self.pause.lock().unwrap() = None;
+    }
+
+    /// Ends `probed`, the pause a probe was sent under, unless the probe's own answer paused
+    /// the connection again meanwhile: the CRM took the connection's request, whatever it
+    /// said about the edits in it.
+    pub fn end_probed_pause(&self, probed: &Pause) {
+        let mut current = self.pause.lock().unwrap();
+        if current.as_ref() == Some(probed) {
+            *current = None;
+        }
     }
 }
 
@@ -135,16 +218,19 @@ impl Connections {
             let adapter = build_adapter(&connection, credentials)?;
             by_name.insert(
                 connection.name.clone(),
-                Arc::new(Connection {
-                    settings: connection,
-                    adapter,
-                    wake: Notify::new(),
-                    metrics: ConnectionMetrics::default(),
-                    pause: Mutex::new(None),
-                }),
+                Arc::new(Connection::new(connection, adapter)),
             );
         }
         Ok(Connections { by_name })
+    }
+
+    /// The longest recovery grace of any connection (until the store recovers each
+    /// connection's edits on its own schedule).
+    pub fn recovery_grace(&self) -> Duration {
+        self.iter()
+            .map(|connection| connection.recovery_grace())
+            .max()
+            .unwrap_or_default()
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<Connection>> {
@@ -185,6 +271,23 @@ impl Connections {
     }
 }
 
+/// A settle time shorter than the request timeout would let a timed-out request land after
+/// the push that follows it.
+fn check_settle_time(
+    connection: &ConnectionSettings,
+    adapter: &dyn SourceAdapter,
+) -> Result<(), String> {
+    let timeout = adapter.capabilities().request_timeout;
+    match connection.dispatch.settle_ms {
+        Some(settle) if Duration::from_millis(settle) < timeout => Err(format!(
+            "connections.{}.settle_ms: {settle} ms is shorter than the request timeout ({} ms); a request that timed out could still land after the next push",
+            connection.name,
+            timeout.as_millis()
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Builds one connection's adapter with its provider's factory; the error names the key.
 pub fn build_adapter(
     connection: &ConnectionSettings,
@@ -203,7 +306,9 @@ pub fn build_adapter(
                 known.join(", ")
             )
         })?;
-    factory
+    let adapter = factory
         .build(&connection.provider, credentials)
-        .map_err(|err| err.to_string())
+        .map_err(|err| err.to_string())?;
+    check_settle_time(connection, adapter.as_ref())?;
+    Ok(adapter)
 }

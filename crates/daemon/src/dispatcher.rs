@@ -6,7 +6,7 @@
 //! pending patch. The decision after a failure comes from the error's class alone.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, watch};
@@ -16,12 +16,18 @@ use crate::connections::{Connection, ConnectionMetrics, Connections, Pause, Paus
 use crate::retry_policy::RetryPolicy;
 use crate::store::{ClaimedEdit, Store, StoreError, now_ms};
 
+#[cfg(test)]
+mod tests;
+
 /// How long a connection waits after a rate limit that named no time: HubSpot's window.
 const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(10);
 /// How long a connection waits after a spent daily budget that named no reset time.
 const DEFAULT_QUOTA_WAIT: Duration = Duration::from_secs(3600);
-/// How often a connection whose credentials were refused tries again.
-const UNAUTHORIZED_RETRY: Duration = Duration::from_secs(60);
+/// The longest wait between two probes of a connection the CRM refuses as a whole.
+const MAX_PROBE_WAIT: Duration = Duration::from_secs(300);
+/// The most edits a probe carries: enough to learn whether the CRM takes the connection
+/// again, few enough that a refusal costs little.
+const PROBE_BATCH: usize = 1;
 /// How long an idle dispatcher sleeps before looking at its queue again.
 const IDLE_POLL: Duration = Duration::from_secs(30);
 
@@ -60,17 +66,20 @@ async fn run(store: Store, connection: Arc<Connection>, mut shutdown: watch::Rec
     while !*shutdown.borrow() {
         if let Some(pause) = connection.pause() {
             let wait = Duration::from_millis(pause.until_ms.saturating_sub(now_ms()));
-            tokio::select! {
-                _ = tokio::time::sleep(wait.max(Duration::from_millis(10))) => {}
-                _ = shutdown.changed() => {}
-            }
-            // Refused credentials pause until an operator acts; once the wait is over, one
-            // batch goes through to find out whether they work again.
-            let probing_credentials =
-                pause.reason == PauseReason::Unauthorized && pause.until_ms <= now_ms();
-            if !probing_credentials {
+            if !wait.is_zero() || !pause.reason.lifts_by_probe() {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait.max(Duration::from_millis(10))) => {}
+                    _ = shutdown.changed() => {}
+                }
                 continue;
             }
+            // The CRM refused the connection as a whole and the wait is over: one small batch
+            // alone finds out whether it takes the connection again.
+            tokio::select! {
+                _ = probe(&store, &connection, &pushes, concurrency) => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
         }
         let permit = tokio::select! {
             permit = pushes.clone().acquire_owned() => permit.expect("semaphore is never closed"),
@@ -106,7 +115,7 @@ async fn run(store: Store, connection: Arc<Connection>, mut shutdown: watch::Rec
         let store = store.clone();
         let connection = connection.clone();
         tokio::spawn(async move {
-            push_batch(&store, &connection, claimed).await;
+            push_supervised(&store, &connection, claimed).await;
             drop(permit);
         });
     }
@@ -117,6 +126,82 @@ async fn run(store: Store, connection: Arc<Connection>, mut shutdown: watch::Rec
         pushes.acquire_many(concurrency as u32),
     )
     .await;
+}
+
+/// Sends one probe batch while nothing else of the connection is in flight, and ends the
+/// pause if the CRM took the request (whatever it said about the edit in it).
+async fn probe(
+    store: &Store,
+    connection: &Arc<Connection>,
+    pushes: &Arc<Semaphore>,
+    concurrency: usize,
+) {
+    let Some(probed) = connection.pause() else {
+        return;
+    };
+    let _all = pushes
+        .acquire_many(concurrency as u32)
+        .await
+        .expect("semaphore is never closed");
+    connection.adapter.wait_for_capacity().await;
+    match store.claim(connection.name(), now_ms(), PROBE_BATCH) {
+        Ok(claimed) if claimed.is_empty() => {
+            // Nothing to probe with: the pause stands until an edit arrives.
+            tokio::time::timeout(IDLE_POLL, connection.wake.notified())
+                .await
+                .ok();
+        }
+        Ok(claimed) => {
+            tracing::info!(
+                connection = connection.name(),
+                reason = ?probed.reason,
+                code = %probed.code,
+                "probing whether the CRM takes the connection again"
+            );
+            push_supervised(store, connection, claimed).await;
+            connection.end_probed_pause(&probed);
+            if connection.pause().is_none() {
+                tracing::info!(
+                    connection = connection.name(),
+                    "the CRM takes the connection again; pushing resumes"
+                );
+            }
+        }
+        Err(error) => {
+            tracing::error!(connection = connection.name(), %error, "claiming from the queue failed");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// Pushes a claimed batch in a task of its own. If that task fails (a panic in an adapter or
+/// in reconcile), the edits it left in flight go back to the queue now, not at the next start.
+async fn push_supervised(store: &Store, connection: &Arc<Connection>, claimed: Vec<ClaimedEdit>) {
+    let ids: Vec<String> = claimed.iter().map(|edit| edit.contact_id.clone()).collect();
+    let task = {
+        let (store, connection) = (store.clone(), connection.clone());
+        tokio::spawn(async move { push_batch(&store, &connection, claimed).await })
+    };
+    let Err(failure) = task.await else {
+        return;
+    };
+    tracing::error!(connection = connection.name(), error = %failure, "a push task failed; its edits go back to the queue");
+    let error = AdapterError::retryable("PUSH_TASK_FAILED", failure.to_string());
+    let retry_at = now_ms() + connection.settings.dispatch.retry_initial_ms;
+    for id in ids {
+        let still_in_flight = store
+            .contact(&id)
+            .map(|entry| entry.is_some_and(|entry| entry.sync.in_flight.is_some()));
+        let outcome = match still_in_flight {
+            Ok(true) => store.retry_later(&id, retry_at, true, &error).map(drop),
+            Ok(false) => Ok(()),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = outcome {
+            tracing::error!(connection = connection.name(), contact = %id, %error, "re-queuing an edit of a failed push task failed");
+        }
+    }
+    connection.wake.notify_one();
 }
 
 /// What a claimed edit becomes on its way to the CRM.
@@ -144,7 +229,7 @@ async fn push_batch(store: &Store, connection: &Connection, claimed: Vec<Claimed
         return;
     }
     let items: Vec<PushItem> = outgoing.iter().map(|o| o.item.clone()).collect();
-    ConnectionMetrics::add(&metrics.in_flight, items.len() as u64);
+    let in_flight = InFlight::count(&metrics.in_flight, items.len() as u64);
     let started = Instant::now();
     let mut results = connection.adapter.push(&items).await;
     ConnectionMetrics::add(&metrics.push_calls, 1);
@@ -152,9 +237,7 @@ async fn push_batch(store: &Store, connection: &Connection, claimed: Vec<Claimed
         &metrics.push_micros_total,
         started.elapsed().as_micros() as u64,
     );
-    metrics
-        .in_flight
-        .fetch_sub(items.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    drop(in_flight);
     if results.len() != items.len() {
         tracing::error!(
             connection = connection.name(),
@@ -175,6 +258,26 @@ async fn push_batch(store: &Store, connection: &Connection, claimed: Vec<Claimed
         );
     }
     connection.wake.notify_one();
+}
+
+/// Counts edits in the in-flight gauge for as long as it lives, so that a push task that
+/// fails midway does not leave them counted.
+struct InFlight<'a> {
+    gauge: &'a AtomicU64,
+    edits: u64,
+}
+
+impl<'a> InFlight<'a> {
+    fn count(gauge: &'a AtomicU64, edits: u64) -> Self {
+        ConnectionMetrics::add(gauge, edits);
+        InFlight { gauge, edits }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.gauge.fetch_sub(self.edits, Ordering::Relaxed);
+    }
 }
 
 /// Turns a claimed edit into a push item, resolving the customer link to the CRM's id; also
@@ -243,16 +346,18 @@ fn reconcile(
                 pause_and_requeue(store, connection, id, reason, wait, &error)
             };
             match &error.kind {
-                // Interim: treated as retryable until the settle time lands.
-                ErrorKind::OutcomeUnknown | ErrorKind::Retryable { retry_after: _ } => {
-                    let retry_after = match &error.kind {
-                        ErrorKind::Retryable { retry_after } => *retry_after,
-                        _ => None,
-                    };
+                ErrorKind::Retryable { .. } | ErrorKind::OutcomeUnknown => {
                     let failed = edit.attempts + 1;
                     if policy.allows_another(failed) {
                         ConnectionMetrics::add(&metrics.pushed_retry, 1);
-                        let wait = retry_after.unwrap_or_else(|| policy.delay(failed));
+                        let wait = match error.kind {
+                            ErrorKind::Retryable { retry_after } => {
+                                retry_after.unwrap_or_else(|| policy.delay(failed))
+                            }
+                            // The request may still land: the contact's next push waits until
+                            // it no longer can, so an old value never lands after a newer one.
+                            _ => policy.delay(failed).max(connection.settle_time()),
+                        };
                         store
                             .retry_later(id, now_ms() + wait.as_millis() as u64, true, &error)
                             .map(drop)
@@ -271,11 +376,12 @@ fn reconcile(
                     retry_after.unwrap_or(DEFAULT_QUOTA_WAIT),
                     &metrics.pushed_rate_limited,
                 ),
-                ErrorKind::Misconfigured | ErrorKind::Unauthorized => pause(
-                    PauseReason::Unauthorized,
-                    UNAUTHORIZED_RETRY,
-                    &metrics.pushed_retry,
-                ),
+                ErrorKind::Unauthorized => {
+                    pause_until_probe(store, connection, id, PauseReason::Unauthorized, &error)
+                }
+                ErrorKind::Misconfigured => {
+                    pause_until_probe(store, connection, id, PauseReason::Misconfigured, &error)
+                }
                 ErrorKind::Permanent { .. } | ErrorKind::RecordGone => {
                     ConnectionMetrics::add(&metrics.pushed_dead_letter, 1);
                     tracing::warn!(
@@ -309,6 +415,7 @@ fn pause_and_requeue(
         until_ms,
         code: error.code.clone(),
         message: error.message.clone(),
+        failed_probes: 0,
     });
     if new_wait {
         if reason != PauseReason::RateLimited {
@@ -319,4 +426,30 @@ fn pause_and_requeue(
         }
     }
     store.retry_later(id, until_ms, false, error).map(drop)
+}
+
+/// The CRM refused the connection as a whole: the connection pauses until a probe goes
+/// through, each refused probe waiting longer (capped), and the edit goes back to the queue
+/// where it was, without losing an attempt.
+fn pause_until_probe(
+    store: &Store,
+    connection: &Connection,
+    id: &str,
+    reason: PauseReason,
+    error: &AdapterError,
+) -> Result<(), StoreError> {
+    let dispatch = &connection.settings.dispatch;
+    let probe_waits = RetryPolicy {
+        initial: Duration::from_millis(dispatch.retry_initial_ms),
+        max: Duration::from_millis(dispatch.retry_max_ms).min(MAX_PROBE_WAIT),
+        max_attempts: u32::MAX,
+    };
+    ConnectionMetrics::add(&connection.metrics.pushed_retry, 1);
+    if connection.pause_until_probe(reason.clone(), &error.code, &error.message, |failed| {
+        probe_waits.delay(failed)
+    }) {
+        tracing::warn!(connection = connection.name(), ?reason, code = %error.code, message = %error.message, "the CRM refuses the connection; paused, probing at a growing interval");
+    }
+    // Its turn comes with the next probe: the pause, not the edit's own time, holds it back.
+    store.retry_later(id, now_ms(), false, error).map(drop)
 }

@@ -24,8 +24,9 @@ pub async fn serve(config: Config, sandbox: bool) -> Result<(), String> {
     }
     let store =
         Store::open(&config.storage.path, config.storage.cache_mib).map_err(|e| e.to_string())?;
+    let connections = Arc::new(Connections::build(settings, &store)?);
     let recovered = store
-        .recover_in_flight(now_ms() + config.dispatch.recovery_grace_ms)
+        .recover_in_flight(now_ms() + connections.recovery_grace().as_millis() as u64)
         .map_err(|e| e.to_string())?;
     if recovered > 0 {
         tracing::info!(
@@ -33,7 +34,6 @@ pub async fn serve(config: Config, sandbox: bool) -> Result<(), String> {
             "edits in flight at the last stop are queued again"
         );
     }
-    let connections = Arc::new(Connections::build(settings, &store)?);
     if sandbox {
         for connection in connections.iter() {
             let report = pull_contacts(&store, connection).await?;

@@ -1,0 +1,315 @@
+//! The dispatcher against a scripted CRM and a real store in a temp dir: what it does after
+//! each kind of failure, decided by the error's class alone.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use unisync_core::{
+    Capabilities, ConfirmedContact, ConnectionConfig, ContactPage, ContactPatch, FieldMapping,
+    FieldRule, SourceAdapter, UnifiedContact,
+};
+
+use super::*;
+use crate::config::{ConnectionSettings, DispatchConfig};
+
+/// How one push item is answered: by the call's number (from 0) and the item.
+type Respond = dyn Fn(u32, &PushItem) -> PushResult + Send + Sync;
+
+/// A CRM whose answers a test scripts, and that logs every call it gets.
+struct ScriptedCrm {
+    mapping: FieldMapping,
+    calls: AtomicU32,
+    log: Mutex<Vec<Call>>,
+    respond: Box<Respond>,
+}
+
+struct Call {
+    at: Instant,
+    source_ids: Vec<String>,
+}
+
+impl ScriptedCrm {
+    fn new(respond: impl Fn(u32, &PushItem) -> PushResult + Send + Sync + 'static) -> Self {
+        ScriptedCrm {
+            mapping: FieldMapping::new([FieldRule::new(ContactField::FirstName, "first")]),
+            calls: AtomicU32::new(0),
+            log: Mutex::new(Vec::new()),
+            respond: Box::new(respond),
+        }
+    }
+
+    fn calls(&self) -> Vec<(Instant, Vec<String>)> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|call| (call.at, call.source_ids.clone()))
+            .collect()
+    }
+}
+
+/// The values a CRM holds after taking the item.
+fn landed(item: &PushItem) -> PushResult {
+    Ok(ConfirmedContact {
+        values: item
+            .patch
+            .iter()
+            .map(|(field, value)| (field, value.map(str::to_string)))
+            .collect(),
+        ..ConfirmedContact::default()
+    })
+}
+
+const REQUEST_TIMEOUT: Duration = Duration::from_millis(100);
+
+#[async_trait]
+impl SourceAdapter for ScriptedCrm {
+    fn system(&self) -> &str {
+        "scripted"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            max_batch_size: 10,
+            customer_links: false,
+            request_timeout: REQUEST_TIMEOUT,
+        }
+    }
+
+    fn mapping(&self) -> &FieldMapping {
+        &self.mapping
+    }
+
+    async fn push(&self, items: &[PushItem]) -> Vec<PushResult> {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst);
+        self.log.lock().unwrap().push(Call {
+            at: Instant::now(),
+            source_ids: items.iter().map(|item| item.source_id.clone()).collect(),
+        });
+        items
+            .iter()
+            .map(|item| (self.respond)(call, item))
+            .collect()
+    }
+
+    async fn pull(&self, _cursor: Option<&str>) -> Result<ContactPage, AdapterError> {
+        Ok(ContactPage::default())
+    }
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    store: Store,
+    crm: Arc<ScriptedCrm>,
+    connection: Arc<Connection>,
+    stop: watch::Sender<bool>,
+}
+
+impl World {
+    fn new(crm: ScriptedCrm, dispatch: DispatchConfig) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db"), 8).unwrap();
+        let crm = Arc::new(crm);
+        let settings = ConnectionSettings {
+            name: "crm".into(),
+            system: "scripted".into(),
+            provider_id: None,
+            img_url: None,
+            dispatch,
+            provider: ConnectionConfig::new("crm", "scripted", Default::default()),
+        };
+        let connection = Arc::new(Connection::new(settings, crm.clone()));
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(run(store.clone(), connection.clone(), stopped));
+        World {
+            _dir: dir,
+            store,
+            crm,
+            connection,
+            stop,
+        }
+    }
+
+    /// Registers contact `id` (source id `src-ID`) and accepts an edit of its first name.
+    async fn edit(&self, id: &str, first_name: &str) {
+        if self.store.contact(id).unwrap().is_none() {
+            let contact = UnifiedContact::new(id, "scripted", format!("src-{id}"));
+            self.store.upsert_contact(contact).unwrap();
+        }
+        let patch: ContactPatch = [(ContactField::FirstName, Some(first_name.to_string()))]
+            .into_iter()
+            .collect();
+        self.store.accept(id, &patch, "crm").unwrap();
+        self.store.flush().await.unwrap();
+        self.connection.wake.notify_one();
+    }
+
+    fn synced(&self, id: &str) -> bool {
+        let entry = self.store.contact(id).unwrap().unwrap();
+        entry.sync.last_confirmed_at.is_some() && !entry.sync.has_unconfirmed_changes()
+    }
+
+    fn confirmed_first_name(&self, id: &str) -> Option<String> {
+        let entry = self.store.contact(id).unwrap().unwrap();
+        entry.base.get(&ContactField::FirstName).cloned().flatten()
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Polls `condition` until it holds; panics with `what` after a generous deadline.
+async fn wait_until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn fast_dispatch() -> DispatchConfig {
+    DispatchConfig {
+        max_attempts: 3,
+        concurrency: 2,
+        retry_initial_ms: 10,
+        retry_max_ms: 80,
+        recovery_grace_ms: 0,
+        settle_ms: None,
+    }
+}
+
+#[tokio::test]
+async fn edits_of_a_push_task_that_panicked_are_queued_again_without_a_restart() {
+    let world = World::new(
+        ScriptedCrm::new(|call, item| {
+            if call == 0 {
+                panic!("a bug in the adapter");
+            }
+            landed(item)
+        }),
+        fast_dispatch(),
+    );
+    world.edit("c1", "Ann").await;
+    wait_until("the edit landed after the failed task", || {
+        world.synced("c1")
+    })
+    .await;
+    assert_eq!(world.confirmed_first_name("c1").as_deref(), Some("Ann"));
+    assert_eq!(world.crm.calls().len(), 2);
+    assert_eq!(world.connection.metrics.in_flight.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_connection_the_crm_refuses_pauses_probes_with_one_edit_and_resumes_by_itself() {
+    let refusing = Arc::new(AtomicBool::new(true));
+    let crm = ScriptedCrm::new({
+        let refusing = refusing.clone();
+        move |_, item| {
+            if refusing.load(Ordering::SeqCst) {
+                Err(AdapterError::misconfigured(
+                    "MISSING_SCOPES",
+                    "This app hasn't been granted all required scopes to make this call.",
+                ))
+            } else {
+                landed(item)
+            }
+        }
+    });
+    let world = World::new(crm, fast_dispatch());
+    for n in 0..6 {
+        world.edit(&format!("c{n}"), "Ann").await;
+    }
+    wait_until("three probes were refused", || {
+        world
+            .connection
+            .pause()
+            .is_some_and(|pause| pause.failed_probes >= 3)
+    })
+    .await;
+    let pause = world.connection.pause().unwrap();
+    assert_eq!(pause.reason, PauseReason::Misconfigured);
+    assert_eq!(pause.code, "MISSING_SCOPES");
+    assert!(world.store.dead_letters().unwrap().is_empty());
+    let calls = world.crm.calls();
+    let probes = &calls[calls.len() - 2..];
+    assert!(
+        probes.iter().all(|(_, ids)| ids.len() == PROBE_BATCH),
+        "probes carry one edit: {:?}",
+        probes.iter().map(|(_, ids)| ids.len()).collect::<Vec<_>>()
+    );
+    for n in 0..6 {
+        let entry = world.store.contact(&format!("c{n}")).unwrap().unwrap();
+        assert_eq!(
+            entry.sync.attempts, 0,
+            "a refused connection costs no attempt"
+        );
+    }
+
+    refusing.store(false, Ordering::SeqCst);
+    wait_until("every edit landed", || {
+        (0..6).all(|n| world.synced(&format!("c{n}")))
+    })
+    .await;
+    assert!(world.connection.pause().is_none());
+    assert!(world.store.dead_letters().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn after_an_unknown_outcome_the_contact_waits_the_settle_time_before_its_next_push() {
+    let settle = Duration::from_millis(400);
+    let world = World::new(
+        ScriptedCrm::new(|call, item| {
+            if call == 0 {
+                Err(AdapterError::outcome_unknown(
+                    "TIMEOUT",
+                    "operation timed out",
+                ))
+            } else {
+                landed(item)
+            }
+        }),
+        DispatchConfig {
+            settle_ms: Some(settle.as_millis() as u64),
+            ..fast_dispatch()
+        },
+    );
+    world.edit("c1", "Old").await;
+    wait_until("the first push went out", || !world.crm.calls().is_empty()).await;
+    world.edit("c1", "New").await;
+    wait_until("the newer value landed", || {
+        world.confirmed_first_name("c1").as_deref() == Some("New")
+    })
+    .await;
+    let calls = world.crm.calls();
+    assert_eq!(calls.len(), 2, "the retry carries both edits, coalesced");
+    let waited = calls[1].0 - calls[0].0;
+    assert!(
+        waited >= settle,
+        "the next push went {waited:?} after the unanswered one, before the settle time"
+    );
+}
+
+#[test]
+fn the_settle_time_defaults_to_twice_the_request_timeout_and_covers_recovery() {
+    let connection = Connection::new(
+        ConnectionSettings {
+            name: "crm".into(),
+            system: "scripted".into(),
+            provider_id: None,
+            img_url: None,
+            dispatch: DispatchConfig {
+                recovery_grace_ms: 50,
+                ..fast_dispatch()
+            },
+            provider: ConnectionConfig::new("crm", "scripted", Default::default()),
+        },
+        Arc::new(ScriptedCrm::new(|_, item| landed(item))),
+    );
+    assert_eq!(connection.settle_time(), 2 * REQUEST_TIMEOUT);
+    assert_eq!(connection.recovery_grace(), 2 * REQUEST_TIMEOUT);
+}
