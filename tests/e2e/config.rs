@@ -56,3 +56,22 @@ fn unknown_keys_and_missing_secrets_are_named_and_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn a_settle_time_shorter_than_the_request_timeout_is_refused() {
+    let setup = Setup::new(
+        &hubspot_connection("timeout_secs = 2\nsettle_ms = 1500\n"),
+        &[("CHECK_HUBSPOT_TOKEN", SECRET)],
+    );
+    let (code, _out, err) = setup.run(&["config", "check"], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("connections.hubspot.settle_ms"), "{err}");
+
+    let setup = Setup::new(
+        &hubspot_connection("timeout_secs = 2\n"),
+        &[("CHECK_HUBSPOT_TOKEN", SECRET)],
+    );
+    let (code, out, err) = setup.run(&["config", "check"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("settle_ms = 4000"), "twice the timeout: {out}");
+}

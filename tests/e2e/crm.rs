@@ -25,6 +25,10 @@ pub trait Crm: SandboxCrm + Sized {
     const REQUIRED_FIELDS: &'static [&'static str];
     /// The CRM's error code for a write to a deleted record.
     const DELETED_RECORD_CODE: &'static str;
+    /// The CRM's error code when the app may no longer make the call ([`Fault::AccessRevoked`]).
+    ///
+    /// [`Fault::AccessRevoked`]: unisync_sandbox::Fault::AccessRevoked
+    const ACCESS_REVOKED_CODE: &'static str;
 
     /// Starts an empty sandbox on a loopback port.
     async fn start() -> Self;
@@ -119,6 +123,7 @@ impl Crm for HubspotSandbox {
     ];
     const REQUIRED_FIELDS: &'static [&'static str] = &[];
     const DELETED_RECORD_CODE: &'static str = "OBJECT_NOT_FOUND";
+    const ACCESS_REVOKED_CODE: &'static str = "MISSING_SCOPES";
 
     async fn start() -> Self {
         HubspotSandbox::start(loopback(), 0)
@@ -176,6 +181,7 @@ impl Crm for SalesforceSandbox {
     ];
     const REQUIRED_FIELDS: &'static [&'static str] = &["last_name"];
     const DELETED_RECORD_CODE: &'static str = "ENTITY_IS_DELETED";
+    const ACCESS_REVOKED_CODE: &'static str = "API_DISABLED_FOR_ORG";
 
     async fn start() -> Self {
         SalesforceSandbox::start(loopback(), 0)

@@ -1,9 +1,29 @@
 //! End-to-end tests: the real `unisync` binary over loopback against sandbox CRMs started
 //! in-process, so each test can look inside the CRM and switch faults on.
 
+/// Runs each generic scenario `async fn NAME<C: Crm>()` once per sandbox CRM. The runtime is
+/// multi-threaded because the sandbox runs inside the test process: a blocking call such as
+/// `Daemon::stop` would otherwise stall it.
+macro_rules! against_each_crm {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn hubspot() {
+                super::$scenario::<unisync_sandbox::hubspot::HubspotSandbox>().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn salesforce() {
+                super::$scenario::<unisync_sandbox::salesforce::SalesforceSandbox>().await;
+            }
+        }
+    )*};
+}
+
 mod backfill;
 mod config;
 mod crm;
+mod faults;
 mod fleet;
 mod harness;
 mod hubspot;

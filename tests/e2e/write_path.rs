@@ -13,25 +13,6 @@ use crate::crm::Crm;
 use crate::harness::{Daemon, TOKEN, wait_for};
 use crate::world::{CONTACT, World, rename};
 
-/// Runs each generic scenario `async fn NAME<C: Crm>()` once per sandbox CRM. The runtime is
-/// multi-threaded because the sandbox runs inside the test process: a blocking call such as
-/// `Daemon::stop` would otherwise stall it.
-macro_rules! against_each_crm {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn hubspot() {
-                super::$scenario::<unisync_sandbox::hubspot::HubspotSandbox>().await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn salesforce() {
-                super::$scenario::<unisync_sandbox::salesforce::SalesforceSandbox>().await;
-            }
-        }
-    )*};
-}
-
 against_each_crm!(
     partial_put_changes_only_its_fields_and_null_clears,
     rejected_requests_answer_the_documented_errors_and_change_nothing,

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::backfill::{self, BackfillOptions};
 use crate::config::Config;
-use crate::connections::{Connections, build_adapter};
+use crate::connections::{Connections, build_adapter, settle_time};
 use crate::store::{Store, StoreError};
 use crate::{ops, pull, serve};
 
@@ -178,7 +178,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             .await
             .map(|()| 0)
             .map_err(Failure::usage),
-        Command::Config(ConfigCommand::Check) => config_check(&config),
+        Command::Config(ConfigCommand::Check) => config_check(&config).await,
         Command::Backfill {
             input,
             dry_run,
@@ -499,7 +499,7 @@ async fn dead_letters(config: &Config, command: DeadLettersCommand) -> Result<u8
     Ok(print_json(value))
 }
 
-fn config_check(config: &Config) -> Result<u8, Failure> {
+async fn config_check(config: &Config) -> Result<u8, Failure> {
     let tokens = config
         .api_tokens()
         .map_err(|e| Failure::usage(e.to_string()))?;
@@ -507,8 +507,10 @@ fn config_check(config: &Config) -> Result<u8, Failure> {
         .connections()
         .map_err(|e| Failure::usage(e.to_string()))?;
     let credentials: Arc<dyn unisync_core::CredentialStore> = Arc::new(NoCredentials);
+    let mut settle_times = Vec::new();
     for connection in &settings {
-        build_adapter(connection, credentials.clone()).map_err(Failure::usage)?;
+        let adapter = build_adapter(connection, credentials.clone()).map_err(Failure::usage)?;
+        settle_times.push(settle_time(connection, adapter.as_ref()));
     }
     println!(
         "[server]\nlisten = \"{}\"\napi_tokens = {} token(s), redacted",
@@ -521,24 +523,56 @@ fn config_check(config: &Config) -> Result<u8, Failure> {
         config.storage.path.display(),
         config.storage.cache_mib
     );
-    for connection in &settings {
+    for (connection, settle) in settings.iter().zip(settle_times) {
         println!(
             "\n[connections.{}]\nsystem = \"{}\"",
             connection.name, connection.system
         );
         println!(
-            "max_attempts = {}\nconcurrency = {}\nretry_initial_ms = {}\nretry_max_ms = {}",
+            "max_attempts = {}\nconcurrency = {}\nretry_initial_ms = {}\nretry_max_ms = {}\nsettle_ms = {}",
             connection.dispatch.max_attempts,
             connection.dispatch.concurrency,
             connection.dispatch.retry_initial_ms,
-            connection.dispatch.retry_max_ms
+            connection.dispatch.retry_max_ms,
+            settle.as_millis()
         );
         for (key, value) in &connection.provider.settings {
             println!("{key} = {value}");
         }
     }
+    warn_of_unconfigured_connections(config).await;
     println!("\nconfig ok");
     Ok(0)
+}
+
+/// Names every connection the store still holds edits for that the config no longer has
+/// (renamed or removed): those edits are kept but never pushed. Quiet when there is no store
+/// yet or it cannot be read (`config check` checks the config, not the store).
+async fn warn_of_unconfigured_connections(config: &Config) {
+    if !config.storage.path.exists() {
+        return;
+    }
+    let names: Vec<String> = config.connections.keys().cloned().collect();
+    let status = with_store(
+        config,
+        |store| ops::status(store, &names, &store.in_flight_counts()?),
+        ("GET", "status"),
+    )
+    .await;
+    let Ok(status) = status else {
+        return;
+    };
+    let unconfigured = status["unconfigured"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for name in unconfigured.iter().filter_map(Value::as_str) {
+        let counts = &status["connections"][name];
+        println!(
+            "\nwarning: the store holds edits for connection `{name}`, which the config does not have (renamed or removed?): {} queued, {} waiting for a retry, {} dead letters. They are kept and pushed once a connection named `{name}` is configured again.",
+            counts["ready"], counts["retry_waiting"], counts["dead_letters"]
+        );
+    }
 }
 
 /// A credential store that keeps nothing, for building adapters only to check their config.

@@ -107,11 +107,7 @@ impl Connection {
     /// How long a contact waits after a push whose outcome is unknown before it is pushed
     /// again: the configured `settle_ms`, else twice the adapter's request timeout.
     pub fn settle_time(&self) -> Duration {
-        self.settings
-            .dispatch
-            .settle_ms
-            .map(Duration::from_millis)
-            .unwrap_or(2 * self.adapter.capabilities().request_timeout)
+        settle_time(&self.settings, self.adapter.as_ref())
     }
 
     /// How long edits a stopped process left in flight wait at the next start: at least the
@@ -269,6 +265,16 @@ impl Connections {
             )),
         }
     }
+}
+
+/// How long a contact waits after a push whose outcome is unknown: the connection's
+/// `settle_ms`, else twice its adapter's request timeout.
+pub fn settle_time(connection: &ConnectionSettings, adapter: &dyn SourceAdapter) -> Duration {
+    connection
+        .dispatch
+        .settle_ms
+        .map(Duration::from_millis)
+        .unwrap_or(2 * adapter.capabilities().request_timeout)
 }
 
 /// A settle time shorter than the request timeout would let a timed-out request land after

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use unisync_core::UnifiedContact;
 
-use crate::store::{Customer, DeadLetter, Store, StoreError, now_ms};
+use crate::store::{ConnectionCounts, Customer, DeadLetter, Store, StoreError, now_ms};
 use crate::timefmt::rfc3339;
 
 /// The outcome of a JSONL import: how many lines were registered, and each bad line.
@@ -100,7 +100,25 @@ pub fn status(
     for (name, edits) in in_flight {
         counts.entry(name.clone()).or_default().in_flight = *edits;
     }
-    Ok(json!({ "connections": counts }))
+    let unconfigured = unconfigured_connections(&counts, configured);
+    Ok(json!({ "connections": counts, "unconfigured": unconfigured }))
+}
+
+/// Connections the store holds edits or dead letters for that no configured connection
+/// serves (renamed or removed from the config): their edits wait and are never pushed until
+/// a connection of that name is configured again.
+pub fn unconfigured_connections(
+    counts: &BTreeMap<String, ConnectionCounts>,
+    configured: &[String],
+) -> Vec<String> {
+    counts
+        .iter()
+        .filter(|(name, counts)| {
+            !configured.contains(name)
+                && counts.ready + counts.retry_waiting + counts.in_flight + counts.dead_letters > 0
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
 }
 
 pub fn dead_letter_json(letter: &DeadLetter) -> Value {
