@@ -133,6 +133,15 @@ pub trait SourceAdapter: Send + Sync {
     /// Reads one page of the CRM's contacts, starting after `cursor`.
     async fn pull(&self, cursor: Option<&str>) -> Result<ContactPage, AdapterError>;
 
+    /// Whether the CRM holds `ours` already when its stored value is `crm`, by the CRM's
+    /// own rules (case of emails, trimming, an empty string as a clear). A field the CRM
+    /// holds already is not sent. Defaults to: equal, with an empty string the same as no
+    /// value.
+    fn same_value(&self, field: ContactField, crm: Option<&str>, ours: Option<&str>) -> bool {
+        let _ = field;
+        crm.filter(|value| !value.is_empty()) == ours.filter(|value| !value.is_empty())
+    }
+
     /// The CRM's canonical form of a record id, applied at import and pull so that one record
     /// has one id (Salesforce: the 18-character form of a 15-character id). An id the CRM
     /// could never have issued is refused with a message. Defaults to the id unchanged.

@@ -82,6 +82,29 @@ impl ContactPatch {
             contact.set_field(*field, value.clone());
         }
     }
+
+    /// Takes out every change the CRM already holds: a field whose `base` value (the CRM's
+    /// last confirmed one) is the same as ours by the CRM's own rules (`same`, e.g.
+    /// [`crate::SourceAdapter::same_value`]). A field with no base is kept: nothing says
+    /// the CRM has it. Answers the base values of the fields taken out, which are what the
+    /// CRM holds for them.
+    pub fn take_unchanged(
+        &mut self,
+        base: &BTreeMap<ContactField, Option<String>>,
+        same: impl Fn(ContactField, Option<&str>, Option<&str>) -> bool,
+    ) -> BTreeMap<ContactField, Option<String>> {
+        let unchanged: BTreeMap<ContactField, Option<String>> = self
+            .changes
+            .iter()
+            .filter_map(|(field, ours)| {
+                let crm = base.get(field)?;
+                same(*field, crm.as_deref(), ours.as_deref()).then(|| (*field, crm.clone()))
+            })
+            .collect();
+        self.changes
+            .retain(|field, _| !unchanged.contains_key(field));
+        unchanged
+    }
 }
 
 impl FromIterator<(ContactField, Option<String>)> for ContactPatch {
@@ -129,6 +152,38 @@ mod tests {
         );
         let back: ContactPatch = serde_json::from_value(json).unwrap();
         assert_eq!(back, patch);
+    }
+
+    #[test]
+    fn unchanged_fields_are_taken_out_by_the_crms_rules_and_unknown_ones_kept() {
+        let base: BTreeMap<ContactField, Option<String>> = [
+            (ContactField::Email, Some("ann@example.com".to_string())),
+            (ContactField::FirstName, Some("Ann".to_string())),
+            (ContactField::Phone, None),
+        ]
+        .into();
+        let mut patch = ContactPatch::new();
+        patch
+            .set(ContactField::Email, "Ann@Example.com")
+            .set(ContactField::FirstName, "Anna")
+            .clear(ContactField::Phone)
+            .set(ContactField::City, "Lisbon");
+        let case_blind_email =
+            |field: ContactField, crm: Option<&str>, ours: Option<&str>| match field {
+                ContactField::Email => crm.map(str::to_lowercase) == ours.map(str::to_lowercase),
+                _ => crm == ours,
+            };
+        let unchanged = patch.take_unchanged(&base, case_blind_email);
+        assert_eq!(
+            unchanged,
+            [
+                (ContactField::Email, Some("ann@example.com".to_string())),
+                (ContactField::Phone, None),
+            ]
+            .into()
+        );
+        let left: Vec<ContactField> = patch.fields().collect();
+        assert_eq!(left, [ContactField::FirstName, ContactField::City]);
     }
 
     #[test]

@@ -62,6 +62,10 @@ pub struct ConnectionMetrics {
     pub push_micros_total: AtomicU64,
     pub rate_limit_waits: AtomicU64,
     pub in_flight: AtomicU64,
+    /// Fields of pushed edits the CRM held already, so not sent.
+    pub fields_unchanged: AtomicU64,
+    /// Edits with nothing left to send: confirmed without a call.
+    pub edits_unchanged: AtomicU64,
 }
 
 impl ConnectionMetrics {

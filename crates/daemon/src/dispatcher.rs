@@ -5,12 +5,16 @@
 //! never overlap and its edits reach the CRM in order; later edits wait, coalesced, in its
 //! pending patch. The decision after a failure comes from the error's class alone.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, watch};
-use unisync_core::{AdapterError, ContactField, CustomerLink, ErrorKind, PushItem, PushResult};
+use unisync_core::{
+    AdapterError, ConfirmedContact, ContactField, CustomerLink, ErrorKind, PushItem, PushResult,
+    SourceAdapter,
+};
 
 use crate::connections::{Connection, ConnectionMetrics, Connections, Pause, PauseReason};
 use crate::retry_policy::RetryPolicy;
@@ -210,18 +214,47 @@ struct Outgoing {
     item: PushItem,
     /// The link change to record on success: `Some(Some(id))` linked, `Some(None)` unlinked.
     link_change: Option<Option<String>>,
+    /// Fields of the edit the CRM holds already, with the CRM's values: not sent, and
+    /// confirmed with the rest.
+    unchanged: BTreeMap<ContactField, Option<String>>,
+}
+
+impl Outgoing {
+    /// Whether nothing is left to send: the CRM holds every value of the edit already.
+    fn is_no_op(&self) -> bool {
+        self.item.patch.is_empty() && self.item.customer == CustomerLink::Unchanged
+    }
+
+    /// The CRM's answer with the unchanged fields confirmed beside the sent ones.
+    fn with_unchanged(&self, result: PushResult) -> PushResult {
+        result.map(|mut confirmed| {
+            for (field, value) in &self.unchanged {
+                confirmed
+                    .values
+                    .entry(*field)
+                    .or_insert_with(|| value.clone());
+            }
+            confirmed
+        })
+    }
 }
 
 async fn push_batch(store: &Store, connection: &Connection, claimed: Vec<ClaimedEdit>) {
     let metrics = &connection.metrics;
     let mut outgoing = Vec::with_capacity(claimed.len());
     for edit in claimed {
-        match prepare(store, &edit) {
-            Ok((item, link_change)) => outgoing.push(Outgoing {
-                edit,
-                item,
-                link_change,
-            }),
+        match prepare(store, connection.adapter.as_ref(), &edit) {
+            Ok(prepared) => {
+                ConnectionMetrics::add(&metrics.fields_unchanged, prepared.unchanged.len() as u64);
+                if prepared.is_no_op() {
+                    // Nothing to write: confirmed at once, without a call.
+                    ConnectionMetrics::add(&metrics.edits_unchanged, 1);
+                    let result = prepared.with_unchanged(Ok(ConfirmedContact::default()));
+                    reconcile(store, connection, &prepared.edit, None, result);
+                } else {
+                    outgoing.push(prepared);
+                }
+            }
             Err(error) => reconcile(store, connection, &edit, None, Err(error)),
         }
     }
@@ -249,6 +282,7 @@ async fn push_batch(store: &Store, connection: &Connection, claimed: Vec<Claimed
         results = vec![Err(error); items.len()];
     }
     for (prepared, result) in outgoing.into_iter().zip(results) {
+        let result = prepared.with_unchanged(result);
         reconcile(
             store,
             connection,
@@ -280,12 +314,18 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// Turns a claimed edit into a push item, resolving the customer link to the CRM's id; also
-/// answers the link change to record once the CRM confirms.
+/// Turns a claimed edit into a push item: fields the CRM holds already (by the adapter's
+/// rules, against the contact's base) are taken out, and the customer link is resolved to
+/// the CRM's id.
 fn prepare(
     store: &Store,
+    adapter: &dyn SourceAdapter,
     edit: &ClaimedEdit,
-) -> Result<(PushItem, Option<Option<String>>), AdapterError> {
+) -> Result<Outgoing, AdapterError> {
+    let base = match store.contact(&edit.contact_id) {
+        Ok(entry) => entry.map(|entry| entry.base).unwrap_or_default(),
+        Err(error) => return Err(AdapterError::retryable("STORE", error.to_string())),
+    };
     let mut patch = edit.patch.clone();
     let previous = edit.linked_customer_source_id.clone();
     let (customer, link_change) = match patch.take(ContactField::UnifiedCustomerId) {
@@ -310,12 +350,20 @@ fn prepare(
             Err(error) => return Err(AdapterError::retryable("STORE", error.to_string())),
         },
     };
+    let unchanged = patch.take_unchanged(&base, |field, crm, ours| {
+        adapter.same_value(field, crm, ours)
+    });
     let item = PushItem {
         source_id: edit.source_id.clone(),
         patch,
         customer,
     };
-    Ok((item, link_change))
+    Ok(Outgoing {
+        edit: edit.clone(),
+        item,
+        link_change,
+        unchanged,
+    })
 }
 
 /// Records one item's outcome: confirmed, back to the queue, or a dead letter.

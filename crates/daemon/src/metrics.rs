@@ -84,6 +84,18 @@ pub fn render(store: &Store, connections: &Connections) -> Result<String, StoreE
         per_connection(&|c| c.metrics.push_calls.load(Ordering::Relaxed) as f64),
     );
     family(
+        "unisync_fields_unchanged_total",
+        "counter",
+        "Fields of edits the CRM held already, so not sent.",
+        per_connection(&|c| c.metrics.fields_unchanged.load(Ordering::Relaxed) as f64),
+    );
+    family(
+        "unisync_edits_unchanged_total",
+        "counter",
+        "Edits the CRM held entirely already: confirmed without a call.",
+        per_connection(&|c| c.metrics.edits_unchanged.load(Ordering::Relaxed) as f64),
+    );
+    family(
         "unisync_push_seconds_total",
         "counter",
         "Time spent in CRM pushes.",

@@ -28,16 +28,31 @@ struct ScriptedCrm {
 struct Call {
     at: Instant,
     source_ids: Vec<String>,
+    patches: Vec<ContactPatch>,
 }
 
 impl ScriptedCrm {
     fn new(respond: impl Fn(u32, &PushItem) -> PushResult + Send + Sync + 'static) -> Self {
         ScriptedCrm {
-            mapping: FieldMapping::new([FieldRule::new(ContactField::FirstName, "first")]),
+            mapping: FieldMapping::new([
+                FieldRule::new(ContactField::Email, "email"),
+                FieldRule::new(ContactField::FirstName, "first"),
+                FieldRule::new(ContactField::City, "city"),
+            ]),
             calls: AtomicU32::new(0),
             log: Mutex::new(Vec::new()),
             respond: Box::new(respond),
         }
+    }
+
+    /// The patches of every call, in order.
+    fn patches(&self) -> Vec<ContactPatch> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|call| call.patches.clone())
+            .collect()
     }
 
     fn calls(&self) -> Vec<(Instant, Vec<String>)> {
@@ -87,6 +102,7 @@ impl SourceAdapter for ScriptedCrm {
         self.log.lock().unwrap().push(Call {
             at: Instant::now(),
             source_ids: items.iter().map(|item| item.source_id.clone()).collect(),
+            patches: items.iter().map(|item| item.patch.clone()).collect(),
         });
         items
             .iter()
@@ -134,14 +150,25 @@ impl World {
 
     /// Registers contact `id` (source id `src-ID`) and accepts an edit of its first name.
     async fn edit(&self, id: &str, first_name: &str) {
-        if self.store.contact(id).unwrap().is_none() {
-            let contact = UnifiedContact::new(id, "scripted", format!("src-{id}"));
-            self.store.upsert_contact(contact).unwrap();
+        self.accept(id, &[(ContactField::FirstName, Some(first_name))])
+            .await;
+    }
+
+    /// Registers contact `id` (source id `src-ID`) as the CRM holds it, with `values`.
+    fn register(&self, id: &str, values: &[(ContactField, &str)]) {
+        let mut contact = UnifiedContact::new(id, "scripted", format!("src-{id}"));
+        for (field, value) in values {
+            contact.set_field(*field, Some(value.to_string()));
         }
-        let patch: ContactPatch = [(ContactField::FirstName, Some(first_name.to_string()))]
-            .into_iter()
-            .collect();
-        self.store.accept(id, &patch, "crm").unwrap();
+        self.store.upsert_contact(contact).unwrap();
+    }
+
+    /// Accepts an edit of contact `id`, registering it first when it is new.
+    async fn accept(&self, id: &str, values: &[(ContactField, Option<&str>)]) {
+        if self.store.contact(id).unwrap().is_none() {
+            self.register(id, &[]);
+        }
+        self.store.accept(id, &patch(values), "crm").unwrap();
         self.store.flush().await.unwrap();
         self.connection.wake.notify_one();
     }
@@ -312,4 +339,89 @@ fn the_settle_time_defaults_to_twice_the_request_timeout_and_covers_recovery() {
     );
     assert_eq!(connection.settle_time(), 2 * REQUEST_TIMEOUT);
     assert_eq!(connection.recovery_grace(), 2 * REQUEST_TIMEOUT);
+}
+
+/// A patch from field values (`None` clears).
+fn patch(values: &[(ContactField, Option<&str>)]) -> ContactPatch {
+    values
+        .iter()
+        .map(|(field, value)| (*field, value.map(str::to_string)))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_edit_the_crm_holds_already_is_confirmed_without_a_call() {
+    let world = World::new(ScriptedCrm::new(|_, item| landed(item)), fast_dispatch());
+    world.register(
+        "c1",
+        &[
+            (ContactField::Email, "ann@example.com"),
+            (ContactField::FirstName, "Ann"),
+        ],
+    );
+    world
+        .accept(
+            "c1",
+            &[
+                (ContactField::Email, Some("ann@example.com")),
+                (ContactField::FirstName, Some("Ann")),
+                (ContactField::City, Some("")),
+            ],
+        )
+        .await;
+    wait_until("the edit is confirmed", || world.synced("c1")).await;
+    assert!(
+        world.crm.calls().is_empty(),
+        "no call for values the CRM holds"
+    );
+    let entry = world.store.contact("c1").unwrap().unwrap();
+    assert!(!entry.contact.local_was_updated);
+    assert_eq!(entry.contact.city, None, "the CRM's clear stands");
+    assert_eq!(
+        world
+            .connection
+            .metrics
+            .edits_unchanged
+            .load(Ordering::SeqCst),
+        1
+    );
+}
+
+#[tokio::test]
+async fn only_the_changed_field_of_an_edit_is_sent() {
+    let world = World::new(ScriptedCrm::new(|_, item| landed(item)), fast_dispatch());
+    world.register(
+        "c1",
+        &[
+            (ContactField::Email, "ann@example.com"),
+            (ContactField::FirstName, "Ann"),
+            (ContactField::City, "Lisbon"),
+        ],
+    );
+    world
+        .accept(
+            "c1",
+            &[
+                (ContactField::Email, Some("ann@example.com")),
+                (ContactField::FirstName, Some("Anna")),
+                (ContactField::City, Some("Lisbon")),
+            ],
+        )
+        .await;
+    wait_until("the edit is confirmed", || world.synced("c1")).await;
+    assert_eq!(
+        world.crm.patches(),
+        [patch(&[(ContactField::FirstName, Some("Anna"))])]
+    );
+    let entry = world.store.contact("c1").unwrap().unwrap();
+    assert_eq!(entry.contact.first_name.as_deref(), Some("Anna"));
+    assert_eq!(entry.contact.city.as_deref(), Some("Lisbon"));
+    assert_eq!(
+        world
+            .connection
+            .metrics
+            .fields_unchanged
+            .load(Ordering::SeqCst),
+        2
+    );
 }
