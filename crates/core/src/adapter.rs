@@ -21,6 +21,9 @@ pub struct Capabilities {
     /// request given up on may still land later ([`crate::ErrorKind::OutcomeUnknown`]); the
     /// dispatcher's settle time and crash-recovery grace are derived from this.
     pub request_timeout: Duration,
+    /// Whether [`SourceAdapter::read`] reads records' current values, as the conflict
+    /// policies `crm_wins` and `hold` need before each write.
+    pub reads_records: bool,
 }
 
 /// The contact's relation to its customer (company, account), in the CRM's ids.
@@ -132,6 +135,21 @@ pub trait SourceAdapter: Send + Sync {
 
     /// Reads one page of the CRM's contacts, starting after `cursor`.
     async fn pull(&self, cursor: Option<&str>) -> Result<ContactPage, AdapterError>;
+
+    /// Reads the CRM's current values of up to `capabilities().max_batch_size` records, for
+    /// the conflict check before a write: in as few calls as the CRM allows (HubSpot's batch
+    /// read, one Salesforce SOQL query). A record the CRM does not have is left out of the
+    /// answer. Adapters that declare `reads_records` implement it; the default refuses.
+    async fn read(&self, source_ids: &[String]) -> Result<Vec<SourceContact>, AdapterError> {
+        let _ = source_ids;
+        Err(AdapterError::misconfigured(
+            "READ_NOT_SUPPORTED",
+            format!(
+                "the {} adapter cannot read records before writing",
+                self.system()
+            ),
+        ))
+    }
 
     /// Whether the CRM holds `ours` already when its stored value is `crm`, by the CRM's
     /// own rules (case of emails, trimming, an empty string as a clear). A field the CRM

@@ -53,6 +53,7 @@ impl SourceAdapter for HubspotAdapter {
             max_batch_size: BATCH_LIMIT,
             customer_links: true,
             request_timeout: self.request_timeout,
+            reads_records: false,
         }
     }
 

@@ -232,6 +232,7 @@ impl SourceAdapter for SalesforceAdapter {
             max_batch_size: MAX_COLLECTION_RECORDS,
             customer_links: true,
             request_timeout: self.request_timeout,
+            reads_records: false,
         }
     }
 

@@ -90,6 +90,7 @@ impl SourceAdapter for ScriptedCrm {
             max_batch_size: 10,
             customer_links: false,
             request_timeout: REQUEST_TIMEOUT,
+            reads_records: true,
         }
     }
 
