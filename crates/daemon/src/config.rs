@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use crate::conflict::OnConflict;
 use serde::Deserialize;
 use unisync_core::{ConnectionConfig, Secret};
 
@@ -161,12 +162,15 @@ pub struct ConnectionSettings {
     /// The logo shown as `source_system_img_url` on the connection's contacts.
     pub img_url: Option<String>,
     pub dispatch: DispatchConfig,
+    /// What to do with a field a person changed in the CRM since unisync last confirmed it.
+    pub on_conflict: OnConflict,
     pub provider: ConnectionConfig,
 }
 
 /// Keys of a connection table that the daemon reads itself; the rest go to the provider.
-const DAEMON_CONNECTION_KEYS: [&str; 9] = [
+const DAEMON_CONNECTION_KEYS: [&str; 10] = [
     "system",
+    "on_conflict",
     "provider_id",
     "img_url",
     "max_attempts",
@@ -262,6 +266,12 @@ impl Config {
             provider_id: string("provider_id")?,
             img_url: string("img_url")?,
             dispatch,
+            on_conflict: match string("on_conflict")? {
+                None => OnConflict::default(),
+                Some(name) => name
+                    .parse()
+                    .map_err(|problem: String| invalid("on_conflict", &problem))?,
+            },
             provider: ConnectionConfig::new(name, system, settings),
         })
     }

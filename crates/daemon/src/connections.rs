@@ -66,6 +66,10 @@ pub struct ConnectionMetrics {
     pub fields_unchanged: AtomicU64,
     /// Edits with nothing left to send: confirmed without a call.
     pub edits_unchanged: AtomicU64,
+    /// Reads of the CRM's current values before a write (conflict policies).
+    pub read_calls: AtomicU64,
+    /// Fields a person changed in the CRM that ours would have overwritten.
+    pub conflicts: AtomicU64,
 }
 
 impl ConnectionMetrics {
@@ -320,5 +324,13 @@ pub fn build_adapter(
         .build(&connection.provider, credentials)
         .map_err(|err| err.to_string())?;
     check_settle_time(connection, adapter.as_ref())?;
+    if connection.on_conflict.reads_first() && !adapter.capabilities().reads_records {
+        return Err(format!(
+            "connections.{}.on_conflict: `{}` reads records before writing, which the {} adapter cannot do",
+            connection.name,
+            connection.on_conflict.name(),
+            connection.system
+        ));
+    }
     Ok(adapter)
 }

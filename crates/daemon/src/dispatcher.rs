@@ -5,7 +5,7 @@
 //! never overlap and its edits reach the CRM in order; later edits wait, coalesced, in its
 //! pending patch. The decision after a failure comes from the error's class alone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -16,6 +16,7 @@ use unisync_core::{
     SourceAdapter,
 };
 
+use crate::conflict::find_conflicts;
 use crate::connections::{Connection, ConnectionMetrics, Connections, Pause, PauseReason};
 use crate::retry_policy::RetryPolicy;
 use crate::store::{ClaimedEdit, Store, StoreError, now_ms};
@@ -214,9 +215,11 @@ struct Outgoing {
     item: PushItem,
     /// The link change to record on success: `Some(Some(id))` linked, `Some(None)` unlinked.
     link_change: Option<Option<String>>,
-    /// Fields of the edit the CRM holds already, with the CRM's values: not sent, and
-    /// confirmed with the rest.
+    /// Fields of the edit that are not sent, with the CRM's values (it holds ours already,
+    /// or its own value won a conflict): confirmed with the rest.
     unchanged: BTreeMap<ContactField, Option<String>>,
+    /// The contact's base: the CRM's values as last confirmed.
+    base: BTreeMap<ContactField, Option<String>>,
 }
 
 impl Outgoing {
@@ -257,6 +260,9 @@ async fn push_batch(store: &Store, connection: &Connection, claimed: Vec<Claimed
             }
             Err(error) => reconcile(store, connection, &edit, None, Err(error)),
         }
+    }
+    if connection.settings.on_conflict.reads_first() && !outgoing.is_empty() {
+        outgoing = keep_what_people_changed(store, connection, outgoing).await;
     }
     if outgoing.is_empty() {
         return;
@@ -363,7 +369,66 @@ fn prepare(
         item,
         link_change,
         unchanged,
+        base,
     })
+}
+
+/// Reads the CRM's current values of the batch's records (one call) and applies the
+/// connection's conflict policy to every field a person changed there since the base: the
+/// CRM's value wins (`crm_wins`). Fields the CRM now holds as ours are not sent either.
+/// Answers what is still to be pushed; edits left with nothing to send are confirmed here.
+async fn keep_what_people_changed(
+    store: &Store,
+    connection: &Connection,
+    outgoing: Vec<Outgoing>,
+) -> Vec<Outgoing> {
+    let metrics = &connection.metrics;
+    let adapter = connection.adapter.as_ref();
+    let same = |field, crm: Option<&str>, ours: Option<&str>| adapter.same_value(field, crm, ours);
+    let ids: Vec<String> = outgoing.iter().map(|o| o.item.source_id.clone()).collect();
+    ConnectionMetrics::add(&metrics.read_calls, 1);
+    let current: HashMap<String, BTreeMap<ContactField, Option<String>>> =
+        match adapter.read(&ids).await {
+            Ok(records) => records
+                .into_iter()
+                .map(|record| (record.source_id, record.values))
+                .collect(),
+            Err(error) => {
+                // The read failed as a push would have: its class decides for every edit.
+                for prepared in &outgoing {
+                    reconcile(store, connection, &prepared.edit, None, Err(error.clone()));
+                }
+                return Vec::new();
+            }
+        };
+    let mut to_push = Vec::with_capacity(outgoing.len());
+    for mut prepared in outgoing {
+        // A record the CRM did not return is left to the push, which finds out what it is.
+        if let Some(values) = current.get(&prepared.item.source_id) {
+            let conflicts = find_conflicts(&prepared.item.patch, &prepared.base, values, same);
+            for (field, conflict) in conflicts {
+                ConnectionMetrics::add(&metrics.conflicts, 1);
+                tracing::info!(
+                    connection = connection.name(),
+                    contact = %prepared.edit.contact_id,
+                    field = field.name(),
+                    policy = connection.settings.on_conflict.name(),
+                    "a person changed the field in the CRM since it was last synced; the CRM's value is kept"
+                );
+                prepared.item.patch.take(field);
+                prepared.unchanged.insert(field, conflict.crm);
+            }
+            let now_held = prepared.item.patch.take_unchanged(values, same);
+            prepared.unchanged.extend(now_held);
+        }
+        if prepared.is_no_op() {
+            let result = prepared.with_unchanged(Ok(ConfirmedContact::default()));
+            reconcile(store, connection, &prepared.edit, None, result);
+        } else {
+            to_push.push(prepared);
+        }
+    }
+    to_push
 }
 
 /// Records one item's outcome: confirmed, back to the queue, or a dead letter.

@@ -5,6 +5,7 @@ mod api;
 mod backfill;
 mod cli;
 mod config;
+mod conflict;
 mod connections;
 mod dispatcher;
 mod edits;

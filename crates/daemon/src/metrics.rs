@@ -96,6 +96,31 @@ pub fn render(store: &Store, connections: &Connections) -> Result<String, StoreE
         per_connection(&|c| c.metrics.edits_unchanged.load(Ordering::Relaxed) as f64),
     );
     family(
+        "unisync_read_calls_total",
+        "counter",
+        "Reads of the CRM's current values before a write (on_conflict crm_wins or hold).",
+        per_connection(&|c| c.metrics.read_calls.load(Ordering::Relaxed) as f64),
+    );
+    let conflicts: Vec<(String, f64)> = connections
+        .iter()
+        .map(|c| {
+            (
+                format!(
+                    "connection=\"{}\",policy=\"{}\"",
+                    c.name(),
+                    c.settings.on_conflict.name()
+                ),
+                c.metrics.conflicts.load(Ordering::Relaxed) as f64,
+            )
+        })
+        .collect();
+    family(
+        "unisync_conflicts_total",
+        "counter",
+        "Fields a person changed in the CRM that ours would have overwritten, by policy.",
+        conflicts,
+    );
+    family(
         "unisync_push_seconds_total",
         "counter",
         "Time spent in CRM pushes.",

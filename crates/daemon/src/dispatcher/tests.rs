@@ -1,6 +1,7 @@
 //! The dispatcher against a scripted CRM and a real store in a temp dir: what it does after
 //! each kind of failure, decided by the error's class alone.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::time::Duration;
@@ -8,11 +9,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use unisync_core::{
     Capabilities, ConfirmedContact, ConnectionConfig, ContactPage, ContactPatch, FieldMapping,
-    FieldRule, SourceAdapter, UnifiedContact,
+    FieldRule, SourceAdapter, SourceContact, UnifiedContact,
 };
 
 use super::*;
 use crate::config::{ConnectionSettings, DispatchConfig};
+use crate::conflict::OnConflict;
 
 /// How one push item is answered: by the call's number (from 0) and the item.
 type Respond = dyn Fn(u32, &PushItem) -> PushResult + Send + Sync;
@@ -20,6 +22,8 @@ type Respond = dyn Fn(u32, &PushItem) -> PushResult + Send + Sync;
 /// A CRM whose answers a test scripts, and that logs every call it gets.
 struct ScriptedCrm {
     mapping: FieldMapping,
+    /// What `read` answers: the records' current values, as a person left them.
+    current: Mutex<BTreeMap<String, BTreeMap<ContactField, Option<String>>>>,
     calls: AtomicU32,
     log: Mutex<Vec<Call>>,
     respond: Box<Respond>,
@@ -34,6 +38,7 @@ struct Call {
 impl ScriptedCrm {
     fn new(respond: impl Fn(u32, &PushItem) -> PushResult + Send + Sync + 'static) -> Self {
         ScriptedCrm {
+            current: Mutex::new(BTreeMap::new()),
             mapping: FieldMapping::new([
                 FieldRule::new(ContactField::Email, "email"),
                 FieldRule::new(ContactField::FirstName, "first"),
@@ -114,6 +119,20 @@ impl SourceAdapter for ScriptedCrm {
     async fn pull(&self, _cursor: Option<&str>) -> Result<ContactPage, AdapterError> {
         Ok(ContactPage::default())
     }
+
+    async fn read(&self, source_ids: &[String]) -> Result<Vec<SourceContact>, AdapterError> {
+        let current = self.current.lock().unwrap();
+        Ok(source_ids
+            .iter()
+            .filter_map(|id| {
+                Some(SourceContact {
+                    source_id: id.clone(),
+                    values: current.get(id)?.clone(),
+                    ..SourceContact::default()
+                })
+            })
+            .collect())
+    }
 }
 
 struct World {
@@ -126,6 +145,10 @@ struct World {
 
 impl World {
     fn new(crm: ScriptedCrm, dispatch: DispatchConfig) -> World {
+        World::with_policy(crm, dispatch, OnConflict::Overwrite)
+    }
+
+    fn with_policy(crm: ScriptedCrm, dispatch: DispatchConfig, on_conflict: OnConflict) -> World {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db"), 8).unwrap();
         let crm = Arc::new(crm);
@@ -135,6 +158,7 @@ impl World {
             provider_id: None,
             img_url: None,
             dispatch,
+            on_conflict,
             provider: ConnectionConfig::new("crm", "scripted", Default::default()),
         };
         let connection = Arc::new(Connection::new(settings, crm.clone()));
@@ -334,6 +358,7 @@ fn the_settle_time_defaults_to_twice_the_request_timeout_and_covers_recovery() {
                 recovery_grace_ms: 50,
                 ..fast_dispatch()
             },
+            on_conflict: OnConflict::Overwrite,
             provider: ConnectionConfig::new("crm", "scripted", Default::default()),
         },
         Arc::new(ScriptedCrm::new(|_, item| landed(item))),
@@ -424,5 +449,74 @@ async fn only_the_changed_field_of_an_edit_is_sent() {
             .fields_unchanged
             .load(Ordering::SeqCst),
         2
+    );
+}
+
+/// A person changed `contact_1`'s first name to "Anne" in the CRM after unisync confirmed
+/// "Ann"; the world's edit renames her "Ours" and moves her to Porto.
+async fn person_and_edit_collide(on_conflict: OnConflict) -> World {
+    let crm = ScriptedCrm::new(|_, item| landed(item));
+    crm.current.lock().unwrap().insert(
+        "src-c1".into(),
+        [
+            (ContactField::FirstName, Some("Anne".to_string())),
+            (ContactField::City, Some("Lisbon".to_string())),
+        ]
+        .into(),
+    );
+    let world = World::with_policy(crm, fast_dispatch(), on_conflict);
+    world.register(
+        "c1",
+        &[
+            (ContactField::FirstName, "Ann"),
+            (ContactField::City, "Lisbon"),
+        ],
+    );
+    world
+        .accept(
+            "c1",
+            &[
+                (ContactField::FirstName, Some("Ours")),
+                (ContactField::City, Some("Porto")),
+            ],
+        )
+        .await;
+    world
+}
+
+#[tokio::test]
+async fn under_crm_wins_a_persons_edit_stays_and_goes_into_the_unified_record() {
+    let world = person_and_edit_collide(OnConflict::CrmWins).await;
+    wait_until("the edit is confirmed", || world.synced("c1")).await;
+    assert_eq!(
+        world.crm.patches(),
+        [patch(&[(ContactField::City, Some("Porto"))])],
+        "the other field goes through"
+    );
+    let entry = world.store.contact("c1").unwrap().unwrap();
+    assert_eq!(entry.contact.first_name.as_deref(), Some("Anne"));
+    assert_eq!(entry.contact.city.as_deref(), Some("Porto"));
+    assert_eq!(world.confirmed_first_name("c1").as_deref(), Some("Anne"));
+    assert_eq!(world.connection.metrics.conflicts.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        world.connection.metrics.read_calls.load(Ordering::SeqCst),
+        1
+    );
+}
+
+#[tokio::test]
+async fn under_overwrite_ours_is_written_without_reading() {
+    let world = person_and_edit_collide(OnConflict::Overwrite).await;
+    wait_until("the edit is confirmed", || world.synced("c1")).await;
+    assert_eq!(
+        world.crm.patches(),
+        [patch(&[
+            (ContactField::FirstName, Some("Ours")),
+            (ContactField::City, Some("Porto"))
+        ])]
+    );
+    assert_eq!(
+        world.connection.metrics.read_calls.load(Ordering::SeqCst),
+        0
     );
 }
