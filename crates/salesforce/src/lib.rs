@@ -16,6 +16,7 @@ mod auth;
 mod client;
 pub mod config;
 mod error;
+mod id;
 pub mod mapping;
 
 use std::sync::Arc;

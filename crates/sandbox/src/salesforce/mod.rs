@@ -48,7 +48,9 @@
 //! Account (`INVALID_CROSS_REFERENCE_KEY`) are guesses; API requests are counted only when
 //! served.
 
+mod email;
 mod http;
+mod ids;
 mod org;
 mod soql;
 
@@ -203,14 +205,25 @@ impl SalesforceSandbox {
             .unwrap_or_else(|refusal| panic!("the sandbox refused the contact: {refusal:?}"))
     }
 
-    /// Every field of a Contact as the API shows it (`Id`, `CreatedDate`, `LastModifiedDate`,
-    /// `AccountId`, empty fields as `null`); `None` when there is none or it was deleted.
+    /// Every field of a Contact as the API shows it (`Id` in 18 characters, `CreatedDate`,
+    /// `LastModifiedDate`, `AccountId`, empty fields as `null`); `None` when there is none or
+    /// it was deleted. `id` in either form.
     pub fn contact(&self, id: &str) -> Option<BTreeMap<String, Value>> {
         self.org.state().data.contact(id)
     }
 
+    /// The 15-character, case-sensitive form of a record id (given in either form): what
+    /// Salesforce's UI, reports and formula fields show, and what an export may hold.
+    ///
+    /// # Panics
+    /// When `id` is no Salesforce id.
+    pub fn short_id(&self, id: &str) -> String {
+        let id = ids::resolve(id).unwrap_or_else(|| panic!("`{id}` is no Salesforce id"));
+        id[..15].to_string()
+    }
+
     /// Deletes a Contact; later writes get 404 `ENTITY_IS_DELETED`. False when there was no
-    /// live Contact `id`.
+    /// live Contact `id` (either form).
     pub fn delete_contact(&self, id: &str) -> bool {
         self.org.state().data.delete_contact(id)
     }
