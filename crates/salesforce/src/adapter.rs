@@ -350,21 +350,21 @@ impl SourceAdapter for SalesforceAdapter {
                 // hidden from this user), the values sent are confirmed; a record that is
                 // really gone is reported with Salesforce's proof (ENTITY_IS_DELETED) by the
                 // next write, and this edit is not dead-lettered for having landed.
-                let confirmed = match stored.as_ref().ok().and_then(|stored| stored.get(id)) {
-                    Some(record) => ConfirmedContact {
-                        values: record.values.clone(),
-                        crm_version: record.last_modified_date.clone(),
-                        created_at: record.created_date.clone(),
-                        link_error: None,
-                    },
-                    None => ConfirmedContact {
-                        values: sent_values(&self.mapping, item),
-                        crm_version: None,
-                        created_at: None,
-                        link_error: None,
-                    },
-                };
-                Ok(confirmed)
+                let (values, crm_version, created_at) =
+                    match stored.as_ref().ok().and_then(|stored| stored.get(id)) {
+                        Some(record) => (
+                            record.values.clone(),
+                            record.last_modified_date.clone(),
+                            record.created_date.clone(),
+                        ),
+                        None => (sent_values(&self.mapping, item), None, None),
+                    };
+                Ok(ConfirmedContact {
+                    values,
+                    crm_version,
+                    created_at,
+                    link_error: None,
+                })
             })
             .collect()
     }

@@ -269,7 +269,41 @@ fn parse_limit_info(header: &str) -> Option<ApiUsage> {
 
 #[cfg(test)]
 mod tests {
+    use unisync_core::ConnectionConfig;
+
     use super::*;
+
+    struct Remembers;
+
+    impl CredentialStore for Remembers {
+        fn load(&self, _: &str) -> Option<String> {
+            Some("5Aep861StoredTokenNeverShown".into())
+        }
+
+        fn save(&self, _: &str, _: &str) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn debug_output_shows_where_it_connects_and_no_secret() {
+        let table = serde_json::json!({"login_url": "https://example.my.salesforce.com"});
+        let connection =
+            ConnectionConfig::new("sf", "salesforce", table.as_object().unwrap().clone())
+                .with_inline_secrets([
+                    ("client_id", "3MVG9ClientIdNeverShown"),
+                    ("client_secret", "ClientSecretNeverShown"),
+                    ("refresh_token", "5Aep861RefreshTokenNeverShown"),
+                ]);
+        let config = SalesforceConfig::from_connection(&connection).unwrap();
+        let client = SalesforceClient::new(&config, Arc::new(Remembers)).unwrap();
+        let shown = format!("{client:?}");
+        assert!(
+            shown.contains("https://example.my.salesforce.com"),
+            "{shown}"
+        );
+        assert!(!shown.contains("NeverShown"), "{shown}");
+    }
 
     #[test]
     fn reads_the_daily_budget() {
