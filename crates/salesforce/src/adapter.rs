@@ -15,11 +15,15 @@ use unisync_core::{
 
 use crate::client::{Answer, SalesforceClient};
 use crate::config::SalesforceConfig;
-use crate::error::{SalesforceError, classify, parse_error};
-use crate::mapping::{ContactRecord, contact_query, id_filter, is_record_id, record_fields};
+use crate::error::{Origin, SalesforceError, Scope, classify, parse_error};
+use crate::id::canonical_id;
+use crate::mapping::{ContactRecord, contact_query, id_filter, record_fields, sent_values};
 
 /// Salesforce's cap on records in one collections call.
 const MAX_COLLECTION_RECORDS: usize = 200;
+
+/// The code of a record a collections answer has no result for.
+const MISSING_RESULT: &str = "MISSING_RESULT";
 
 /// How long a budget reading stops pushes. The daily budget is a rolling 24 hours, so usage
 /// falls again; after this long a push goes through and brings a fresh reading.
@@ -67,12 +71,12 @@ impl SalesforceAdapter {
         })
     }
 
-    /// Writes the items: one sObject PATCH for one item, collections PATCHes of up to 200
-    /// for several. One outcome per item, in order.
-    async fn write(&self, items: &[&PushItem]) -> Vec<Result<(), AdapterError>> {
+    /// Writes the items, addressed by their canonical ids: one sObject PATCH for one item,
+    /// collections PATCHes of up to 200 for several. One outcome per item, in order.
+    async fn write(&self, items: &[(&PushItem, &str)]) -> Vec<Result<(), AdapterError>> {
         match items {
             [] => Vec::new(),
-            [item] => vec![self.write_one(item).await],
+            [(item, id)] => vec![self.write_one(item, id).await],
             _ => {
                 let mut outcomes = Vec::with_capacity(items.len());
                 for chunk in items.chunks(MAX_COLLECTION_RECORDS) {
@@ -83,19 +87,39 @@ impl SalesforceAdapter {
         }
     }
 
-    async fn write_one(&self, item: &PushItem) -> Result<(), AdapterError> {
-        let path = self
-            .client
-            .data_path(&format!("sobjects/Contact/{}", item.source_id));
+    async fn write_one(&self, item: &PushItem, id: &str) -> Result<(), AdapterError> {
+        let path = self.client.data_path(&format!("sobjects/Contact/{id}"));
         let body = Value::Object(record_fields(&self.mapping, item));
         let answer = self
             .client
             .send(Method::PATCH, &path, &[], Some(&body))
             .await?;
-        self.check(&answer)
+        match self.check(&answer, Scope::OneRecord) {
+            Err(error) if error.code == "NOT_FOUND" => Err(self.confirm_missing(id, error).await),
+            outcome => outcome,
+        }
     }
 
-    async fn write_collection(&self, items: &[&PushItem]) -> Vec<Result<(), AdapterError>> {
+    /// Salesforce answers a record that does not exist and a URL it does not serve (a wrong
+    /// api_version) with the same 404 `NOT_FOUND`. A query for the record tells them apart: it
+    /// fails the same way when the URL is at fault, and answers without the record when the
+    /// record is gone. `not_found` is returned when the record is gone, the query's own error
+    /// when it failed.
+    async fn confirm_missing(&self, id: &str, not_found: AdapterError) -> AdapterError {
+        match self.read_back(&[id]).await {
+            Ok(records) if records.contains_key(id) => AdapterError::misconfigured(
+                not_found.code,
+                format!(
+                    "{} (for the URL of record {id}, which a query finds)",
+                    not_found.message
+                ),
+            ),
+            Ok(_) => not_found,
+            Err(error) => error,
+        }
+    }
+
+    async fn write_collection(&self, items: &[(&PushItem, &str)]) -> Vec<Result<(), AdapterError>> {
         #[derive(Deserialize)]
         struct RecordResult {
             success: bool,
@@ -104,10 +128,10 @@ impl SalesforceAdapter {
         }
         let records: Vec<Value> = items
             .iter()
-            .map(|item| {
+            .map(|(item, id)| {
                 let mut record = Map::new();
                 record.insert("attributes".into(), json!({"type": "Contact"}));
-                record.insert("id".into(), Value::String(item.source_id.clone()));
+                record.insert("id".into(), Value::String(id.to_string()));
                 record.extend(record_fields(&self.mapping, item));
                 Value::Object(record)
             })
@@ -118,15 +142,17 @@ impl SalesforceAdapter {
             .client
             .send(Method::PATCH, &path, &[], Some(&body))
             .await
-            .and_then(|answer| self.check(&answer).map(|()| answer))
+            .and_then(|answer| self.check(&answer, Scope::ManyRecords).map(|()| answer))
         {
             Ok(answer) => answer,
             Err(error) => return vec![Err(error); items.len()],
         };
+        // A 200 answer means the records were processed: an answer that cannot be read, or
+        // lacks a record's result, leaves that record's write landed or not.
         let results: Vec<RecordResult> = match serde_json::from_str(&answer.body) {
             Ok(results) => results,
             Err(err) => {
-                let error = AdapterError::retryable(
+                let error = AdapterError::outcome_unknown(
                     "UNREADABLE_ANSWER",
                     format!("collection answer not understood: {err}"),
                 );
@@ -134,25 +160,44 @@ impl SalesforceAdapter {
             }
         };
         let mut results = results.into_iter();
-        items
+        let errors: Vec<Option<SalesforceError>> = items
             .iter()
             .map(|_| match results.next() {
-                Some(result) if result.success => Ok(()),
-                Some(result) => {
-                    let error = result.errors.into_iter().next().unwrap_or_default();
-                    Err(classify(None, &error, &self.mapping))
-                }
+                Some(result) if result.success => None,
+                Some(result) => Some(result.errors.into_iter().next().unwrap_or_default()),
                 // Results come in request order, one each; a short answer leaves the rest
-                // unknown, and repeating an edit is harmless.
-                None => Err(AdapterError::retryable(
-                    "MISSING_RESULT",
+                // unknown.
+                None => Some(SalesforceError {
+                    code: MISSING_RESULT.into(),
+                    ..SalesforceError::default()
+                }),
+            })
+            .collect();
+        // Every record refused with one code: the call was refused, not the records.
+        let codes: Vec<Option<&str>> = errors
+            .iter()
+            .map(|error| error.as_ref().map(|error| error.code.as_str()))
+            .collect();
+        let whole_batch = codes.len() > 1 && codes.iter().all(|code| *code == codes[0]);
+        errors
+            .into_iter()
+            .map(|error| match error {
+                None => Ok(()),
+                Some(error) if error.code == MISSING_RESULT => Err(AdapterError::outcome_unknown(
+                    MISSING_RESULT,
                     "the collection answer has no result for this record",
+                )),
+                Some(error) => Err(classify(
+                    Origin::RecordResult { whole_batch },
+                    &error,
+                    &self.mapping,
                 )),
             })
             .collect()
     }
 
-    /// Reads the records `ids` back in one query, so reconcile gets Salesforce's stored values.
+    /// Reads the records `ids` (canonical) back in one query, so reconcile gets Salesforce's
+    /// stored values. Keyed by canonical id.
     async fn read_back(
         &self,
         ids: &[&str],
@@ -170,6 +215,7 @@ impl SalesforceAdapter {
     }
 
     /// One page of a query: the first page of `soql`, or the page at `next_records_url`.
+    /// Record and account ids come back in their canonical form.
     async fn query(
         &self,
         soql: &str,
@@ -190,7 +236,7 @@ impl SalesforceAdapter {
             }
             Some(path) => self.client.send(Method::GET, path, &[], None).await?,
         };
-        self.check(&answer)?;
+        self.check(&answer, Scope::ManyRecords)?;
         let page: QueryAnswer = serde_json::from_str(&answer.body).map_err(|err| {
             AdapterError::retryable(
                 "UNREADABLE_ANSWER",
@@ -201,17 +247,32 @@ impl SalesforceAdapter {
             contacts: page
                 .records
                 .iter()
-                .map(|record| ContactRecord::from_query_record(&self.mapping, record))
+                .map(|record| {
+                    let mut contact = ContactRecord::from_query_record(&self.mapping, record);
+                    // Salesforce answers 18-character ids; a form it did not write is kept as
+                    // it came rather than dropping the record.
+                    contact.id = canonical_id(&contact.id).unwrap_or(contact.id);
+                    contact.account_id =
+                        contact.account_id.map(|id| canonical_id(&id).unwrap_or(id));
+                    contact
+                })
                 .collect(),
             next_records_url: page.next_records_url,
         })
     }
 
-    fn check(&self, answer: &Answer) -> Result<(), AdapterError> {
+    /// `Ok` for a successful answer, else its error classified for a request about `scope`.
+    fn check(&self, answer: &Answer, scope: Scope) -> Result<(), AdapterError> {
         if answer.is_success() {
             Ok(())
         } else {
-            Err(parse_error(answer.status, &answer.body, &self.mapping))
+            Err(parse_error(
+                answer.status,
+                &answer.headers,
+                &answer.body,
+                scope,
+                &self.mapping,
+            ))
         }
     }
 }
@@ -244,55 +305,65 @@ impl SourceAdapter for SalesforceAdapter {
         if let Some(stop) = self.budget_stop() {
             return vec![Err(stop); items.len()];
         }
-        // Ids go into URLs and SOQL: one that is not an id fails alone, as Salesforce would.
-        let mut outcomes: Vec<Result<(), AdapterError>> = items
+        // Ids go into URLs and SOQL, and the read-back answers 18-character ids: each item is
+        // addressed by its canonical id, and one that is no id fails alone.
+        let ids: Vec<Result<String, AdapterError>> = items
             .iter()
             .map(|item| {
-                if is_record_id(&item.source_id) {
-                    Ok(())
-                } else {
-                    Err(AdapterError::permanent(
-                        "MALFORMED_ID",
-                        format!("`{}` is not a Salesforce record id", item.source_id),
-                        None,
-                    ))
-                }
+                canonical_id(&item.source_id)
+                    .map_err(|problem| AdapterError::permanent("MALFORMED_ID", problem, None))
             })
             .collect();
-        let sendable: Vec<usize> = (0..items.len()).filter(|&n| outcomes[n].is_ok()).collect();
-        let to_write: Vec<&PushItem> = sendable.iter().map(|&n| &items[n]).collect();
-        for (n, outcome) in sendable.iter().zip(self.write(&to_write).await) {
-            outcomes[*n] = outcome;
-        }
-        let written: Vec<&str> = items
+        let to_write: Vec<(&PushItem, &str)> = items
             .iter()
-            .zip(&outcomes)
-            .filter(|(_, outcome)| outcome.is_ok())
-            .map(|(item, _)| item.source_id.as_str())
+            .zip(&ids)
+            .filter_map(|(item, id)| Some((item, id.as_deref().ok()?)))
             .collect();
-        // The edit landed; if reading it back fails, the item reports that failure and is
-        // pushed again later, which is harmless.
-        let stored = if written.is_empty() {
+        let mut written = self.write(&to_write).await.into_iter();
+        let outcomes: Vec<Result<&str, AdapterError>> = ids
+            .iter()
+            .map(|id| {
+                let id = id.as_deref().map_err(Clone::clone)?;
+                written.next().expect("one outcome per write")?;
+                Ok(id)
+            })
+            .collect();
+        let landed: Vec<&str> = outcomes
+            .iter()
+            .filter_map(|o| o.as_ref().ok().copied())
+            .collect();
+        let stored = if landed.is_empty() {
             Ok(HashMap::new())
         } else {
-            self.read_back(&written).await
+            self.read_back(&landed).await
         };
+        if let Err(error) = &stored {
+            tracing::warn!(code = %error.code, message = %error.message,
+                "the written Salesforce contacts could not be read back; confirming the values sent");
+        }
         items
             .iter()
             .zip(outcomes)
             .map(|(item, outcome)| {
-                outcome?;
-                let stored = stored.as_ref().map_err(Clone::clone)?;
-                let record = stored.get(&item.source_id).ok_or_else(|| {
-                    AdapterError::record_gone(
-                        "NOT_FOUND",
-                        "the record was gone when read back after the write",
-                    )
-                })?;
+                let id = outcome?;
+                // The write landed: what follows can only say what Salesforce stored. When the
+                // read-back fails, or misses the record (deleted or merged away since, or
+                // hidden from this user), the values sent are confirmed; a record that is
+                // really gone is reported with Salesforce's proof (ENTITY_IS_DELETED) by the
+                // next write, and this edit is not dead-lettered for having landed.
+                let (values, crm_version, created_at) =
+                    match stored.as_ref().ok().and_then(|stored| stored.get(id)) {
+                        Some(record) => (
+                            record.values.clone(),
+                            record.last_modified_date.clone(),
+                            record.created_date.clone(),
+                        ),
+                        None => (sent_values(&self.mapping, item), None, None),
+                    };
                 Ok(ConfirmedContact {
-                    values: record.values.clone(),
-                    crm_version: record.last_modified_date.clone(),
-                    created_at: record.created_date.clone(),
+                    values,
+                    crm_version,
+                    created_at,
                     link_error: None,
                 })
             })
@@ -328,6 +399,10 @@ impl SourceAdapter for SalesforceAdapter {
                 .collect(),
             next_cursor: page.next_records_url,
         })
+    }
+
+    fn normalize_source_id(&self, id: &str) -> Result<String, String> {
+        canonical_id(id)
     }
 
     fn api_usage(&self) -> Option<ApiUsage> {

@@ -5,15 +5,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder};
 use serde_json::Value;
 use unisync_core::{AdapterError, ApiUsage, CredentialStore, Secret};
 
 use crate::auth::{REFRESH_TOKEN_KEY, TokenAnswer, token_form};
 use crate::config::{Grant, SalesforceConfig};
-use crate::error::parse_token_error;
+use crate::error::{parse_token_error, transport_error, unreadable_token_answer};
 
-/// A client for one connection. Cheap to share; all state is behind locks.
+/// A client for one connection. Cheap to share; all state is behind locks. Its `Debug` shows
+/// where it connects and nothing of its credentials or sessions.
 pub struct SalesforceClient {
     http: reqwest::Client,
     login_url: String,
@@ -52,6 +54,8 @@ struct Session {
 #[derive(Debug)]
 pub struct Answer {
     pub status: u16,
+    /// Kept for the error classifier (`Retry-After`).
+    pub headers: HeaderMap,
     pub body: String,
 }
 
@@ -122,12 +126,14 @@ impl SalesforceClient {
             }
             request
         };
-        let answer = self.execute(build(&session)).await?;
+        // A lost answer to anything but a read may mean the request landed.
+        let write = method != Method::GET;
+        let answer = self.execute(build(&session), write).await?;
         if answer.status != 401 {
             return Ok(answer);
         }
         let renewed = self.session(Some(session.generation)).await?;
-        self.execute(build(&renewed)).await
+        self.execute(build(&renewed), write).await
     }
 
     /// The current session, or a new one when there is none or the caller's was `refused`.
@@ -160,23 +166,50 @@ impl SalesforceClient {
         outcome
     }
 
-    /// One token request. A rotated refresh token is kept in memory and in the store.
+    /// A new session. When Salesforce refuses a refresh token that an earlier rotation left in
+    /// the store, the configured one is tried before giving up: the stored one may be stale
+    /// (restored from an old backup, or rotated by another process) while the configured one
+    /// was just replaced by an operator.
     async fn request_session(
         &self,
         state: &mut AuthState,
     ) -> Result<(Secret, String), AdapterError> {
+        match self.token_request(state).await {
+            Err(error) if error.code == "invalid_grant" && self.holds_a_newer_token(state) => {
+                tracing::warn!(
+                    code = %error.code,
+                    "the stored Salesforce refresh token was refused; trying the configured one"
+                );
+                state.refresh_token = None;
+                self.token_request(state).await
+            }
+            outcome => outcome,
+        }
+    }
+
+    /// Whether the refresh token in use came from the store and differs from the configured.
+    fn holds_a_newer_token(&self, state: &AuthState) -> bool {
+        match (&self.grant, &state.refresh_token) {
+            (Grant::RefreshToken { refresh_token, .. }, Some(stored)) => stored != refresh_token,
+            _ => false,
+        }
+    }
+
+    /// One token request with the newest refresh token. A rotated refresh token is kept in
+    /// memory and in the store.
+    async fn token_request(&self, state: &mut AuthState) -> Result<(Secret, String), AdapterError> {
         let form = token_form(&self.grant, state.refresh_token.as_ref(), &self.login_url)?;
         let request = self
             .http
             .post(format!("{}/services/oauth2/token", self.login_url))
             .form(&form);
-        let answer = self.execute(request).await?;
+        // A token request changes no record, so a lost answer is simply retried.
+        let answer = self.execute(request, false).await?;
         if answer.status != 200 {
             return Err(parse_token_error(answer.status, &answer.body));
         }
-        let token: TokenAnswer = serde_json::from_str(&answer.body).map_err(|err| {
-            AdapterError::retryable("TOKEN_ANSWER", format!("unreadable token answer: {err}"))
-        })?;
+        let token: TokenAnswer =
+            serde_json::from_str(&answer.body).map_err(|err| unreadable_token_answer(&err))?;
         if let (Grant::RefreshToken { .. }, Some(rotated)) = (&self.grant, token.refresh_token) {
             if let Err(problem) = self.credentials.save(REFRESH_TOKEN_KEY, &rotated) {
                 // The new token still works in memory; only a restart would lose it.
@@ -188,9 +221,11 @@ impl SalesforceClient {
         Ok((Secret::new(token.access_token), instance_url))
     }
 
-    /// Sends a request and reads the answer whole, noting the API budget it reports.
-    async fn execute(&self, request: RequestBuilder) -> Result<Answer, AdapterError> {
-        let response = request.send().await.map_err(transport_error)?;
+    /// Sends a request and reads the answer whole, noting the API budget it reports. `write`:
+    /// the request changes records, so a lost answer leaves its outcome unknown.
+    async fn execute(&self, request: RequestBuilder, write: bool) -> Result<Answer, AdapterError> {
+        let lost = |err: reqwest::Error| transport_error(&err, write);
+        let response = request.send().await.map_err(lost)?;
         if let Some(usage) = response
             .headers()
             .get("Sforce-Limit-Info")
@@ -200,20 +235,24 @@ impl SalesforceClient {
             *self.usage.lock().unwrap() = Some((usage, Instant::now()));
         }
         let status = response.status().as_u16();
-        let body = response.text().await.map_err(transport_error)?;
-        Ok(Answer { status, body })
+        let headers = response.headers().clone();
+        let body = response.text().await.map_err(lost)?;
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
     }
 }
 
-/// Timeouts and broken connections: the request may or may not have landed, and repeating
-/// an edit is harmless.
-fn transport_error(err: reqwest::Error) -> AdapterError {
-    let code = if err.is_timeout() {
-        "TIMEOUT"
-    } else {
-        "TRANSPORT"
-    };
-    AdapterError::retryable(code, err.to_string())
+impl std::fmt::Debug for SalesforceClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SalesforceClient")
+            .field("login_url", &self.login_url)
+            .field("api_version", &self.api_version)
+            .field("grant", &self.grant)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Reads `api-usage=18/5000` from a `Sforce-Limit-Info` header (`; api-bursts=..` may follow).
@@ -230,7 +269,41 @@ fn parse_limit_info(header: &str) -> Option<ApiUsage> {
 
 #[cfg(test)]
 mod tests {
+    use unisync_core::ConnectionConfig;
+
     use super::*;
+
+    struct Remembers;
+
+    impl CredentialStore for Remembers {
+        fn load(&self, _: &str) -> Option<String> {
+            Some("5Aep861StoredTokenNeverShown".into())
+        }
+
+        fn save(&self, _: &str, _: &str) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn debug_output_shows_where_it_connects_and_no_secret() {
+        let table = serde_json::json!({"login_url": "https://example.my.salesforce.com"});
+        let connection =
+            ConnectionConfig::new("sf", "salesforce", table.as_object().unwrap().clone())
+                .with_inline_secrets([
+                    ("client_id", "3MVG9ClientIdNeverShown"),
+                    ("client_secret", "ClientSecretNeverShown"),
+                    ("refresh_token", "5Aep861RefreshTokenNeverShown"),
+                ]);
+        let config = SalesforceConfig::from_connection(&connection).unwrap();
+        let client = SalesforceClient::new(&config, Arc::new(Remembers)).unwrap();
+        let shown = format!("{client:?}");
+        assert!(
+            shown.contains("https://example.my.salesforce.com"),
+            "{shown}"
+        );
+        assert!(!shown.contains("NeverShown"), "{shown}");
+    }
 
     #[test]
     fn reads_the_daily_budget() {

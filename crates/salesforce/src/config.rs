@@ -203,6 +203,47 @@ mod tests {
     }
 
     #[test]
+    fn debug_output_shows_no_secret_of_any_grant() {
+        let key_file = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/jwt-test-key.pem"
+        );
+        let key = std::fs::read_to_string(key_file).unwrap();
+        let key_body = key.lines().nth(1).unwrap();
+        for (settings, secrets) in [
+            (
+                json!({}),
+                vec![
+                    ("client_id", "3MVG9ClientIdNeverShown"),
+                    ("client_secret", "ClientSecretNeverShown"),
+                    ("refresh_token", "5Aep861RefreshTokenNeverShown"),
+                ],
+            ),
+            (
+                json!({}),
+                vec![
+                    ("client_id", "3MVG9ClientIdNeverShown"),
+                    ("client_secret", "ClientSecretNeverShown"),
+                ],
+            ),
+            (
+                json!({"username": "a@b.c"}),
+                vec![
+                    ("client_id", "3MVG9ClientIdNeverShown"),
+                    ("private_key", key.as_str()),
+                ],
+            ),
+        ] {
+            let config =
+                SalesforceConfig::from_connection(&connection(settings, &secrets)).unwrap();
+            let shown = format!("{config:?} {:?}", config.grant);
+            for secret in ["NeverShown", key_body] {
+                assert!(!shown.contains(secret), "{shown}");
+            }
+        }
+    }
+
+    #[test]
     fn client_secret_alone_is_client_credentials() {
         let config = SalesforceConfig::from_connection(&connection(
             json!({"login_url": "https://example.my.salesforce.com/"}),

@@ -9,13 +9,21 @@
 //!   bearer) and are renewed on `INVALID_SESSION_ID`, once per expiry for all callers.
 //! - `Sforce-Limit-Info` is read from every answer; pushes stop at `budget_stop_share` of the
 //!   daily budget.
-//! - [`parse_error`] is the one place Salesforce's answers are classified.
+//! - Record ids are kept in their 18-character, case-safe form
+//!   ([`SourceAdapter::normalize_source_id`]): a 15-character id is the same record.
+//! - A write that landed is confirmed even when reading it back fails (with the values sent);
+//!   a write whose answer was lost is `OutcomeUnknown`.
+//! - [`parse_error`] is the one place Salesforce's answers are classified; refusals of the
+//!   whole connection (API disabled, access to Contacts, a mapped field the org lacks, a URL
+//!   Salesforce does not serve) are `Misconfigured`, never a dead letter. Token endpoint
+//!   answers are never repeated in errors beyond Salesforce's known codes and descriptions.
 
 mod adapter;
 mod auth;
 mod client;
 pub mod config;
 mod error;
+mod id;
 pub mod mapping;
 
 use std::sync::Arc;

@@ -39,12 +39,6 @@ pub fn is_field_name(name: &str) -> bool {
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// Whether `id` has the shape of a Salesforce record id (15 or 18 letters and digits). Ids go
-/// into URLs and SOQL text, so nothing else may pass.
-pub fn is_record_id(id: &str) -> bool {
-    matches!(id.len(), 15 | 18) && id.chars().all(|c| c.is_ascii_alphanumeric())
-}
-
 /// The Contact fields of `item`: mapped fields set or cleared (`null`), and `AccountId` when
 /// the item links or unlinks the account, so both land in one record write.
 pub fn record_fields(mapping: &FieldMapping, item: &PushItem) -> Map<String, Value> {
@@ -69,16 +63,39 @@ pub fn record_fields(mapping: &FieldMapping, item: &PushItem) -> Map<String, Val
     fields
 }
 
-/// `SELECT Id, <mapped>, AccountId, CreatedDate, LastModifiedDate FROM Contact`, followed by
-/// `condition` (a `WHERE` or `ORDER BY` clause).
-pub fn contact_query(mapping: &FieldMapping, condition: &str) -> String {
+/// The unified values `item` writes (its changes of mapped fields): what a confirmation
+/// reports when the write landed but the stored values could not be read back.
+pub fn sent_values(
+    mapping: &FieldMapping,
+    item: &PushItem,
+) -> BTreeMap<ContactField, Option<String>> {
+    item.patch
+        .iter()
+        .filter(|(field, _)| mapping.crm_field(*field).is_some())
+        .map(|(field, value)| (field, value.map(str::to_string)))
+        .collect()
+}
+
+/// The columns every Contact read asks for: `Id`, the mapped fields, `AccountId`,
+/// `CreatedDate` and `LastModifiedDate`.
+pub fn contact_columns(mapping: &FieldMapping) -> Vec<&str> {
     let mut columns = vec!["Id"];
     columns.extend(mapping.crm_fields());
     columns.extend([ACCOUNT_ID, CREATED_DATE, LAST_MODIFIED_DATE]);
-    format!("SELECT {} FROM Contact {condition}", columns.join(", "))
+    columns
 }
 
-/// A `WHERE Id IN (...)` clause for `ids`, which must have passed [`is_record_id`].
+/// `SELECT <contact_columns> FROM Contact`, followed by `condition` (a `WHERE` or `ORDER BY`
+/// clause).
+pub fn contact_query(mapping: &FieldMapping, condition: &str) -> String {
+    format!(
+        "SELECT {} FROM Contact {condition}",
+        contact_columns(mapping).join(", ")
+    )
+}
+
+/// A `WHERE Id IN (...)` clause for `ids`, which must be canonical ids (18 letters and
+/// digits): only those are safe in SOQL text.
 pub fn id_filter<'a>(ids: impl IntoIterator<Item = &'a str>) -> String {
     let quoted: Vec<String> = ids.into_iter().map(|id| format!("'{id}'")).collect();
     format!("WHERE Id IN ({})", quoted.join(", "))
@@ -195,10 +212,7 @@ mod tests {
     }
 
     #[test]
-    fn ids_and_field_names_are_checked_before_they_reach_soql() {
-        assert!(is_record_id("003000000000001"));
-        assert!(is_record_id("003000000000001AAA"));
-        assert!(!is_record_id("003' OR Id != '"));
+    fn field_names_are_checked_before_they_reach_soql() {
         assert!(is_field_name("Job_Title__c"));
         assert!(!is_field_name("Title, (SELECT"));
         assert!(!is_field_name("_x"));

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use unisync_core::{ContactField, CustomerLink, ErrorKind, PushItem, SourceAdapter};
+use unisync_core::{
+    ContactField, CredentialStore, CustomerLink, ErrorKind, PushItem, SourceAdapter,
+};
 use unisync_sandbox::{Fault, SandboxCrm};
 
 use common::{MemoryCredentials, build, connection, contact, refresh_token_adapter, stored};
@@ -149,6 +151,48 @@ async fn a_rotated_refresh_token_is_saved_and_preferred() {
     push_city(restarted.as_ref(), &id, "Three")
         .await
         .expect("the stored token wins");
+}
+
+#[tokio::test]
+async fn a_refused_stored_refresh_token_falls_back_to_the_configured_one() {
+    let sandbox = common::sandbox().await;
+    let credentials = Arc::new(MemoryCredentials::default());
+    // Left by an earlier rotation, since revoked; the configured token is the live one.
+    credentials.save("refresh_token", "5Aep861stale").unwrap();
+    let config = connection(&sandbox, json!({}), sandbox.connection_secrets());
+    let adapter = build(&config, credentials).unwrap();
+    let id = contact(&sandbox, &[]);
+    push_city(adapter.as_ref(), &id, "Faro")
+        .await
+        .expect("the configured refresh token works");
+    assert_eq!(
+        sandbox.token_requests(),
+        2,
+        "the stored token, then the configured"
+    );
+    sandbox.invalidate_sessions();
+    push_city(adapter.as_ref(), &id, "Lagos")
+        .await
+        .expect("renewed with the configured token straight away");
+    assert_eq!(sandbox.token_requests(), 3);
+}
+
+#[tokio::test]
+async fn when_both_refresh_tokens_are_refused_the_connection_is_unauthorized() {
+    let sandbox = common::sandbox().await;
+    let credentials = Arc::new(MemoryCredentials::default());
+    credentials.save("refresh_token", "5Aep861stale").unwrap();
+    let config = connection(
+        &sandbox,
+        json!({}),
+        sandbox_secrets_with(&sandbox, "5Aep861revoked"),
+    );
+    let adapter = build(&config, credentials).unwrap();
+    let id = contact(&sandbox, &[]);
+    let error = push_city(adapter.as_ref(), &id, "Faro").await.unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Unauthorized);
+    assert_eq!(error.code, "invalid_grant");
+    assert_eq!(sandbox.token_requests(), 2);
 }
 
 fn sandbox_secrets_with(

@@ -258,3 +258,100 @@ async fn a_full_batch_of_200_is_one_collection_call() {
         Some("00199")
     );
 }
+
+#[tokio::test]
+async fn a_landed_write_is_confirmed_with_the_values_sent_when_the_read_back_fails() {
+    let sandbox = common::sandbox().await;
+    let adapter = adapter(&sandbox);
+    let ids: Vec<String> = (0..3).map(|_| contact(&sandbox, &[])).collect();
+    // The write is the day's last request Salesforce allows; the read-back is refused.
+    sandbox.set_daily_limit(1);
+    let one = item(&ids[0], &[(ContactField::Position, Some("  CTO "))]);
+    let confirmed = adapter
+        .push(&[one])
+        .await
+        .remove(0)
+        .expect("the write landed");
+    assert_eq!(
+        confirmed.values,
+        [(ContactField::Position, Some("  CTO ".to_string()))].into()
+    );
+    assert_eq!((confirmed.crm_version, confirmed.created_at), (None, None));
+    assert_eq!(stored(&sandbox, &ids[0], "Title").as_deref(), Some("CTO"));
+
+    sandbox.set_daily_limit(sandbox.stats().requests + 1);
+    // A new connection: this one stops pushing at the budget it has seen spent.
+    let adapter = common::adapter(&sandbox);
+    let both = vec![
+        item(&ids[1], &[(ContactField::City, Some("Faro"))]),
+        item(&ids[2], &[(ContactField::Phone, None)]),
+    ];
+    let results = adapter.push(&both).await;
+    assert_eq!(
+        results[0].as_ref().expect("landed").values,
+        [(ContactField::City, Some("Faro".to_string()))].into()
+    );
+    assert_eq!(
+        results[1].as_ref().expect("landed").values,
+        [(ContactField::Phone, None)].into()
+    );
+    assert_eq!(
+        stored(&sandbox, &ids[1], "MailingCity").as_deref(),
+        Some("Faro")
+    );
+}
+
+#[tokio::test]
+async fn fifteen_and_eighteen_character_ids_name_one_record() {
+    let sandbox = common::sandbox().await;
+    let adapter = adapter(&sandbox);
+    let ids: Vec<String> = (0..3).map(|_| contact(&sandbox, &[])).collect();
+    let short = sandbox.short_id(&ids[0]);
+    assert_eq!(short.len(), 15);
+    assert_eq!(adapter.normalize_source_id(&short).as_ref(), Ok(&ids[0]));
+    assert_eq!(
+        adapter.normalize_source_id(&ids[1].to_lowercase()).as_ref(),
+        Ok(&ids[1])
+    );
+    assert!(adapter.normalize_source_id("003' OR Id != '").is_err());
+
+    let confirmed = adapter
+        .push(&[item(&short, &[(ContactField::City, Some("Faro"))])])
+        .await
+        .remove(0)
+        .expect("the 15-character id names the record");
+    assert_eq!(
+        confirmed.values[&ContactField::City].as_deref(),
+        Some("Faro")
+    );
+    assert!(confirmed.crm_version.is_some(), "read back, not assumed");
+
+    let items = vec![
+        item(&short, &[(ContactField::City, Some("Braga"))]),
+        item(
+            &ids[1].to_lowercase(),
+            &[(ContactField::City, Some("Braga"))],
+        ),
+        item(
+            &sandbox.short_id(&ids[2]),
+            &[(ContactField::City, Some("Braga"))],
+        ),
+    ];
+    for (result, id) in adapter.push(&items).await.into_iter().zip(&ids) {
+        let confirmed = result.expect("each id names its record");
+        assert!(confirmed.crm_version.is_some());
+        assert_eq!(
+            stored(&sandbox, id, "MailingCity").as_deref(),
+            Some("Braga")
+        );
+    }
+    let pulled: Vec<String> = adapter
+        .pull(None)
+        .await
+        .unwrap()
+        .contacts
+        .into_iter()
+        .map(|contact| contact.source_id)
+        .collect();
+    assert_eq!(pulled, ids);
+}

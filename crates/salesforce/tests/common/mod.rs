@@ -2,11 +2,16 @@
 
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+pub mod stub;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
-use unisync_core::{AdapterFactory, ConfigError, ConnectionConfig, CredentialStore, SourceAdapter};
+use unisync_core::{
+    AdapterFactory, ConfigError, ConnectionConfig, ContactField, CredentialStore, CustomerLink,
+    PushItem, SourceAdapter,
+};
 use unisync_salesforce::SalesforceFactory;
 use unisync_sandbox::SandboxCrm;
 use unisync_sandbox::salesforce::SalesforceSandbox;
@@ -53,6 +58,25 @@ pub fn connection(
     ConnectionConfig::new("salesforce", "salesforce", table).with_inline_secrets(secrets)
 }
 
+/// The secrets of [`stub_adapter`]: distinctive, so a test can look for them anywhere.
+pub const STUB_SECRETS: [(&str, &str); 3] = [
+    ("client_id", "3MVG9stubClientIdNeverShown"),
+    ("client_secret", "StubClientSecretNeverShown"),
+    ("refresh_token", "5Aep861StubRefreshTokenNeverShown"),
+];
+
+/// An adapter on the refresh-token grant with [`STUB_SECRETS`], logging in at `login_url`.
+pub fn stub_adapter(login_url: &str) -> Arc<dyn SourceAdapter> {
+    let table = json!({"login_url": login_url});
+    let config = ConnectionConfig::new(
+        "salesforce",
+        "salesforce",
+        table.as_object().unwrap().clone(),
+    )
+    .with_inline_secrets(STUB_SECRETS);
+    build(&config, Arc::new(MemoryCredentials::default())).expect("build the adapter")
+}
+
 pub fn build(
     config: &ConnectionConfig,
     credentials: Arc<dyn CredentialStore>,
@@ -81,6 +105,35 @@ pub fn contact(sandbox: &SalesforceSandbox, fields: &[(&str, &str)]) -> String {
     let mut all = vec![("LastName", "Record")];
     all.extend_from_slice(fields);
     sandbox.create_contact(&all)
+}
+
+/// An edit setting the contact's city.
+pub fn city(source_id: &str, city: &str) -> PushItem {
+    PushItem {
+        source_id: source_id.to_string(),
+        patch: [(ContactField::City, Some(city.to_string()))]
+            .into_iter()
+            .collect(),
+        customer: CustomerLink::Unchanged,
+    }
+}
+
+/// Waits, up to a generous deadline, until `field` of contact `id` holds `value`; false when
+/// it never does.
+pub async fn eventually_stored(
+    sandbox: &SalesforceSandbox,
+    id: &str,
+    field: &str,
+    value: &str,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while tokio::time::Instant::now() < deadline {
+        if stored(sandbox, id, field).as_deref() == Some(value) {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    false
 }
 
 /// A stored field's value as text (`None` for null).

@@ -16,14 +16,17 @@ use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::ids::resolve;
 use super::org::{Refusal, SfError, is_contact_field};
-use super::{Org, random_token, soql};
+use super::{Org, OrgState, random_token, soql};
 use crate::Fault;
 
 /// Salesforce's cap on records in one collections call.
 const MAX_COLLECTION_RECORDS: usize = 200;
 
-/// The API versions served; older ones are retired (410).
+/// The API versions served. Versions from the REST API's first (20.0) up to the oldest served
+/// are retired (410); any other version never existed and its URLs name nothing (404).
+const FIRST_REST_VERSION: f64 = 20.0;
 const OLDEST_VERSION: f64 = 41.0;
 const NEWEST_VERSION: f64 = 68.0;
 
@@ -48,7 +51,16 @@ pub(super) fn router(org: Arc<Org>) -> Router {
     Router::new()
         .route("/services/oauth2/token", post(token))
         .merge(data)
+        .fallback(|| async { uri_not_found() })
         .with_state(org)
+}
+
+/// Salesforce's answer to a URL it does not serve (a wrong API version, object or path). Its
+/// body is the one a missing record's URL gets, without `fields`.
+fn uri_not_found() -> Response {
+    let body =
+        json!([{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}]);
+    (StatusCode::NOT_FOUND, Json(body)).into_response()
 }
 
 fn refused(refusal: Refusal) -> Response {
@@ -74,16 +86,17 @@ async fn admit(State(org): State<Arc<Org>>, mut request: Request, next: Next) ->
     match version
         .strip_prefix('v')
         .and_then(|n| n.parse::<f64>().ok())
+        .filter(|n| n.fract() == 0.0)
     {
         Some(n) if (OLDEST_VERSION..=NEWEST_VERSION).contains(&n) => {}
-        Some(n) if n < OLDEST_VERSION => {
+        Some(n) if (FIRST_REST_VERSION..OLDEST_VERSION).contains(&n) => {
             return refused_one(
                 410,
                 "API_VERSION_RETIRED",
                 &format!("API version {version} is retired and no longer available."),
             );
         }
-        _ => return refused_one(404, "NOT_FOUND", "The requested resource does not exist"),
+        _ => return uri_not_found(),
     }
     let token = request
         .headers()
@@ -133,11 +146,7 @@ async fn admit(State(org): State<Arc<Org>>, mut request: Request, next: Next) ->
                 "API_DISABLED_FOR_ORG",
                 "API is not enabled for this Organization or Partner".to_string(),
             )),
-            Some(Fault::EndpointNotFound) => Err((
-                404,
-                "NOT_FOUND",
-                "The requested resource does not exist".to_string(),
-            )),
+            Some(Fault::EndpointNotFound) => return uri_not_found(),
             Some(Fault::RateLimited { .. }) => Err((
                 403,
                 "REQUEST_LIMIT_EXCEEDED",
@@ -195,21 +204,28 @@ type RecordUpdate = (String, Map<String, Value>);
 
 /// Runs `write` with `ids` marked in flight across the fault latency, counting writes that
 /// begin while another write to the same record is in flight.
-async fn write_window<T>(
-    org: &Org,
-    ids: &[String],
-    write: impl FnOnce(&mut super::OrgState) -> T,
+///
+/// The write runs in a task of its own: Salesforce applies a request it has received whether
+/// or not the client is still there for the answer, so a client that gives up waiting (or
+/// loses its connection) does not stop a write from landing, late.
+async fn write_window<T: Send + 'static>(
+    org: Arc<Org>,
+    ids: Vec<String>,
+    write: impl FnOnce(&mut OrgState) -> T + Send + 'static,
 ) -> T {
-    let marks = WritesInFlight::begin(org, ids);
-    tokio::time::sleep(org.faults.latency()).await;
-    let result = write(&mut org.state());
-    drop(marks);
-    result
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let marks = WritesInFlight::begin(&org, &ids);
+        tokio::time::sleep(org.faults.latency()).await;
+        let result = write(&mut org.state());
+        drop(marks);
+        // The client may have hung up; the write stands all the same.
+        let _ = answer.send(result);
+    });
+    answered.await.expect("the write task answers")
 }
 
-/// Records marked as being written. The marks go when this drops, also when the request is
-/// abandoned mid-way (its client disconnected), so a dead client's write does not count as in
-/// flight forever.
+/// Records marked as being written; the marks go when this drops.
 struct WritesInFlight<'a> {
     org: &'a Org,
     ids: &'a [String],
@@ -253,7 +269,9 @@ async fn update_contact(
         Ok(_) => return refused_one(400, "JSON_PARSER_ERROR", "Expected a JSON object"),
         Err(refusal) => return refused(refusal),
     };
-    write_window(&org, std::slice::from_ref(&id), |state| {
+    // Either form of the id names the record; what is no id names no record.
+    let id = resolve(&id).unwrap_or(id);
+    write_window(org, vec![id.clone()], move |state| {
         match state.data.check_update(&id, &fields) {
             Ok(changes) => {
                 state.data.apply_update(&id, changes);
@@ -271,6 +289,7 @@ async fn update_collection(
     locked: Option<axum::Extension<LockedRows>>,
     body: Bytes,
 ) -> Response {
+    let locked = locked.is_some();
     let body = match json_body(&body) {
         Ok(body) => body,
         Err(refusal) => return refused(refusal),
@@ -308,7 +327,15 @@ async fn update_collection(
                 ));
             }
             match fields.remove("id").or_else(|| fields.remove("Id")) {
-                Some(Value::String(id)) => Ok((id, fields)),
+                // Either form of the id; results name the record by its 18 characters.
+                Some(Value::String(id)) => match resolve(&id) {
+                    Some(id) => Ok((id, fields)),
+                    None => Err(SfError::new(
+                        "MALFORMED_ID",
+                        format!("Contact ID: id value of incorrect type: {id}"),
+                        &["Id"],
+                    )),
+                },
                 _ => Err(SfError::new(
                     "MISSING_ARGUMENT",
                     "Id not specified in an update call",
@@ -321,12 +348,12 @@ async fn update_collection(
         .iter()
         .filter_map(|r| r.as_ref().ok().map(|(id, _)| id.clone()))
         .collect();
-    let results = write_window(&org, &ids, |state| {
+    let results = write_window(org, ids, move |state| {
         let checked: Vec<Result<_, SfError>> = requests
             .into_iter()
             .map(|request| {
                 let (id, fields) = request?;
-                if locked.is_some() {
+                if locked {
                     return Err(SfError::new(
                         "UNABLE_TO_LOCK_ROW",
                         format!("unable to obtain exclusive access to this record or 1 records: {id}"),

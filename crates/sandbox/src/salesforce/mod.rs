@@ -6,7 +6,20 @@
 //! `ORDER BY Id` and `nextRecordsUrl` paging; `Sforce-Limit-Info` on every data answer and
 //! `REQUEST_LIMIT_EXCEEDED` past the daily limit; OAuth refresh-token, client-credentials and
 //! JWT-bearer grants, sessions that end (401 `INVALID_SESSION_ID`), optional refresh-token
-//! rotation. Versions v41.0 to v68.0 are served; older ones answer 410.
+//! rotation. Versions v41.0 to v68.0 are served; v20.0 (the REST API's first) to v40.0 are
+//! retired and answer 410; any other version, like any path the API does not have, answers
+//! 404 `NOT_FOUND` "The requested resource does not exist", the body a missing record gets.
+//!
+//! Unkind where Salesforce is:
+//! - Late landing: a write received is applied at the end of its delay even when the client
+//!   has hung up (timed out) meanwhile.
+//! - Ids: records have 18-character ids (15 characters and the case-safe suffix); URLs,
+//!   collections records, `AccountId` values and SOQL `Id` filters take either form, the
+//!   15-character one case-sensitively; answers always carry the 18-character form. A
+//!   collections record whose id is no id fails with `MALFORMED_ID`.
+//! - Email fields follow Salesforce's own rules (see `email.rs`), not unisync's: refused with
+//!   400 `INVALID_EMAIL_ADDRESS` "Email: invalid email address: ..." and `fields: ["Email"]`,
+//!   stored in lower case.
 //!
 //! How it shows [`Fault`](crate::Fault)s:
 //! - `ServerError(503)`: 503 `SERVER_UNAVAILABLE`; another status: that status with
@@ -19,14 +32,22 @@
 //!   `Retry-After`; its one short-lived limit is on concurrent long-running requests, answered
 //!   403 `REQUEST_LIMIT_EXCEEDED` "ConcurrentPerOrgLongTxn Limit exceeded.". That is what
 //!   this fault answers; `retry_after_secs` is ignored.
+//! - `AccessRevoked`: 403 `API_DISABLED_FOR_ORG` "API is not enabled for this Organization or
+//!   Partner".
+//! - `EndpointNotFound`: 404 `NOT_FOUND` for the URI, as for a version not served.
+//!
+//! Every fault reaches every data call alike: sObject reads and writes, collections, queries
+//! (so an adapter's read-back after a write sees it too).
 //!
 //! Latency ([`Faults::set_latency`]) delays every request, token requests included; a write
 //! holds its records "in flight" during the delay, so overlapping writes to one record show in
-//! [`SalesforceStats::overlapping_writes`].
+//! [`SalesforceStats::overlapping_writes`], and lands at its end whether or not the client
+//! still waits.
 //!
 //! Inspection API for tests (in-process, no HTTP): [`SalesforceSandbox::base_url`] /
 //! [`instance_url`](SalesforceSandbox::instance_url), [`create_contact`](SalesforceSandbox::create_contact)
 //! (Salesforce field names), [`contact`](SalesforceSandbox::contact),
+//! [`short_id`](SalesforceSandbox::short_id) (a record's 15-character id),
 //! [`delete_contact`](SalesforceSandbox::delete_contact),
 //! [`create_account`](SalesforceSandbox::create_account), [`stats`](SalesforceSandbox::stats),
 //! [`set_daily_limit`](SalesforceSandbox::set_daily_limit) /
@@ -46,9 +67,13 @@
 //! as 255-character text; queries page 200 records at a time by default (a real org: 2000);
 //! the 410 body's error code (`API_VERSION_RETIRED`) and the code for an AccountId that is no
 //! Account (`INVALID_CROSS_REFERENCE_KEY`) are guesses; API requests are counted only when
-//! served.
+//! served; email addresses whose local part has two dots in a row or ends with one are stored
+//! as sent, in lower case (Salesforce's Spring '25 notes say it now puts such a local part in quotes; not
+//! confirmed).
 
+mod email;
 mod http;
+mod ids;
 mod org;
 mod soql;
 
@@ -203,14 +228,25 @@ impl SalesforceSandbox {
             .unwrap_or_else(|refusal| panic!("the sandbox refused the contact: {refusal:?}"))
     }
 
-    /// Every field of a Contact as the API shows it (`Id`, `CreatedDate`, `LastModifiedDate`,
-    /// `AccountId`, empty fields as `null`); `None` when there is none or it was deleted.
+    /// Every field of a Contact as the API shows it (`Id` in 18 characters, `CreatedDate`,
+    /// `LastModifiedDate`, `AccountId`, empty fields as `null`); `None` when there is none or
+    /// it was deleted. `id` in either form.
     pub fn contact(&self, id: &str) -> Option<BTreeMap<String, Value>> {
         self.org.state().data.contact(id)
     }
 
+    /// The 15-character, case-sensitive form of a record id (given in either form): what
+    /// Salesforce's UI, reports and formula fields show, and what an export may hold.
+    ///
+    /// # Panics
+    /// When `id` is no Salesforce id.
+    pub fn short_id(&self, id: &str) -> String {
+        let id = ids::resolve(id).unwrap_or_else(|| panic!("`{id}` is no Salesforce id"));
+        id[..15].to_string()
+    }
+
     /// Deletes a Contact; later writes get 404 `ENTITY_IS_DELETED`. False when there was no
-    /// live Contact `id`.
+    /// live Contact `id` (either form).
     pub fn delete_contact(&self, id: &str) -> bool {
         self.org.state().data.delete_contact(id)
     }

@@ -7,8 +7,9 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 use time::macros::format_description;
-use unisync_core::is_valid_email;
 
+use super::email::stored_email;
+use super::ids::{case_safe, resolve};
 use super::soql::Query;
 
 /// One error as Salesforce writes it (`errorCode`; collection results rename it).
@@ -145,7 +146,8 @@ impl Contact {
 /// Checked changes to one record: field to new value (`None` clears).
 pub type Changes = Vec<(String, Option<String>)>;
 
-/// The org's records and clock.
+/// The org's records and clock. Records are keyed by their 18-character ids; every method
+/// taking an id takes either form.
 #[derive(Debug, Default)]
 pub struct OrgData {
     contacts: BTreeMap<String, Contact>,
@@ -187,7 +189,7 @@ impl OrgData {
 
     /// Moves a Contact to the recycle bin: reads leave it out, writes get ENTITY_IS_DELETED.
     pub fn delete_contact(&mut self, id: &str) -> bool {
-        match self.contacts.get_mut(id) {
+        match self.contacts.get_mut(&key(id)) {
             Some(contact) if !contact.deleted => {
                 contact.deleted = true;
                 true
@@ -198,6 +200,8 @@ impl OrgData {
 
     /// Every field of a live Contact, as the API would show it.
     pub fn contact(&self, id: &str) -> Option<BTreeMap<String, Value>> {
+        let id = key(id);
+        let id = id.as_str();
         let contact = self.contacts.get(id).filter(|c| !c.deleted)?;
         let mut fields: BTreeMap<String, Value> = READ_ONLY_FIELDS
             .iter()
@@ -214,7 +218,7 @@ impl OrgData {
 
     /// Checks an update of record `id` without applying it.
     pub fn check_update(&self, id: &str, fields: &Map<String, Value>) -> Result<Changes, Refusal> {
-        match self.contacts.get(id) {
+        match self.contacts.get(&key(id)) {
             None => Err(Refusal::one(
                 404,
                 SfError::new("NOT_FOUND", "The requested resource does not exist", &[]),
@@ -236,7 +240,10 @@ impl OrgData {
     /// Applies checked changes; LastModifiedDate moves even when no value does.
     pub fn apply_update(&mut self, id: &str, changes: Changes) {
         let stamp = self.tick();
-        let contact = self.contacts.get_mut(id).expect("checked by check_update");
+        let contact = self
+            .contacts
+            .get_mut(&key(id))
+            .expect("checked by check_update");
         for (field, value) in changes {
             match value {
                 Some(value) => contact.values.insert(field, value),
@@ -248,6 +255,8 @@ impl OrgData {
 
     /// The value of `field` of record `id`, for an sObject GET.
     pub fn read(&self, id: &str, fields: &[String]) -> Result<Map<String, Value>, Refusal> {
+        let id = key(id);
+        let id = id.as_str();
         let contact = match self.contacts.get(id) {
             None => {
                 return Err(Refusal::one(
@@ -310,32 +319,44 @@ impl OrgData {
                     continue;
                 }
             };
-            if let Some(text) = &value {
-                if text.chars().count() > max_len {
-                    errors.push(SfError::new(
-                        "STRING_TOO_LONG",
-                        format!("{label}: data value too large: {text} (max length={max_len})"),
-                        &[name],
-                    ));
-                    continue;
-                }
-                if kind == FieldKind::Email && !is_valid_email(text) {
-                    errors.push(SfError::new(
-                        "INVALID_EMAIL_ADDRESS",
-                        format!("{label}: invalid email address: {text}"),
-                        &[name],
-                    ));
-                    continue;
-                }
-                if kind == FieldKind::AccountReference && !self.accounts.contains_key(text) {
-                    errors.push(SfError::new(
-                        "INVALID_CROSS_REFERENCE_KEY",
-                        "invalid cross reference id",
-                        &[name],
-                    ));
-                    continue;
-                }
+            if let Some(text) = &value
+                && text.chars().count() > max_len
+            {
+                errors.push(SfError::new(
+                    "STRING_TOO_LONG",
+                    format!("{label}: data value too large: {text} (max length={max_len})"),
+                    &[name],
+                ));
+                continue;
             }
+            let value = match (kind, value) {
+                (FieldKind::Email, Some(text)) => match stored_email(&text) {
+                    Some(stored) => Some(stored),
+                    None => {
+                        errors.push(SfError::new(
+                            "INVALID_EMAIL_ADDRESS",
+                            format!("{label}: invalid email address: {text}"),
+                            &[name],
+                        ));
+                        continue;
+                    }
+                },
+                // Stored, and answered, in the 18-character form, whichever form was sent.
+                (FieldKind::AccountReference, Some(text)) => {
+                    match resolve(&text).filter(|id| self.accounts.contains_key(id)) {
+                        Some(id) => Some(id),
+                        None => {
+                            errors.push(SfError::new(
+                                "INVALID_CROSS_REFERENCE_KEY",
+                                "invalid cross reference id",
+                                &[name],
+                            ));
+                            continue;
+                        }
+                    }
+                }
+                (_, value) => value,
+            };
             changes.push((name.clone(), value));
         }
         if errors.is_empty() {
@@ -348,10 +369,11 @@ impl OrgData {
         }
     }
 
-    /// An 18-character id with the object's key prefix (`003` Contact, `001` Account).
+    /// A new id with the object's key prefix (`003` Contact, `001` Account), in its
+    /// 18-character form.
     fn new_id(&mut self, prefix: &str) -> String {
         self.next_serial += 1;
-        format!("{prefix}SB{:010}AAA", self.next_serial)
+        case_safe(&format!("{prefix}SB{:010}", self.next_serial))
     }
 
     /// The org's clock, in Salesforce's format. Strictly increasing (by a millisecond if need
@@ -380,6 +402,12 @@ fn required_last_name() -> SfError {
         "Required fields are missing: [LastName]",
         &["LastName"],
     )
+}
+
+/// The key of the record `id` names: its 18-character form, or `id` itself when it is no id
+/// (which then names no record).
+fn key(id: &str) -> String {
+    resolve(id).unwrap_or_else(|| id.to_string())
 }
 
 /// A record as the API shows it: `attributes`, then the fields asked for.

@@ -2,13 +2,14 @@
 //! `SELECT f, ... FROM Contact [WHERE Id IN ('..', ..) | WHERE Id = '..'] [ORDER BY Id [ASC]] [LIMIT n]`.
 //! Records always come in Id order, which is what `ORDER BY Id` asks for.
 
+use super::ids::resolve;
 use super::org::{SfError, is_contact_field};
 
 /// A parsed Contact query.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Query {
     pub fields: Vec<String>,
-    /// `None`: every record.
+    /// `None`: every record. Ids in their 18-character form, whichever form the query used.
     pub ids: Option<Vec<String>>,
     pub limit: Option<usize>,
 }
@@ -84,7 +85,7 @@ pub fn parse(soql: &str) -> Result<Query, SfError> {
         if !matches!(tokens.next(), Some(Token::Word(w)) if w.eq_ignore_ascii_case("Id")) {
             return Err(malformed("only Id can be filtered here"));
         }
-        query.ids = Some(match tokens.next() {
+        let ids = match tokens.next() {
             Some(Token::Symbol('=')) => match tokens.next() {
                 Some(Token::Quoted(id)) => vec![id],
                 _ => return Err(malformed("expecting a quoted id")),
@@ -107,7 +108,21 @@ pub fn parse(soql: &str) -> Result<Query, SfError> {
                 ids
             }
             _ => return Err(malformed("expecting = or IN")),
-        });
+        };
+        // Salesforce takes either form of an id, and refuses what is no id.
+        query.ids = Some(
+            ids.iter()
+                .map(|id| {
+                    resolve(id).ok_or_else(|| {
+                        SfError::new(
+                            "INVALID_QUERY_FILTER_OPERATOR",
+                            format!("\n{soql}\n^\nERROR at Row:1:Column:1\ninvalid ID field: {id}"),
+                            &[],
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        );
     }
     if keyword(&mut tokens, "ORDER") {
         let by_id = keyword(&mut tokens, "BY") && keyword(&mut tokens, "Id");
@@ -185,7 +200,8 @@ mod tests {
     #[test]
     fn parses_the_queries_adapters_send() {
         let query = parse(
-            "SELECT Id, Email, AccountId, LastModifiedDate FROM Contact WHERE Id IN ('003A', '003B')",
+            "SELECT Id, Email, AccountId, LastModifiedDate FROM Contact WHERE Id IN \
+             ('a0D30000001n7Pi', '70130000001tcyIAAQ')",
         )
         .unwrap();
         assert_eq!(
@@ -194,7 +210,10 @@ mod tests {
         );
         assert_eq!(
             query.ids,
-            Some(vec!["003A".to_string(), "003B".to_string()])
+            Some(vec![
+                "a0D30000001n7PiEAI".to_string(),
+                "70130000001tcyIAAQ".to_string()
+            ])
         );
         let all = parse("select Id from contact order by Id limit 5").unwrap();
         assert_eq!((all.ids, all.limit), (None, Some(5)));
@@ -219,6 +238,12 @@ mod tests {
         assert_eq!(
             parse("SELECT Id FROM Contact; DROP").unwrap_err().code,
             "MALFORMED_QUERY"
+        );
+        assert_eq!(
+            parse("SELECT Id FROM Contact WHERE Id = '003A'")
+                .unwrap_err()
+                .code,
+            "INVALID_QUERY_FILTER_OPERATOR"
         );
     }
 }
