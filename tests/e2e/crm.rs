@@ -227,6 +227,6 @@ impl Crm for SalesforceSandbox {
     }
 
     fn stored_email(sent: &str) -> String {
-        sent.to_string()
+        sent.to_lowercase()
     }
 }
