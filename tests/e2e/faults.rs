@@ -32,6 +32,14 @@ async fn wait_in_flight(daemon: &Daemon, id: &str) {
     .await;
 }
 
+/// Lands one edit first, so that the connection has its credentials and the next request
+/// the CRM sees is the write under test (one write in the CRM's count).
+async fn warm_up<C: Crm>(world: &World<C>, daemon: &Daemon) {
+    rename(daemon, CONTACT, "Warm").await;
+    daemon.wait_synced(CONTACT).await;
+    assert_eq!(world.crm.writes().written, 1);
+}
+
 /// Waits until the CRM has taken `writes` contact writes, answered or not.
 async fn wait_writes<C: Crm>(crm: &C, writes: u64) {
     wait_for(&format!("{writes} writes in the CRM"), || async {
@@ -102,16 +110,17 @@ async fn revoked_access_pauses_the_connection_and_every_edit_lands_once_it_is_gr
 
 async fn a_write_that_timed_out_and_landed_late_never_overwrites_a_newer_value<C: Crm>() {
     let world = World::<C>::new().await;
+    let daemon = world.setup.serve();
+    warm_up(&world, &daemon).await;
     // Slower than the connection's 3 s request timeout: the daemon gives up on the request,
     // and the CRM applies it anyway when it gets to it.
     world.crm.faults().set_latency(Duration::from_secs(4));
-    let daemon = world.setup.serve();
     rename(&daemon, CONTACT, "Stale").await;
     wait_in_flight(&daemon, CONTACT).await;
     world.crm.faults().set_latency(Duration::ZERO);
     rename(&daemon, CONTACT, "Fresh").await;
 
-    wait_writes(&world.crm, 2).await;
+    wait_writes(&world.crm, 3).await;
     let synced = daemon.wait_synced(CONTACT).await;
     assert_eq!(synced["first_name"], "Fresh");
     assert_eq!(world.crm_value("first_name").as_deref(), Some("Fresh"));
@@ -119,9 +128,10 @@ async fn a_write_that_timed_out_and_landed_late_never_overwrites_a_newer_value<C
 
 async fn a_write_left_in_flight_by_a_kill_never_lands_after_the_newer_value<C: Crm>() {
     let world = World::<C>::new().await;
+    let mut daemon = world.setup.serve();
+    warm_up(&world, &daemon).await;
     // Slower than the configured recovery grace (500 ms), within the request timeout (3 s).
     world.crm.faults().set_latency(Duration::from_millis(2500));
-    let mut daemon = world.setup.serve();
     rename(&daemon, CONTACT, "Stale").await;
     wait_in_flight(&daemon, CONTACT).await;
     rename(&daemon, CONTACT, "Fresh").await;
@@ -129,7 +139,7 @@ async fn a_write_left_in_flight_by_a_kill_never_lands_after_the_newer_value<C: C
     world.crm.faults().set_latency(Duration::ZERO);
 
     let daemon = world.setup.serve();
-    wait_writes(&world.crm, 2).await;
+    wait_writes(&world.crm, 3).await;
     let synced = daemon.wait_synced(CONTACT).await;
     assert_eq!(synced["first_name"], "Fresh");
     assert_eq!(world.crm_value("first_name").as_deref(), Some("Fresh"));
