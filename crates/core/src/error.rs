@@ -24,6 +24,10 @@ pub enum ErrorKind {
     /// The CRM record no longer exists (deleted or merged away): dead-letter the edit and mark
     /// the unified record as gone from its source.
     RecordGone,
+    /// The record was merged into another one, `survivor` (the CRM's id of the record that
+    /// remains): the unified contact is re-pointed at the survivor and the edit pushed there.
+    /// Without an attempt lost.
+    RecordMerged { survivor: String },
     /// The CRM refuses every write of this connection for a reason of the account or the
     /// configuration, not of the edit: a missing scope or permission, an API disabled for the
     /// account, a wrong base URL or a retired API version, a mapped field the CRM does not
@@ -94,6 +98,20 @@ impl AdapterError {
         Self::new(ErrorKind::RecordGone, code, message)
     }
 
+    pub fn record_merged(
+        code: impl Into<String>,
+        message: impl Into<String>,
+        survivor: impl Into<String>,
+    ) -> Self {
+        Self::new(
+            ErrorKind::RecordMerged {
+                survivor: survivor.into(),
+            },
+            code,
+            message,
+        )
+    }
+
     pub fn misconfigured(code: impl Into<String>, message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Misconfigured, code, message)
     }
@@ -112,6 +130,7 @@ impl AdapterError {
                 | ErrorKind::Unauthorized
                 | ErrorKind::Misconfigured
                 | ErrorKind::OutcomeUnknown
+                | ErrorKind::RecordMerged { .. }
         )
     }
 

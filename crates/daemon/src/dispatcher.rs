@@ -495,7 +495,11 @@ fn reconcile(
                 ErrorKind::Misconfigured => {
                     pause_until_probe(store, connection, id, PauseReason::Misconfigured, &error)
                 }
-                ErrorKind::Permanent { .. } | ErrorKind::RecordGone => {
+                // Interim, until the store re-points contacts: a merge is kept like a deleted
+                // record, as before adapters told the two apart.
+                ErrorKind::Permanent { .. }
+                | ErrorKind::RecordGone
+                | ErrorKind::RecordMerged { .. } => {
                     ConnectionMetrics::add(&metrics.pushed_dead_letter, 1);
                     tracing::warn!(
                         connection = connection.name(),

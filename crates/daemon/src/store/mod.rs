@@ -690,6 +690,7 @@ pub fn class_name(kind: &ErrorKind) -> &'static str {
         ErrorKind::Unauthorized => "unauthorized",
         ErrorKind::Permanent { .. } => "permanent",
         ErrorKind::RecordGone => "record_gone",
+        ErrorKind::RecordMerged { .. } => "record_merged",
         ErrorKind::Misconfigured => "misconfigured",
         ErrorKind::OutcomeUnknown => "outcome_unknown",
     }
