@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 use unisync_core::{
     AdapterFactory, ContactField, ContactPatch, CredentialStore, CustomerLink, ErrorKind, PushItem,
@@ -274,10 +274,20 @@ async fn daily_wait(adapter: &Arc<dyn SourceAdapter>, id: &str) -> Duration {
     }
 }
 
-fn until_midnight_in(zone: &str) -> Duration {
-    let now = Timestamp::now().in_tz(zone).unwrap();
-    let midnight = now.tomorrow().unwrap().start_of_day().unwrap();
-    Duration::try_from(now.duration_until(&midnight)).unwrap()
+/// Asserts that `wait`, from now, ends at midnight in `zone` (give or take a few seconds).
+fn assert_ends_at_midnight_in(wait: Duration, zone: &str) {
+    let end = Timestamp::now()
+        .checked_add(SignedDuration::try_from(wait).unwrap())
+        .unwrap()
+        .in_tz(zone)
+        .unwrap();
+    let time = end.time();
+    let past_midnight =
+        i32::from(time.hour()) * 3600 + i32::from(time.minute()) * 60 + i32::from(time.second());
+    assert!(
+        !(5..86_395).contains(&past_midnight),
+        "a wait of {wait:?} ends at {end}, not at midnight in {zone}"
+    );
 }
 
 #[tokio::test]
@@ -294,12 +304,7 @@ async fn the_daily_limit_waits_until_midnight_in_the_accounts_time_zone() {
             .is_ok()
     );
     sandbox.set_daily_limit(Some(0));
-    let wait = daily_wait(&adapter, &id).await;
-    let expected = until_midnight_in("Asia/Kolkata");
-    assert!(
-        wait.abs_diff(expected) < Duration::from_secs(5),
-        "{wait:?}, expected {expected:?}"
-    );
+    assert_ends_at_midnight_in(daily_wait(&adapter, &id).await, "Asia/Kolkata");
     daily_wait(&adapter, &id).await;
     assert_eq!(
         sandbox.stats().account_details,
@@ -309,12 +314,7 @@ async fn the_daily_limit_waits_until_midnight_in_the_accounts_time_zone() {
 
     // A zone in config wins, and HubSpot is not asked.
     let configured = token_adapter_with(&sandbox, json!({"daily_reset_tz": "America/Los_Angeles"}));
-    let wait = daily_wait(&configured, &id).await;
-    let expected = until_midnight_in("America/Los_Angeles");
-    assert!(
-        wait.abs_diff(expected) < Duration::from_secs(5),
-        "{wait:?}, expected {expected:?}"
-    );
+    assert_ends_at_midnight_in(daily_wait(&configured, &id).await, "America/Los_Angeles");
     assert_eq!(sandbox.stats().account_details, 1);
 }
 
