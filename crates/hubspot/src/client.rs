@@ -121,7 +121,7 @@ impl HubspotClient {
                 if zone.is_none() {
                     tracing::warn!(
                         time_zone = name,
-                        "HubSpot named an account time zone unisync does not know; the daily limit is probed for every quarter hour once spent"
+                        "HubSpot named an account time zone unisync does not know; once the daily limit is spent, it is tried again every quarter hour"
                     );
                 }
                 zone

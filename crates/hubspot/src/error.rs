@@ -114,7 +114,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 
 /// `error` with every occurrence of `secrets` in its code and message replaced, for answers
 /// that may echo what was sent (a token endpoint echoing the refresh token).
-pub fn redacted(mut error: AdapterError, secrets: &[&str]) -> AdapterError {
+pub(crate) fn redacted(mut error: AdapterError, secrets: &[&str]) -> AdapterError {
     for secret in secrets.iter().filter(|secret| !secret.is_empty()) {
         error.code = error.code.replace(secret, REDACTED);
         error.message = error.message.replace(secret, REDACTED);
@@ -131,7 +131,7 @@ pub fn may_blame_one_input(error: &AdapterError) -> bool {
 
 /// Whether `error` refuses every request of the connection, so that sending more of a push
 /// only repeats it.
-pub fn refuses_the_connection(error: &AdapterError) -> bool {
+pub(crate) fn refuses_the_connection(error: &AdapterError) -> bool {
     matches!(
         error.kind,
         ErrorKind::Misconfigured | ErrorKind::Unauthorized
