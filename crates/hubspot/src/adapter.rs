@@ -16,7 +16,7 @@ use unisync_core::{
 
 use crate::client::HubspotClient;
 use crate::config::HubspotConfig;
-use crate::error::{may_blame_one_input, parse_batch_error};
+use crate::error::{Effect, may_blame_one_input, parse_batch_error, refuses_the_connection};
 use crate::mapping::{properties_of, values_of};
 
 /// HubSpot's batch limit, for updates and reads alike.
@@ -94,7 +94,7 @@ impl SourceAdapter for HubspotAdapter {
         }
         let answer = self
             .client
-            .send(Method::GET, &CONTACTS, &query, None)
+            .send(Effect::Read, Method::GET, &CONTACTS, &query, None)
             .await?;
         let contacts = array(&answer, "results")
             .iter()
@@ -122,7 +122,9 @@ struct PropertyWrite<'a> {
 
 impl HubspotAdapter {
     /// Pushes items with distinct ids: property writes first (batched), then each item's
-    /// company link. Items without property changes are read back for their version.
+    /// company link. Items without property changes are read back for their version. A link
+    /// that fails after its item's properties landed is reported beside them
+    /// ([`ConfirmedContact::link_error`]), never instead of them.
     async fn push_round(&self, items: &[&PushItem]) -> Vec<PushResult> {
         let mapping = self.client.mapping();
         let mut writes = Vec::new();
@@ -153,18 +155,30 @@ impl HubspotAdapter {
             .iter()
             .map(|&position| items[position].source_id.as_str())
             .collect();
+        let mut wrote_properties = vec![true; items.len()];
         for (position, result) in reads.into_iter().zip(self.read_contacts(&read_ids).await) {
             results[position] = Some(result);
+            wrote_properties[position] = false;
         }
-        let linked = join_all(items.iter().zip(results).map(|(item, result)| async move {
-            let confirmed = result.expect("every item was written or read")?;
-            self.apply_link(&item.source_id, &item.customer).await?;
-            Ok(confirmed)
-        }));
+        let linked = join_all(items.iter().zip(results).zip(wrote_properties).map(
+            |((item, result), wrote_properties)| async move {
+                let confirmed = result.expect("every item was written or read")?;
+                match self.apply_link(&item.source_id, &item.customer).await {
+                    Ok(()) => Ok(confirmed),
+                    Err(link_error) if wrote_properties => Ok(ConfirmedContact {
+                        link_error: Some(link_error),
+                        ..confirmed
+                    }),
+                    // Nothing but the link was asked: its failure is the item's.
+                    Err(error) => Err(error),
+                }
+            },
+        ));
         linked.await
     }
 
-    /// Writes properties: one PATCH for one contact, batch updates for more.
+    /// Writes properties: one PATCH for one contact, batch updates for more. Once a call is
+    /// refused for the whole connection, the rest are answered with that refusal unsent.
     fn write_properties<'a>(
         &'a self,
         writes: &'a [PropertyWrite<'a>],
@@ -176,7 +190,7 @@ impl HubspotAdapter {
                 _ if writes.len() > BATCH_LIMIT => {
                     let mut results = Vec::with_capacity(writes.len());
                     for chunk in writes.chunks(BATCH_LIMIT) {
-                        results.extend(self.write_properties(chunk).await);
+                        results.extend(self.write_unless_refused(&results, chunk).await);
                     }
                     results
                 }
@@ -186,11 +200,36 @@ impl HubspotAdapter {
         .boxed()
     }
 
+    /// Writes `writes`, unless `earlier` (the results of this push so far) shows that HubSpot
+    /// refuses the connection: then each gets that refusal without a call.
+    async fn write_unless_refused(
+        &self,
+        earlier: &[PushResult],
+        writes: &[PropertyWrite<'_>],
+    ) -> Vec<PushResult> {
+        let refusal = earlier.iter().find_map(|result| {
+            result
+                .as_ref()
+                .err()
+                .filter(|error| refuses_the_connection(error))
+        });
+        match refusal {
+            Some(refusal) => vec![Err(refusal.clone()); writes.len()],
+            None => self.write_properties(writes).await,
+        }
+    }
+
     async fn write_one(&self, write: &PropertyWrite<'_>) -> PushResult {
         let body = json!({ "properties": write.properties });
         let answer = self
             .client
-            .send(Method::PATCH, &contact_path(write.id), &[], Some(&body))
+            .send(
+                Effect::Write,
+                Method::PATCH,
+                &contact_path(write.id),
+                &[],
+                Some(&body),
+            )
             .await?;
         Ok(self.confirmed(&answer))
     }
@@ -206,7 +245,7 @@ impl HubspotAdapter {
         let path = [CONTACTS.as_slice(), &["batch", "update"]].concat();
         match self
             .client
-            .send(Method::POST, &path, &[], Some(&body))
+            .send(Effect::Write, Method::POST, &path, &[], Some(&body))
             .await
         {
             Ok(answer) => self.batch_results(writes, &answer).await,
@@ -214,7 +253,8 @@ impl HubspotAdapter {
                 tracing::debug!(code = %error.code, size = writes.len(), "HubSpot refused a whole batch; splitting it");
                 let (left, right) = writes.split_at(writes.len() / 2);
                 let mut results = self.write_properties(left).await;
-                results.extend(self.write_properties(right).await);
+                let right = self.write_unless_refused(&results, right).await;
+                results.extend(right);
                 results
             }
             Err(error) => vec![Err(error); writes.len()],
@@ -267,7 +307,7 @@ impl HubspotAdapter {
             let path = [CONTACTS.as_slice(), &["batch", "read"]].concat();
             match self
                 .client
-                .send(Method::POST, &path, &[], Some(&body))
+                .send(Effect::Read, Method::POST, &path, &[], Some(&body))
                 .await
             {
                 Err(error) => results.extend(std::iter::repeat_n(Err(error), chunk.len())),
@@ -337,19 +377,26 @@ impl HubspotAdapter {
 
     async fn associate(&self, contact_id: &str, company_id: &str) -> Result<(), AdapterError> {
         let path = association_path(contact_id, &["default", "companies", company_id]);
-        self.client.send(Method::PUT, &path, &[], None).await?;
+        self.client
+            .send(Effect::Write, Method::PUT, &path, &[], None)
+            .await?;
         Ok(())
     }
 
     async fn dissociate(&self, contact_id: &str, company_id: &str) -> Result<(), AdapterError> {
         let path = association_path(contact_id, &["companies", company_id]);
-        self.client.send(Method::DELETE, &path, &[], None).await?;
+        self.client
+            .send(Effect::Write, Method::DELETE, &path, &[], None)
+            .await?;
         Ok(())
     }
 
     async fn company_ids(&self, contact_id: &str) -> Result<Vec<String>, AdapterError> {
         let path = association_path(contact_id, &["companies"]);
-        let answer = self.client.send(Method::GET, &path, &[], None).await?;
+        let answer = self
+            .client
+            .send(Effect::Read, Method::GET, &path, &[], None)
+            .await?;
         Ok(array(&answer, "results")
             .iter()
             .filter_map(|association| text_id(&association["toObjectId"]))

@@ -11,7 +11,7 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 use unisync_core::{AdapterError, CredentialStore, FieldMapping, Secret};
 
-use crate::error::{parse_error, transport_error};
+use crate::error::{Effect, parse_error, redacted, transport_error};
 
 /// The [`CredentialStore`] key of the latest refresh token.
 pub const REFRESH_TOKEN_KEY: &str = "refresh_token";
@@ -140,7 +140,9 @@ impl OAuthSession {
     }
 
     /// One `refresh_token` grant. A refused grant is `Unauthorized` with HubSpot's status
-    /// and message; outages and rate limits are classified as for any request.
+    /// and message; outages and rate limits are classified as for any request. No error
+    /// carries the token endpoint's body unchecked: a malformed answer may hold the very
+    /// tokens it failed to deliver, and a refusal may echo the refresh token.
     async fn refresh(
         &self,
         http: &reqwest::Client,
@@ -152,23 +154,34 @@ impl OAuthSession {
             ("client_secret", self.client_secret.expose()),
             ("refresh_token", state.refresh_token.expose()),
         ];
+        let secrets = [
+            self.client_id.expose(),
+            self.client_secret.expose(),
+            state.refresh_token.expose(),
+            self.configured_refresh_token.expose(),
+        ];
+        // A token request changes no contact: a lost answer is only a failed try.
         let response = http
             .post(self.token_url.clone())
             .form(&form)
             .send()
             .await
-            .map_err(|err| transport_error(&err))?;
+            .map_err(|err| transport_error(&err, Effect::Read))?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response.text().await.map_err(|err| transport_error(&err))?;
+        let body = response
+            .text()
+            .await
+            .map_err(|err| transport_error(&err, Effect::Read))?;
         if matches!(status.as_u16(), 400 | 401 | 403) {
-            return Err(refused_grant(&body));
+            return Err(redacted(refused_grant(status, &body), &secrets));
         }
         if !status.is_success() {
-            return Err(parse_error(status, &headers, &body, &self.mapping));
+            let error = parse_error(status, &headers, &body, &self.mapping, None);
+            return Err(redacted(error, &secrets));
         }
-        let answer: TokenAnswer = serde_json::from_str(&body)
-            .map_err(|err| AdapterError::retryable("BAD_TOKEN_ANSWER", format!("{err}: {body}")))?;
+        let answer: TokenAnswer =
+            serde_json::from_str(&body).map_err(|err| malformed_token_answer(status, &err))?;
         let received_at = Instant::now();
         if let Some(rotated) = answer
             .refresh_token
@@ -192,8 +205,9 @@ impl OAuthSession {
 }
 
 /// HubSpot answers a bad grant with `{"status": "BAD_REFRESH_TOKEN", "message": ...}`;
-/// OAuth servers in general with `{"error": ..., "error_description": ...}`.
-fn refused_grant(body: &str) -> AdapterError {
+/// OAuth servers in general with `{"error": ..., "error_description": ...}`. Anything else in
+/// the body is left out: it says nothing a person could act on, and may echo the grant.
+fn refused_grant(status: reqwest::StatusCode, body: &str) -> AdapterError {
     let parsed: Value = serde_json::from_str(body).unwrap_or_default();
     let text = |key: &str| parsed.get(key).and_then(Value::as_str).map(str::to_string);
     let code = text("status")
@@ -201,8 +215,23 @@ fn refused_grant(body: &str) -> AdapterError {
         .unwrap_or_else(|| "REFRESH_REFUSED".to_string());
     let message = text("message")
         .or_else(|| text("error_description"))
-        .unwrap_or_else(|| body.to_string());
+        .unwrap_or_else(|| format!("HubSpot's token endpoint refused the grant ({status})"));
     AdapterError::unauthorized(code, message)
+}
+
+/// A success answer that is no token answer. Only where the JSON broke is told, never what it
+/// held (serde's own message may quote a value, and the values are tokens).
+fn malformed_token_answer(status: reqwest::StatusCode, error: &serde_json::Error) -> AdapterError {
+    AdapterError::retryable(
+        "BAD_TOKEN_ANSWER",
+        format!(
+            "HubSpot's token endpoint answered {status} with a body that is not a token \
+             answer ({:?} error at line {}, column {})",
+            error.classify(),
+            error.line(),
+            error.column()
+        ),
+    )
 }
 
 #[cfg(test)]
@@ -212,15 +241,39 @@ mod tests {
     #[test]
     fn refused_grants_keep_hubspots_status_and_message() {
         let error = refused_grant(
+            reqwest::StatusCode::BAD_REQUEST,
             r#"{"status":"BAD_REFRESH_TOKEN","message":"missing or unknown refresh token","correlationId":"x"}"#,
         );
         assert_eq!(error.kind, unisync_core::ErrorKind::Unauthorized);
         assert_eq!(error.code, "BAD_REFRESH_TOKEN");
         assert_eq!(error.message, "missing or unknown refresh token");
-        let oauth = refused_grant(r#"{"error":"invalid_grant","error_description":"expired"}"#);
+        let oauth = refused_grant(
+            reqwest::StatusCode::BAD_REQUEST,
+            r#"{"error":"invalid_grant","error_description":"expired"}"#,
+        );
         assert_eq!(
             (oauth.code.as_str(), oauth.message.as_str()),
             ("invalid_grant", "expired")
         );
+        let echo = refused_grant(
+            reqwest::StatusCode::BAD_REQUEST,
+            "grant_type=refresh_token&refresh_token=na1-secret",
+        );
+        assert!(!echo.message.contains("na1-secret"), "{}", echo.message);
+    }
+
+    #[test]
+    fn a_malformed_token_answer_tells_where_not_what() {
+        let body =
+            r#"{"access_token": "at-secret", "refresh_token": "rt-secret", "expires_in": "later"}"#;
+        // `TokenAnswer` has no `Debug` on purpose: it holds tokens.
+        let error = serde_json::from_str::<TokenAnswer>(body)
+            .err()
+            .expect("a string is no number");
+        let error = malformed_token_answer(reqwest::StatusCode::OK, &error);
+        assert_eq!(error.code, "BAD_TOKEN_ANSWER");
+        assert!(error.message.contains("line 1"), "{}", error.message);
+        assert!(!error.message.contains("secret"), "{}", error.message);
+        assert!(!error.message.contains("later"), "{}", error.message);
     }
 }

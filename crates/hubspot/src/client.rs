@@ -1,17 +1,27 @@
 //! HubSpot over HTTP: one place that paces requests, attaches the bearer token, refreshes
-//! it once on a 401, and turns failures into classified errors.
+//! it once on a 401, learns the account's time zone, and turns failures into classified
+//! errors.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use jiff::tz::TimeZone;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 use unisync_core::{AdapterError, ApiUsage, CredentialStore, ErrorKind, FieldMapping};
 
+use crate::account::AccountZone;
 use crate::auth::{Credentials, OAuthSession};
 use crate::config::{HubspotAuth, HubspotConfig};
-use crate::error::{parse_error, transport_error};
+use crate::error::{Effect, parse_error, redacted, transport_error};
 use crate::pacer::Pacer;
+
+/// The account details API, which names the account's time zone.
+const ACCOUNT_DETAILS: [&str; 3] = ["account-info", "v3", "details"];
+/// The longest a connection attempt may take. Kept apart from the request timeout so that a
+/// request that never reached HubSpot is told from one that may have.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The HTTP client of one HubSpot connection, shared by all its pushes and pulls.
 pub struct HubspotClient {
@@ -21,6 +31,7 @@ pub struct HubspotClient {
     pacer: Pacer,
     mapping: FieldMapping,
     usage: Mutex<Option<ApiUsage>>,
+    zone: AccountZone,
 }
 
 impl HubspotClient {
@@ -31,6 +42,7 @@ impl HubspotClient {
     ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(CONNECT_TIMEOUT))
             .user_agent(concat!("unisync/", env!("CARGO_PKG_VERSION")))
             .build()?;
         let credentials = match &config.auth {
@@ -55,6 +67,10 @@ impl HubspotClient {
             pacer: Pacer::new(config.requests_per_10s),
             mapping: config.mapping.clone(),
             usage: Mutex::new(None),
+            zone: match &config.daily_reset_tz {
+                Some(zone) => AccountZone::configured(zone.clone()),
+                None => AccountZone::to_learn(),
+            },
         })
     }
 
@@ -73,10 +89,55 @@ impl HubspotClient {
     }
 
     /// Sends one request to the path made of `segments` (each percent-encoded) and returns
-    /// the 2xx answer's JSON body (`Null` when empty), or the classified failure. A 401 with OAuth refreshes the token and
-    /// tries once more.
+    /// the 2xx answer's JSON body (`Null` when empty), or the classified failure. `effect`
+    /// says whether a lost answer may hide a landed write. A 401 with OAuth refreshes the
+    /// token and tries once more.
     pub async fn send(
         &self,
+        effect: Effect,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<Value, AdapterError> {
+        self.learn_account_zone().await;
+        self.exchange(effect, method, segments, query, body).await
+    }
+
+    /// Reads the account's time zone from HubSpot, once, at the connection's first request:
+    /// by the time the daily limit is spent, the details call would be refused as well. A
+    /// failure is not the caller's (the zone stays unknown, and is asked for again later).
+    async fn learn_account_zone(&self) {
+        if !self.zone.claim_question() {
+            return;
+        }
+        let answer = self
+            .exchange(Effect::Read, Method::GET, &ACCOUNT_DETAILS, &[], None)
+            .await;
+        let zone = match answer {
+            Ok(details) => {
+                let name = details["timeZone"].as_str().unwrap_or_default();
+                let zone = TimeZone::get(name).ok();
+                if zone.is_none() {
+                    tracing::warn!(
+                        time_zone = name,
+                        "HubSpot named an account time zone unisync does not know; once the daily limit is spent, it is tried again every quarter hour"
+                    );
+                }
+                zone
+            }
+            Err(error) => {
+                tracing::info!(code = %error.code, message = %error.message, "could not read the HubSpot account's time zone; asking again later");
+                None
+            }
+        };
+        self.zone.learned(zone);
+    }
+
+    /// One request, with the token refreshed and the request sent again once on a 401.
+    async fn exchange(
+        &self,
+        effect: Effect,
         method: Method,
         segments: &[&str],
         query: &[(&str, &str)],
@@ -97,10 +158,16 @@ impl HubspotClient {
             if let Some(body) = body {
                 request = request.json(body);
             }
-            let response = request.send().await.map_err(|err| transport_error(&err))?;
+            let response = request
+                .send()
+                .await
+                .map_err(|err| transport_error(&err, effect))?;
             let status = response.status();
             let headers = response.headers().clone();
-            let text = response.text().await.map_err(|err| transport_error(&err))?;
+            let text = response
+                .text()
+                .await
+                .map_err(|err| transport_error(&err, effect))?;
             drop(slot);
             self.pacer.observe(&headers);
             self.record_usage(&headers);
@@ -119,7 +186,11 @@ impl HubspotClient {
                 refreshed = true;
                 continue;
             }
-            let error = parse_error(status, &headers, &text, &self.mapping);
+            let zone = self.zone.get();
+            let error = parse_error(status, &headers, &text, &self.mapping, zone.as_ref());
+            // HubSpot has no reason to echo the token, but an error travels far (status pages,
+            // dead letters): make sure it never carries one.
+            let error = redacted(error, &[token.expose()]);
             if let ErrorKind::RateLimited {
                 retry_after: Some(wait),
             } = error.kind

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use jiff::tz::TimeZone;
 use reqwest::Url;
 use unisync_core::{ConfigError, ConnectionConfig, FieldMapping, Secret};
 
@@ -13,10 +14,11 @@ pub const DEFAULT_BASE_URL: &str = "https://api.hubapi.com";
 pub const DEFAULT_REQUESTS_PER_10S: u32 = 100;
 const DEFAULT_TIMEOUT_SECS: u64 = 30;
 
-const KEYS: [&str; 5] = [
+const KEYS: [&str; 6] = [
     "base_url",
     "requests_per_10s",
     "timeout_secs",
+    "daily_reset_tz",
     "fields",
     "extra_fields",
 ];
@@ -51,6 +53,9 @@ pub struct HubspotConfig {
     pub requests_per_10s: u32,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// The account's time zone (an IANA name in config), in which HubSpot's daily limit
+    /// resets at midnight. `None`: read from HubSpot's account details.
+    pub daily_reset_tz: Option<TimeZone>,
     /// The default field table with the connection's `fields` overrides.
     pub mapping: FieldMapping,
 }
@@ -75,6 +80,19 @@ impl HubspotConfig {
         if timeout_secs == 0 {
             return Err(config.error("timeout_secs", "must be at least 1"));
         }
+        let daily_reset_tz = match config.string("daily_reset_tz")? {
+            None => None,
+            Some(name) => Some(TimeZone::get(&name).map_err(|_| {
+                config.error(
+                    "daily_reset_tz",
+                    format!(
+                        "`{name}` is not an IANA time zone name (such as America/New_York); \
+                         give the HubSpot account's time zone, or leave the key out to read it \
+                         from HubSpot"
+                    ),
+                )
+            })?),
+        };
         let mapping = default_mapping()
             .with_overrides(&config.string_table("fields")?)
             .map_err(|problem| config.error("fields", problem))?
@@ -85,6 +103,7 @@ impl HubspotConfig {
             auth: read_auth(config)?,
             requests_per_10s,
             timeout: Duration::from_secs(timeout_secs),
+            daily_reset_tz,
             mapping,
         })
     }
@@ -156,6 +175,35 @@ mod tests {
             Some("hs_job_title")
         );
         assert!(matches!(config.auth, HubspotAuth::AccessToken(_)));
+        assert_eq!(config.daily_reset_tz, None);
+    }
+
+    #[test]
+    fn a_daily_reset_zone_is_an_iana_name_from_the_bundled_database() {
+        let config = HubspotConfig::from_connection(&connection(
+            json!({"daily_reset_tz": "US/Eastern"}),
+            &[("access_token", "pat")],
+        ))
+        .unwrap();
+        assert_eq!(
+            config.daily_reset_tz.unwrap().iana_name(),
+            Some("US/Eastern")
+        );
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        let config = HubspotConfig::from_connection(&connection(
+            json!({}),
+            &[
+                ("client_id", "id-c0ffee"),
+                ("client_secret", "secret-c0ffee"),
+                ("refresh_token", "refresh-c0ffee"),
+            ],
+        ))
+        .unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("c0ffee"), "{shown}");
     }
 
     #[test]
@@ -173,6 +221,14 @@ mod tests {
             "requests_per_10s"
         );
         assert_eq!(key_of(json!({"fields": {"nope": "x"}}), &token), "fields");
+        assert_eq!(
+            key_of(json!({"daily_reset_tz": "Mars/Olympus_Mons"}), &token),
+            "daily_reset_tz"
+        );
+        assert_eq!(
+            key_of(json!({"daily_reset_tz": 5}), &token),
+            "daily_reset_tz"
+        );
         assert_eq!(key_of(json!({}), &[]), "access_token_env");
         assert_eq!(
             key_of(json!({}), &[("client_id", "c"), ("refresh_token", "r")]),

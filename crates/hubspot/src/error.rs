@@ -5,30 +5,61 @@
 //! (`INVALID_EMAIL`, `PROPERTY_DOESNT_EXIST`), or the 429's `policyName`. Its message is kept
 //! unaltered.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde_json::Value;
 use unisync_core::{AdapterError, ErrorKind, FieldMapping};
 
+use crate::account::until_daily_reset;
+
 /// HubSpot's short rate-limit window, waited out when a 429 names no other wait.
 pub const TEN_SECOND_WINDOW: Duration = Duration::from_secs(10);
+/// The longest a short-window rate limit holds the connection back, whatever an answer says.
+pub const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(10 * 60);
+/// The longest any answer holds an edit back (HubSpot's 477 migrations last "typically up to
+/// 24 hours"); a longer `Retry-After` is a broken header, not a plan.
+const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
 /// How long HubSpot locks a record (423), when it does not say.
 const RECORD_LOCK: Duration = Duration::from_secs(2);
 const INTERVAL_HEADER: &str = "x-hubspot-ratelimit-interval-milliseconds";
+/// The refused-value codes that name a property the connection's field table writes but the
+/// portal cannot take: a mapping error that fails every edit of that field.
+const MAPPING_ERRORS: [&str; 2] = ["PROPERTY_DOESNT_EXIST", "READ_ONLY_VALUE"];
+/// What replaces a secret found in a text that is kept.
+const REDACTED: &str = "[redacted]";
+
+/// Whether a request can change records at HubSpot, which decides what a lost answer means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// A read (or a token request): losing its answer changes nothing.
+    Read,
+    /// A write: once sent, it may land even if its answer is lost.
+    Write,
+}
 
 /// Classifies a failed HubSpot answer. `mapping` turns the property HubSpot blames into the
-/// unified field's name.
+/// unified field's name; `daily_reset_zone` is the account's time zone, in which the `DAILY`
+/// limit resets at midnight (`None`: unknown).
 pub fn parse_error(
     status: StatusCode,
     headers: &HeaderMap,
     body: &str,
     mapping: &FieldMapping,
+    daily_reset_zone: Option<&TimeZone>,
 ) -> AdapterError {
     let parsed: Option<Value> = serde_json::from_str(body).ok();
     let details = ErrorDetails::from_body(parsed.as_ref(), body, status);
-    classify(status.as_u16(), &details, headers, mapping)
+    classify(
+        status.as_u16(),
+        &details,
+        headers,
+        mapping,
+        daily_reset_zone,
+    )
 }
 
 /// Classifies one entry of a batch answer's `errors[]` (`{status, category, message,
@@ -45,23 +76,66 @@ pub fn parse_batch_error(entry: &Value, mapping: &FieldMapping) -> AdapterError 
         // An unknown per-item failure: retrying is safe, a dead letter would be a guess.
         _ => 500,
     };
-    classify(status, &details, &HeaderMap::new(), mapping)
+    classify(status, &details, &HeaderMap::new(), mapping, None)
 }
 
-/// A transport failure (timeout, refused connection, broken answer): always retryable.
-pub fn transport_error(error: &reqwest::Error) -> AdapterError {
+/// A request that got no (whole) answer. One that never left (refused connection, unknown
+/// host) is retryable; a write that was, or may have been, sent may still land, so its
+/// outcome is unknown (timeout, connection lost while waiting, answer cut off).
+pub fn transport_error(error: &reqwest::Error, effect: Effect) -> AdapterError {
+    let message = error_chain(error);
+    if error.is_connect() || error.is_builder() {
+        return AdapterError::retryable("CONNECT", message);
+    }
     let code = if error.is_timeout() {
         "TIMEOUT"
+    } else if error.is_body() || error.is_decode() {
+        "ANSWER_CUT_OFF"
     } else {
-        "TRANSPORT"
+        "CONNECTION_LOST"
     };
-    AdapterError::retryable(code, error.to_string())
+    match effect {
+        Effect::Read => AdapterError::retryable(code, message),
+        Effect::Write => AdapterError::outcome_unknown(code, message),
+    }
+}
+
+/// An error and its causes, `outer: inner: ...` (reqwest's own text hides the cause).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// `error` with every occurrence of `secrets` in its code and message replaced, for answers
+/// that may echo what was sent (a token endpoint echoing the refresh token).
+pub(crate) fn redacted(mut error: AdapterError, secrets: &[&str]) -> AdapterError {
+    for secret in secrets.iter().filter(|secret| !secret.is_empty()) {
+        error.code = error.code.replace(secret, REDACTED);
+        error.message = error.message.replace(secret, REDACTED);
+    }
+    error
 }
 
 /// Whether a whole-batch refusal may come from one bad input, so that splitting the batch
-/// lets the other inputs land: HubSpot fails a whole batch for one invalid value.
+/// lets the other inputs land: HubSpot fails a whole batch for one invalid value. A refusal of
+/// the connection (`Misconfigured`, `Unauthorized`) never does: every part would be refused.
 pub fn may_blame_one_input(error: &AdapterError) -> bool {
-    matches!(error.kind, ErrorKind::Permanent { .. }) && error.code != "MISSING_SCOPES"
+    matches!(error.kind, ErrorKind::Permanent { .. })
+}
+
+/// Whether `error` refuses every request of the connection, so that sending more of a push
+/// only repeats it.
+pub(crate) fn refuses_the_connection(error: &AdapterError) -> bool {
+    matches!(
+        error.kind,
+        ErrorKind::Misconfigured | ErrorKind::Unauthorized
+    )
 }
 
 /// What HubSpot's error body says.
@@ -104,58 +178,84 @@ fn classify(
     details: &ErrorDetails,
     headers: &HeaderMap,
     mapping: &FieldMapping,
+    daily_reset_zone: Option<&TimeZone>,
 ) -> AdapterError {
     let message = details.message.clone();
-    let retry_after = retry_after(headers);
+    let retry_after = retry_after(headers, SystemTime::now());
     match status {
         429 => match details.policy_name.as_deref() {
-            Some("DAILY") => AdapterError::quota_exhausted(
-                "DAILY",
-                message,
-                retry_after.or_else(|| Some(until_midnight_utc(SystemTime::now()))),
-            ),
+            Some("DAILY") => {
+                let until_reset = until_daily_reset(Timestamp::now(), daily_reset_zone);
+                AdapterError::quota_exhausted(
+                    "DAILY",
+                    message,
+                    Some(retry_after.map_or(until_reset, |wait| wait.min(until_reset))),
+                )
+            }
             policy => AdapterError::rate_limited(
                 policy.unwrap_or("TEN_SECONDLY_ROLLING"),
                 message,
-                retry_after
-                    .or_else(|| rate_limit_interval(headers))
-                    .or(Some(TEN_SECOND_WINDOW)),
+                Some(
+                    retry_after
+                        .or_else(|| rate_limit_interval(headers))
+                        .unwrap_or(TEN_SECOND_WINDOW)
+                        .min(MAX_RATE_LIMIT_WAIT),
+                ),
             ),
         },
         401 => AdapterError::unauthorized(details.code_or("INVALID_AUTHENTICATION"), message),
-        403 => AdapterError::permanent(details.code_or("MISSING_SCOPES"), message, None),
-        // Only a 404 naming a missing object says the record is gone; a bare one may be a
-        // wrong base URL, which must not mark records as deleted.
+        // A 403 is about the app (a scope it lacks, an API it may not use), never one record.
+        403 => AdapterError::misconfigured(details.code_or("HTTP_403"), message),
+        // Only a 404 naming a missing object says the record is gone; any other names no
+        // resource at all (a wrong base URL, a retired API version), which must neither mark
+        // records as deleted nor dead-letter every edit.
         404 if details.category.as_deref() == Some("OBJECT_NOT_FOUND") => {
             AdapterError::record_gone("OBJECT_NOT_FOUND", message)
         }
-        404 => AdapterError::permanent("NOT_FOUND", message, None),
+        404 => AdapterError::misconfigured(details.code_or("ENDPOINT_NOT_FOUND"), message),
+        405 | 410 => {
+            AdapterError::misconfigured(details.code_or(format!("HTTP_{status}")), message)
+        }
         409 => {
             let field = mapping
                 .unified_field("email")
                 .map(|field| field.name().to_string());
             AdapterError::permanent(details.code_or("CONFLICT"), message, field)
         }
-        400 | 422 => match embedded_property_error(&message) {
-            Some((code, property)) => {
-                let field = property.map(|property| {
-                    mapping
-                        .unified_field(&property)
-                        .map_or(property, |field| field.name().to_string())
-                });
-                AdapterError::permanent(code, message, field)
+        400 | 422 => {
+            let refused = embedded_property_errors(&message);
+            if let Some(refusal) = refused.iter().find(|refusal| {
+                MAPPING_ERRORS.contains(&refusal.code.as_str())
+                    && refusal
+                        .property
+                        .as_deref()
+                        .is_some_and(|property| writes_property(mapping, property))
+            }) {
+                return AdapterError::misconfigured(refusal.code.clone(), message);
             }
-            None => AdapterError::permanent(details.code_or("VALIDATION_ERROR"), message, None),
-        },
+            match refused.into_iter().next() {
+                Some(refusal) => {
+                    let field = refusal.property.map(|property| {
+                        mapping
+                            .unified_field(&property)
+                            .map_or(property, |field| field.name().to_string())
+                    });
+                    AdapterError::permanent(refusal.code, message, field)
+                }
+                None => AdapterError::permanent(details.code_or("VALIDATION_ERROR"), message, None),
+            }
+        }
         423 => AdapterError::new(
             ErrorKind::Retryable {
-                retry_after: retry_after.or(Some(RECORD_LOCK)),
+                retry_after: Some(retry_after.unwrap_or(RECORD_LOCK).min(MAX_WAIT)),
             },
             details.code_or("LOCKED"),
             message,
         ),
         408 | 477 | 500..=599 => AdapterError::new(
-            ErrorKind::Retryable { retry_after },
+            ErrorKind::Retryable {
+                retry_after: retry_after.map(|wait| wait.min(MAX_WAIT)),
+            },
             details.code_or(format!("HTTP_{status}")),
             message,
         ),
@@ -163,45 +263,57 @@ fn classify(
     }
 }
 
-/// The first `error` code (and property `name`) of the JSON list HubSpot embeds in a
-/// validation message: `Property values were not valid: [{"error":"INVALID_EMAIL",...}]`.
-fn embedded_property_error(message: &str) -> Option<(String, Option<String>)> {
-    let start = message.find('[')?;
-    let end = message.rfind(']')?;
-    let details: Vec<Value> = serde_json::from_str(message.get(start..=end)?).ok()?;
-    details.iter().find_map(|detail| {
-        let code = detail.get("error")?.as_str()?.to_string();
-        let property = detail
-            .get("name")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        Some((code, property))
-    })
+/// Whether the connection's field table writes `property` (as a field's main or extra target).
+fn writes_property(mapping: &FieldMapping, property: &str) -> bool {
+    mapping.crm_fields().contains(&property)
+        || mapping.extra_fields().any(|extra| extra == property)
 }
 
-/// `Retry-After` in seconds or as an HTTP date.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+/// One refused value named in a validation message.
+struct PropertyRefusal {
+    code: String,
+    property: Option<String>,
+}
+
+/// The `error` codes (and property `name`s) of the JSON list HubSpot embeds in a validation
+/// message: `Property values were not valid: [{"error":"INVALID_EMAIL",...}]`.
+fn embedded_property_errors(message: &str) -> Vec<PropertyRefusal> {
+    let (Some(start), Some(end)) = (message.find('['), message.rfind(']')) else {
+        return Vec::new();
+    };
+    let details: Vec<Value> = message
+        .get(start..=end)
+        .and_then(|list| serde_json::from_str(list).ok())
+        .unwrap_or_default();
+    details
+        .iter()
+        .filter_map(|detail| {
+            Some(PropertyRefusal {
+                code: detail.get("error")?.as_str()?.to_string(),
+                property: detail
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+            })
+        })
+        .collect()
+}
+
+/// `Retry-After` in seconds or as an HTTP date, as received: a date in the past is no wait, a
+/// number too large for the clock is the longest wait, anything else (negative, fractions,
+/// words) is no header. Callers cap it.
+fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
+    if !value.is_empty() && value.bytes().all(|byte| byte.is_ascii_digit()) {
+        return Some(value.parse().map_or(Duration::MAX, Duration::from_secs));
     }
     let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(SystemTime::now()).unwrap_or_default())
+    Some(at.duration_since(now).unwrap_or_default())
 }
 
 fn rate_limit_interval(headers: &HeaderMap) -> Option<Duration> {
     let millis = headers.get(INTERVAL_HEADER)?.to_str().ok()?.parse().ok()?;
     Some(Duration::from_millis(millis))
-}
-
-/// The wait until HubSpot's daily limits reset (midnight UTC is our conservative reading of
-/// "the daily reset").
-fn until_midnight_utc(now: SystemTime) -> Duration {
-    const DAY_SECS: u64 = 86_400;
-    let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let today = Duration::from_secs(since_epoch.as_secs() % DAY_SECS)
-        + Duration::from_nanos(u64::from(since_epoch.subsec_nanos()));
-    Duration::from_secs(DAY_SECS) - today
 }
 
 #[cfg(test)]
@@ -211,17 +323,22 @@ mod tests {
     use super::*;
     use crate::mapping::default_mapping;
 
-    fn parse(status: u16, headers: &[(&'static str, &str)], body: &str) -> AdapterError {
-        let mut map = HeaderMap::new();
-        for (name, value) in headers {
-            map.insert(*name, HeaderValue::from_str(value).unwrap());
-        }
+    fn parse(status: u16, pairs: &[(&'static str, &str)], body: &str) -> AdapterError {
         parse_error(
             StatusCode::from_u16(status).unwrap(),
-            &map,
+            &headers(pairs),
             body,
             &default_mapping(),
+            None,
         )
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_str(value).unwrap());
+        }
+        map
     }
 
     #[test]
@@ -260,29 +377,53 @@ mod tests {
     }
 
     #[test]
-    fn daily_429_is_quota_exhausted_until_the_reset() {
+    fn daily_429_is_quota_exhausted_with_hubspots_wait_when_it_is_shorter() {
         let body = r#"{"status":"error","message":"You have reached your daily limit.","errorType":"RATE_LIMIT","policyName":"DAILY"}"#;
-        let error = parse(429, &[], body);
+        let error = parse(429, &[("retry-after", "60")], body);
         assert_eq!(error.code, "DAILY");
         match error.kind {
             ErrorKind::QuotaExhausted {
                 retry_after: Some(wait),
-            } => assert!(wait <= Duration::from_secs(86_400)),
+            } => assert!(wait <= Duration::from_secs(60)),
             other => panic!("expected QuotaExhausted, got {other:?}"),
         }
-        let with_header = parse(429, &[("retry-after", "60")], body);
-        assert_eq!(
-            with_header.kind,
-            ErrorKind::QuotaExhausted {
-                retry_after: Some(Duration::from_secs(60))
-            }
-        );
     }
 
     #[test]
-    fn midnight_is_counted_from_the_start_of_the_utc_day() {
-        let noon = UNIX_EPOCH + Duration::from_secs(86_400 * 3 + 43_200);
-        assert_eq!(until_midnight_utc(noon), Duration::from_secs(43_200));
+    fn a_daily_429_waits_until_midnight_in_the_accounts_zone_and_never_longer() {
+        let body = r#"{"status":"error","message":"You have reached your daily limit.","errorType":"RATE_LIMIT","policyName":"DAILY"}"#;
+        let kolkata = TimeZone::get("Asia/Kolkata").unwrap();
+        let classify_in = |zone: Option<&TimeZone>, extra: &[(&'static str, &str)]| {
+            let error = parse_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                &headers(extra),
+                body,
+                &default_mapping(),
+                zone,
+            );
+            match error.kind {
+                ErrorKind::QuotaExhausted {
+                    retry_after: Some(wait),
+                } => wait,
+                other => panic!("expected QuotaExhausted, got {other:?}"),
+            }
+        };
+        // A wait ends at the zone's midnight when the reset it points at is one.
+        let ends_at_midnight = |wait: Duration| {
+            let end = Timestamp::now()
+                .checked_add(jiff::SignedDuration::try_from(wait).unwrap())
+                .unwrap()
+                .to_zoned_datetime(kolkata.clone());
+            let since_midnight = end.duration_since(&end.start_of_day().unwrap());
+            since_midnight.as_secs() < 5 || since_midnight.as_secs() > 86_395
+        };
+        assert!(ends_at_midnight(classify_in(Some(&kolkata), &[])));
+        assert!(
+            classify_in(None, &[]) <= Duration::from_secs(15 * 60),
+            "an unknown zone waits for the next quarter hour at most"
+        );
+        let capped = classify_in(Some(&kolkata), &[("retry-after", "999999")]);
+        assert!(ends_at_midnight(capped), "never past the reset: {capped:?}");
     }
 
     #[test]
@@ -297,15 +438,25 @@ mod tests {
     }
 
     #[test]
-    fn missing_scopes_is_permanent_and_not_blamed_on_one_input() {
+    fn a_403_refuses_the_connection_and_is_not_blamed_on_one_input() {
         let error = parse(
             403,
             &[],
             r#"{"status":"error","message":"This app hasn't been granted all required scopes to make this call.","category":"MISSING_SCOPES"}"#,
         );
-        assert_eq!(error.kind, ErrorKind::Permanent { field: None });
+        assert_eq!(error.kind, ErrorKind::Misconfigured);
         assert_eq!(error.code, "MISSING_SCOPES");
+        assert_eq!(
+            error.message,
+            "This app hasn't been granted all required scopes to make this call."
+        );
         assert!(!may_blame_one_input(&error));
+        assert!(refuses_the_connection(&error));
+        let proxy = parse(403, &[], "<html>Forbidden</html>");
+        assert_eq!(
+            (proxy.kind, proxy.code.as_str()),
+            (ErrorKind::Misconfigured, "HTTP_403")
+        );
     }
 
     #[test]
@@ -316,13 +467,31 @@ mod tests {
             r#"{"status":"error","message":"Object not found.  objectId are usually numeric.","category":"OBJECT_NOT_FOUND"}"#,
         );
         assert_eq!(gone.kind, ErrorKind::RecordGone);
-        let bare = parse(
+        let unrouted = parse(
             404,
             &[],
             r#"{"status":"error","message":"resource not found"}"#,
         );
-        assert_eq!(bare.kind, ErrorKind::Permanent { field: None });
-        assert_eq!(bare.message, "resource not found");
+        assert_eq!(unrouted.kind, ErrorKind::Misconfigured);
+        assert_eq!(unrouted.code, "ENDPOINT_NOT_FOUND");
+        assert_eq!(unrouted.message, "resource not found");
+        let bare = parse(404, &[], "Not Found");
+        assert_eq!(
+            (bare.kind, bare.code.as_str(), bare.message.as_str()),
+            (ErrorKind::Misconfigured, "ENDPOINT_NOT_FOUND", "Not Found")
+        );
+        let empty = parse(404, &[], "");
+        assert_eq!(empty.kind, ErrorKind::Misconfigured);
+        assert!(!may_blame_one_input(&empty));
+    }
+
+    #[test]
+    fn a_retired_api_answers_like_no_endpoint_at_all() {
+        // HubSpot's sunset notices: "all endpoints ... will return a 404 error response".
+        for status in [404, 405, 410] {
+            let error = parse(status, &[], "");
+            assert_eq!(error.kind, ErrorKind::Misconfigured, "{status}");
+        }
     }
 
     #[test]
@@ -343,7 +512,13 @@ mod tests {
             r#"{"status":"error","message":"Property values were not valid: [{\"isValid\":false,\"message\":\"Property \\\"jobtitel\\\" does not exist\",\"error\":\"PROPERTY_DOESNT_EXIST\",\"name\":\"jobtitel\"}]","category":"VALIDATION_ERROR"}"#,
         );
         assert_eq!(unknown.code, "PROPERTY_DOESNT_EXIST");
-        assert_eq!(unknown.field(), Some("jobtitel"));
+        assert_eq!(
+            unknown.kind,
+            ErrorKind::Permanent {
+                field: Some("jobtitel".into())
+            },
+            "a property the field table does not write is the edit's problem"
+        );
         let mobile = parse(
             400,
             &[],
@@ -356,6 +531,115 @@ mod tests {
             r#"{"status":"error","message":"Invalid input JSON","category":"VALIDATION_ERROR"}"#,
         );
         assert_eq!(plain.code, "VALIDATION_ERROR");
+    }
+
+    #[test]
+    fn a_mapped_property_the_portal_lacks_refuses_the_connection() {
+        let mapping = default_mapping()
+            .with_overrides(&[("position".to_string(), "jobtitel".to_string())].into())
+            .unwrap();
+        let body = r#"{"status":"error","message":"Property values were not valid: [{\"isValid\":false,\"message\":\"Email address x@y is invalid\",\"error\":\"INVALID_EMAIL\",\"name\":\"email\"},{\"isValid\":false,\"message\":\"Property \\\"jobtitel\\\" does not exist\",\"error\":\"PROPERTY_DOESNT_EXIST\",\"name\":\"jobtitel\"}]","category":"VALIDATION_ERROR"}"#;
+        let error = parse_error(
+            StatusCode::BAD_REQUEST,
+            &HeaderMap::new(),
+            body,
+            &mapping,
+            None,
+        );
+        assert_eq!(error.kind, ErrorKind::Misconfigured);
+        assert_eq!(error.code, "PROPERTY_DOESNT_EXIST");
+        assert!(error.message.contains("jobtitel"), "{}", error.message);
+        assert!(
+            !may_blame_one_input(&error),
+            "a mapping error never splits a batch"
+        );
+        let extra = default_mapping()
+            .with_extra_fields(&[("position".to_string(), "persona".to_string())].into())
+            .unwrap();
+        let read_only = r#"{"status":"error","message":"Property values were not valid: [{\"error\":\"READ_ONLY_VALUE\",\"name\":\"persona\"}]","category":"VALIDATION_ERROR"}"#;
+        let error = parse_error(
+            StatusCode::BAD_REQUEST,
+            &HeaderMap::new(),
+            read_only,
+            &extra,
+            None,
+        );
+        assert_eq!(error.kind, ErrorKind::Misconfigured);
+    }
+
+    #[test]
+    fn retry_after_is_bounded_and_never_panics() {
+        let now = SystemTime::now();
+        let read = |value: &str| retry_after(&headers(&[("retry-after", value)]), now);
+        assert_eq!(read("7"), Some(Duration::from_secs(7)));
+        assert_eq!(read(" 7 "), Some(Duration::from_secs(7)));
+        assert_eq!(read("99999999999999999999999999"), Some(Duration::MAX));
+        for garbage in ["-5", "1.5", "soon", "", "0x10"] {
+            assert_eq!(read(garbage), None, "{garbage:?}");
+        }
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(60));
+        assert_eq!(
+            read(&past),
+            Some(Duration::ZERO),
+            "a date in the past is no wait"
+        );
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(120));
+        let wait = read(&later).unwrap();
+        assert!(wait <= Duration::from_secs(120) && wait > Duration::from_secs(110));
+
+        let huge = [("retry-after", "99999999999999999999")];
+        assert_eq!(
+            parse(429, &huge, "{}").kind,
+            ErrorKind::RateLimited {
+                retry_after: Some(MAX_RATE_LIMIT_WAIT)
+            }
+        );
+        let far_date = [("retry-after", "Fri, 31 Dec 9999 23:59:59 GMT")];
+        assert_eq!(
+            parse(429, &far_date, "{}").kind,
+            ErrorKind::RateLimited {
+                retry_after: Some(MAX_RATE_LIMIT_WAIT)
+            }
+        );
+        assert_eq!(
+            parse(
+                429,
+                &[(
+                    "x-hubspot-ratelimit-interval-milliseconds",
+                    "18446744073709551615"
+                )],
+                "{}"
+            )
+            .kind,
+            ErrorKind::RateLimited {
+                retry_after: Some(MAX_RATE_LIMIT_WAIT)
+            }
+        );
+        for status in [423, 477, 503] {
+            assert_eq!(
+                parse(status, &huge, "").kind,
+                ErrorKind::Retryable {
+                    retry_after: Some(MAX_WAIT)
+                },
+                "{status}"
+            );
+        }
+        assert_eq!(
+            parse(503, &[("retry-after", "-1")], "").kind,
+            ErrorKind::Retryable { retry_after: None }
+        );
+    }
+
+    #[test]
+    fn redaction_removes_every_secret_from_code_and_message() {
+        let error =
+            AdapterError::unauthorized("tok-1", "refresh token tok-1 (client sec-2) refused");
+        let clean = redacted(error, &["tok-1", "sec-2", ""]);
+        assert_eq!(clean.code, "[redacted]");
+        assert_eq!(
+            clean.message,
+            "refresh token [redacted] (client [redacted]) refused"
+        );
     }
 
     #[test]

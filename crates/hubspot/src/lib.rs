@@ -7,8 +7,10 @@
 //! - [`error`]: [`parse_error`], the one place HubSpot's answers are classified.
 //! - `client`, `auth`, `pacer`: HTTP, bearer tokens (static or OAuth refresh), and pacing to
 //!   HubSpot's rate-limit headers.
+//! - `account`: the account's time zone, in which the daily limit resets.
 //! - [`HubspotAdapter`]: the [`SourceAdapter`].
 
+mod account;
 mod adapter;
 mod auth;
 mod client;

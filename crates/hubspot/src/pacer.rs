@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::header::HeaderMap;
 
-use crate::error::TEN_SECOND_WINDOW;
+use crate::error::{MAX_RATE_LIMIT_WAIT, TEN_SECOND_WINDOW};
 
 /// How often a caller looks again when every slot is taken by a request still in flight.
 const IN_FLIGHT_POLL: Duration = Duration::from_millis(10);
@@ -95,7 +95,8 @@ impl Pacer {
         let mut state = self.state.lock().unwrap();
         let now = Instant::now();
         if let Some(interval) = interval.filter(|millis| *millis > 0) {
-            state.window = Duration::from_millis(interval);
+            // A window longer than any wait HubSpot may impose is a broken header.
+            state.window = Duration::from_millis(interval).min(MAX_RATE_LIMIT_WAIT);
         }
         if let Some(max) = max.filter(|max| *max > 0) {
             state.limit = self
@@ -240,6 +241,15 @@ mod tests {
         let pacer = Pacer::new(100);
         pacer.observe(&headers(200, 200, 1_000));
         assert_eq!(pacer.state.lock().unwrap().limit, 10);
+    }
+
+    #[test]
+    fn an_absurd_interval_header_is_capped() {
+        let pacer = Pacer::new(1);
+        pacer.observe(&headers(1, 0, u64::MAX));
+        let mut state = pacer.state.lock().unwrap();
+        assert_eq!(state.window, MAX_RATE_LIMIT_WAIT);
+        assert!(state.try_take(Instant::now()).unwrap() <= MAX_RATE_LIMIT_WAIT);
     }
 
     #[test]

@@ -6,15 +6,19 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 use unisync_core::{
     AdapterFactory, ContactField, ContactPatch, CredentialStore, CustomerLink, ErrorKind, PushItem,
+    SourceAdapter,
 };
 use unisync_hubspot::{HubspotFactory, REFRESH_TOKEN_KEY};
 use unisync_sandbox::hubspot::HubspotSandbox;
 use unisync_sandbox::{Fault, SandboxCrm};
 
-use common::{MemoryCredentials, connection, oauth_adapter, sandbox, token_adapter};
+use common::{
+    MemoryCredentials, connection, oauth_adapter, sandbox, token_adapter, token_adapter_with,
+};
 
 fn edit(id: &str, changes: &[(ContactField, &str)]) -> PushItem {
     PushItem {
@@ -223,10 +227,12 @@ async fn daily_and_ten_secondly_limits_are_told_apart() {
     let sandbox = sandbox(0).await;
     let id = contact(&sandbox, "limits");
     let city = [(ContactField::City, "Faro")];
+    // A configured zone: no account details call takes the one request of the window.
+    let in_zone = || token_adapter_with(&sandbox, json!({"daily_reset_tz": "UTC"}));
     sandbox.set_rate_limit(1, Duration::from_secs(10));
     // Another client of the same app spends the window before this adapter has seen a header.
-    assert!(token_adapter(&sandbox).push(&[edit(&id, &city)]).await[0].is_ok());
-    let error = token_adapter(&sandbox).push(&[edit(&id, &city)]).await[0]
+    assert!(in_zone().push(&[edit(&id, &city)]).await[0].is_ok());
+    let error = in_zone().push(&[edit(&id, &city)]).await[0]
         .clone()
         .unwrap_err();
     assert_eq!(error.code, "TEN_SECONDLY_ROLLING");
@@ -239,7 +245,7 @@ async fn daily_and_ten_secondly_limits_are_told_apart() {
 
     sandbox.remove_rate_limit();
     sandbox.set_daily_limit(Some(1));
-    let adapter = token_adapter(&sandbox);
+    let adapter = in_zone();
     assert!(adapter.push(&[edit(&id, &city)]).await[0].is_ok());
     let usage = adapter.api_usage().unwrap();
     assert_eq!((usage.used, usage.limit), (1, 1));
@@ -251,6 +257,241 @@ async fn daily_and_ten_secondly_limits_are_told_apart() {
         error.kind,
         ErrorKind::QuotaExhausted { retry_after: Some(wait) } if wait <= Duration::from_secs(86_400)
     ));
+}
+
+/// The wait a `DAILY` refusal of `adapter`'s next push asks for.
+async fn daily_wait(adapter: &Arc<dyn SourceAdapter>, id: &str) -> Duration {
+    let error = adapter
+        .push(&[edit(id, &[(ContactField::City, "Faro")])])
+        .await
+        .remove(0)
+        .unwrap_err();
+    match error.kind {
+        ErrorKind::QuotaExhausted {
+            retry_after: Some(wait),
+        } => wait,
+        other => panic!("expected the daily limit, got {other:?}"),
+    }
+}
+
+/// Asserts that `wait`, from now, ends at midnight in `zone` (give or take a few seconds).
+fn assert_ends_at_midnight_in(wait: Duration, zone: &str) {
+    let end = Timestamp::now()
+        .checked_add(SignedDuration::try_from(wait).unwrap())
+        .unwrap()
+        .in_tz(zone)
+        .unwrap();
+    let time = end.time();
+    let past_midnight =
+        i32::from(time.hour()) * 3600 + i32::from(time.minute()) * 60 + i32::from(time.second());
+    assert!(
+        !(5..86_395).contains(&past_midnight),
+        "a wait of {wait:?} ends at {end}, not at midnight in {zone}"
+    );
+}
+
+#[tokio::test]
+async fn the_daily_limit_waits_until_midnight_in_the_accounts_time_zone() {
+    let sandbox = sandbox(0).await;
+    // India is UTC+5:30 all year: its midnight is never UTC's.
+    sandbox.set_time_zone("Asia/Kolkata");
+    let id = contact(&sandbox, "daily");
+    let adapter = token_adapter(&sandbox);
+    assert!(
+        adapter
+            .push(&[edit(&id, &[(ContactField::City, "Goa")])])
+            .await[0]
+            .is_ok()
+    );
+    sandbox.set_daily_limit(Some(0));
+    assert_ends_at_midnight_in(daily_wait(&adapter, &id).await, "Asia/Kolkata");
+    daily_wait(&adapter, &id).await;
+    assert_eq!(
+        sandbox.stats().account_details,
+        1,
+        "the account's zone is read once"
+    );
+
+    // A zone in config wins, and HubSpot is not asked.
+    let configured = token_adapter_with(&sandbox, json!({"daily_reset_tz": "America/Los_Angeles"}));
+    assert_ends_at_midnight_in(daily_wait(&configured, &id).await, "America/Los_Angeles");
+    assert_eq!(sandbox.stats().account_details, 1);
+}
+
+#[tokio::test]
+async fn revoked_scopes_refuse_the_connection_with_one_call_and_lift_when_granted() {
+    let sandbox = sandbox(0).await;
+    let adapter = token_adapter(&sandbox);
+    let ids: Vec<String> = (0..40)
+        .map(|n| contact(&sandbox, &format!("scoped{n}")))
+        .collect();
+    let items: Vec<PushItem> = ids
+        .iter()
+        .map(|id| edit(id, &[(ContactField::Position, "Buyer")]))
+        .collect();
+    sandbox.faults().set_standing(Fault::AccessRevoked);
+
+    let results = adapter.push(&items).await;
+
+    for result in &results {
+        let error = result.as_ref().unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Misconfigured);
+        assert_eq!(error.code, "MISSING_SCOPES");
+        assert!(
+            error.message.contains("required scopes"),
+            "{}",
+            error.message
+        );
+    }
+    assert_eq!(
+        sandbox.stats().requests,
+        1,
+        "one refused call tells the connection is refused: no splitting"
+    );
+    let company = sandbox.create_company("Northwind");
+    let link_only = adapter
+        .push(&[link(
+            &ids[0],
+            CustomerLink::Link {
+                id: company,
+                previous: None,
+            },
+        )])
+        .await;
+    assert_eq!(
+        link_only[0].as_ref().unwrap_err().kind,
+        ErrorKind::Misconfigured
+    );
+    let pulled = adapter.pull(None).await.err().unwrap();
+    assert_eq!(pulled.kind, ErrorKind::Misconfigured);
+
+    sandbox.faults().clear_standing();
+    for result in adapter.push(&items).await {
+        result.expect("the edits land once the scope is granted");
+    }
+}
+
+#[tokio::test]
+async fn revoked_scopes_are_told_from_a_refused_token() {
+    let sandbox = sandbox(0).await;
+    let id = contact(&sandbox, "oauth-scoped");
+    let adapter = oauth_adapter(&sandbox, Default::default());
+    sandbox.faults().set_standing(Fault::AccessRevoked);
+    let error = adapter
+        .push(&[edit(&id, &[(ContactField::Zip, "1")])])
+        .await
+        .remove(0)
+        .unwrap_err();
+    assert_eq!(error.kind, ErrorKind::Misconfigured);
+    assert_eq!(
+        sandbox.token_refreshes(),
+        1,
+        "the token endpoint still works"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_base_url_or_retired_api_refuses_the_connection_and_marks_nothing_gone() {
+    let sandbox = sandbox(0).await;
+    let ids: Vec<String> = (0..10)
+        .map(|n| contact(&sandbox, &format!("routed{n}")))
+        .collect();
+    let items: Vec<PushItem> = ids
+        .iter()
+        .map(|id| edit(id, &[(ContactField::City, "Porto")]))
+        .collect();
+    let misrouted = token_adapter_with(
+        &sandbox,
+        json!({"base_url": format!("{}/hubspot-proxy/", sandbox.base_url())}),
+    );
+    for result in misrouted.push(&items).await {
+        let error = result.unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Misconfigured);
+        assert_eq!(error.code, "ENDPOINT_NOT_FOUND");
+    }
+
+    let adapter = token_adapter(&sandbox);
+    sandbox.faults().set_standing(Fault::EndpointNotFound);
+    let before = sandbox.stats().requests;
+    for result in adapter.push(&items).await {
+        let error = result.unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Misconfigured, "{error:?}");
+        assert_eq!(error.message, "Not Found");
+    }
+    assert_eq!(sandbox.stats().requests - before, 1);
+}
+
+#[tokio::test]
+async fn a_mapped_property_the_portal_lacks_refuses_the_connection_without_splitting() {
+    let sandbox = sandbox(0).await;
+    let adapter = token_adapter_with(&sandbox, json!({"fields": {"position": "jobtitel"}}));
+    let ids: Vec<String> = (0..20)
+        .map(|n| contact(&sandbox, &format!("mapped{n}")))
+        .collect();
+    let items: Vec<PushItem> = ids
+        .iter()
+        .enumerate()
+        .map(|(n, id)| match n % 2 {
+            0 => edit(id, &[(ContactField::Position, "Buyer")]),
+            _ => edit(id, &[(ContactField::City, "Braga")]),
+        })
+        .collect();
+
+    let results = adapter.push(&items).await;
+
+    for result in &results {
+        let error = result.as_ref().unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Misconfigured);
+        assert_eq!(error.code, "PROPERTY_DOESNT_EXIST");
+        assert!(error.message.contains("jobtitel"), "{}", error.message);
+    }
+    assert_eq!(sandbox.stats().requests, 1, "no splitting");
+}
+
+#[tokio::test]
+async fn a_failed_company_link_after_landed_fields_is_reported_beside_them() {
+    let sandbox = sandbox(0).await;
+    let adapter = token_adapter(&sandbox);
+    let id = contact(&sandbox, "half-linked");
+    let company = sandbox.create_company("Globex");
+    let mut item = edit(&id, &[(ContactField::City, "Braga")]);
+    item.customer = CustomerLink::Link {
+        id: "424242".into(),
+        previous: None,
+    };
+
+    let confirmed = adapter.push(&[item.clone()]).await.remove(0).unwrap();
+
+    assert_eq!(
+        confirmed.values[&ContactField::City].as_deref(),
+        Some("Braga")
+    );
+    assert!(confirmed.crm_version.is_some());
+    let link_error = confirmed.link_error.expect("the link failed");
+    assert_eq!(
+        link_error.kind,
+        ErrorKind::Permanent {
+            field: Some("unified_customer_id".into())
+        }
+    );
+
+    sandbox
+        .association_faults()
+        .fail_next(1, Fault::ServerError(503));
+    item.patch = [(ContactField::City, Some("Faro".to_string()))]
+        .into_iter()
+        .collect();
+    item.customer = CustomerLink::Link {
+        id: company.clone(),
+        previous: None,
+    };
+    let confirmed = adapter.push(&[item]).await.remove(0).unwrap();
+    assert_eq!(property(&sandbox, &id, "city").as_deref(), Some("Faro"));
+    assert!(matches!(
+        confirmed.link_error.map(|error| error.kind),
+        Some(ErrorKind::Retryable { .. })
+    ));
+    assert!(sandbox.company_ids_of(&id).is_empty());
 }
 
 #[tokio::test]

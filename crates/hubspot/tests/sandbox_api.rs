@@ -255,3 +255,202 @@ async fn overlapping_writes_to_one_contact_are_counted() {
     );
     assert_eq!(sandbox.stats().overlapping_writes, 1);
 }
+
+#[tokio::test]
+async fn a_write_lands_even_when_the_client_hangs_up_before_the_answer() {
+    use tokio::io::AsyncWriteExt;
+
+    let sandbox = common::sandbox(0).await;
+    let id = sandbox.create_contact(&[("city", "Lisbon")]);
+    sandbox.faults().set_latency(Duration::from_millis(300));
+    let body = json!({"properties": {"city": "Porto"}}).to_string();
+    let request = format!(
+        "PATCH /crm/v3/objects/contacts/{id} HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        sandbox.addr(),
+        sandbox.access_token(),
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(sandbox.addr())
+        .await
+        .unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    // Wait until the sandbox holds the request, then hang up before its answer.
+    common::eventually("the sandbox starts the write", || async {
+        sandbox.stats().requests == 1
+    })
+    .await;
+    drop(stream);
+    common::eventually("the write lands after the hang-up", || async {
+        sandbox.contact(&id).unwrap()["city"] == "Porto"
+    })
+    .await;
+    assert_eq!(sandbox.stats().contacts_written, 1);
+}
+
+#[tokio::test]
+async fn revoked_scopes_refuse_every_crm_call_but_not_the_token_endpoint() {
+    let sandbox = common::sandbox(0).await;
+    let wire = Wire::new(&sandbox);
+    let id = sandbox.create_contact(&[]);
+    let company = sandbox.create_company("Acme");
+    sandbox.faults().set_standing(Fault::AccessRevoked);
+    let calls = [
+        (
+            reqwest::Method::GET,
+            "/crm/v3/objects/contacts".to_string(),
+            None,
+            "read",
+        ),
+        (
+            reqwest::Method::GET,
+            format!("/crm/v3/objects/contacts/{id}"),
+            None,
+            "read",
+        ),
+        (
+            reqwest::Method::PATCH,
+            format!("/crm/v3/objects/contacts/{id}"),
+            Some(json!({"properties": {"city": "x"}})),
+            "write",
+        ),
+        (
+            reqwest::Method::POST,
+            "/crm/v3/objects/contacts/batch/update".to_string(),
+            Some(json!({"inputs": [{"id": id, "properties": {"city": "x"}}]})),
+            "write",
+        ),
+        (
+            reqwest::Method::POST,
+            "/crm/v3/objects/contacts/batch/read".to_string(),
+            Some(json!({"inputs": [{"id": id}], "properties": []})),
+            "read",
+        ),
+        (
+            reqwest::Method::GET,
+            format!("/crm/v4/objects/contacts/{id}/associations/companies"),
+            None,
+            "read",
+        ),
+        (
+            reqwest::Method::PUT,
+            format!("/crm/v4/objects/contacts/{id}/associations/default/companies/{company}"),
+            None,
+            "write",
+        ),
+        (
+            reqwest::Method::DELETE,
+            format!("/crm/v4/objects/contacts/{id}/associations/companies/{company}"),
+            None,
+            "write",
+        ),
+    ];
+    for (method, path, body, access) in calls {
+        let (status, _, answer) = wire.send(method.clone(), &path, body).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}");
+        assert_eq!(answer["category"], "MISSING_SCOPES");
+        assert_eq!(
+            answer["errors"][0]["context"]["requiredGranularScopes"],
+            json!([format!("crm.objects.contacts.{access}")]),
+            "{method} {path}"
+        );
+    }
+    assert!(!sandbox.contact(&id).unwrap().contains_key("city"));
+    assert!(sandbox.company_ids_of(&id).is_empty());
+
+    let oauth = sandbox.oauth_credentials();
+    let form = [
+        ("grant_type", "refresh_token".to_string()),
+        ("client_id", oauth.client_id),
+        ("client_secret", oauth.client_secret),
+        ("refresh_token", oauth.refresh_token),
+    ];
+    let token = wire
+        .http
+        .post(format!("{}/oauth/v1/token", wire.base))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(token.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn emails_follow_hubspots_rules_not_unisyncs() {
+    let sandbox = common::sandbox(0).await;
+    let wire = Wire::new(&sandbox);
+    let id = sandbox.create_contact(&[("email", "ann@example.com")]);
+    for refused in [
+        "ann@corp.example",
+        "ann..lee@example.com",
+        "tb.tb@yahoo.comtttt",
+    ] {
+        let (status, body) = wire.patch(&id, json!({"email": refused})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+        assert_eq!(body["category"], "VALIDATION_ERROR");
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.contains(r#""error":"INVALID_EMAIL","name":"email""#),
+            "{message}"
+        );
+        assert!(message.contains(&format!("Email address {refused} is invalid")));
+    }
+    let long_local_part = format!("{}@example.design", "a".repeat(70));
+    let (status, body) = wire.patch(&id, json!({"email": long_local_part})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn account_details_name_the_time_zone_and_count_apart_from_crm_calls() {
+    let sandbox = common::sandbox(0).await;
+    let wire = Wire::new(&sandbox);
+    assert_eq!(sandbox.time_zone(), "US/Eastern");
+    let (status, _, body) = wire
+        .send(reqwest::Method::GET, "/account-info/v3/details", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["timeZone"], "US/Eastern");
+    assert!(body["portalId"].is_u64());
+    assert!(matches!(
+        body["utcOffset"].as_str(),
+        Some("-05:00" | "-04:00")
+    ));
+    sandbox.set_time_zone("Asia/Kolkata");
+    sandbox.faults().fail_next(1, Fault::ServerError(503));
+    let (status, _, body) = wire
+        .send(reqwest::Method::GET, "/account-info/v3/details", None)
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "scripted faults are for contact calls"
+    );
+    assert_eq!(
+        (
+            &body["timeZone"],
+            &body["utcOffset"],
+            &body["utcOffsetMilliseconds"]
+        ),
+        (&json!("Asia/Kolkata"), &json!("+05:30"), &json!(19_800_000))
+    );
+    let stats = sandbox.stats();
+    assert_eq!((stats.account_details, stats.requests), (2, 0));
+}
+
+#[tokio::test]
+async fn association_faults_touch_association_calls_only() {
+    let sandbox = common::sandbox(0).await;
+    let wire = Wire::new(&sandbox);
+    let id = sandbox.create_contact(&[]);
+    let company = sandbox.create_company("Acme");
+    sandbox
+        .association_faults()
+        .fail_next(1, Fault::ServerError(502));
+    let (status, _) = wire.patch(&id, json!({"city": "x"})).await;
+    assert_eq!(status, StatusCode::OK);
+    let path = format!("/crm/v4/objects/contacts/{id}/associations/default/companies/{company}");
+    let (status, _, _) = wire.send(reqwest::Method::PUT, &path, None).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    let (status, _, _) = wire.send(reqwest::Method::PUT, &path, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(sandbox.company_ids_of(&id), vec![company]);
+}

@@ -3,10 +3,14 @@
 #![allow(dead_code)] // each test binary uses its own part of this module
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use unisync_core::{AdapterFactory, ConnectionConfig, CredentialStore, SourceAdapter};
 use unisync_hubspot::HubspotFactory;
 use unisync_sandbox::hubspot::HubspotSandbox;
@@ -44,14 +48,76 @@ pub fn connection(
 
 /// An adapter using the sandbox's static private-app token.
 pub fn token_adapter(sandbox: &HubspotSandbox) -> Arc<dyn SourceAdapter> {
-    let config = connection(
-        sandbox,
-        json!({}),
-        &[("access_token", sandbox.access_token())],
-    );
+    token_adapter_with(sandbox, json!({}))
+}
+
+/// An adapter using the sandbox's static private-app token, with `extra` settings.
+pub fn token_adapter_with(sandbox: &HubspotSandbox, extra: Value) -> Arc<dyn SourceAdapter> {
+    let config = connection(sandbox, extra, &[("access_token", sandbox.access_token())]);
     HubspotFactory
         .build(&config, Arc::new(MemoryCredentials::default()))
         .unwrap()
+}
+
+/// Polls `condition` every 20 ms until it holds; panics with `what` after 10 seconds.
+pub async fn eventually<F: Future<Output = bool>>(what: &str, mut condition: impl FnMut() -> F) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A stand-in server on 127.0.0.1 that reads each request whole and answers it with the raw
+/// HTTP `answer`, or with nothing at all (`None`: it closes the connection), for failures
+/// the sandbox does not imitate.
+pub async fn canned_server(answer: Option<String>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                read_request(&mut stream).await;
+                if let Some(answer) = answer {
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A raw HTTP/1.1 answer with a JSON (or any) body.
+pub fn http_answer(status_line: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status_line}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Reads one request: its head, then as many body bytes as its `content-length` says.
+async fn read_request(stream: &mut TcpStream) {
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match stream.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(read) => received.extend_from_slice(&buffer[..read]),
+        }
+        let Some(head_end) = received.windows(4).position(|window| window == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&received[..head_end]).to_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|line| line.strip_prefix("content-length:"))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0);
+        if received.len() >= head_end + 4 + length {
+            return;
+        }
+    }
 }
 
 /// An adapter using the sandbox's OAuth app, keeping refresh tokens in `store`.

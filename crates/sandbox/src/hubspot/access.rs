@@ -1,11 +1,19 @@
 //! Who may call the fake HubSpot and how often: the static private-app token, OAuth tokens
-//! issued by `/oauth/v1/token`, the rolling ten-second window and the daily budget.
+//! issued by `/oauth/v1/token`, the rolling ten-second window and the daily budget, which
+//! resets at midnight in the account's time zone.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use jiff::Timestamp;
+use jiff::civil::Date;
+use jiff::tz::TimeZone;
+
 /// How long an OAuth access token lives unless a test says otherwise (HubSpot's 30 minutes).
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(1800);
+/// The account's time zone unless a test says otherwise: a portal's zone is its owner's, and
+/// seldom UTC (the name is the one HubSpot's own documentation shows).
+pub(super) const DEFAULT_TIME_ZONE: &str = "US/Eastern";
 
 /// Why a bearer token was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -158,11 +166,33 @@ pub(super) enum LimitHit {
     Daily,
 }
 
+/// The account's time zone, as HubSpot names it.
+#[derive(Clone, Debug)]
+pub(super) struct AccountTimeZone {
+    pub name: String,
+    pub zone: TimeZone,
+}
+
+impl AccountTimeZone {
+    /// The zone named `name` (an IANA name), or `None` when there is no such zone.
+    pub(super) fn named(name: &str) -> Option<Self> {
+        Some(AccountTimeZone {
+            name: name.to_string(),
+            zone: TimeZone::get(name).ok()?,
+        })
+    }
+
+    fn date_at(&self, now: Timestamp) -> Date {
+        self.zone.to_datetime(now).date()
+    }
+}
+
 /// The rolling window and the daily budget; both off until a test sets them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct RateLimits {
     window: Option<RollingWindow>,
     daily: Option<DailyBudget>,
+    time_zone: AccountTimeZone,
 }
 
 #[derive(Debug)]
@@ -176,9 +206,20 @@ struct RollingWindow {
 struct DailyBudget {
     limit: u64,
     used: u64,
+    /// The account's day that `used` counts.
+    day: Date,
 }
 
 impl RateLimits {
+    pub(super) fn new() -> Self {
+        RateLimits {
+            window: None,
+            daily: None,
+            time_zone: AccountTimeZone::named(DEFAULT_TIME_ZONE)
+                .expect("the default zone is in the bundled database"),
+        }
+    }
+
     pub(super) fn set_window(&mut self, limit: Option<(u64, Duration)>) {
         self.window = limit.map(|(max, interval)| RollingWindow {
             max,
@@ -189,21 +230,53 @@ impl RateLimits {
 
     /// Sets the daily budget; requests already made today keep counting.
     pub(super) fn set_daily(&mut self, limit: Option<u64>) {
-        let used = self.daily.as_ref().map_or(0, |daily| daily.used);
-        self.daily = limit.map(|limit| DailyBudget { limit, used });
+        let today = self.time_zone.date_at(Timestamp::now());
+        let used = self
+            .daily
+            .as_ref()
+            .filter(|daily| daily.day == today)
+            .map_or(0, |daily| daily.used);
+        self.daily = limit.map(|limit| DailyBudget {
+            limit,
+            used,
+            day: today,
+        });
+    }
+
+    pub(super) fn time_zone(&self) -> &AccountTimeZone {
+        &self.time_zone
+    }
+
+    /// Moves the account to another time zone; the daily budget counts on in the new zone's
+    /// day.
+    pub(super) fn set_time_zone(&mut self, time_zone: AccountTimeZone) {
+        self.time_zone = time_zone;
     }
 
     /// Counts a request against the limits, or says which one refuses it. The headers
     /// describe the state after this request either way.
     pub(super) fn admit(&mut self) -> (LimitHeaders, Result<(), LimitHit>) {
-        let now = Instant::now();
+        self.admit_at(Instant::now(), Timestamp::now())
+    }
+
+    /// [`RateLimits::admit`] at a given moment: `now` for the window, `wall_clock` for the
+    /// account's day.
+    fn admit_at(
+        &mut self,
+        now: Instant,
+        wall_clock: Timestamp,
+    ) -> (LimitHeaders, Result<(), LimitHit>) {
         let mut verdict = Ok(());
-        if self
-            .daily
-            .as_ref()
-            .is_some_and(|daily| daily.used >= daily.limit)
-        {
-            verdict = Err(LimitHit::Daily);
+        if let Some(daily) = &mut self.daily {
+            // HubSpot's daily limit resets at midnight in the account's time zone.
+            let today = self.time_zone.date_at(wall_clock);
+            if daily.day != today {
+                daily.day = today;
+                daily.used = 0;
+            }
+            if daily.used >= daily.limit {
+                verdict = Err(LimitHit::Daily);
+            }
         }
         if let Some(window) = &mut self.window {
             while window
@@ -243,7 +316,7 @@ mod tests {
 
     #[test]
     fn the_window_refuses_beyond_its_max_and_reports_remaining() {
-        let mut limits = RateLimits::default();
+        let mut limits = RateLimits::new();
         limits.set_window(Some((2, Duration::from_secs(10))));
         assert_eq!(
             limits.admit().0.window,
@@ -255,12 +328,41 @@ mod tests {
 
     #[test]
     fn the_daily_budget_wins_over_the_window() {
-        let mut limits = RateLimits::default();
+        let mut limits = RateLimits::new();
         limits.set_window(Some((10, Duration::from_secs(10))));
         limits.set_daily(Some(1));
         assert!(limits.admit().1.is_ok());
         let (headers, verdict) = limits.admit();
         assert_eq!(verdict, Err(LimitHit::Daily));
+        assert_eq!(headers.daily, Some((1, 0)));
+    }
+
+    #[test]
+    fn the_daily_budget_resets_at_midnight_in_the_accounts_zone() {
+        let mut limits = RateLimits::new();
+        limits.set_time_zone(AccountTimeZone::named("US/Eastern").unwrap());
+        let now = Instant::now();
+        let at = |instant: &str| instant.parse::<Timestamp>().unwrap();
+        // 18:30 in New York on 14 January (23:30 UTC).
+        let evening = at("2026-01-14T23:30:00Z");
+        limits.daily = Some(DailyBudget {
+            limit: 1,
+            used: 0,
+            day: limits.time_zone.date_at(evening),
+        });
+        assert!(limits.admit_at(now, evening).1.is_ok());
+        assert_eq!(limits.admit_at(now, evening).1, Err(LimitHit::Daily));
+        // Midnight has passed in UTC but not in New York: still spent.
+        for not_yet in ["2026-01-15T00:30:00Z", "2026-01-15T04:59:59Z"] {
+            assert_eq!(
+                limits.admit_at(now, at(not_yet)).1,
+                Err(LimitHit::Daily),
+                "{not_yet}"
+            );
+        }
+        // Midnight in New York.
+        let (headers, verdict) = limits.admit_at(now, at("2026-01-15T05:00:00Z"));
+        assert!(verdict.is_ok());
         assert_eq!(headers.daily, Some((1, 0)));
     }
 

@@ -1,15 +1,18 @@
 //! The fake HubSpot API: contacts (single and batch update, read, list), company
-//! associations (v4) and OAuth refresh, answering in HubSpot's own shapes (see
-//! `shared/docs/crm-apis.md`), in memory, on loopback.
+//! associations (v4), account details and OAuth refresh, answering in HubSpot's own shapes
+//! (see `shared/docs/crm-apis.md`), in memory, on loopback.
 //!
 //! Tests drive it in-process through [`HubspotSandbox`]'s inspection methods: create and
 //! read records behind the adapter's back, switch on rate limits, short-lived tokens and
 //! [`Fault`](crate::Fault)s, and read [`HubspotStats`] afterwards.
 //!
-//! Overlapping writes to one contact are only seen while both requests are being answered:
-//! set a latency (`faults().set_latency(..)`) to make the check meaningful.
+//! Like HubSpot, it applies a write it has received even when the client hangs up before
+//! the answer (a client timeout does not undo a write). Overlapping writes to one contact are
+//! only seen while both requests are being answered: set a latency
+//! (`faults().set_latency(..)`) to make the check and late landings meaningful.
 
 mod access;
+mod email;
 mod routes;
 mod store;
 
@@ -19,14 +22,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::{Faults, SandboxCrm};
-use access::{RateLimits, Tokens};
+use access::{AccountTimeZone, RateLimits, Tokens};
 use store::Store;
 
 /// Request counts of a running fake HubSpot.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HubspotStats {
-    /// CRM API requests (every `/crm/...` call, token requests excluded).
+    /// CRM API requests (every `/crm/...` call; token and account details requests excluded).
     pub requests: u64,
+    /// Account details requests (`/account-info/v3/details`).
+    pub account_details: u64,
     /// `batch/update` calls.
     pub batch_updates: u64,
     /// Contact writes that landed (a batch of 100 counts 100).
@@ -59,7 +64,7 @@ impl HubspotSandbox {
     pub async fn start(listen: SocketAddr, demo_records: usize) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::new(&format!("{}", addr.port())));
+        let shared = Arc::new(Shared::new(addr.port()));
         seed_demo_records(&mut shared.store.lock().unwrap(), demo_records);
         let router = routes::router(shared.clone());
         let server = tokio::spawn(async move {
@@ -175,10 +180,35 @@ impl HubspotSandbox {
         self.shared.limits.lock().unwrap().set_window(None);
     }
 
-    /// Limits CRM requests per day (`None`: no limit, the default): beyond it, 429 `DAILY`.
-    /// Answers then carry `X-HubSpot-RateLimit-Daily` and `-Daily-Remaining`.
+    /// Limits API requests per day (`None`: no limit, the default): beyond it, 429 `DAILY`.
+    /// Answers then carry `X-HubSpot-RateLimit-Daily` and `-Daily-Remaining`. The count
+    /// starts again at midnight in the account's time zone ([`HubspotSandbox::set_time_zone`]).
     pub fn set_daily_limit(&self, limit: Option<u64>) {
         self.shared.limits.lock().unwrap().set_daily(limit);
+    }
+
+    /// Sets the account's time zone (an IANA name; `US/Eastern` unless set), which the
+    /// account details API reports and in which the daily limit resets.
+    ///
+    /// # Panics
+    ///
+    /// When `name` is not a time zone: a test's mistake.
+    pub fn set_time_zone(&self, name: &str) {
+        let time_zone = AccountTimeZone::named(name)
+            .unwrap_or_else(|| panic!("{name} is not an IANA time zone name"));
+        self.shared.limits.lock().unwrap().set_time_zone(time_zone);
+    }
+
+    /// The account's time zone, as the account details API names it.
+    pub fn time_zone(&self) -> String {
+        self.shared.limits.lock().unwrap().time_zone().name.clone()
+    }
+
+    /// Fault switches for the v4 association calls alone (link, unlink, list), taken when
+    /// [`SandboxCrm::faults`] has none to show: to fail a company link after the contact's
+    /// properties have landed.
+    pub fn association_faults(&self) -> &Faults {
+        &self.shared.association_faults
     }
 
     /// How long OAuth access tokens issued from now on live (default 30 minutes; the answer's
@@ -242,17 +272,22 @@ struct Shared {
     /// Contact id to the number of requests writing it right now.
     writes_in_flight: Mutex<HashMap<String, usize>>,
     faults: Faults,
+    association_faults: Faults,
+    portal_id: u64,
 }
 
 impl Shared {
-    fn new(portal_tag: &str) -> Self {
+    fn new(portal_id: u16) -> Self {
+        let portal_tag = portal_id.to_string();
         Shared {
             store: Mutex::new(Store::new()),
-            tokens: Mutex::new(Tokens::new(portal_tag)),
-            limits: Mutex::new(RateLimits::default()),
+            tokens: Mutex::new(Tokens::new(&portal_tag)),
+            limits: Mutex::new(RateLimits::new()),
             stats: Mutex::new(HubspotStats::default()),
             writes_in_flight: Mutex::new(HashMap::new()),
             faults: Faults::default(),
+            association_faults: Faults::default(),
+            portal_id: u64::from(portal_id),
         }
     }
 
@@ -266,6 +301,23 @@ impl Shared {
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
+    }
+
+    /// Applies a write to `ids` at the end of the configured latency, as `apply` says, and
+    /// returns its answer. The work runs on its own task: a client that hangs up (a timeout)
+    /// drops the request's handler, but, as at HubSpot, not the write it had sent.
+    async fn land<T: Send + 'static>(
+        self: &Arc<Self>,
+        ids: Vec<String>,
+        apply: impl FnOnce(&Shared) -> T + Send + 'static,
+    ) -> T {
+        let shared = Arc::clone(self);
+        tokio::spawn(async move {
+            let _writing = shared.begin_writes(&ids).await;
+            apply(&shared)
+        })
+        .await
+        .expect("a sandbox write does not panic")
     }
 
     /// Marks `ids` as being written (counting overlaps with writes already running), then
@@ -330,8 +382,9 @@ impl Drop for RefreshInProgress<'_> {
     }
 }
 
-/// Realistic contacts for demos: names, business emails, phones, addresses, job titles, and
-/// every third contact associated with one of a few companies.
+/// Realistic contacts for demos: names, business emails (under `example.com`: HubSpot refuses
+/// reserved TLDs such as `.example`), phones, addresses, job titles, and every third contact
+/// associated with one of a few companies.
 fn seed_demo_records(store: &mut Store, count: usize) {
     const FIRST_NAMES: [&str; 10] = [
         "Ana", "Ben", "Chloe", "Dmitri", "Emeka", "Fatima", "Gustavo", "Hana", "Ivan", "Jia",
@@ -355,10 +408,10 @@ fn seed_demo_records(store: &mut Store, count: usize) {
         "Operations Lead",
     ];
     const COMPANIES: [(&str, &str); 4] = [
-        ("Northwind Traders", "northwind.example"),
-        ("Acme Logistics", "acme-logistics.example"),
-        ("Globex Health", "globex.example"),
-        ("Initech Software", "initech.example"),
+        ("Northwind Traders", "northwind.example.com"),
+        ("Acme Logistics", "acme-logistics.example.com"),
+        ("Globex Health", "globex.example.com"),
+        ("Initech Software", "initech.example.com"),
     ];
     let companies: Vec<u64> = COMPANIES
         .iter()

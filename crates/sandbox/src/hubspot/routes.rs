@@ -1,4 +1,4 @@
-//! The fake HubSpot's HTTP face: routes, the gate every CRM call passes (token, rate limits,
+//! The fake HubSpot's HTTP face: routes, the gate every API call passes (token, rate limits,
 //! faults), and HubSpot's answer shapes.
 
 use std::collections::HashMap;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Form, Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
@@ -49,18 +49,51 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
             "/crm/v4/objects/contacts/{id}/associations/companies/{company}",
             delete(dissociate),
         )
-        .route_layer(middleware::from_fn_with_state(shared.clone(), gate));
+        .route_layer(middleware::from_fn_with_state(shared.clone(), crm_gate));
+    let account = Router::new()
+        .route("/account-info/v3/details", get(account_details))
+        .route_layer(middleware::from_fn_with_state(shared.clone(), account_gate));
     Router::new()
         .merge(crm)
+        .merge(account)
         .route("/oauth/v1/token", post(issue_token))
         .fallback(|| async { not_found("resource not found") })
         .with_state(shared)
 }
 
-/// Every CRM call passes here: the bearer token, then the limits, then any scripted fault.
-/// Every answer carries the rate-limit headers of the limits in force.
-async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+/// Every CRM call passes here: the bearer token, then the limits, then any fault (the
+/// scripted or standing ones, then for association calls those of the association switches).
+async fn crm_gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
     shared.record(|stats| stats.requests += 1);
+    let fault = |request: &Request| {
+        shared.faults.take().or_else(|| {
+            request
+                .uri()
+                .path()
+                .starts_with("/crm/v4/")
+                .then(|| shared.association_faults.take())
+                .flatten()
+        })
+    };
+    admit(&shared, request, next, fault).await
+}
+
+/// The account details call passes the token and the limits, which it counts against as
+/// every API call does, but shows no fault: the faults a test scripts are meant for the
+/// contact calls it watches.
+async fn account_gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    shared.record(|stats| stats.account_details += 1);
+    admit(&shared, request, next, |_| None).await
+}
+
+/// The bearer token, then the limits, then the fault `fault` picks, then the route. Every
+/// answer carries the rate-limit headers of the limits in force.
+async fn admit(
+    shared: &Shared,
+    request: Request,
+    next: Next,
+    fault: impl FnOnce(&Request) -> Option<Fault>,
+) -> Response {
     let authorization = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -72,8 +105,8 @@ async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -
             let (limit_headers, verdict) = shared.limits.lock().unwrap().admit();
             let mut response = match verdict {
                 Err(hit) => rate_limited(hit, None),
-                Ok(()) => match shared.faults.take() {
-                    Some(fault) => fault_answer(fault),
+                Ok(()) => match fault(&request) {
+                    Some(fault) => fault_answer(fault, &request),
                     None => next.run(request).await,
                 },
             };
@@ -110,13 +143,17 @@ async fn update_contact(
         Ok(normalised) => normalised,
         Err(invalid) => return validation_error(invalid_properties_message(&invalid)),
     };
-    let _writing = shared.begin_writes(std::slice::from_ref(&id)).await;
-    let updated = shared.store.lock().unwrap().update(&id, &normalised);
+    let updated = shared
+        .land(vec![id.clone()], move |shared| {
+            let updated = shared.store.lock().unwrap().update(&id, &normalised);
+            if updated.is_ok() {
+                shared.record(|stats| stats.contacts_written += 1);
+            }
+            updated
+        })
+        .await;
     match updated {
-        Ok(object) => {
-            shared.record(|stats| stats.contacts_written += 1);
-            (StatusCode::OK, axum::Json(object)).into_response()
-        }
+        Ok(object) => (StatusCode::OK, axum::Json(object)).into_response(),
         Err(WriteError::NotFound) => object_not_found(),
         Err(WriteError::Conflict { existing_id }) => hubspot_error(
             StatusCode::CONFLICT,
@@ -196,16 +233,20 @@ async fn batch_update(State(shared): State<Arc<Shared>>, body: Bytes) -> Respons
         Err(message) => return validation_error(message),
     };
     let ids: Vec<String> = inputs.iter().map(|(id, _)| id.clone()).collect();
-    let _writing = shared.begin_writes(&ids).await;
     let started_at = now_iso();
-    let outcome = shared.store.lock().unwrap().batch_update(&inputs);
+    let outcome = shared
+        .land(ids, move |shared| {
+            let outcome = shared.store.lock().unwrap().batch_update(&inputs);
+            if let Ok(outcome) = &outcome {
+                let written = outcome.results.len() as u64;
+                shared.record(|stats| stats.contacts_written += written);
+            }
+            outcome
+        })
+        .await;
     match outcome {
         Err(refusal) => validation_error(refusal.message()),
-        Ok(outcome) => {
-            let written = outcome.results.len() as u64;
-            shared.record(|stats| stats.contacts_written += written);
-            batch_answer(outcome.results, &outcome.errors, started_at)
-        }
+        Ok(outcome) => batch_answer(outcome.results, &outcome.errors, started_at),
     }
 }
 
@@ -278,8 +319,11 @@ async fn associate(
     State(shared): State<Arc<Shared>>,
     Path((id, company)): Path<(String, String)>,
 ) -> Response {
-    let _writing = shared.begin_writes(std::slice::from_ref(&id)).await;
-    let associated = shared.store.lock().unwrap().associate(&id, &company);
+    let associated = shared
+        .land(vec![id.clone()], move |shared| {
+            shared.store.lock().unwrap().associate(&id, &company)
+        })
+        .await;
     match associated {
         Ok((contact_id, company_id)) => axum::Json(json!({
             "status": "COMPLETE",
@@ -301,12 +345,37 @@ async fn dissociate(
     State(shared): State<Arc<Shared>>,
     Path((id, company)): Path<(String, String)>,
 ) -> Response {
-    let _writing = shared.begin_writes(std::slice::from_ref(&id)).await;
-    let dissociated = shared.store.lock().unwrap().dissociate(&id, &company);
+    let dissociated = shared
+        .land(vec![id.clone()], move |shared| {
+            shared.store.lock().unwrap().dissociate(&id, &company)
+        })
+        .await;
     match dissociated {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(message) => hubspot_error(StatusCode::NOT_FOUND, "OBJECT_NOT_FOUND", message),
     }
+}
+
+/// `GET /account-info/v3/details`: the portal's settings, among them the time zone in which
+/// its daily limit resets.
+async fn account_details(State(shared): State<Arc<Shared>>) -> Response {
+    shared.pause().await;
+    let time_zone = shared.limits.lock().unwrap().time_zone().clone();
+    let offset_seconds = time_zone.zone.to_offset(jiff::Timestamp::now()).seconds();
+    let sign = if offset_seconds < 0 { '-' } else { '+' };
+    let minutes = offset_seconds.unsigned_abs() / 60;
+    axum::Json(json!({
+        "portalId": shared.portal_id,
+        "accountType": "STANDARD",
+        "timeZone": time_zone.name,
+        "companyCurrency": "USD",
+        "additionalCurrencies": [],
+        "utcOffset": format!("{sign}{:02}:{:02}", minutes / 60, minutes % 60),
+        "utcOffsetMilliseconds": i64::from(offset_seconds) * 1000,
+        "uiDomain": "app.hubspot.com",
+        "dataHostingLocation": "na1",
+    }))
+    .into_response()
 }
 
 /// `POST /oauth/v1/token` (form-encoded `refresh_token` grant).
@@ -508,7 +577,8 @@ fn rate_limited(hit: LimitHit, retry_after_secs: Option<u64>) -> Response {
     response
 }
 
-fn fault_answer(fault: Fault) -> Response {
+/// The answer `fault` calls for, to `request`.
+fn fault_answer(fault: Fault, request: &Request) -> Response {
     match fault {
         Fault::ServerError(status) => hubspot_error(
             StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -525,21 +595,31 @@ fn fault_answer(fault: Fault) -> Response {
             "LOCKED",
             "The record is locked by another operation; try again shortly.",
         ),
-        Fault::AccessRevoked => missing_scopes(),
+        Fault::AccessRevoked => missing_scopes(required_scope(request)),
         // What HubSpot's edge answers for a path it does not route: no JSON, no category.
         Fault::EndpointNotFound => (StatusCode::NOT_FOUND, "Not Found").into_response(),
     }
 }
 
+/// The granular scope a CRM call needs: reads and writes of contacts have their own.
+fn required_scope(request: &Request) -> &'static str {
+    let reads = request.method() == Method::GET || request.uri().path().ends_with("/batch/read");
+    if reads {
+        "crm.objects.contacts.read"
+    } else {
+        "crm.objects.contacts.write"
+    }
+}
+
 /// HubSpot's 403 for an app whose granted scopes do not cover the call.
-fn missing_scopes() -> Response {
+fn missing_scopes(required_scope: &str) -> Response {
     let body = json!({
         "status": "error",
         "message": "This app hasn't been granted all required scopes to make this call. Read more about required scopes here: https://developers.hubspot.com/scopes.",
         "correlationId": correlation_id(),
         "errors": [{
             "message": "One or more of the following scopes are required.",
-            "context": {"requiredGranularScopes": ["crm.objects.contacts.write"]},
+            "context": {"requiredGranularScopes": [required_scope]},
         }],
         "links": {"scopes": "https://developers.hubspot.com/scopes"},
         "category": "MISSING_SCOPES",

@@ -203,8 +203,8 @@ impl Store {
     }
 
     /// Checks and normalises one input's properties as HubSpot does: every value a string
-    /// (numbers and booleans are taken as their text), known writable properties only, a
-    /// valid email, stored lower-cased.
+    /// (numbers and booleans are taken as their text), known writable properties only, an
+    /// email HubSpot's rules take (see `email`), stored lower-cased.
     pub(super) fn normalise(
         &self,
         properties: &Map<String, Value>,
@@ -240,7 +240,7 @@ impl Store {
                 });
             } else if name == "email" {
                 let email = text.trim().to_lowercase();
-                if !email.is_empty() && !unisync_core::is_valid_email(&email) {
+                if !email.is_empty() && !super::email::accepts(&email) {
                     invalid.push(InvalidProperty {
                         name: name.clone(),
                         error: "INVALID_EMAIL",
