@@ -5,12 +5,12 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use unisync_sandbox::Fault;
 
 use crate::crm::Crm;
 use crate::harness::{Daemon, wait_for};
-use crate::world::{CONTACT, World, rename};
+use crate::world::{ANN_EMAIL, CONTACT, World, rename};
 
 against_each_crm!(
     revoked_access_pauses_the_connection_and_every_edit_lands_once_it_is_granted,
@@ -50,24 +50,24 @@ async fn wait_writes<C: Crm>(crm: &C, writes: u64) {
 
 async fn revoked_access_pauses_the_connection_and_every_edit_lands_once_it_is_granted<C: Crm>() {
     let world = World::<C>::new().await;
-    let mut contacts = vec![CONTACT.to_string()];
+    let mut contacts = vec![(CONTACT.to_string(), ANN_EMAIL.to_string())];
     for n in 2..=5 {
         let id = format!("contact_{n}");
+        let email = format!("person{n}@example.com");
         world.add_contact(
             &id,
-            &[
-                ("email", "x@example.com"),
-                ("first_name", "X"),
-                ("last_name", "Y"),
-            ],
+            &[("email", &email), ("first_name", "X"), ("last_name", "Y")],
         );
-        contacts.push(id);
+        contacts.push((id, email));
     }
     world.crm.faults().set_standing(Fault::AccessRevoked);
     let daemon = world.setup.serve();
-    for id in &contacts {
-        rename(&daemon, id, &format!("Granted {id}")).await;
+    for (id, email) in &contacts {
+        let body = json!({"email": email, "first_name": format!("Granted {id}")});
+        let answer = daemon.put_contact(id, &body).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
     }
+    let contacts: Vec<String> = contacts.into_iter().map(|(id, _)| id).collect();
     let body = wait_for("the connection to pause as misconfigured", || async {
         let (status, body) = readiness(&daemon).await;
         let paused = body["connections"][world.system()]["reason"] == "misconfigured";

@@ -135,12 +135,22 @@ recovery_grace_ms = 500
 
     /// Starts `unisync serve ARGS...` and waits until it answers.
     pub fn serve_with(&self, args: &[&str]) -> Daemon {
+        self.spawn_serve(args, Stdio::inherit())
+    }
+
+    /// Starts `unisync serve` with its log (stderr) written to `log`.
+    pub fn serve_logging_to(&self, log: &std::path::Path) -> Daemon {
+        let file = std::fs::File::create(log).expect("create the log file");
+        self.spawn_serve(&[], Stdio::from(file))
+    }
+
+    fn spawn_serve(&self, args: &[&str], stderr: Stdio) -> Daemon {
         let mut command = self.command();
         command
             .arg("serve")
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         let mut child = command.spawn().expect("spawn unisync serve");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();

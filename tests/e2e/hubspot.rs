@@ -1,15 +1,16 @@
-//! What only HubSpot shows: its property validation codes, and a replay once the portal
-//! has the property.
+//! What only HubSpot shows: a mapped property the portal lacks, and its credentials.
 
 use serde_json::{Value, json};
 use unisync_sandbox::hubspot::HubspotSandbox;
 use unisync_sandbox::{Fault, SandboxCrm};
 
+use crate::harness::wait_for;
 use crate::world::{CONTACT, World};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crm_validation_error_becomes_a_dead_letter_that_lands_when_retried_after_the_fix() {
-    // `position` is sent to a property the HubSpot account does not have.
+async fn a_mapped_property_the_account_lacks_pauses_the_connection_until_it_exists() {
+    // `position` is sent to a property the HubSpot account does not have: every edit of it
+    // would fail the same way, so the connection pauses instead of dead-lettering them.
     let world = World::<HubspotSandbox>::with_connection_keys(
         "fields = { position = \"no_such_property\" }",
     )
@@ -22,29 +23,28 @@ async fn a_crm_validation_error_becomes_a_dead_letter_that_lands_when_retried_af
         )
         .await;
     assert_eq!(answer.status, 200);
-    let sync = daemon.wait_dead_letter(CONTACT).await;
-    assert_eq!(sync["last_error"]["code"], "PROPERTY_DOESNT_EXIST");
-    assert_eq!(sync["last_error"]["class"], "permanent");
-    assert_eq!(daemon.contact(CONTACT).await["local_was_updated"], true);
-
-    // The CLI reaches the running daemon for the dead letters.
-    let listed = world.setup.run_json(&["dead-letters", "list"]);
-    let letters = listed["dead_letters"].as_array().unwrap();
-    assert_eq!(letters.len(), 1);
-    assert_eq!(letters[0]["error"]["code"], "PROPERTY_DOESNT_EXIST");
-    assert_eq!(letters[0]["contact_id"], CONTACT);
+    let ready = wait_for("the connection to pause as misconfigured", || async {
+        let body = daemon.readiness().await;
+        (body["connections"]["hubspot"]["reason"] == "misconfigured").then_some(body)
+    })
+    .await;
+    assert_eq!(ready["status"], "not_ready");
+    let pause = &ready["connections"]["hubspot"];
+    assert_eq!(pause["code"], "PROPERTY_DOESNT_EXIST");
     assert!(
-        letters[0]["error"]["message"]
+        pause["message"]
             .as_str()
             .unwrap()
-            .contains("no_such_property")
+            .contains("no_such_property"),
+        "{pause}"
     );
+    let sync = daemon.sync_state(CONTACT).await;
+    assert_eq!(sync["last_error"]["class"], "misconfigured");
+    assert_eq!(sync["open_dead_letters"], 0);
+    assert_eq!(daemon.contact(CONTACT).await["local_was_updated"], true);
     assert_eq!(world.crm_value("position").as_deref(), Some("Engineer"));
 
     world.crm.define_property("no_such_property");
-    let letter_id = letters[0]["id"].as_str().unwrap();
-    let retried = world.setup.run_json(&["dead-letters", "retry", letter_id]);
-    assert_eq!(retried["retried"], json!([letter_id]));
     let synced = daemon.wait_synced(CONTACT).await;
     assert_eq!(synced["position"], "CTO");
     let record = world.crm.contact(&world.source_id).unwrap();
@@ -52,9 +52,9 @@ async fn a_crm_validation_error_becomes_a_dead_letter_that_lands_when_retried_af
         record.get("no_such_property").map(String::as_str),
         Some("CTO")
     );
-    assert_eq!(daemon.sync_state(CONTACT).await["open_dead_letters"], 0);
     let listed = world.setup.run_json(&["dead-letters", "list"]);
     assert_eq!(listed["dead_letters"], Value::Array(Vec::new()));
+    assert_eq!(daemon.readiness().await["status"], "ready");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

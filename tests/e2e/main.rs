@@ -29,6 +29,7 @@ mod harness;
 mod hubspot;
 mod readme;
 mod salesforce;
+mod secrets;
 mod service;
 mod world;
 mod write_path;

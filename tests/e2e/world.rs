@@ -8,7 +8,7 @@ use crate::harness::{Daemon, Setup};
 /// The unified id of the contact every world starts with.
 pub const CONTACT: &str = "contact_1";
 
-const ANN_EMAIL: &str = "ann@example.com";
+pub const ANN_EMAIL: &str = "ann@example.com";
 
 /// `contact_1`'s values, in the CRM and in its unified record alike.
 pub const ANN: [(&str, &str); 7] = [
