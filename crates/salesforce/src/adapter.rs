@@ -1,26 +1,33 @@
 //! [`SalesforceAdapter`]: pushes edits as Contact updates and reads back what Salesforce stored.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use reqwest::Method;
+use reqwest::header::{HeaderName, IF_UNMODIFIED_SINCE};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use unisync_core::{
-    AdapterError, ApiUsage, Capabilities, ConfirmedContact, ContactPage, CredentialStore,
-    FieldMapping, PushItem, PushResult, SourceAdapter, SourceContact,
+    AdapterError, ApiUsage, Capabilities, ConfirmedContact, ContactField, ContactPage,
+    CredentialStore, ErrorKind, FieldMapping, PushItem, PushResult, SourceAdapter, SourceContact,
 };
 
 use crate::client::{Answer, SalesforceClient};
 use crate::config::SalesforceConfig;
 use crate::error::{Origin, SalesforceError, Scope, classify, parse_error};
 use crate::id::canonical_id;
-use crate::mapping::{ContactRecord, contact_query, id_filter, record_fields, sent_values};
+use crate::mapping::{
+    ContactRecord, contact_query, http_date, id_filter, record_fields, sent_values, stored_form,
+};
 
 /// Salesforce's cap on records in one collections call.
 const MAX_COLLECTION_RECORDS: usize = 200;
+
+/// The most merges followed from a record a write found deleted to the record that survives
+/// (each costs one `queryAll`). A longer chain is taken for a record gone.
+const MAX_MERGE_HOPS: usize = 5;
 
 /// The code of a record a collections answer has no result for.
 const MISSING_RESULT: &str = "MISSING_RESULT";
@@ -28,6 +35,18 @@ const MISSING_RESULT: &str = "MISSING_RESULT";
 /// How long a budget reading stops pushes. The daily budget is a rolling 24 hours, so usage
 /// falls again; after this long a push goes through and brings a fresh reading.
 const BUDGET_RECHECK: Duration = Duration::from_secs(15 * 60);
+
+/// The outcome of [`SalesforceAdapter::push_if_unmodified`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConditionalPush {
+    /// The record was not modified after the given version: the edit landed, and this is what
+    /// Salesforce stored, as [`SourceAdapter::push`] confirms it.
+    Landed(ConfirmedContact),
+    /// Salesforce refused the write with 412 Precondition Failed: the record was modified
+    /// after the given version (by a person, a workflow or another integration). Nothing was
+    /// written; read the record again before deciding what to write.
+    ModifiedSince,
+}
 
 /// A Salesforce connection.
 pub struct SalesforceAdapter {
@@ -71,10 +90,52 @@ impl SalesforceAdapter {
         })
     }
 
+    /// Pushes one edit only if Salesforce's record was not modified after `unmodified_since`,
+    /// a version this adapter answered (`crm_version` of [`SourceAdapter::read`],
+    /// [`SourceAdapter::pull`] or [`SourceAdapter::push`]): a single-record PATCH with
+    /// `If-Unmodified-Since`, which Salesforce honours on that call only (not in collections).
+    ///
+    /// The precondition has one-second precision: a change made within the same second as
+    /// `unmodified_since` is not seen. Otherwise the write is classified, followed through
+    /// merges and confirmed exactly as by [`SourceAdapter::push`]; a version that is no RFC
+    /// 3339 datetime is a `Permanent` `INVALID_VERSION`, and nothing is sent.
+    pub async fn push_if_unmodified(
+        &self,
+        item: &PushItem,
+        unmodified_since: &str,
+    ) -> Result<ConditionalPush, AdapterError> {
+        if let Some(stop) = self.budget_stop() {
+            return Err(stop);
+        }
+        let id = canonical_id(&item.source_id)
+            .map_err(|problem| AdapterError::permanent("MALFORMED_ID", problem, None))?;
+        let since = http_date(unmodified_since).ok_or_else(|| {
+            AdapterError::permanent(
+                "INVALID_VERSION",
+                format!("`{unmodified_since}` is not a Salesforce record version (RFC 3339)"),
+                None,
+            )
+        })?;
+        let answer = self
+            .patch_one(item, &id, &[(IF_UNMODIFIED_SINCE, since.as_str())])
+            .await?;
+        // Told by the status alone: it is the precondition's answer, whatever its body says.
+        if answer.status == 412 {
+            return Ok(ConditionalPush::ModifiedSince);
+        }
+        let outcome = self.settle_one(&answer, &id).await;
+        self.follow_merges([id.as_str()], vec![outcome])
+            .await
+            .remove(0)?;
+        let confirmed = self.confirm(&[(item, id.as_str())]).await.remove(0);
+        Ok(ConditionalPush::Landed(confirmed))
+    }
+
     /// Writes the items, addressed by their canonical ids: one sObject PATCH for one item,
-    /// collections PATCHes of up to 200 for several. One outcome per item, in order.
+    /// collections PATCHes of up to 200 for several. One outcome per item, in order; a record
+    /// a merge deleted is reported `RecordMerged` with the record that survives.
     async fn write(&self, items: &[(&PushItem, &str)]) -> Vec<Result<(), AdapterError>> {
-        match items {
+        let outcomes = match items {
             [] => Vec::new(),
             [(item, id)] => vec![self.write_one(item, id).await],
             _ => {
@@ -84,20 +145,148 @@ impl SalesforceAdapter {
                 }
                 outcomes
             }
-        }
+        };
+        self.follow_merges(items.iter().map(|(_, id)| *id), outcomes)
+            .await
     }
 
     async fn write_one(&self, item: &PushItem, id: &str) -> Result<(), AdapterError> {
+        let answer = self.patch_one(item, id, &[]).await?;
+        self.settle_one(&answer, id).await
+    }
+
+    /// The single-record PATCH of `item` to record `id`, with further request `headers`.
+    async fn patch_one(
+        &self,
+        item: &PushItem,
+        id: &str,
+        headers: &[(HeaderName, &str)],
+    ) -> Result<Answer, AdapterError> {
         let path = self.client.data_path(&format!("sobjects/Contact/{id}"));
         let body = Value::Object(record_fields(&self.mapping, item));
-        let answer = self
-            .client
-            .send(Method::PATCH, &path, &[], Some(&body))
-            .await?;
-        match self.check(&answer, Scope::OneRecord) {
+        self.client
+            .send_with_headers(Method::PATCH, &path, &[], Some(&body), headers)
+            .await
+    }
+
+    /// The outcome of a single-record write to record `id` from its answer.
+    async fn settle_one(&self, answer: &Answer, id: &str) -> Result<(), AdapterError> {
+        match self.check(answer, Scope::OneRecord) {
             Err(error) if error.code == "NOT_FOUND" => Err(self.confirm_missing(id, error).await),
             outcome => outcome,
         }
+    }
+
+    /// Turns the outcomes of writes to `ids` (in order) that found their record gone into
+    /// `RecordMerged` where a merge deleted the record: Salesforce keeps a merged-away record
+    /// in its recycle bin with `MasterRecordId` naming the record it was merged into, which
+    /// `queryAll` shows. The chain is followed to a live record (the master may have been
+    /// merged in turn); a record deleted without a merge stays gone. When `queryAll` fails,
+    /// merged cannot be told from deleted: those outcomes take the query's error, so that no
+    /// merged record is given up for gone.
+    async fn follow_merges<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a str>,
+        outcomes: Vec<Result<(), AdapterError>>,
+    ) -> Vec<Result<(), AdapterError>> {
+        let is_gone = |error: &AdapterError| error.kind == ErrorKind::RecordGone;
+        let ids: Vec<&str> = ids.into_iter().collect();
+        let gone: Vec<&str> = ids
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| outcome.as_ref().is_err_and(is_gone))
+            .map(|(id, _)| *id)
+            .collect();
+        if gone.is_empty() {
+            return outcomes;
+        }
+        let survivors = self.merge_survivors(&gone).await;
+        ids.iter()
+            .zip(outcomes)
+            .map(|(id, outcome)| match (outcome, &survivors) {
+                (Err(error), Ok(survivors)) if is_gone(&error) => match survivors.get(*id) {
+                    Some(survivor) => Err(AdapterError::record_merged(
+                        error.code,
+                        error.message,
+                        survivor.clone(),
+                    )),
+                    None => Err(error),
+                },
+                (Err(error), Err(query_error)) if is_gone(&error) => Err(query_error.clone()),
+                (outcome, _) => outcome,
+            })
+            .collect()
+    }
+
+    /// For each of the records `gone` (canonical ids) that a merge deleted, the live record
+    /// that survives it, found through at most [`MAX_MERGE_HOPS`] merges. One `queryAll` per
+    /// hop for all the records. A record deleted without a merge, purged from the recycle bin,
+    /// live again, or at the end of a longer chain is left out.
+    async fn merge_survivors(
+        &self,
+        gone: &[&str],
+    ) -> Result<HashMap<String, String>, AdapterError> {
+        // Each record followed → the record its chain has reached.
+        let mut reached: HashMap<String, String> = gone
+            .iter()
+            .map(|id| (id.to_string(), id.to_string()))
+            .collect();
+        let mut survivors = HashMap::new();
+        for _ in 0..=MAX_MERGE_HOPS {
+            if reached.is_empty() {
+                break;
+            }
+            let asked: HashSet<&str> = reached.values().map(String::as_str).collect();
+            let rows = self.recycle_bin(asked).await?;
+            let mut next = HashMap::new();
+            for (origin, at) in reached {
+                match rows.get(&at) {
+                    Some(Row {
+                        is_deleted: false, ..
+                    }) if at != origin => {
+                        survivors.insert(origin, at);
+                    }
+                    Some(Row {
+                        is_deleted: true,
+                        master_record_id: Some(master),
+                    }) => {
+                        next.insert(origin, master.clone());
+                    }
+                    _ => {}
+                }
+            }
+            reached = next;
+        }
+        Ok(survivors)
+    }
+
+    /// `IsDeleted` and `MasterRecordId` of the records `ids` (canonical), live or in the
+    /// recycle bin, from one `queryAll`. Keyed by canonical id; a record Salesforce no longer
+    /// has is left out.
+    async fn recycle_bin(
+        &self,
+        ids: impl IntoIterator<Item = &str>,
+    ) -> Result<HashMap<String, Row>, AdapterError> {
+        let soql = format!(
+            "SELECT Id, IsDeleted, MasterRecordId FROM Contact {}",
+            id_filter(ids)
+        );
+        let id_of = |record: &Map<String, Value>, field: &str| {
+            let id = record.get(field)?.as_str()?;
+            Some(canonical_id(id).unwrap_or_else(|_| id.to_string()))
+        };
+        Ok(self
+            .all_records(QueryResource::QueryAll, &soql)
+            .await?
+            .iter()
+            .filter_map(|record| {
+                let row = Row {
+                    is_deleted: record.get("IsDeleted").and_then(Value::as_bool)?,
+                    master_record_id: id_of(record, "MasterRecordId"),
+                };
+                Some((id_of(record, "Id")?, row))
+            })
+            .collect())
     }
 
     /// Salesforce answers a record that does not exist and a URL it does not serve (a wrong
@@ -196,69 +385,112 @@ impl SalesforceAdapter {
             .collect()
     }
 
-    /// Reads the records `ids` (canonical) back in one query, so reconcile gets Salesforce's
-    /// stored values. Keyed by canonical id.
+    /// The landed writes of `items` (with their canonical ids) confirmed with what Salesforce
+    /// stored, read back in one query. One confirmation per item, in order.
+    async fn confirm(&self, items: &[(&PushItem, &str)]) -> Vec<ConfirmedContact> {
+        let ids: Vec<&str> = items.iter().map(|(_, id)| *id).collect();
+        let stored = if ids.is_empty() {
+            Ok(HashMap::new())
+        } else {
+            self.read_back(&ids).await
+        };
+        if let Err(error) = &stored {
+            tracing::warn!(code = %error.code, message = %error.message,
+                "the written Salesforce contacts could not be read back; confirming the values sent");
+        }
+        items
+            .iter()
+            .map(|(item, id)| {
+                // The write landed: what follows can only say what Salesforce stored. When the
+                // read-back fails, or misses the record (deleted or merged away since, or
+                // hidden from this user), the values sent are confirmed; a record that is
+                // really gone is reported with Salesforce's proof (ENTITY_IS_DELETED) by the
+                // next write, and this edit is not dead-lettered for having landed.
+                let (values, crm_version, created_at) =
+                    match stored.as_ref().ok().and_then(|stored| stored.get(*id)) {
+                        Some(record) => (
+                            record.values.clone(),
+                            record.last_modified_date.clone(),
+                            record.created_date.clone(),
+                        ),
+                        None => (sent_values(&self.mapping, item), None, None),
+                    };
+                ConfirmedContact {
+                    values,
+                    crm_version,
+                    created_at,
+                    link_error: None,
+                }
+            })
+            .collect()
+    }
+
+    /// Reads the records `ids` (canonical) in one query: their stored values, for reconcile
+    /// and the conflict check. Keyed by canonical id.
     async fn read_back(
         &self,
         ids: &[&str],
     ) -> Result<HashMap<String, ContactRecord>, AdapterError> {
         let soql = contact_query(&self.mapping, &id_filter(ids.iter().copied()));
-        let mut records = HashMap::new();
-        let mut page = self.query(&soql, None).await?;
-        loop {
-            records.extend(page.contacts.into_iter().map(|c| (c.id.clone(), c)));
-            match page.next_records_url {
-                Some(next) => page = self.query(&soql, Some(&next)).await?,
-                None => return Ok(records),
-            }
-        }
+        Ok(self
+            .all_records(QueryResource::Query, &soql)
+            .await?
+            .iter()
+            .map(|record| {
+                let contact = self.contact_record(record);
+                (contact.id.clone(), contact)
+            })
+            .collect())
     }
 
-    /// One page of a query: the first page of `soql`, or the page at `next_records_url`.
-    /// Record and account ids come back in their canonical form.
+    /// Every record `soql` finds, through all its pages.
+    async fn all_records(
+        &self,
+        resource: QueryResource,
+        soql: &str,
+    ) -> Result<Vec<Map<String, Value>>, AdapterError> {
+        let mut page = self.query(resource, soql, None).await?;
+        let mut records = std::mem::take(&mut page.records);
+        while let Some(next) = page.next_records_url {
+            page = self.query(resource, soql, Some(&next)).await?;
+            records.append(&mut page.records);
+        }
+        Ok(records)
+    }
+
+    /// One page of a query run by `resource`: the first page of `soql`, or the page at
+    /// `next_records_url`.
     async fn query(
         &self,
+        resource: QueryResource,
         soql: &str,
         next_records_url: Option<&str>,
     ) -> Result<QueryPage, AdapterError> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct QueryAnswer {
-            records: Vec<Map<String, Value>>,
-            #[serde(default)]
-            next_records_url: Option<String>,
-        }
         let answer = match next_records_url {
             None => {
-                let path = self.client.data_path("query");
+                let path = self.client.data_path(resource.path());
                 let query = [("q", soql)];
                 self.client.send(Method::GET, &path, &query, None).await?
             }
             Some(path) => self.client.send(Method::GET, path, &[], None).await?,
         };
         self.check(&answer, Scope::ManyRecords)?;
-        let page: QueryAnswer = serde_json::from_str(&answer.body).map_err(|err| {
+        serde_json::from_str(&answer.body).map_err(|err| {
             AdapterError::retryable(
                 "UNREADABLE_ANSWER",
                 format!("query answer not understood: {err}"),
             )
-        })?;
-        Ok(QueryPage {
-            contacts: page
-                .records
-                .iter()
-                .map(|record| {
-                    let mut contact = ContactRecord::from_query_record(&self.mapping, record);
-                    // Salesforce answers 18-character ids; a form it did not write is kept as
-                    // it came rather than dropping the record.
-                    contact.id = canonical_id(&contact.id).unwrap_or(contact.id);
-                    contact.account_id =
-                        contact.account_id.map(|id| canonical_id(&id).unwrap_or(id));
-                    contact
-                })
-                .collect(),
-            next_records_url: page.next_records_url,
         })
+    }
+
+    /// A Contact from a query, its record and account ids in their canonical form.
+    fn contact_record(&self, record: &Map<String, Value>) -> ContactRecord {
+        let mut contact = ContactRecord::from_query_record(&self.mapping, record);
+        // Salesforce answers 18-character ids; a form it did not write is kept as it came
+        // rather than dropping the record.
+        contact.id = canonical_id(&contact.id).unwrap_or(contact.id);
+        contact.account_id = contact.account_id.map(|id| canonical_id(&id).unwrap_or(id));
+        contact
     }
 
     /// `Ok` for a successful answer, else its error classified for a request about `scope`.
@@ -277,9 +509,38 @@ impl SalesforceAdapter {
     }
 }
 
+/// One page of a query answer.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct QueryPage {
-    contacts: Vec<ContactRecord>,
+    records: Vec<Map<String, Value>>,
+    #[serde(default)]
     next_records_url: Option<String>,
+}
+
+/// Salesforce's two query resources.
+#[derive(Clone, Copy, Debug)]
+enum QueryResource {
+    /// `query`: live records.
+    Query,
+    /// `queryAll`: the recycle bin too (deleted and merged-away records).
+    QueryAll,
+}
+
+impl QueryResource {
+    fn path(self) -> &'static str {
+        match self {
+            QueryResource::Query => "query",
+            QueryResource::QueryAll => "queryAll",
+        }
+    }
+}
+
+/// A Contact's deletion state, as `queryAll` shows it.
+struct Row {
+    is_deleted: bool,
+    /// The record it was merged into (canonical), when a merge deleted it.
+    master_record_id: Option<String>,
 }
 
 #[async_trait]
@@ -293,7 +554,7 @@ impl SourceAdapter for SalesforceAdapter {
             max_batch_size: MAX_COLLECTION_RECORDS,
             customer_links: true,
             request_timeout: self.request_timeout,
-            reads_records: false,
+            reads_records: true,
         }
     }
 
@@ -328,44 +589,17 @@ impl SourceAdapter for SalesforceAdapter {
                 Ok(id)
             })
             .collect();
-        let landed: Vec<&str> = outcomes
+        let landed: Vec<(&PushItem, &str)> = items
             .iter()
-            .filter_map(|o| o.as_ref().ok().copied())
+            .zip(&outcomes)
+            .filter_map(|(item, outcome)| Some((item, *outcome.as_ref().ok()?)))
             .collect();
-        let stored = if landed.is_empty() {
-            Ok(HashMap::new())
-        } else {
-            self.read_back(&landed).await
-        };
-        if let Err(error) = &stored {
-            tracing::warn!(code = %error.code, message = %error.message,
-                "the written Salesforce contacts could not be read back; confirming the values sent");
-        }
-        items
-            .iter()
-            .zip(outcomes)
-            .map(|(item, outcome)| {
-                let id = outcome?;
-                // The write landed: what follows can only say what Salesforce stored. When the
-                // read-back fails, or misses the record (deleted or merged away since, or
-                // hidden from this user), the values sent are confirmed; a record that is
-                // really gone is reported with Salesforce's proof (ENTITY_IS_DELETED) by the
-                // next write, and this edit is not dead-lettered for having landed.
-                let (values, crm_version, created_at) =
-                    match stored.as_ref().ok().and_then(|stored| stored.get(id)) {
-                        Some(record) => (
-                            record.values.clone(),
-                            record.last_modified_date.clone(),
-                            record.created_date.clone(),
-                        ),
-                        None => (sent_values(&self.mapping, item), None, None),
-                    };
-                Ok(ConfirmedContact {
-                    values,
-                    crm_version,
-                    created_at,
-                    link_error: None,
-                })
+        let mut confirmed = self.confirm(&landed).await.into_iter();
+        outcomes
+            .into_iter()
+            .map(|outcome| {
+                outcome?;
+                Ok(confirmed.next().expect("one confirmation per landed write"))
             })
             .collect()
     }
@@ -382,23 +616,48 @@ impl SourceAdapter for SalesforceAdapter {
             ));
         }
         let soql = contact_query(&self.mapping, "ORDER BY Id");
-        let page = self.query(&soql, cursor).await?;
+        let page = self.query(QueryResource::Query, &soql, cursor).await?;
         Ok(ContactPage {
             contacts: page
-                .contacts
-                .into_iter()
-                .map(|record| SourceContact {
-                    source_id: record.id,
-                    values: record.values,
-                    customer_source_id: record.account_id,
-                    created_at: record.created_date,
-                    crm_version: record.last_modified_date,
-                    // A query leaves deleted records out.
-                    is_active: true,
-                })
+                .records
+                .iter()
+                .map(|record| self.contact_record(record).into_source_contact())
                 .collect(),
             next_cursor: page.next_records_url,
         })
+    }
+
+    /// One query for the batch (`SELECT Id, <mapped fields>, AccountId, CreatedDate,
+    /// LastModifiedDate FROM Contact WHERE Id IN (...)`), `crm_version` = LastModifiedDate.
+    /// Records come in the order asked, by their canonical (18-character) ids, each once; an
+    /// id that is no Salesforce id names no record and is left out like a missing one.
+    async fn read(&self, source_ids: &[String]) -> Result<Vec<SourceContact>, AdapterError> {
+        if let Some(stop) = self.budget_stop() {
+            return Err(stop);
+        }
+        let mut seen = HashSet::new();
+        let ids: Vec<String> = source_ids
+            .iter()
+            .filter_map(|id| canonical_id(id).ok())
+            .filter(|id| seen.insert(id.clone()))
+            .collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let asked: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let mut records = self.read_back(&asked).await?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| records.remove(id))
+            .map(ContactRecord::into_source_contact)
+            .collect())
+    }
+
+    /// Salesforce holds `ours` already when both store alike ([`stored_form`]): trimmed, an
+    /// empty value as none, the Email field in lower case.
+    fn same_value(&self, field: ContactField, crm: Option<&str>, ours: Option<&str>) -> bool {
+        let crm_field = self.mapping.crm_field(field).unwrap_or_default();
+        stored_form(crm_field, crm) == stored_form(crm_field, ours)
     }
 
     fn normalize_source_id(&self, id: &str) -> Result<String, String> {

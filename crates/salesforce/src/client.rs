@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use reqwest::header::HeaderMap;
+use reqwest::header::{HeaderMap, HeaderName};
 use reqwest::{Method, RequestBuilder};
 use serde_json::Value;
 use unisync_core::{AdapterError, ApiUsage, CredentialStore, Secret};
@@ -112,12 +112,27 @@ impl SalesforceClient {
         query: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Result<Answer, AdapterError> {
+        self.send_with_headers(method, path, query, body, &[]).await
+    }
+
+    /// [`send`](Self::send) with further request `headers` (a precondition, for one).
+    pub async fn send_with_headers(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+        headers: &[(HeaderName, &str)],
+    ) -> Result<Answer, AdapterError> {
         let session = self.session(None).await?;
         let build = |session: &Session| {
             let mut request = self
                 .http
                 .request(method.clone(), format!("{}{path}", session.instance_url))
                 .bearer_auth(session.access_token.expose());
+            for (name, value) in headers {
+                request = request.header(name.clone(), *value);
+            }
             if !query.is_empty() {
                 request = request.query(query);
             }

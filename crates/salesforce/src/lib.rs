@@ -13,6 +13,15 @@
 //!   ([`SourceAdapter::normalize_source_id`]): a 15-character id is the same record.
 //! - A write that landed is confirmed even when reading it back fails (with the values sent);
 //!   a write whose answer was lost is `OutcomeUnknown`.
+//! - A write to a record a merge deleted is `RecordMerged` with the record that survives,
+//!   found with `queryAll` (`IsDeleted`, `MasterRecordId`) through up to five merges; a record
+//!   deleted without a merge stays `RecordGone`.
+//! - [`SourceAdapter::read`](unisync_core::SourceAdapter::read) reads a batch's current values
+//!   in one SOQL query, for the conflict check; `same_value` holds values Salesforce stores
+//!   alike (trimmed, empty as none, Email in lower case) for the same.
+//! - [`SalesforceAdapter::push_if_unmodified`] writes one record only if it was not modified
+//!   after a given version (`If-Unmodified-Since`, one-second precision), and tells a refusal
+//!   for that reason ([`ConditionalPush::ModifiedSince`]) from every other outcome.
 //! - [`parse_error`] is the one place Salesforce's answers are classified; refusals of the
 //!   whole connection (API disabled, access to Contacts, a mapped field the org lacks, a URL
 //!   Salesforce does not serve) are `Misconfigured`, never a dead letter. Token endpoint
@@ -30,7 +39,7 @@ use std::sync::Arc;
 
 use unisync_core::{AdapterFactory, ConfigError, ConnectionConfig, CredentialStore, SourceAdapter};
 
-pub use adapter::SalesforceAdapter;
+pub use adapter::{ConditionalPush, SalesforceAdapter};
 pub use config::{Grant, SalesforceConfig};
 pub use error::{SalesforceError, classify, parse_error, parse_token_error};
 pub use mapping::default_mapping;

@@ -2,11 +2,18 @@
 
 use std::collections::BTreeMap;
 
+use std::time::SystemTime;
+
 use serde_json::{Map, Value};
-use unisync_core::{ContactField, CustomerLink, FieldMapping, FieldRule, PushItem};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use unisync_core::{ContactField, CustomerLink, FieldMapping, FieldRule, PushItem, SourceContact};
 
 /// The Contact field holding the contact's account (the unified customer).
 pub const ACCOUNT_ID: &str = "AccountId";
+
+/// The standard Contact field of type email, which Salesforce stores in lower case.
+const EMAIL: &str = "Email";
 
 /// Read-only Contact fields every read asks for, beside the mapped ones.
 const CREATED_DATE: &str = "CreatedDate";
@@ -63,6 +70,26 @@ pub fn record_fields(mapping: &FieldMapping, item: &PushItem) -> Map<String, Val
     fields
 }
 
+/// The value Salesforce stores when `value` is written to the Contact field `crm_field`: what
+/// two values must share for Salesforce to hold them as one.
+///
+/// - Text is trimmed at either end (Salesforce trims field values); only spaces and ASCII
+///   control characters count, as Java's and Apex's `trim` does. Other Unicode spaces are kept:
+///   taking a value for trimmed that Salesforce keeps would skip a write that changes it.
+/// - An empty value is no value (Salesforce stores `""` as null).
+/// - The standard `Email` field is stored in lower case; only ASCII letters are folded, the
+///   only letters Salesforce takes in an address. Other fields keep their case.
+pub fn stored_form(crm_field: &str, value: Option<&str>) -> Option<String> {
+    let trimmed = value?.trim_matches(|c: char| c <= ' ');
+    if trimmed.is_empty() {
+        None
+    } else if crm_field == EMAIL {
+        Some(trimmed.to_ascii_lowercase())
+    } else {
+        Some(trimmed.to_string())
+    }
+}
+
 /// The unified values `item` writes (its changes of mapped fields): what a confirmation
 /// reports when the write landed but the stored values could not be read back.
 pub fn sent_values(
@@ -113,6 +140,18 @@ pub struct ContactRecord {
 }
 
 impl ContactRecord {
+    /// The record as a [`SourceContact`]. A query leaves deleted records out, so it is active.
+    pub fn into_source_contact(self) -> SourceContact {
+        SourceContact {
+            source_id: self.id,
+            values: self.values,
+            customer_source_id: self.account_id,
+            created_at: self.created_date,
+            crm_version: self.last_modified_date,
+            is_active: true,
+        }
+    }
+
     /// Reads a query record (`{"attributes": .., "Id": .., "Email": .., ...}`).
     pub fn from_query_record(mapping: &FieldMapping, record: &Map<String, Value>) -> Self {
         let text = |name: &str| {
@@ -133,6 +172,15 @@ impl ContactRecord {
             last_modified_date: text(LAST_MODIFIED_DATE).map(rfc3339),
         }
     }
+}
+
+/// The `If-Unmodified-Since` value for a record version (an RFC 3339 LastModifiedDate, as
+/// [`ContactRecord`] gives it): an HTTP date, to the second. Salesforce keeps LastModifiedDate
+/// to the second, so dropping the fraction loses nothing of a real org's stamp. `None` when
+/// `version` is no RFC 3339 datetime.
+pub fn http_date(version: &str) -> Option<String> {
+    let at = OffsetDateTime::parse(version, &Rfc3339).ok()?;
+    Some(httpdate::fmt_http_date(SystemTime::from(at)))
 }
 
 /// Salesforce writes datetimes in UTC as `2024-05-01T12:00:00.000+0000`; RFC 3339 wants the
@@ -209,6 +257,57 @@ mod tests {
             contact.last_modified_date.as_deref(),
             Some("2024-01-01T00:00:00.000Z")
         );
+    }
+
+    #[test]
+    fn stored_forms_follow_salesforces_storage() {
+        for (field, value, stored) in [
+            (
+                "Email",
+                Some("  Ann.Lee@Example.COM\t"),
+                Some("ann.lee@example.com"),
+            ),
+            ("Email", Some("ann@example.com"), Some("ann@example.com")),
+            // Only the standard Email field is lower-cased.
+            ("Title", Some("CTO"), Some("CTO")),
+            ("Email__c", Some("Ann@Example.com"), Some("Ann@Example.com")),
+            ("FirstName", Some(" \r\nAnn Marie \n"), Some("Ann Marie")),
+            ("FirstName", Some("Ann  Marie"), Some("Ann  Marie")),
+            (
+                "MailingStreet",
+                Some("1 Main St\nFloor 2"),
+                Some("1 Main St\nFloor 2"),
+            ),
+            // A space Salesforce may keep is kept.
+            ("MailingCity", Some("\u{a0}Porto"), Some("\u{a0}Porto")),
+            ("Phone", Some(""), None),
+            ("Phone", Some(" \t "), None),
+            ("Phone", None, None),
+            (
+                "Email",
+                Some("J\u{d6}RG@example.com"),
+                Some("j\u{d6}rg@example.com"),
+            ),
+        ] {
+            assert_eq!(
+                stored_form(field, value).as_deref(),
+                stored,
+                "{field}: {value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn versions_become_http_dates_to_the_second() {
+        assert_eq!(
+            http_date("2024-05-01T12:00:00.750Z").as_deref(),
+            Some("Wed, 01 May 2024 12:00:00 GMT")
+        );
+        assert_eq!(
+            http_date("2024-05-01T14:00:01+02:00").as_deref(),
+            Some("Wed, 01 May 2024 12:00:01 GMT")
+        );
+        assert_eq!(http_date("yesterday"), None);
     }
 
     #[test]

@@ -378,3 +378,133 @@ async fn fifteen_character_ids_are_accepted_and_eighteen_answered() {
         .unwrap();
     assert_eq!(other_case.status(), 404);
 }
+
+#[tokio::test]
+async fn merged_contacts_are_deleted_and_found_only_by_query_all() {
+    let sandbox = common::sandbox().await;
+    let (http, token) = raw_client(&sandbox).await;
+    let master = common::contact(&sandbox, &[("Title", "CTO")]);
+    let loser = common::contact(&sandbox, &[("Title", "CEO")]);
+    sandbox.merge_contacts(&master, &sandbox.short_id(&loser));
+    let url = |path: &str| format!("{}/services/data/v62.0/{path}", sandbox.instance_url());
+    let soql = format!(
+        "SELECT Id, Title, IsDeleted, MasterRecordId FROM Contact WHERE Id IN ('{master}', '{loser}')"
+    );
+    let run = |resource: &str| {
+        http.get(url(resource))
+            .query(&[("q", soql.as_str())])
+            .bearer_auth(&token)
+            .send()
+    };
+    let live: Value = run("query").await.unwrap().json().await.unwrap();
+    assert_eq!(live["totalSize"], 1);
+    assert_eq!(
+        (&live["records"][0]["Id"], &live["records"][0]["Title"]),
+        (&json!(master), &json!("CTO")),
+        "the master keeps its values"
+    );
+    assert_eq!(live["records"][0]["MasterRecordId"], Value::Null);
+    let all: Value = run("queryAll").await.unwrap().json().await.unwrap();
+    assert_eq!(all["totalSize"], 2);
+    let merged = &all["records"][1];
+    assert_eq!(
+        (
+            &merged["Id"],
+            &merged["IsDeleted"],
+            &merged["MasterRecordId"]
+        ),
+        (&json!(loser), &json!(true), &json!(master))
+    );
+    let write = http
+        .patch(url(&format!("sobjects/Contact/{loser}")))
+        .bearer_auth(&token)
+        .json(&json!({"Title": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(write.status(), 404);
+    assert_eq!(
+        write.json::<Value>().await.unwrap(),
+        json!([{"message": "entity is deleted", "errorCode": "ENTITY_IS_DELETED", "fields": []}])
+    );
+    assert_eq!(sandbox.contact(&loser), None);
+
+    // queryAll pages like query, under its own resource.
+    sandbox.set_query_page_size(1);
+    let first: Value = run("queryAll").await.unwrap().json().await.unwrap();
+    let next = first["nextRecordsUrl"].as_str().unwrap();
+    assert!(next.contains("/queryAll/"), "{next}");
+    let second: Value = http
+        .get(format!("{}{next}", sandbox.instance_url()))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(second["records"][0]["Id"], json!(loser));
+}
+
+#[tokio::test]
+async fn if_unmodified_since_refuses_a_write_to_a_record_changed_after_it() {
+    let sandbox = common::sandbox().await;
+    let (http, token) = raw_client(&sandbox).await;
+    let id = common::contact(&sandbox, &[("Title", "CTO")]);
+    let stamp = common::stored(&sandbox, &id, "LastModifiedDate").unwrap();
+    let modified = time::OffsetDateTime::parse(
+        &stamp.replace("+0000", "Z"),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let http_date = |at: time::OffsetDateTime| httpdate::fmt_http_date(at.into());
+    let write = |title: &'static str, since: String| {
+        http.patch(format!(
+            "{}/services/data/v62.0/sobjects/Contact/{id}",
+            sandbox.instance_url()
+        ))
+        .bearer_auth(&token)
+        .header("If-Unmodified-Since", since)
+        .json(&json!({"Title": title}))
+        .send()
+    };
+    let refused = write("Early", http_date(modified - time::Duration::seconds(1)))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 412);
+    let errors: Value = refused.json().await.unwrap();
+    assert_eq!(errors[0]["errorCode"], "PRECONDITION_FAILED");
+    assert_eq!(
+        common::stored(&sandbox, &id, "Title").as_deref(),
+        Some("CTO")
+    );
+
+    // The header's second covers the record's LastModifiedDate within it.
+    let landed = write("On time", http_date(modified)).await.unwrap();
+    assert_eq!(landed.status(), 204);
+    assert_eq!(
+        common::stored(&sandbox, &id, "Title").as_deref(),
+        Some("On time")
+    );
+
+    // A person's edit a second later: a write prepared before it is refused.
+    let before = sandbox.stats();
+    sandbox.advance_clock(Duration::from_secs(1));
+    sandbox.edit_as_person(&id, &[("Title", " Chief  "), ("Phone", "555")]);
+    assert_eq!(sandbox.stats(), before, "not an API request");
+    assert_eq!(
+        common::stored(&sandbox, &id, "Title").as_deref(),
+        Some("Chief")
+    );
+    let after_edit = common::stored(&sandbox, &id, "LastModifiedDate").unwrap();
+    assert!(after_edit > stamp);
+    let refused = write("Stale", http_date(modified)).await.unwrap();
+    assert_eq!(refused.status(), 412);
+
+    let malformed = write("x", "yesterday".to_string()).await.unwrap();
+    assert_eq!(malformed.status(), 400);
+    assert_eq!(
+        common::stored(&sandbox, &id, "Title").as_deref(),
+        Some("Chief")
+    );
+}

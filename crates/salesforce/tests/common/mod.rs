@@ -12,7 +12,7 @@ use unisync_core::{
     AdapterFactory, ConfigError, ConnectionConfig, ContactField, CredentialStore, CustomerLink,
     PushItem, SourceAdapter,
 };
-use unisync_salesforce::SalesforceFactory;
+use unisync_salesforce::{SalesforceAdapter, SalesforceConfig, SalesforceFactory};
 use unisync_sandbox::SandboxCrm;
 use unisync_sandbox::salesforce::SalesforceSandbox;
 
@@ -93,6 +93,15 @@ pub fn refresh_token_adapter(
     let config = connection(sandbox, settings, sandbox.connection_secrets());
     let adapter = build(&config, credentials.clone()).expect("build the adapter");
     (adapter, credentials)
+}
+
+/// The adapter with default settings, as its own type: for what only Salesforce offers
+/// ([`SalesforceAdapter::push_if_unmodified`]).
+pub fn salesforce_adapter(sandbox: &SalesforceSandbox) -> SalesforceAdapter {
+    let config = connection(sandbox, json!({}), sandbox.connection_secrets());
+    let settings = SalesforceConfig::from_connection(&config).expect("a valid connection");
+    SalesforceAdapter::new(settings, Arc::new(MemoryCredentials::default()))
+        .expect("build the adapter")
 }
 
 /// The adapter with default settings.

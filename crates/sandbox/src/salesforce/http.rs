@@ -7,7 +7,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::{Form, Path, Query, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode};
+use axum::http::header::IF_UNMODIFIED_SINCE;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
@@ -47,6 +48,11 @@ pub(super) fn router(org: Arc<Org>) -> Router {
         )
         .route("/services/data/{version}/query", get(query))
         .route("/services/data/{version}/query/{locator}", get(query_more))
+        .route("/services/data/{version}/queryAll", get(query_all))
+        .route(
+            "/services/data/{version}/queryAll/{locator}",
+            get(query_more),
+        )
         .route_layer(middleware::from_fn_with_state(org.clone(), admit));
     Router::new()
         .route("/services/oauth2/token", post(token))
@@ -262,6 +268,7 @@ impl Drop for WritesInFlight<'_> {
 async fn update_contact(
     State(org): State<Arc<Org>>,
     Path((_version, id)): Path<(String, String)>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let fields = match json_body(&body) {
@@ -269,10 +276,20 @@ async fn update_contact(
         Ok(_) => return refused_one(400, "JSON_PARSER_ERROR", "Expected a JSON object"),
         Err(refusal) => return refused(refusal),
     };
+    let unmodified_since = match unmodified_since(&headers) {
+        Ok(since) => since,
+        Err(refusal) => return refused(refusal),
+    };
     // Either form of the id names the record; what is no id names no record.
     let id = resolve(&id).unwrap_or(id);
     write_window(org, vec![id.clone()], move |state| {
-        match state.data.check_update(&id, &fields) {
+        // The precondition is checked when the write is applied, so nothing lands between.
+        let checked = unmodified_since
+            .map_or(Ok(()), |since| {
+                state.data.check_unmodified_since(&id, since)
+            })
+            .and_then(|()| state.data.check_update(&id, &fields));
+        match checked {
             Ok(changes) => {
                 state.data.apply_update(&id, changes);
                 state.stats.records_written += 1;
@@ -389,6 +406,31 @@ async fn update_collection(
     Json(results).into_response()
 }
 
+/// The `If-Unmodified-Since` date of a request, in Unix seconds; a value that is no HTTP date
+/// is refused with 400, as Salesforce documents for PATCH requests.
+fn unmodified_since(headers: &HeaderMap) -> Result<Option<i64>, Refusal> {
+    let Some(value) = headers.get(IF_UNMODIFIED_SINCE) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|text| httpdate::parse_http_date(text).ok())
+        .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
+        .and_then(|since| i64::try_from(since.as_secs()).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            Refusal::one(
+                400,
+                SfError::new(
+                    "INVALID_HEADER_TYPE",
+                    format!("Invalid If-Unmodified-Since header: {value:?}"),
+                    &[],
+                ),
+            )
+        })
+}
+
 #[derive(Deserialize)]
 struct FieldsParam {
     fields: Option<String>,
@@ -424,20 +466,61 @@ struct QueryParam {
     q: String,
 }
 
+/// `query`: live records only.
 async fn query(
     State(org): State<Arc<Org>>,
     Path(version): Path<String>,
     Query(params): Query<QueryParam>,
 ) -> Response {
-    let parsed = match soql::parse(&params.q) {
+    run_query(&org, &version, &params.q, Resource::Query)
+}
+
+/// `queryAll`: the recycle bin too (deleted and merged-away records, with `IsDeleted` and
+/// `MasterRecordId`).
+async fn query_all(
+    State(org): State<Arc<Org>>,
+    Path(version): Path<String>,
+    Query(params): Query<QueryParam>,
+) -> Response {
+    run_query(&org, &version, &params.q, Resource::QueryAll)
+}
+
+/// The two query resources; a result's further pages are under the resource that ran it.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Resource {
+    Query,
+    QueryAll,
+}
+
+impl Resource {
+    fn path(self) -> &'static str {
+        match self {
+            Resource::Query => "query",
+            Resource::QueryAll => "queryAll",
+        }
+    }
+}
+
+fn run_query(org: &Org, version: &str, soql: &str, resource: Resource) -> Response {
+    let parsed = match soql::parse(soql) {
         Ok(parsed) => parsed,
         Err(error) => return refused(Refusal::one(400, error)),
     };
     let mut state = org.state();
-    let records = Arc::new(state.data.query(&parsed));
+    let all_rows = matches!(resource, Resource::QueryAll);
+    let records = Arc::new(state.data.query(&parsed, all_rows));
     let locator = format!("01gSB{}", random_token(13));
-    state.query_results.insert(locator.clone(), records.clone());
-    query_page(&version, &locator, &records, 0, state.query_page_size)
+    state
+        .query_results
+        .insert(locator.clone(), (resource, records.clone()));
+    query_page(
+        version,
+        resource,
+        &locator,
+        &records,
+        0,
+        state.query_page_size,
+    )
 }
 
 async fn query_more(
@@ -446,13 +529,23 @@ async fn query_more(
 ) -> Response {
     let state = org.state();
     let found = locator.rsplit_once('-').and_then(|(key, offset)| {
-        let records = state.query_results.get(key)?;
-        Some((key, records.clone(), offset.parse::<usize>().ok()?))
+        let (resource, records) = state.query_results.get(key)?;
+        Some((
+            key,
+            *resource,
+            records.clone(),
+            offset.parse::<usize>().ok()?,
+        ))
     });
     match found {
-        Some((key, records, offset)) if offset <= records.len() => {
-            query_page(&version, key, &records, offset, state.query_page_size)
-        }
+        Some((key, resource, records, offset)) if offset <= records.len() => query_page(
+            &version,
+            resource,
+            key,
+            &records,
+            offset,
+            state.query_page_size,
+        ),
         _ => refused_one(400, "INVALID_QUERY_LOCATOR", "invalid query locator"),
     }
 }
@@ -460,6 +553,7 @@ async fn query_more(
 /// The page of `records` from `offset`, with a `nextRecordsUrl` when more follow.
 fn query_page(
     version: &str,
+    resource: Resource,
     locator: &str,
     records: &[Value],
     offset: usize,
@@ -472,8 +566,10 @@ fn query_page(
         "records": records[offset..end],
     });
     if end < records.len() {
-        page["nextRecordsUrl"] =
-            Value::String(format!("/services/data/{version}/query/{locator}-{end}"));
+        page["nextRecordsUrl"] = Value::String(format!(
+            "/services/data/{version}/{}/{locator}-{end}",
+            resource.path()
+        ));
     }
     Json(page).into_response()
 }

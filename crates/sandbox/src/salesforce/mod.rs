@@ -3,7 +3,10 @@
 //! It answers as crm-apis.md describes Salesforce: `PATCH .../sobjects/Contact/{Id}` (204),
 //! `GET` of one record with `fields=`, collections `PATCH .../composite/sobjects` (200 with
 //! one result per record, at most 200), SOQL over Contact with `WHERE Id IN (...)`,
-//! `ORDER BY Id` and `nextRecordsUrl` paging; `Sforce-Limit-Info` on every data answer and
+//! `ORDER BY Id` and `nextRecordsUrl` paging, through `query` (live records) and `queryAll`
+//! (the recycle bin too, with `IsDeleted` and `MasterRecordId`); `If-Unmodified-Since` on the
+//! single-record PATCH (412 `PRECONDITION_FAILED` when the record was modified after that
+//! second, 400 for a value that is no HTTP date); `Sforce-Limit-Info` on every data answer and
 //! `REQUEST_LIMIT_EXCEEDED` past the daily limit; OAuth refresh-token, client-credentials and
 //! JWT-bearer grants, sessions that end (401 `INVALID_SESSION_ID`), optional refresh-token
 //! rotation. Versions v41.0 to v68.0 are served; v20.0 (the REST API's first) to v40.0 are
@@ -20,6 +23,12 @@
 //! - Email fields follow Salesforce's own rules (see `email.rs`), not unisync's: refused with
 //!   400 `INVALID_EMAIL_ADDRESS` "Email: invalid email address: ..." and `fields: ["Email"]`,
 //!   stored in lower case.
+//! - Text is trimmed as Salesforce trims it (spaces and ASCII control characters at either
+//!   end), and an empty value is stored as null.
+//! - Merges ([`SalesforceSandbox::merge_contacts`]) and a person's edits
+//!   ([`SalesforceSandbox::edit_as_person`]) happen beside the API, as they do in a real org:
+//!   a merged-away record answers ENTITY_IS_DELETED to writes and only `queryAll` finds it;
+//!   a person's edit moves LastModifiedDate like any write.
 //!
 //! How it shows [`Fault`](crate::Fault)s:
 //! - `ServerError(503)`: 503 `SERVER_UNAVAILABLE`; another status: that status with
@@ -49,6 +58,9 @@
 //! (Salesforce field names), [`contact`](SalesforceSandbox::contact),
 //! [`short_id`](SalesforceSandbox::short_id) (a record's 15-character id),
 //! [`delete_contact`](SalesforceSandbox::delete_contact),
+//! [`merge_contacts`](SalesforceSandbox::merge_contacts),
+//! [`edit_as_person`](SalesforceSandbox::edit_as_person),
+//! [`advance_clock`](SalesforceSandbox::advance_clock),
 //! [`create_account`](SalesforceSandbox::create_account), [`stats`](SalesforceSandbox::stats),
 //! [`set_daily_limit`](SalesforceSandbox::set_daily_limit) /
 //! [`set_api_usage`](SalesforceSandbox::set_api_usage),
@@ -65,9 +77,13 @@
 //! Differences from a real org worth knowing: LastModifiedDate has millisecond precision and
 //! moves on every write (a real org's has one-second precision); custom fields `X__c` exist
 //! as 255-character text; queries page 200 records at a time by default (a real org: 2000);
-//! the 410 body's error code (`API_VERSION_RETIRED`) and the code for an AccountId that is no
-//! Account (`INVALID_CROSS_REFERENCE_KEY`) are guesses; API requests are counted only when
-//! served; email addresses whose local part has two dots in a row or ends with one are stored
+//! the 410 body's error code (`API_VERSION_RETIRED`), the code for an AccountId that is no
+//! Account (`INVALID_CROSS_REFERENCE_KEY`), the 412 body's message, the 400 body for a bad
+//! `If-Unmodified-Since` (`INVALID_HEADER_TYPE`), and what Salesforce counts as white space
+//! when it trims (Java's and Apex's `trim`: U+0020 and below) are guesses; the 412 body's
+//! code (`PRECONDITION_FAILED`) is Salesforce's for its other 412 answers; whether a merge
+//! moves the loser's LastModifiedDate (here it does, with the master's) is a guess too; API
+//! requests are counted only when served; email addresses whose local part has two dots in a row or ends with one are stored
 //! as sent, in lower case (Salesforce's Spring '25 notes say it now puts such a local part in quotes; not
 //! confirmed).
 
@@ -151,8 +167,9 @@ struct OrgState {
     stats: SalesforceStats,
     writes_in_flight: HashMap<String, usize>,
     query_page_size: usize,
-    /// Query locator → the query's whole result, paged by `nextRecordsUrl`.
-    query_results: HashMap<String, Arc<Vec<Value>>>,
+    /// Query locator → the resource that ran the query and its whole result, paged by
+    /// `nextRecordsUrl`.
+    query_results: HashMap<String, (http::Resource, Arc<Vec<Value>>)>,
 }
 
 impl Org {
@@ -249,6 +266,50 @@ impl SalesforceSandbox {
     /// live Contact `id` (either form).
     pub fn delete_contact(&self, id: &str) -> bool {
         self.org.state().data.delete_contact(id)
+    }
+
+    /// Merges Contact `loser` into Contact `master` (ids in either form), as a person does in
+    /// Salesforce: the master keeps its own values and its LastModifiedDate moves; the loser
+    /// is deleted with `MasterRecordId` = the master's 18-character id, left out of queries
+    /// and of [`contact`](Self::contact), shown by `queryAll`, and writes to it answer 404
+    /// `ENTITY_IS_DELETED`. Not an API request: the stats do not count it.
+    ///
+    /// # Panics
+    /// When Salesforce would refuse the merge: one record twice, or either not a live Contact.
+    pub fn merge_contacts(&self, master: &str, loser: &str) {
+        self.org
+            .state()
+            .data
+            .merge_contacts(master, loser)
+            .unwrap_or_else(|refusal| panic!("the sandbox refused the merge: {refusal}"));
+    }
+
+    /// A person editing Contact `id` (either form) in Salesforce's UI: `fields` (Salesforce
+    /// field names; an empty value clears the field) are checked and stored by the same rules
+    /// as an API write, and LastModifiedDate / SystemModstamp move. Not an API request: it
+    /// counts in neither the API usage nor [`stats`](Self::stats), so a test tells a person's
+    /// write from unisync's.
+    ///
+    /// # Panics
+    /// When there is no live Contact `id` or Salesforce would refuse the values.
+    pub fn edit_as_person(&self, id: &str, fields: &[(&str, &str)]) {
+        let fields: Map<String, Value> = fields
+            .iter()
+            .map(|(name, value)| (name.to_string(), Value::String(value.to_string())))
+            .collect();
+        let mut state = self.org.state();
+        let changes = state
+            .data
+            .check_update(id, &fields)
+            .unwrap_or_else(|refusal| panic!("the sandbox refused the edit: {refusal:?}"));
+        state.data.apply_update(id, changes);
+    }
+
+    /// Moves the org's clock `by` ahead: writes from now on are stamped that much later, as
+    /// if the time had passed. `If-Unmodified-Since` has one-second precision, so a test that
+    /// needs a later edit to fail the precondition moves the clock a second instead of waiting.
+    pub fn advance_clock(&self, by: Duration) {
+        self.org.state().data.advance_clock(by);
     }
 
     /// Creates an Account (a customer); returns its id (`001...`).

@@ -100,6 +100,7 @@ pub const READ_ONLY_FIELDS: &[&str] = &[
     "LastModifiedDate",
     "SystemModstamp",
     "IsDeleted",
+    "MasterRecordId",
 ];
 
 fn writable_field(name: &str) -> Option<(&'static str, FieldKind, usize)> {
@@ -122,9 +123,11 @@ pub fn is_contact_field(field: &str) -> bool {
 #[derive(Clone, Debug)]
 pub struct Contact {
     values: BTreeMap<String, String>,
-    created: String,
-    last_modified: String,
+    created: OffsetDateTime,
+    last_modified: OffsetDateTime,
     deleted: bool,
+    /// The record this one was merged into, when a merge deleted it.
+    master_record_id: Option<String>,
 }
 
 impl Contact {
@@ -132,9 +135,13 @@ impl Contact {
     fn get(&self, id: &str, field: &str) -> Value {
         match field {
             "Id" => Value::String(id.to_string()),
-            "CreatedDate" => Value::String(self.created.clone()),
-            "LastModifiedDate" | "SystemModstamp" => Value::String(self.last_modified.clone()),
+            "CreatedDate" => Value::String(datetime(self.created)),
+            "LastModifiedDate" | "SystemModstamp" => Value::String(datetime(self.last_modified)),
             "IsDeleted" => Value::Bool(self.deleted),
+            "MasterRecordId" => self
+                .master_record_id
+                .clone()
+                .map_or(Value::Null, Value::String),
             _ => self
                 .values
                 .get(field)
@@ -154,6 +161,8 @@ pub struct OrgData {
     accounts: BTreeMap<String, String>,
     next_serial: u64,
     last_stamp: Option<OffsetDateTime>,
+    /// How far the org's clock runs ahead of the machine's ([`OrgData::advance_clock`]).
+    clock_offset: time::Duration,
 }
 
 impl OrgData {
@@ -173,9 +182,10 @@ impl OrgData {
             id.clone(),
             Contact {
                 values,
-                created: stamp.clone(),
+                created: stamp,
                 last_modified: stamp,
                 deleted: false,
+                master_record_id: None,
             },
         );
         Ok(id)
@@ -218,6 +228,35 @@ impl OrgData {
 
     /// Checks an update of record `id` without applying it.
     pub fn check_update(&self, id: &str, fields: &Map<String, Value>) -> Result<Changes, Refusal> {
+        self.live(id)?;
+        let changes = self.check_fields(fields)?;
+        if changes.iter().any(|(f, v)| f == "LastName" && v.is_none()) {
+            return Err(Refusal::one(400, required_last_name()));
+        }
+        Ok(changes)
+    }
+
+    /// Refuses, as `If-Unmodified-Since` does, a write to record `id` when it was modified
+    /// after `since` (Unix seconds). The header has one-second precision, so the record's
+    /// LastModifiedDate is compared by its second: a change within the second of `since`
+    /// passes, as it does in Salesforce.
+    pub fn check_unmodified_since(&self, id: &str, since: i64) -> Result<(), Refusal> {
+        if self.live(id)?.last_modified.unix_timestamp() > since {
+            return Err(Refusal::one(
+                412,
+                SfError::new(
+                    "PRECONDITION_FAILED",
+                    "The requested resource has been modified since the If-Unmodified-Since date.",
+                    &[],
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The live Contact `id`, or Salesforce's refusal of a request naming it: NOT_FOUND for no
+    /// such record, ENTITY_IS_DELETED for one in the recycle bin (deleted or merged away).
+    fn live(&self, id: &str) -> Result<&Contact, Refusal> {
         match self.contacts.get(&key(id)) {
             None => Err(Refusal::one(
                 404,
@@ -227,14 +266,37 @@ impl OrgData {
                 404,
                 SfError::new("ENTITY_IS_DELETED", "entity is deleted", &[]),
             )),
-            Some(_) => {
-                let changes = self.check_fields(fields)?;
-                if changes.iter().any(|(f, v)| f == "LastName" && v.is_none()) {
-                    return Err(Refusal::one(400, required_last_name()));
-                }
-                Ok(changes)
-            }
+            Some(contact) => Ok(contact),
         }
+    }
+
+    /// Merges Contact `loser` into `master`, as Salesforce's merge does: the master keeps its
+    /// own field values and is modified (LastModifiedDate moves); the loser goes to the
+    /// recycle bin with `MasterRecordId` naming the master, so queries leave it out, `queryAll`
+    /// shows it, and writes to it answer ENTITY_IS_DELETED.
+    pub fn merge_contacts(&mut self, master: &str, loser: &str) -> Result<(), String> {
+        let (master, loser) = (key(master), key(loser));
+        if master == loser {
+            return Err(format!("a record cannot be merged into itself: {master}"));
+        }
+        for id in [&master, &loser] {
+            self.live(id)
+                .map_err(|refusal| format!("{id}: {}", refusal.errors[0].code))?;
+        }
+        let stamp = self.tick();
+        let kept = self.contacts.get_mut(&master).expect("checked live");
+        kept.last_modified = stamp;
+        let merged = self.contacts.get_mut(&loser).expect("checked live");
+        merged.deleted = true;
+        merged.master_record_id = Some(master);
+        merged.last_modified = stamp;
+        Ok(())
+    }
+
+    /// Moves the org's clock `by` ahead: later writes are stamped that much later, as if the
+    /// time had passed.
+    pub fn advance_clock(&mut self, by: std::time::Duration) {
+        self.clock_offset += by;
     }
 
     /// Applies checked changes; LastModifiedDate moves even when no value does.
@@ -255,31 +317,16 @@ impl OrgData {
 
     /// The value of `field` of record `id`, for an sObject GET.
     pub fn read(&self, id: &str, fields: &[String]) -> Result<Map<String, Value>, Refusal> {
-        let id = key(id);
-        let id = id.as_str();
-        let contact = match self.contacts.get(id) {
-            None => {
-                return Err(Refusal::one(
-                    404,
-                    SfError::new("NOT_FOUND", "The requested resource does not exist", &[]),
-                ));
-            }
-            Some(contact) if contact.deleted => {
-                return Err(Refusal::one(
-                    404,
-                    SfError::new("ENTITY_IS_DELETED", "entity is deleted", &[]),
-                ));
-            }
-            Some(contact) => contact,
-        };
-        Ok(render(id, contact, fields))
+        let contact = self.live(id)?;
+        Ok(render(&key(id), contact, fields))
     }
 
-    /// Runs a Contact query; deleted records are left out.
-    pub fn query(&self, query: &Query) -> Vec<Value> {
+    /// Runs a Contact query. Deleted records are left out, unless `all_rows` (`queryAll`)
+    /// asks for the recycle bin too.
+    pub fn query(&self, query: &Query, all_rows: bool) -> Vec<Value> {
         self.contacts
             .iter()
-            .filter(|(id, contact)| !contact.deleted && query.matches_id(id))
+            .filter(|(id, contact)| (all_rows || !contact.deleted) && query.matches_id(id))
             .take(query.limit.unwrap_or(usize::MAX))
             .map(|(id, contact)| Value::Object(render(id, contact, &query.fields)))
             .collect()
@@ -306,10 +353,13 @@ impl OrgData {
                 ));
                 continue;
             };
-            // Salesforce trims text and stores an empty string as null.
+            // Salesforce trims text and stores an empty string as null. What it trims is what
+            // Java's String.trim (and Apex's) does: spaces and ASCII control characters, not
+            // other Unicode spaces.
             let value = match value {
                 Value::Null => None,
-                Value::String(text) => Some(text.trim().to_string()).filter(|t| !t.is_empty()),
+                Value::String(text) => Some(text.trim_matches(|c: char| c <= ' ').to_string())
+                    .filter(|t| !t.is_empty()),
                 other => {
                     errors.push(SfError::new(
                         "JSON_PARSER_ERROR",
@@ -376,10 +426,10 @@ impl OrgData {
         case_safe(&format!("{prefix}SB{:010}", self.next_serial))
     }
 
-    /// The org's clock, in Salesforce's format. Strictly increasing (by a millisecond if need
-    /// be), so LastModifiedDate moves on every write.
-    fn tick(&mut self) -> String {
-        let now = OffsetDateTime::now_utc();
+    /// The org's clock. Strictly increasing (by a millisecond if need be), so LastModifiedDate
+    /// moves on every write.
+    fn tick(&mut self) -> OffsetDateTime {
+        let now = OffsetDateTime::now_utc() + self.clock_offset;
         let now = now
             .replace_millisecond(now.millisecond())
             .expect("a valid millisecond");
@@ -389,11 +439,16 @@ impl OrgData {
         };
         self.last_stamp = Some(stamp);
         stamp
-            .format(format_description!(
-                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]+0000"
-            ))
-            .expect("a fixed format")
     }
+}
+
+/// A datetime in Salesforce's format (`2024-05-01T12:00:00.000+0000`, UTC).
+fn datetime(stamp: OffsetDateTime) -> String {
+    stamp
+        .format(format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]+0000"
+        ))
+        .expect("a fixed format")
 }
 
 fn required_last_name() -> SfError {
@@ -479,5 +534,103 @@ mod tests {
         sorted.sort_by_key(|s| s.as_str().unwrap().to_string());
         sorted.dedup();
         assert_eq!(sorted, stamps);
+    }
+
+    fn query_all(org: &OrgData, all_rows: bool) -> Vec<Value> {
+        let query = super::super::soql::parse(
+            "SELECT Id, LastName, IsDeleted, MasterRecordId FROM Contact",
+        )
+        .unwrap();
+        org.query(&query, all_rows)
+    }
+
+    #[test]
+    fn a_merge_keeps_the_master_and_leaves_the_loser_to_query_all() {
+        let mut org = OrgData::default();
+        let master = org
+            .create_contact(&fields(json!({"LastName": "Lee", "Title": "CTO"})))
+            .unwrap();
+        let loser = org
+            .create_contact(&fields(json!({"LastName": "Li", "Title": "CEO"})))
+            .unwrap();
+        let before = org.contact(&master).unwrap()["LastModifiedDate"].clone();
+        org.merge_contacts(&master, &loser).unwrap();
+        let kept = org.contact(&master).unwrap();
+        assert_eq!(
+            (&kept["LastName"], &kept["Title"]),
+            (&json!("Lee"), &json!("CTO"))
+        );
+        assert_eq!(kept["MasterRecordId"], Value::Null);
+        assert!(kept["LastModifiedDate"].as_str() > before.as_str());
+        assert_eq!(org.contact(&loser), None);
+        assert_eq!(
+            org.check_update(&loser, &Map::new()).unwrap_err().errors[0].code,
+            "ENTITY_IS_DELETED"
+        );
+        assert_eq!(query_all(&org, false).len(), 1);
+        let all = query_all(&org, true);
+        let merged = all
+            .iter()
+            .find(|record| record["Id"] == json!(loser))
+            .unwrap();
+        assert_eq!(merged["IsDeleted"], json!(true));
+        assert_eq!(merged["MasterRecordId"], json!(master));
+        // Salesforce refuses to merge a record into itself or to merge a deleted record.
+        assert!(org.merge_contacts(&master, &master).is_err());
+        assert!(org.merge_contacts(&master, &loser).is_err());
+        assert!(org.merge_contacts(&loser, &master).is_err());
+    }
+
+    #[test]
+    fn unmodified_since_compares_by_the_second() {
+        let mut org = OrgData::default();
+        let id = org
+            .create_contact(&fields(json!({"LastName": "Lee"})))
+            .unwrap();
+        let modified = org.live(&id).unwrap().last_modified.unix_timestamp();
+        assert!(org.check_unmodified_since(&id, modified).is_ok());
+        let refusal = org.check_unmodified_since(&id, modified - 1).unwrap_err();
+        assert_eq!(
+            (refusal.status, refusal.errors[0].code.as_str()),
+            (412, "PRECONDITION_FAILED")
+        );
+        // A later edit, a second on, fails the precondition of a write read before it.
+        org.advance_clock(std::time::Duration::from_secs(1));
+        org.apply_update(&id, Vec::new());
+        assert_eq!(
+            org.check_unmodified_since(&id, modified)
+                .unwrap_err()
+                .status,
+            412
+        );
+        // The record's existence is checked first.
+        assert!(org.delete_contact(&id));
+        assert_eq!(
+            org.check_unmodified_since(&id, i64::MAX)
+                .unwrap_err()
+                .status,
+            404
+        );
+    }
+
+    #[test]
+    fn text_is_trimmed_of_spaces_and_control_characters_only() {
+        let mut org = OrgData::default();
+        let id = org
+            .create_contact(&fields(json!({"LastName": "Lee"})))
+            .unwrap();
+        let changes = org
+            .check_update(
+                &id,
+                &fields(
+                    json!({"Title": "\t CTO\r\n", "MailingCity": "\u{a0}Porto", "Fax": " \t "}),
+                ),
+            )
+            .unwrap();
+        org.apply_update(&id, changes);
+        let stored = org.contact(&id).unwrap();
+        assert_eq!(stored["Title"], "CTO");
+        assert_eq!(stored["MailingCity"], "\u{a0}Porto");
+        assert_eq!(stored["Fax"], Value::Null);
     }
 }
