@@ -63,6 +63,16 @@ impl Answer {
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
     }
+
+    /// A refusal that quotes the session's access token (some gateways echo the request's
+    /// headers) must not carry it into an error, a dead letter or a log.
+    fn without_token(mut self, session: &Session) -> Answer {
+        let token = session.access_token.expose();
+        if !self.is_success() && !token.is_empty() {
+            self.body = self.body.replace(token, "[redacted]");
+        }
+        self
+    }
 }
 
 impl SalesforceClient {
@@ -145,10 +155,11 @@ impl SalesforceClient {
         let write = method != Method::GET;
         let answer = self.execute(build(&session), write).await?;
         if answer.status != 401 {
-            return Ok(answer);
+            return Ok(answer.without_token(&session));
         }
         let renewed = self.session(Some(session.generation)).await?;
-        self.execute(build(&renewed), write).await
+        let answer = self.execute(build(&renewed), write).await?;
+        Ok(answer.without_token(&renewed))
     }
 
     /// The current session, or a new one when there is none or the caller's was `refused`.
