@@ -5,12 +5,16 @@
 //! `meta`. Every state change is one transaction; nothing is acknowledged to a client before
 //! [`Store::flush`] has made it durable (one flush serves every request waiting for it).
 //!
-//! The public methods are the narrow interface a shared engine (PostgreSQL) would implement:
-//! accept, claim, complete, retry later, dead-letter, replay, drop.
+//! What each state change does to a contact is decided in [`rules`], plain functions over one
+//! contact's entry; this engine only loads, saves, claims and commits, applying each rule's
+//! queue change and dead letter inside the rule's transaction. The public methods are the
+//! narrow interface another engine (PostgreSQL) implements the same way: accept, claim,
+//! complete, retry later, dead-letter, replay, drop, recover.
 
 mod flush;
 mod keys;
 mod model;
+mod rules;
 #[cfg(test)]
 mod tests;
 
@@ -21,13 +25,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
-use unisync_core::{
-    AdapterError, ConfirmedContact, ContactField, ContactPatch, ErrorKind, UnifiedContact,
-};
+use unisync_core::{AdapterError, ConfirmedContact, ContactField, ContactPatch, UnifiedContact};
 
-pub use model::{
-    ClaimedEdit, ConnectionCounts, ContactEntry, Customer, DeadLetter, LastError, SyncState,
-};
+pub use model::{ClaimedEdit, ConnectionCounts, ContactEntry, Customer, DeadLetter, SyncState};
+use rules::QueueChange;
+pub use rules::class_name;
 
 use flush::Flusher;
 
@@ -167,8 +169,9 @@ impl Store {
         }
         for id in &in_flight {
             let seq = self.next_seq();
-            self.update_contact(id, |entry, ready| {
-                requeue_in_flight(entry, ready, not_before, seq)
+            let now = now_ms();
+            self.update_contact(id, seq, |entry| {
+                Ok((rules::recover(entry, not_before, now), ()))
             })?;
         }
         Ok(in_flight.len())
@@ -252,22 +255,13 @@ impl Store {
     ) -> Result<Accepted, StoreError> {
         let seq = self.next_seq();
         let now = now_ms();
-        self.update_contact(id, |entry, ready| {
-            patch.apply_to(&mut entry.contact);
-            entry.contact.local_was_updated = true;
-            let mut pending = entry.sync.pending.take().unwrap_or_default();
-            pending.merge(patch);
-            entry.sync.pending = Some(pending);
-            entry.sync.connection = Some(connection.to_string());
-            let queued = entry.sync.in_flight.is_none() && entry.sync.queued_key.is_none();
-            if queued {
-                let not_before = entry.sync.next_attempt_at.unwrap_or(now).max(now);
-                enqueue(entry, ready, not_before, seq)?;
-            }
-            Ok(Accepted {
+        self.update_contact(id, seq, |entry| {
+            let change = rules::accept(entry, patch, connection, now);
+            let accepted = Accepted {
                 contact: entry.contact.clone(),
-                queued,
-            })
+                queued: change != QueueChange::Leave,
+            };
+            Ok((change, accepted))
         })
     }
 
@@ -298,20 +292,10 @@ impl Store {
                     if entry.sync.queued_key.as_deref() != Some(key.as_ref()) {
                         return Ok(None);
                     }
-                    entry.sync.queued_key = None;
-                    let Some(patch) = entry.sync.pending.take() else {
-                        contacts.insert(id.as_bytes(), encode(&entry))?;
-                        return Ok(None);
-                    };
-                    entry.sync.in_flight = Some(patch.clone());
+                    let (edit, change) = rules::claim(&mut entry);
+                    apply(&mut entry, ready, change, 0)?;
                     contacts.insert(id.as_bytes(), encode(&entry))?;
-                    Ok(Some(ClaimedEdit {
-                        contact_id: id.clone(),
-                        source_id: entry.contact.source_id.clone(),
-                        patch,
-                        attempts: entry.sync.attempts,
-                        linked_customer_source_id: entry.contact.source_system_customer_id.clone(),
-                    }))
+                    Ok(edit)
                 })
                 .map_err(from_tx)?;
             claimed.extend(edit);
@@ -344,40 +328,11 @@ impl Store {
     ) -> Result<(), StoreError> {
         let seq = self.next_seq();
         let now = now_ms();
-        self.update_contact(id, |entry, ready| {
-            let pushed = entry.sync.in_flight.take().unwrap_or_default();
-            let pending = entry.sync.pending.clone().unwrap_or_default();
-            for (field, value) in &confirmed.values {
-                entry.base.insert(*field, value.clone());
-                if pending.change(*field).is_none() {
-                    entry.contact.set_field(*field, value.clone());
-                }
-            }
-            for (field, value) in pushed.iter() {
-                if !confirmed.values.contains_key(&field)
-                    && field != ContactField::UnifiedCustomerId
-                {
-                    entry.base.insert(field, value.map(str::to_string));
-                }
-            }
-            if let Some(link) = &linked_customer {
-                entry.contact.source_system_customer_id = link.clone();
-            }
-            if confirmed.crm_version.is_some() {
-                entry.crm_version = confirmed.crm_version.clone();
-            }
-            if entry.contact.source_data_created_at.is_none() {
-                entry.contact.source_data_created_at = confirmed.created_at.clone();
-            }
-            entry.sync.attempts = 0;
-            entry.sync.next_attempt_at = None;
-            entry.sync.last_error = None;
-            entry.sync.last_confirmed_at = Some(now);
-            if entry.sync.pending.is_some() && entry.sync.queued_key.is_none() {
-                enqueue(entry, ready, now, seq)?;
-            }
-            entry.contact.local_was_updated = entry.sync.has_unconfirmed_changes();
-            Ok(())
+        self.update_contact(id, seq, |entry| {
+            Ok((
+                rules::complete(entry, confirmed, linked_customer.clone(), now),
+                (),
+            ))
         })
     }
 
@@ -392,13 +347,11 @@ impl Store {
         error: &AdapterError,
     ) -> Result<u32, StoreError> {
         let seq = self.next_seq();
-        self.update_contact(id, |entry, ready| {
-            if count_attempt {
-                entry.sync.attempts += 1;
-            }
-            entry.sync.last_error = Some(last_error(error, class_name(&error.kind)));
-            requeue_in_flight(entry, ready, not_before, seq)?;
-            Ok(entry.sync.attempts)
+        let now = now_ms();
+        self.update_contact(id, seq, |entry| {
+            let (attempts, change) =
+                rules::retry_later(entry, not_before, count_attempt, error, now);
+            Ok((change, attempts))
         })
     }
 
@@ -418,32 +371,9 @@ impl Store {
                 let Some(mut entry): Option<ContactEntry> = get(contacts, id.as_bytes())? else {
                     return abort(StoreError::UnknownContact(id.to_string()));
                 };
-                let letter = DeadLetter {
-                    id: letter_id.clone(),
-                    contact_id: id.to_string(),
-                    connection: entry.sync.connection.clone().unwrap_or_default(),
-                    patch: entry.sync.in_flight.take().unwrap_or_default(),
-                    error: error.clone(),
-                    retries_exhausted,
-                    attempts: entry.sync.attempts + 1,
-                    failed_at: now,
-                };
-                let class = if retries_exhausted {
-                    "retries_exhausted"
-                } else {
-                    class_name(&error.kind)
-                };
-                entry.sync.last_error = Some(last_error(error, class));
-                entry.sync.attempts = 0;
-                entry.sync.next_attempt_at = None;
-                entry.sync.open_dead_letters += 1;
-                if error.kind == ErrorKind::RecordGone {
-                    entry.contact.is_active = false;
-                }
-                if entry.sync.pending.is_some() && entry.sync.queued_key.is_none() {
-                    enqueue(&mut entry, ready, now, seq)?;
-                }
-                entry.contact.local_was_updated = entry.sync.has_unconfirmed_changes();
+                let (letter, change) =
+                    rules::dead_letter(&mut entry, error, retries_exhausted, &letter_id, now);
+                apply(&mut entry, ready, change, seq)?;
                 contacts.insert(id.as_bytes(), encode(&entry))?;
                 dead_letters.insert(letter_id.as_bytes(), encode(&letter))?;
                 Ok(letter)
@@ -472,42 +402,26 @@ impl Store {
     pub fn replay_dead_letter(&self, letter_id: &str) -> Result<DeadLetter, StoreError> {
         let seq = self.next_seq();
         let now = now_ms();
-        self.settle_dead_letter(letter_id, |entry, ready, letter| {
-            let mut patch = letter.patch.clone();
-            if let Some(pending) = &entry.sync.pending {
-                patch.merge(pending);
-            }
-            entry.sync.pending = Some(patch);
-            entry.sync.connection = Some(letter.connection.clone());
-            entry.contact.is_active = true;
-            if entry.sync.in_flight.is_none() && entry.sync.queued_key.is_none() {
-                enqueue(entry, ready, now, seq)?;
-            }
-            Ok(())
+        self.settle_dead_letter(letter_id, seq, |entry, letter| {
+            Ok(rules::replay(entry, letter, now))
         })
     }
 
     /// Forgets a dead letter: the record's values it touched go back to the CRM's last
     /// confirmed ones, unless a later edit is on its way.
     pub fn drop_dead_letter(&self, letter_id: &str) -> Result<DeadLetter, StoreError> {
-        self.settle_dead_letter(letter_id, |entry, _ready, letter| {
-            for field in letter.patch.fields() {
-                let later = [&entry.sync.pending, &entry.sync.in_flight]
-                    .into_iter()
-                    .flatten()
-                    .any(|patch| patch.change(field).is_some());
-                if !later && let Some(value) = entry.base.get(&field) {
-                    entry.contact.set_field(field, value.clone());
-                }
-            }
-            Ok(())
+        self.settle_dead_letter(letter_id, 0, |entry, letter| {
+            rules::drop_letter(entry, letter);
+            Ok(QueueChange::Leave)
         })
     }
 
+    /// Removes a dead letter and runs `settle` on its contact, in one transaction.
     fn settle_dead_letter(
         &self,
         letter_id: &str,
-        settle: impl Fn(&mut ContactEntry, &TransactionalTree, &DeadLetter) -> TxResult<()>,
+        seq: u64,
+        settle: impl Fn(&mut ContactEntry, &DeadLetter) -> TxResult<QueueChange>,
     ) -> Result<DeadLetter, StoreError> {
         (&self.contacts, &self.ready, &self.dead_letters)
             .transaction(|(contacts, ready, dead_letters)| {
@@ -518,9 +432,8 @@ impl Store {
                 dead_letters.remove(letter_id.as_bytes())?;
                 let id = letter.contact_id.as_bytes();
                 if let Some(mut entry) = get::<ContactEntry>(contacts, id)? {
-                    entry.sync.open_dead_letters = entry.sync.open_dead_letters.saturating_sub(1);
-                    settle(&mut entry, ready, &letter)?;
-                    entry.contact.local_was_updated = entry.sync.has_unconfirmed_changes();
+                    let change = settle(&mut entry, &letter)?;
+                    apply(&mut entry, ready, change, seq)?;
                     contacts.insert(id, encode(&entry))?;
                 }
                 Ok(letter)
@@ -606,18 +519,21 @@ impl Store {
         Ok(())
     }
 
-    /// Runs `change` on one contact's entry inside a transaction with the ready queue.
+    /// Runs `change` on one contact's entry inside a transaction with the ready queue, and
+    /// applies the queue change it answers (a new place is keyed with `seq`).
     fn update_contact<T>(
         &self,
         id: &str,
-        change: impl Fn(&mut ContactEntry, &TransactionalTree) -> TxResult<T>,
+        seq: u64,
+        change: impl Fn(&mut ContactEntry) -> TxResult<(QueueChange, T)>,
     ) -> Result<T, StoreError> {
         (&self.contacts, &self.ready)
             .transaction(|(contacts, ready)| {
                 let Some(mut entry): Option<ContactEntry> = get(contacts, id.as_bytes())? else {
                     return abort(StoreError::UnknownContact(id.to_string()));
                 };
-                let result = change(&mut entry, ready)?;
+                let (queue_change, result) = change(&mut entry)?;
+                apply(&mut entry, ready, queue_change, seq)?;
                 contacts.insert(id.as_bytes(), encode(&entry))?;
                 Ok(result)
             })
@@ -635,62 +551,24 @@ fn get<T: DeserializeOwned>(tree: &TransactionalTree, key: &[u8]) -> TxResult<Op
     }
 }
 
-/// Puts the contact in its connection's ready queue at `not_before`.
-fn enqueue(
+/// Carries out a rule's [`QueueChange`] on the ready queue; a new place is keyed with `seq`.
+fn apply(
     entry: &mut ContactEntry,
     ready: &TransactionalTree,
-    not_before: u64,
+    change: QueueChange,
     seq: u64,
 ) -> TxResult<()> {
-    let connection = entry.sync.connection.clone().unwrap_or_default();
-    let key = keys::ready(&connection, not_before, seq);
-    ready.insert(key.clone(), entry.contact.id.as_bytes())?;
-    entry.sync.queued_key = Some(key);
-    entry.sync.next_attempt_at = (not_before > now_ms()).then_some(not_before);
-    Ok(())
-}
-
-/// Folds the in-flight edit back under the pending one and queues the contact.
-fn requeue_in_flight(
-    entry: &mut ContactEntry,
-    ready: &TransactionalTree,
-    not_before: u64,
-    seq: u64,
-) -> TxResult<()> {
-    if let Some(mut patch) = entry.sync.in_flight.take() {
-        if let Some(pending) = &entry.sync.pending {
-            patch.merge(pending);
-        }
-        entry.sync.pending = Some(patch);
+    if change == QueueChange::Leave {
+        return Ok(());
     }
     if let Some(old_key) = entry.sync.queued_key.take() {
         ready.remove(old_key)?;
     }
-    if entry.sync.pending.is_some() {
-        enqueue(entry, ready, not_before, seq)?;
+    if let QueueChange::Enqueue { not_before } = change {
+        let connection = entry.sync.connection.as_deref().unwrap_or_default();
+        let key = keys::ready(connection, not_before, seq);
+        ready.insert(key.clone(), entry.contact.id.as_bytes())?;
+        entry.sync.queued_key = Some(key);
     }
     Ok(())
-}
-
-fn last_error(error: &AdapterError, class: &str) -> LastError {
-    LastError {
-        code: error.code.clone(),
-        message: error.message.clone(),
-        class: class.to_string(),
-        at: now_ms(),
-    }
-}
-
-/// The name of an error class, as shown in sync state, dead letters and metrics.
-pub fn class_name(kind: &ErrorKind) -> &'static str {
-    match kind {
-        ErrorKind::Retryable { .. } => "retryable",
-        ErrorKind::RateLimited { .. } => "rate_limited",
-        ErrorKind::QuotaExhausted { .. } => "quota_exhausted",
-        ErrorKind::Unauthorized => "unauthorized",
-        ErrorKind::Permanent { .. } => "permanent",
-        ErrorKind::RecordGone => "record_gone",
-        ErrorKind::Misconfigured => "misconfigured",
-        ErrorKind::OutcomeUnknown => "outcome_unknown",
-    }
 }
