@@ -11,6 +11,7 @@
 //! narrow interface another engine (PostgreSQL) implements the same way: accept, claim,
 //! complete, retry later, dead-letter, replay, drop, recover.
 
+mod clock;
 mod flush;
 mod keys;
 mod model;
@@ -20,6 +21,8 @@ mod tests;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -31,6 +34,7 @@ pub use model::{ClaimedEdit, ConnectionCounts, ContactEntry, Customer, DeadLette
 use rules::QueueChange;
 pub use rules::class_name;
 
+use clock::{CLOCK, Clock};
 use flush::Flusher;
 
 #[derive(Debug, thiserror::Error)]
@@ -73,12 +77,10 @@ fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError
     })
 }
 
-/// Milliseconds since the Unix epoch.
+/// Milliseconds since the Unix epoch, as the store counts them: never backwards, within a
+/// process or across restarts (see [`clock`]). Every time given to the store comes from here.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
+    CLOCK.now()
 }
 
 /// How an accepted edit left the contact.
@@ -99,14 +101,32 @@ pub struct Store {
     source_index: sled::Tree,
     meta: sled::Tree,
     flusher: Flusher,
+    clock: &'static Clock,
+    /// The clock's high-water mark as last written to `meta`.
+    high_water: Arc<AtomicU64>,
 }
 
 const SCHEMA_VERSION: &[u8] = b"1";
+/// The `meta` key of the clock's high-water mark (8 bytes, big-endian ms).
+const HIGH_WATER_KEY: &str = "clock_high_water";
+/// How far ahead of now the high-water mark is written, so that it is written at most this
+/// often and still covers every time handed out before the next write.
+const HIGH_WATER_STEP_MS: u64 = 1_000;
 
 impl Store {
     /// Opens (creating if missing) the store at `path`. Must be called inside a tokio runtime
     /// (the group-commit flusher is a task).
     pub fn open(path: &Path, cache_mib: u64) -> Result<Store, StoreError> {
+        Store::open_with_clock(path, cache_mib, &CLOCK)
+    }
+
+    /// Opens the store with its own clock instead of the process's (tests that step the wall
+    /// clock).
+    fn open_with_clock(
+        path: &Path,
+        cache_mib: u64,
+        clock: &'static Clock,
+    ) -> Result<Store, StoreError> {
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(cache_mib * 1024 * 1024)
@@ -138,7 +158,14 @@ impl Store {
                 });
             }
         }
-        Ok(Store {
+        if let Some(mark) = meta.get(HIGH_WATER_KEY)? {
+            let mark: [u8; 8] = mark.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                key: format!("meta/{HIGH_WATER_KEY}"),
+                message: "not an 8-byte time".into(),
+            })?;
+            clock.raise_to(u64::from_be_bytes(mark));
+        }
+        let store = Store {
             contacts: db.open_tree("contacts")?,
             ready: db.open_tree("ready")?,
             dead_letters: db.open_tree("dead_letters")?,
@@ -147,7 +174,26 @@ impl Store {
             meta,
             flusher: Flusher::start(db.clone()),
             db,
-        })
+            clock,
+            high_water: Arc::new(AtomicU64::new(0)),
+        };
+        store.now();
+        Ok(store)
+    }
+
+    /// Now, by the store's clock. Keeps the clock's high-water mark in `meta` ahead of every
+    /// time handed out, so that after a restart the clock starts no earlier (it is durable
+    /// with the writes that used those times: sled recovers a prefix of its log).
+    fn now(&self) -> u64 {
+        let now = self.clock.now();
+        if now >= self.high_water.load(Ordering::Acquire) {
+            let mark = now + HIGH_WATER_STEP_MS;
+            self.high_water.fetch_max(mark, Ordering::AcqRel);
+            if let Err(error) = self.meta.insert(HIGH_WATER_KEY, &mark.to_be_bytes()) {
+                tracing::error!(%error, "writing the clock's high-water mark failed");
+            }
+        }
+        now
     }
 
     /// Makes every write so far durable. Concurrent callers share one flush.
@@ -169,7 +215,7 @@ impl Store {
         }
         for id in &in_flight {
             let seq = self.next_seq();
-            let now = now_ms();
+            let now = self.now();
             self.update_contact(id, seq, |entry| {
                 Ok((rules::recover(entry, not_before, now), ()))
             })?;
@@ -254,7 +300,7 @@ impl Store {
         connection: &str,
     ) -> Result<Accepted, StoreError> {
         let seq = self.next_seq();
-        let now = now_ms();
+        let now = self.now();
         self.update_contact(id, seq, |entry| {
             let change = rules::accept(entry, patch, connection, now);
             let accepted = Accepted {
@@ -327,7 +373,7 @@ impl Store {
         linked_customer: Option<Option<String>>,
     ) -> Result<(), StoreError> {
         let seq = self.next_seq();
-        let now = now_ms();
+        let now = self.now();
         self.update_contact(id, seq, |entry| {
             Ok((
                 rules::complete(entry, confirmed, linked_customer.clone(), now),
@@ -347,7 +393,7 @@ impl Store {
         error: &AdapterError,
     ) -> Result<u32, StoreError> {
         let seq = self.next_seq();
-        let now = now_ms();
+        let now = self.now();
         self.update_contact(id, seq, |entry| {
             let (attempts, change) =
                 rules::retry_later(entry, not_before, count_attempt, error, now);
@@ -364,7 +410,7 @@ impl Store {
         retries_exhausted: bool,
     ) -> Result<DeadLetter, StoreError> {
         let seq = self.next_seq();
-        let now = now_ms();
+        let now = self.now();
         let letter_id = format!("dl-{seq:016x}");
         (&self.contacts, &self.ready, &self.dead_letters)
             .transaction(|(contacts, ready, dead_letters)| {
@@ -401,7 +447,7 @@ impl Store {
     /// Puts a dead letter's edit back in the queue, ahead of anything pending for its contact.
     pub fn replay_dead_letter(&self, letter_id: &str) -> Result<DeadLetter, StoreError> {
         let seq = self.next_seq();
-        let now = now_ms();
+        let now = self.now();
         self.settle_dead_letter(letter_id, seq, |entry, letter| {
             Ok(rules::replay(entry, letter, now))
         })

@@ -1,6 +1,8 @@
 //! The store's state changes, checked against a real sled database in a temp dir.
 
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use unisync_core::{AdapterError, ConfirmedContact, ContactField, ContactPatch, UnifiedContact};
 
@@ -10,6 +12,22 @@ fn open() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("db"), 8).unwrap();
     (dir, store)
+}
+
+/// Opens the store at `path` with its own clock reading `wall_ms` (the wall clock at this
+/// start); waits (bounded) for a store dropped just before to let go of the files.
+async fn open_at(path: &Path, wall_ms: u64) -> Store {
+    let clock: &'static Clock = Box::leak(Box::new(Clock::starting_at(wall_ms)));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Store::open_with_clock(path, 8, clock) {
+            Ok(store) => return store,
+            Err(StoreError::Locked(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            Err(error) => panic!("reopening the store: {error}"),
+        }
+    }
 }
 
 fn register(store: &Store, id: &str) {
@@ -241,6 +259,58 @@ async fn queues_are_per_connection() {
         store.in_flight_counts().unwrap(),
         BTreeMap::from([("a".to_string(), 1)])
     );
+}
+
+#[tokio::test]
+async fn wall_clock_steps_across_restarts_neither_stall_nor_strand_the_queue() {
+    const START: u64 = 1_700_000_000_000;
+    const DAY: u64 = 86_400_000;
+    const RETRY: u64 = 60_000;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let error = AdapterError::retryable("HTTP_503", "down");
+    // Claims the contact when its turn comes, checks it came one retry wait from now at the
+    // latest, and makes it wait one more retry.
+    let retry_once = |store: &Store| {
+        let ready_at = store.next_ready_at("crm").unwrap().expect("queued");
+        assert!(
+            ready_at <= store.now() + RETRY,
+            "ready at {ready_at}, {} ms after now",
+            ready_at - store.now()
+        );
+        assert_eq!(
+            store
+                .claim("crm", ready_at.max(store.now()), 10)
+                .unwrap()
+                .len(),
+            1
+        );
+        store
+            .retry_later("c1", store.now() + RETRY, true, &error)
+            .unwrap();
+    };
+
+    let store = open_at(&path, START).await;
+    register(&store, "c1");
+    store
+        .accept("c1", &edit(&[(ContactField::City, Some("X"))]), "crm")
+        .unwrap();
+    retry_once(&store);
+    store.flush().await.unwrap();
+    drop(store);
+
+    // Next start: the wall clock jumped a day ahead. The retry is simply due.
+    let store = open_at(&path, START + DAY).await;
+    assert!(store.now() >= START + DAY);
+    retry_once(&store);
+    store.flush().await.unwrap();
+    drop(store);
+
+    // Next start: the wall clock is put back a day. The store's clock does not go back with
+    // it, so the retry queued a moment ago still waits one retry, not a day more.
+    let store = open_at(&path, START).await;
+    assert!(store.now() >= START + DAY);
+    retry_once(&store);
 }
 
 mod model {
