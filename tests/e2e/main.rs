@@ -8,6 +8,7 @@ mod fleet;
 mod harness;
 mod hubspot;
 mod readme;
+mod replay;
 mod salesforce;
 mod service;
 mod world;

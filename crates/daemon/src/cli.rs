@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::backfill::{self, BackfillOptions};
 use crate::config::Config;
 use crate::connections::{Connections, build_adapter};
-use crate::store::{Store, StoreError};
+use crate::store::{ReplayAttempt, Store, StoreError};
 use crate::{ops, pull, serve};
 
 #[derive(Parser)]
@@ -451,9 +451,11 @@ async fn dead_letters(config: &Config, command: DeadLettersCommand) -> Result<u8
             with_store(
                 config,
                 |store| {
-                    store
-                        .replay_dead_letter(&id)
-                        .map(|l| serde_json::json!({"retried": [l.id]}))
+                    let replay = store.replay_dead_letter(&id)?;
+                    Ok(ops::replay_json(&[ReplayAttempt {
+                        letter_id: id.clone(),
+                        outcome: Ok(replay),
+                    }]))
                 },
                 ("POST", &path),
             )
@@ -465,13 +467,7 @@ async fn dead_letters(config: &Config, command: DeadLettersCommand) -> Result<u8
         } => {
             with_store(
                 config,
-                |store| {
-                    let ids: Vec<String> = ops::retry_all_dead_letters(store)?
-                        .into_iter()
-                        .map(|l| l.id)
-                        .collect();
-                    Ok(serde_json::json!({"retried": ids}))
-                },
+                |store| Ok(ops::replay_json(&store.replay_all_dead_letters()?)),
                 ("POST", "dead-letters/retry-all"),
             )
             .await?
@@ -496,7 +492,10 @@ async fn dead_letters(config: &Config, command: DeadLettersCommand) -> Result<u8
             .await?
         }
     };
-    Ok(print_json(value))
+    // A letter that could not be replayed is an item that failed.
+    let failed = value["failed"].as_object().is_some_and(|f| !f.is_empty());
+    print_json(value);
+    Ok(if failed { 1 } else { 0 })
 }
 
 fn config_check(config: &Config) -> Result<u8, Failure> {

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use unisync_core::UnifiedContact;
 
-use crate::store::{Customer, DeadLetter, Store, StoreError, now_ms};
+use crate::store::{Customer, DeadLetter, ReplayAttempt, Store, StoreError, now_ms};
 use crate::timefmt::rfc3339;
 
 /// The outcome of a JSONL import: how many lines were registered, and each bad line.
@@ -125,11 +125,38 @@ pub fn list_dead_letters(store: &Store) -> Result<Value, StoreError> {
     Ok(json!({ "dead_letters": letters }))
 }
 
-/// Replays every dead letter; answers the replayed ones.
-pub fn retry_all_dead_letters(store: &Store) -> Result<Vec<DeadLetter>, StoreError> {
-    store
-        .dead_letters()?
-        .iter()
-        .map(|letter| store.replay_dead_letter(&letter.id))
-        .collect()
+/// What replaying dead letters did, as the admin API and the CLI answer it: the letters
+/// whose edit went back in the queue (`retried`), those resolved as `superseded` (every field
+/// had a later value), the fields each letter left out because a later value was accepted
+/// (`dropped_fields`), and the letters that could not be replayed (`failed`, with why).
+pub fn replay_json(attempts: &[ReplayAttempt]) -> Value {
+    let mut retried = Vec::new();
+    let mut superseded = Vec::new();
+    let mut dropped = serde_json::Map::new();
+    let mut failed = serde_json::Map::new();
+    for attempt in attempts {
+        let id = attempt.letter_id.clone();
+        match &attempt.outcome {
+            Ok(replay) => {
+                if !replay.dropped.is_empty() {
+                    let fields: Vec<&str> = replay.dropped.iter().map(|f| f.name()).collect();
+                    dropped.insert(id.clone(), json!(fields));
+                }
+                if replay.superseded() {
+                    superseded.push(id);
+                } else {
+                    retried.push(id);
+                }
+            }
+            Err(error) => {
+                failed.insert(id, json!(error.to_string()));
+            }
+        }
+    }
+    json!({
+        "retried": retried,
+        "superseded": superseded,
+        "dropped_fields": dropped,
+        "failed": failed,
+    })
 }

@@ -30,7 +30,9 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use unisync_core::{AdapterError, ConfirmedContact, ContactField, ContactPatch, UnifiedContact};
 
-pub use model::{ClaimedEdit, ConnectionCounts, ContactEntry, Customer, DeadLetter, SyncState};
+pub use model::{
+    ClaimedEdit, ConnectionCounts, ContactEntry, Customer, DeadLetter, Replay, SyncState,
+};
 use rules::QueueChange;
 pub use rules::class_name;
 
@@ -81,6 +83,12 @@ fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError
 /// process or across restarts (see [`clock`]). Every time given to the store comes from here.
 pub fn now_ms() -> u64 {
     CLOCK.now()
+}
+
+/// One letter of a replay of every dead letter: what the replay did, or why it could not.
+pub struct ReplayAttempt {
+    pub letter_id: String,
+    pub outcome: Result<Replay, StoreError>,
 }
 
 /// How an accepted edit left the contact.
@@ -302,7 +310,7 @@ impl Store {
         let seq = self.next_seq();
         let now = self.now();
         self.update_contact(id, seq, |entry| {
-            let change = rules::accept(entry, patch, connection, now);
+            let change = rules::accept(entry, patch, connection, seq, now);
             let accepted = Accepted {
                 contact: entry.contact.clone(),
                 queued: change != QueueChange::Leave,
@@ -444,31 +452,65 @@ impl Store {
             .transpose()
     }
 
-    /// Puts a dead letter's edit back in the queue, ahead of anything pending for its contact.
-    pub fn replay_dead_letter(&self, letter_id: &str) -> Result<DeadLetter, StoreError> {
+    /// Puts a dead letter's values back in the queue, except those of fields accepted again
+    /// since (see [`rules::replay`]); a letter with nothing left is resolved as superseded.
+    pub fn replay_dead_letter(&self, letter_id: &str) -> Result<Replay, StoreError> {
         let seq = self.next_seq();
         let now = self.now();
         self.settle_dead_letter(letter_id, seq, |entry, letter| {
-            Ok(rules::replay(entry, letter, now))
+            let Some(entry) = entry else {
+                return abort(StoreError::UnknownContact(letter.contact_id.clone()));
+            };
+            let (replay, change) = rules::replay(entry, letter, now);
+            Ok((change, replay))
         })
+    }
+
+    /// Replays every dead letter, one transaction each, in the order their edits were
+    /// accepted. A letter that cannot be replayed (its contact unknown or unreadable) is
+    /// answered with its error, and the others go on.
+    pub fn replay_all_dead_letters(&self) -> Result<Vec<ReplayAttempt>, StoreError> {
+        let mut letters = self.dead_letters()?;
+        letters.sort_by(|a, b| (a.accepted_seq(), &a.id).cmp(&(b.accepted_seq(), &b.id)));
+        let mut attempts = Vec::with_capacity(letters.len());
+        for letter in letters {
+            let outcome = match self.replay_dead_letter(&letter.id) {
+                // Settled meanwhile by another request.
+                Err(StoreError::UnknownDeadLetter(_)) => continue,
+                Err(error @ (StoreError::UnknownContact(_) | StoreError::Corrupt { .. })) => {
+                    Err(error)
+                }
+                Err(error) => return Err(error),
+                Ok(replay) => Ok(replay),
+            };
+            attempts.push(ReplayAttempt {
+                letter_id: letter.id,
+                outcome,
+            });
+        }
+        Ok(attempts)
     }
 
     /// Forgets a dead letter: the record's values it touched go back to the CRM's last
-    /// confirmed ones, unless a later edit is on its way.
+    /// confirmed ones, unless a later value was accepted. A letter whose contact is unknown
+    /// or unreadable is removed all the same.
     pub fn drop_dead_letter(&self, letter_id: &str) -> Result<DeadLetter, StoreError> {
         self.settle_dead_letter(letter_id, 0, |entry, letter| {
-            rules::drop_letter(entry, letter);
-            Ok(QueueChange::Leave)
+            if let Some(entry) = entry {
+                rules::drop_letter(entry, letter);
+            }
+            Ok((QueueChange::Leave, letter.clone()))
         })
     }
 
-    /// Removes a dead letter and runs `settle` on its contact, in one transaction.
-    fn settle_dead_letter(
+    /// Removes a dead letter and runs `settle` on its contact (`None` when the contact is
+    /// unknown or its record unreadable), in one transaction.
+    fn settle_dead_letter<T>(
         &self,
         letter_id: &str,
         seq: u64,
-        settle: impl Fn(&mut ContactEntry, &DeadLetter) -> TxResult<QueueChange>,
-    ) -> Result<DeadLetter, StoreError> {
+        settle: impl Fn(Option<&mut ContactEntry>, &DeadLetter) -> TxResult<(QueueChange, T)>,
+    ) -> Result<T, StoreError> {
         (&self.contacts, &self.ready, &self.dead_letters)
             .transaction(|(contacts, ready, dead_letters)| {
                 let Some(letter): Option<DeadLetter> = get(dead_letters, letter_id.as_bytes())?
@@ -477,12 +519,17 @@ impl Store {
                 };
                 dead_letters.remove(letter_id.as_bytes())?;
                 let id = letter.contact_id.as_bytes();
-                if let Some(mut entry) = get::<ContactEntry>(contacts, id)? {
-                    let change = settle(&mut entry, &letter)?;
-                    apply(&mut entry, ready, change, seq)?;
-                    contacts.insert(id, encode(&entry))?;
-                }
-                Ok(letter)
+                let entry = match get::<ContactEntry>(contacts, id) {
+                    Err(ConflictableTransactionError::Abort(StoreError::Corrupt { .. })) => None,
+                    other => other?,
+                };
+                let Some(mut entry) = entry else {
+                    return settle(None, &letter).map(|(_, result)| result);
+                };
+                let (change, result) = settle(Some(&mut entry), &letter)?;
+                apply(&mut entry, ready, change, seq)?;
+                contacts.insert(id, encode(&entry))?;
+                Ok(result)
             })
             .map_err(from_tx)
     }

@@ -11,7 +11,7 @@
 
 use unisync_core::{AdapterError, ConfirmedContact, ContactField, ContactPatch, ErrorKind};
 
-use super::model::{ClaimedEdit, ContactEntry, DeadLetter, LastError};
+use super::model::{ClaimedEdit, ContactEntry, DeadLetter, LastError, Replay};
 
 /// What the engine must do to a contact's place in its connection's ready queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,12 +25,14 @@ pub enum QueueChange {
     Dequeue,
 }
 
-/// An edit is accepted: it is applied to the record and merged into the pending patch, and
-/// the contact joins `connection`'s queue unless it is already waiting or in flight.
+/// An edit is accepted as the store's `seq`-th: it is applied to the record and merged into
+/// the pending patch, and the contact joins `connection`'s queue unless it is already waiting
+/// or in flight. `seq` must be higher than every sequence handed out before.
 pub fn accept(
     entry: &mut ContactEntry,
     patch: &ContactPatch,
     connection: &str,
+    seq: u64,
     now: u64,
 ) -> QueueChange {
     patch.apply_to(&mut entry.contact);
@@ -39,6 +41,9 @@ pub fn accept(
     sync.pending
         .get_or_insert_with(ContactPatch::new)
         .merge(patch);
+    for field in patch.fields() {
+        sync.accepted_seqs.insert(field, seq);
+    }
     sync.connection = Some(connection.to_string());
     if sync.in_flight.is_some() || sync.queued_key.is_some() {
         return QueueChange::Leave;
@@ -53,6 +58,13 @@ pub fn claim(entry: &mut ContactEntry) -> (Option<ClaimedEdit>, QueueChange) {
     let Some(patch) = entry.sync.pending.take() else {
         return (None, QueueChange::Dequeue);
     };
+    entry.sync.in_flight_seqs = patch
+        .fields()
+        .map(|field| {
+            let seq = entry.sync.accepted_seqs.get(&field).copied().unwrap_or(0);
+            (field, seq)
+        })
+        .collect();
     entry.sync.in_flight = Some(patch.clone());
     let edit = ClaimedEdit {
         contact_id: entry.contact.id.clone(),
@@ -75,6 +87,7 @@ pub fn complete(
     now: u64,
 ) -> QueueChange {
     let pushed = entry.sync.in_flight.take().unwrap_or_default();
+    entry.sync.in_flight_seqs.clear();
     confirm(entry, &pushed, confirmed, now);
     if let Some(link) = linked_customer {
         entry.contact.source_system_customer_id = link;
@@ -126,6 +139,7 @@ pub fn dead_letter(
         retries_exhausted,
         attempts: sync.attempts + 1,
         failed_at: now,
+        field_seqs: std::mem::take(&mut sync.in_flight_seqs),
     };
     let class = if retries_exhausted {
         "retries_exhausted"
@@ -148,37 +162,53 @@ pub fn dead_letter(
     (letter, change)
 }
 
-/// An operator replays `letter`: its edit goes back in the queue, ahead of anything pending
-/// for the contact (a pending value of the same field is later, and wins). The engine
-/// removes the letter.
-pub fn replay(entry: &mut ContactEntry, letter: &DeadLetter, now: u64) -> QueueChange {
+/// An operator replays `letter`: its values go back in the queue, except each field of which
+/// a later value was accepted (pending, in flight or already confirmed), which would otherwise
+/// be overwritten with the older one. A letter with nothing left is superseded: resolved,
+/// with the record untouched. The engine removes the letter either way.
+pub fn replay(entry: &mut ContactEntry, letter: &DeadLetter, now: u64) -> (Replay, QueueChange) {
     settle(entry);
-    let mut patch = letter.patch.clone();
-    if let Some(pending) = &entry.sync.pending {
-        patch.merge(pending);
+    let mut replayed = ContactPatch::new();
+    let mut dropped = Vec::new();
+    for (field, value) in letter.patch.iter() {
+        if entry.sync.has_later_value(field, letter.field_seq(field)) {
+            dropped.push(field);
+        } else {
+            replayed.put(field, value.map(str::to_string));
+        }
     }
-    entry.sync.pending = Some(patch);
-    entry.sync.connection = Some(letter.connection.clone());
-    entry.contact.is_active = true;
-    let change = if entry.sync.in_flight.is_none() && entry.sync.queued_key.is_none() {
-        enqueue(entry, now, now)
-    } else {
-        QueueChange::Leave
-    };
+    let mut change = QueueChange::Leave;
+    if !replayed.is_empty() {
+        // No pending field overlaps: a pending value is a later one, and was dropped above.
+        let mut pending = replayed.clone();
+        if let Some(later) = &entry.sync.pending {
+            pending.merge(later);
+        }
+        entry.sync.pending = Some(pending);
+        entry.sync.connection = Some(letter.connection.clone());
+        entry.contact.is_active = true;
+        if entry.sync.in_flight.is_none() && entry.sync.queued_key.is_none() {
+            change = enqueue(entry, now, now);
+        }
+    }
     mark_unconfirmed(entry);
-    change
+    let replay = Replay {
+        letter: letter.clone(),
+        replayed,
+        dropped,
+    };
+    (replay, change)
 }
 
-/// An operator drops `letter`: the record's values it touched go back to the CRM's last
-/// confirmed ones, unless a later edit is on its way. The engine removes the letter.
+/// An operator drops `letter`: each record value it touched goes back to the CRM's last
+/// confirmed one, unless a later value of the field was accepted (that one stays). The engine
+/// removes the letter.
 pub fn drop_letter(entry: &mut ContactEntry, letter: &DeadLetter) {
     settle(entry);
     for field in letter.patch.fields() {
-        let later = [&entry.sync.pending, &entry.sync.in_flight]
-            .into_iter()
-            .flatten()
-            .any(|patch| patch.change(field).is_some());
-        if !later && let Some(value) = entry.base.get(&field) {
+        if !entry.sync.has_later_value(field, letter.field_seq(field))
+            && let Some(value) = entry.base.get(&field)
+        {
             entry.contact.set_field(field, value.clone());
         }
     }
@@ -226,6 +256,7 @@ fn confirm(
 /// `not_before` (out of the queue when nothing is left to push).
 fn requeue_in_flight(entry: &mut ContactEntry, not_before: u64, now: u64) -> QueueChange {
     let sync = &mut entry.sync;
+    sync.in_flight_seqs.clear();
     if let Some(mut patch) = sync.in_flight.take() {
         if let Some(pending) = &sync.pending {
             patch.merge(pending);
@@ -275,5 +306,258 @@ pub fn class_name(kind: &ErrorKind) -> &'static str {
         ErrorKind::RecordGone => "record_gone",
         ErrorKind::Misconfigured => "misconfigured",
         ErrorKind::OutcomeUnknown => "outcome_unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The rules on entries in memory: no database.
+
+    use unisync_core::UnifiedContact;
+
+    use super::*;
+
+    const NOW: u64 = 1_000;
+
+    fn entry() -> ContactEntry {
+        let mut contact = UnifiedContact::new("c1", "hubspot", "1");
+        contact.city = Some("Base".into());
+        ContactEntry {
+            contact,
+            base: [
+                (ContactField::City, Some("Base".to_string())),
+                (ContactField::Zip, None),
+            ]
+            .into(),
+            crm_version: None,
+            sync: Default::default(),
+        }
+    }
+
+    fn patch(values: &[(ContactField, &str)]) -> ContactPatch {
+        values
+            .iter()
+            .map(|(field, value)| (*field, Some(value.to_string())))
+            .collect()
+    }
+
+    /// Accepts `values` as the `seq`-th edit and pretends the engine queued the contact.
+    fn accept_at(entry: &mut ContactEntry, values: &[(ContactField, &str)], seq: u64) {
+        if accept(entry, &patch(values), "crm", seq, NOW) != QueueChange::Leave {
+            entry.sync.queued_key = Some(vec![1]);
+        }
+    }
+
+    /// Claims the pending edit, as the engine would once the contact's turn came.
+    fn claim_now(entry: &mut ContactEntry) -> ClaimedEdit {
+        let (edit, change) = claim(entry);
+        assert_eq!(change, QueueChange::Dequeue);
+        entry.sync.queued_key = None;
+        edit.expect("something was pending")
+    }
+
+    fn refused() -> AdapterError {
+        AdapterError::permanent("INVALID", "no", None)
+    }
+
+    #[test]
+    fn accept_queues_once_and_claim_takes_the_pending_patch_with_its_sequences() {
+        let mut entry = entry();
+        assert_eq!(
+            accept(
+                &mut entry,
+                &patch(&[(ContactField::City, "A")]),
+                "crm",
+                7,
+                NOW
+            ),
+            QueueChange::Enqueue { not_before: NOW }
+        );
+        entry.sync.queued_key = Some(vec![1]);
+        assert_eq!(
+            accept(
+                &mut entry,
+                &patch(&[(ContactField::Zip, "1")]),
+                "crm",
+                8,
+                NOW
+            ),
+            QueueChange::Leave,
+            "already waiting: coalesced"
+        );
+        let edit = claim_now(&mut entry);
+        assert_eq!(
+            edit.patch,
+            patch(&[(ContactField::City, "A"), (ContactField::Zip, "1")])
+        );
+        assert_eq!(
+            entry.sync.in_flight_seqs,
+            [(ContactField::City, 7), (ContactField::Zip, 8)].into()
+        );
+        accept_at(&mut entry, &[(ContactField::City, "B")], 9);
+        assert!(
+            entry.sync.queued_key.is_none(),
+            "waits for the push in flight"
+        );
+        assert_eq!(
+            complete(&mut entry, &ConfirmedContact::default(), None, NOW),
+            QueueChange::Enqueue { not_before: NOW }
+        );
+        assert_eq!(entry.base[&ContactField::Zip].as_deref(), Some("1"));
+        assert_eq!(entry.contact.city.as_deref(), Some("B"));
+        assert!(entry.sync.in_flight_seqs.is_empty());
+    }
+
+    #[test]
+    fn a_replay_leaves_out_every_field_accepted_after_the_letter() {
+        let mut entry = entry();
+        accept_at(
+            &mut entry,
+            &[(ContactField::City, "Old"), (ContactField::Zip, "1")],
+            1,
+        );
+        claim_now(&mut entry);
+        let (letter, _) = dead_letter(&mut entry, &refused(), false, "dl-1", NOW);
+        assert_eq!(letter.accepted_seq(), 1);
+        // A newer city is accepted and confirmed while the letter waits.
+        accept_at(&mut entry, &[(ContactField::City, "New")], 2);
+        claim_now(&mut entry);
+        complete(&mut entry, &ConfirmedContact::default(), None, NOW);
+
+        let (replayed, change) = replay(&mut entry, &letter, NOW);
+        assert_eq!(replayed.dropped, vec![ContactField::City]);
+        assert_eq!(replayed.replayed, patch(&[(ContactField::Zip, "1")]));
+        assert!(!replayed.superseded());
+        assert_eq!(change, QueueChange::Enqueue { not_before: NOW });
+        assert_eq!(entry.sync.pending, Some(patch(&[(ContactField::Zip, "1")])));
+        assert_eq!(entry.contact.city.as_deref(), Some("New"));
+        assert_eq!(entry.sync.open_dead_letters, 0);
+    }
+
+    #[test]
+    fn a_letter_with_every_field_newer_is_superseded_and_changes_nothing() {
+        let mut entry = entry();
+        accept_at(&mut entry, &[(ContactField::City, "Old")], 1);
+        claim_now(&mut entry);
+        let (letter, _) = dead_letter(&mut entry, &refused(), false, "dl-1", NOW);
+        // Newer values: one pending now, one in flight.
+        accept_at(&mut entry, &[(ContactField::City, "Newer")], 2);
+        claim_now(&mut entry);
+        let before = entry.clone();
+
+        let (replayed, change) = replay(&mut entry, &letter, NOW);
+        assert!(replayed.superseded());
+        assert_eq!(replayed.dropped, vec![ContactField::City]);
+        assert_eq!(change, QueueChange::Leave);
+        assert_eq!(entry.contact, before.contact, "the record is untouched");
+        assert_eq!(entry.sync.in_flight, before.sync.in_flight);
+        assert_eq!(entry.sync.open_dead_letters, 0);
+    }
+
+    #[test]
+    fn dropping_a_letter_restores_the_base_only_where_its_value_is_the_latest() {
+        let mut entry = entry();
+        accept_at(
+            &mut entry,
+            &[(ContactField::City, "Refused"), (ContactField::Zip, "9")],
+            1,
+        );
+        claim_now(&mut entry);
+        let (first, _) = dead_letter(&mut entry, &refused(), false, "dl-1", NOW);
+        accept_at(&mut entry, &[(ContactField::Zip, "10")], 2);
+        claim_now(&mut entry);
+        let (second, _) = dead_letter(&mut entry, &refused(), false, "dl-2", NOW);
+        assert_eq!(entry.sync.open_dead_letters, 2);
+
+        drop_letter(&mut entry, &first);
+        assert_eq!(
+            entry.contact.city.as_deref(),
+            Some("Base"),
+            "back to the base"
+        );
+        assert_eq!(
+            entry.contact.zip.as_deref(),
+            Some("10"),
+            "a later value, even a dead-lettered one, stays"
+        );
+        assert!(entry.contact.local_was_updated, "the second letter is open");
+        drop_letter(&mut entry, &second);
+        assert_eq!(entry.contact.zip, None, "the base had no zip");
+        assert!(!entry.contact.local_was_updated);
+    }
+
+    #[test]
+    fn records_from_before_sequences_replay_what_no_pending_edit_overrides() {
+        // A record and a letter as the previous schema wrote them: no sequences anywhere.
+        let mut entry: ContactEntry = serde_json::from_value(serde_json::json!({
+            "contact": serde_json::to_value(entry().contact).unwrap(),
+            "base": {"city": "Base"},
+            "sync": {"connection": "crm", "pending": {"zip": "2"}, "in_flight": null,
+                     "queued_key": [1], "attempts": 0, "next_attempt_at": null,
+                     "last_error": null, "last_confirmed_at": null, "open_dead_letters": 1},
+        }))
+        .unwrap();
+        let letter: DeadLetter = serde_json::from_value(serde_json::json!({
+            "id": "dl-old", "contact_id": "c1", "connection": "crm",
+            "patch": {"city": "Old", "zip": "1"},
+            "error": refused(), "retries_exhausted": false, "attempts": 1, "failed_at": 5,
+        }))
+        .unwrap();
+        assert_eq!(letter.accepted_seq(), 0);
+
+        let (replayed, change) = replay(&mut entry, &letter, NOW);
+        assert_eq!(replayed.replayed, patch(&[(ContactField::City, "Old")]));
+        assert_eq!(
+            replayed.dropped,
+            vec![ContactField::Zip],
+            "the pending zip is later"
+        );
+        assert_eq!(change, QueueChange::Leave, "already queued");
+        assert_eq!(
+            entry.sync.pending,
+            Some(patch(&[
+                (ContactField::City, "Old"),
+                (ContactField::Zip, "2")
+            ]))
+        );
+        // An edit accepted after the upgrade is later than any letter from before it.
+        let edit = claim_now(&mut entry);
+        assert_eq!(edit.patch.len(), 2);
+        let (letter, _) = dead_letter(&mut entry, &refused(), false, "dl-2", NOW);
+        accept_at(&mut entry, &[(ContactField::City, "New")], 3);
+        let (replayed, _) = replay(&mut entry, &letter, NOW);
+        assert_eq!(replayed.dropped, vec![ContactField::City]);
+    }
+
+    #[test]
+    fn a_retry_folds_the_edit_back_under_newer_values_and_forgets_its_claim() {
+        let mut entry = entry();
+        accept_at(
+            &mut entry,
+            &[(ContactField::City, "X"), (ContactField::Zip, "1")],
+            1,
+        );
+        claim_now(&mut entry);
+        accept_at(&mut entry, &[(ContactField::City, "Y")], 2);
+        let error = AdapterError::retryable("HTTP_503", "down");
+        let (attempts, change) = retry_later(&mut entry, NOW + 500, true, &error, NOW);
+        assert_eq!(attempts, 1);
+        assert_eq!(
+            change,
+            QueueChange::Enqueue {
+                not_before: NOW + 500
+            }
+        );
+        assert_eq!(entry.sync.next_attempt_at, Some(NOW + 500));
+        assert_eq!(
+            entry.sync.pending,
+            Some(patch(&[
+                (ContactField::City, "Y"),
+                (ContactField::Zip, "1")
+            ]))
+        );
+        assert!(entry.sync.in_flight_seqs.is_empty());
+        assert_eq!(entry.sync.accepted_seqs[&ContactField::City], 2);
+        assert_eq!(entry.sync.last_error.as_ref().unwrap().class, "retryable");
     }
 }

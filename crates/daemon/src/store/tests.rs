@@ -241,6 +241,91 @@ async fn dead_letters_keep_the_crms_error_and_can_be_replayed_or_dropped() {
 }
 
 #[tokio::test]
+async fn a_replay_never_puts_back_a_value_older_than_one_accepted_since() {
+    let (_dir, store) = open();
+    register(&store, "c1");
+    let refused = AdapterError::permanent("INVALID", "refused", None);
+    store
+        .accept(
+            "c1",
+            &edit(&[
+                (ContactField::City, Some("Old")),
+                (ContactField::Zip, Some("1")),
+            ]),
+            "crm",
+        )
+        .unwrap();
+    store.claim("crm", store.now(), 10).unwrap();
+    let letter = store.dead_letter("c1", &refused, false).unwrap();
+    store
+        .accept("c1", &edit(&[(ContactField::City, Some("New"))]), "crm")
+        .unwrap();
+    store.claim("crm", store.now(), 10).unwrap();
+    store
+        .complete("c1", &ConfirmedContact::default(), None)
+        .unwrap();
+
+    let replay = store.replay_dead_letter(&letter.id).unwrap();
+    assert_eq!(replay.dropped, vec![ContactField::City]);
+    assert!(!replay.superseded());
+    let claimed = store.claim("crm", store.now(), 10).unwrap();
+    assert_eq!(
+        claimed[0].patch,
+        edit(&[(ContactField::Zip, Some("1"))]),
+        "the newer city is not overwritten"
+    );
+    store
+        .complete("c1", &ConfirmedContact::default(), None)
+        .unwrap();
+
+    // A letter every field of which was accepted again since is resolved as superseded.
+    store
+        .accept("c1", &edit(&[(ContactField::Phone, Some("bad"))]), "crm")
+        .unwrap();
+    store.claim("crm", store.now(), 10).unwrap();
+    let letter = store.dead_letter("c1", &refused, false).unwrap();
+    store
+        .accept("c1", &edit(&[(ContactField::Phone, Some("good"))]), "crm")
+        .unwrap();
+    let replay = store.replay_dead_letter(&letter.id).unwrap();
+    assert!(replay.superseded());
+    assert!(store.dead_letters().unwrap().is_empty());
+    let entry = store.contact("c1").unwrap().unwrap();
+    assert_eq!(entry.sync.open_dead_letters, 0);
+    assert_eq!(entry.contact.phone.as_deref(), Some("good"));
+    assert_eq!(
+        entry.sync.pending,
+        Some(edit(&[(ContactField::Phone, Some("good"))]))
+    );
+    assert_eq!(entry.contact.city.as_deref(), Some("New"));
+}
+
+#[tokio::test]
+async fn retry_all_replays_in_acceptance_order() {
+    let (_dir, store) = open();
+    register(&store, "early");
+    register(&store, "late");
+    let refused = AdapterError::permanent("INVALID", "refused", None);
+    store
+        .accept("early", &edit(&[(ContactField::City, Some("A"))]), "crm")
+        .unwrap();
+    store
+        .accept("late", &edit(&[(ContactField::City, Some("B"))]), "crm")
+        .unwrap();
+    store.claim("crm", store.now(), 10).unwrap();
+    // Refused in the other order: the letter of the later edit is older.
+    let late = store.dead_letter("late", &refused, false).unwrap();
+    let early = store.dead_letter("early", &refused, false).unwrap();
+    assert!(late.id < early.id);
+
+    let attempts = store.replay_all_dead_letters().unwrap();
+    let order: Vec<&str> = attempts.iter().map(|a| a.letter_id.as_str()).collect();
+    assert_eq!(order, vec![early.id.as_str(), late.id.as_str()]);
+    assert!(attempts.iter().all(|a| a.outcome.is_ok()));
+    assert_eq!(store.claim("crm", store.now(), 10).unwrap().len(), 2);
+}
+
+#[tokio::test]
 async fn queues_are_per_connection() {
     let (_dir, store) = open();
     register(&store, "c1");
@@ -314,10 +399,11 @@ async fn wall_clock_steps_across_restarts_neither_stall_nor_strand_the_queue() {
 }
 
 mod model {
-    //! Random interleavings of accepts, pushes, retries and crashes, checked against what a
-    //! CRM receiving the pushes in order would hold.
+    //! Random interleavings of accepts, pushes that land, fail for a while or are refused for
+    //! good, crashes, replays and drops of dead letters, checked against what the acceptance
+    //! order says the CRM must hold.
 
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, BTreeSet};
 
     use proptest::prelude::*;
 
@@ -326,110 +412,222 @@ mod model {
     const CONTACTS: [&str; 3] = ["a", "b", "c"];
     const FIELDS: [ContactField; 2] = [ContactField::City, ContactField::Zip];
 
+    #[derive(Clone, Copy, Debug)]
+    enum Outcome {
+        Lands,
+        FailsForAWhile,
+        Refused,
+    }
+
     #[derive(Clone, Debug)]
     enum Step {
         /// An edit of one field of one contact.
-        Accept(usize, usize, u8),
-        /// Claim what is ready; each claimed push then succeeds (`true`) or fails for a while.
-        Push(bool),
+        Accept(usize, usize),
+        /// Claim what is ready; each claimed push then has this outcome.
+        Push(Outcome),
         /// The process dies with everything claimed still in flight.
         Crash,
+        /// An operator replays the n-th open dead letter (modulo their number).
+        Replay(usize),
+        /// `dead-letters retry --all`.
+        ReplayAll,
+        /// An operator drops the n-th open dead letter.
+        Drop(usize),
     }
 
     fn step() -> impl Strategy<Value = Step> {
+        let outcome = prop_oneof![
+            3 => Just(Outcome::Lands),
+            1 => Just(Outcome::FailsForAWhile),
+            1 => Just(Outcome::Refused),
+        ];
         prop_oneof![
-            3 => (0..CONTACTS.len(), 0..FIELDS.len(), any::<u8>()).prop_map(|(c, f, v)| Step::Accept(c, f, v)),
-            2 => any::<bool>().prop_map(Step::Push),
+            4 => (0..CONTACTS.len(), 0..FIELDS.len()).prop_map(|(c, f)| Step::Accept(c, f)),
+            3 => outcome.prop_map(Step::Push),
             1 => Just(Step::Crash),
+            1 => any::<usize>().prop_map(Step::Replay),
+            1 => Just(Step::ReplayAll),
+            1 => any::<usize>().prop_map(Step::Drop),
         ]
     }
 
-    /// Claims everything ready at `at` and checks no contact is claimed while in flight.
-    fn claim_all(
-        store: &Store,
-        at: u64,
-        in_flight: &mut BTreeMap<String, ContactPatch>,
-    ) -> Vec<ClaimedEdit> {
-        let claimed = store.claim("crm", at, 100).unwrap();
-        for edit in &claimed {
-            assert!(
-                in_flight
-                    .insert(edit.contact_id.clone(), edit.patch.clone())
-                    .is_none(),
-                "{} claimed while a push for it is in flight",
-                edit.contact_id
-            );
+    /// A field of a contact.
+    type Slot = (String, ContactField);
+
+    /// The model: every accepted value is unique (`v<n>`, n its acceptance order), so a value
+    /// says when it was accepted.
+    #[derive(Default)]
+    struct Model {
+        accepted: u64,
+        /// The latest accepted value of each field.
+        latest: BTreeMap<Slot, u64>,
+        /// Values an operator dropped (with their dead letter).
+        dropped: BTreeSet<u64>,
+        /// What the CRM holds.
+        crm: BTreeMap<Slot, u64>,
+        /// Edits claimed and not yet answered, per contact.
+        in_flight: BTreeMap<String, ContactPatch>,
+    }
+
+    fn order(value: &str) -> u64 {
+        value[1..].parse().expect("a model value")
+    }
+
+    impl Model {
+        fn accept(&mut self, store: &Store, contact: &str, field: ContactField) {
+            self.accepted += 1;
+            let value = format!("v{}", self.accepted);
+            store
+                .accept(contact, &edit(&[(field, Some(&value))]), "crm")
+                .unwrap();
+            self.latest
+                .insert((contact.to_string(), field), self.accepted);
         }
-        claimed
+
+        /// Claims everything ready at `at`; checks no contact is claimed while in flight.
+        fn claim(&mut self, store: &Store, at: u64) -> Vec<ClaimedEdit> {
+            let claimed = store.claim("crm", at, 100).unwrap();
+            for edit in &claimed {
+                assert!(
+                    self.in_flight
+                        .insert(edit.contact_id.clone(), edit.patch.clone())
+                        .is_none(),
+                    "{} claimed while a push for it is in flight",
+                    edit.contact_id
+                );
+            }
+            claimed
+        }
+
+        /// The CRM applies a push, which must never put back a value older than one it holds.
+        fn land(&mut self, store: &Store, edit: &ClaimedEdit) {
+            self.in_flight.remove(&edit.contact_id);
+            for (field, value) in edit.patch.iter() {
+                let pushed = order(value.expect("the model only sets values"));
+                let slot = (edit.contact_id.clone(), field);
+                if let Some(held) = self.crm.get(&slot) {
+                    assert!(
+                        pushed >= *held,
+                        "{slot:?}: v{pushed} pushed over the newer v{held}"
+                    );
+                }
+                self.crm.insert(slot, pushed);
+            }
+            store
+                .complete(&edit.contact_id, &ConfirmedContact::default(), None)
+                .unwrap();
+        }
+
+        fn push(&mut self, store: &Store, at: u64, outcome: Outcome) {
+            for claimed in self.claim(store, at) {
+                match outcome {
+                    Outcome::Lands => self.land(store, &claimed),
+                    Outcome::FailsForAWhile => {
+                        self.in_flight.remove(&claimed.contact_id);
+                        let error = AdapterError::retryable("HTTP_503", "down");
+                        store
+                            .retry_later(&claimed.contact_id, at + 500, true, &error)
+                            .unwrap();
+                    }
+                    Outcome::Refused => {
+                        self.in_flight.remove(&claimed.contact_id);
+                        let error = AdapterError::permanent("INVALID", "refused", None);
+                        let letter = store
+                            .dead_letter(&claimed.contact_id, &error, false)
+                            .unwrap();
+                        assert_eq!(letter.patch, claimed.patch);
+                    }
+                }
+            }
+        }
+
+        fn drop_letter(&mut self, store: &Store, letter: &DeadLetter) {
+            store.drop_dead_letter(&letter.id).unwrap();
+            for (_, value) in letter.patch.iter() {
+                self.dropped.insert(order(value.unwrap()));
+            }
+        }
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(48))]
+        #![proptest_config(ProptestConfig::with_cases(64))]
 
         #[test]
-        fn the_crm_ends_with_every_contacts_last_accepted_values(steps in proptest::collection::vec(step(), 1..40)) {
+        fn the_crm_ends_with_what_the_acceptance_order_says(steps in proptest::collection::vec(step(), 1..60)) {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             runtime.block_on(async {
                 let (_dir, store) = open();
                 for id in CONTACTS {
                     register(&store, id);
                 }
-                let mut accepted: BTreeMap<(String, ContactField), String> = BTreeMap::new();
-                let mut crm: BTreeMap<(String, ContactField), String> = BTreeMap::new();
-                let mut in_flight: BTreeMap<String, ContactPatch> = BTreeMap::new();
+                let mut model = Model::default();
                 // Time only moves forward by these steps, so retries and grace periods are
                 // reached by claiming "later" rather than by sleeping.
-                let mut clock = now_ms();
+                let mut clock = store.now();
                 for step in steps {
                     match step {
-                        Step::Accept(c, f, v) => {
-                            let value = format!("v{v}");
-                            store.accept(CONTACTS[c], &edit(&[(FIELDS[f], Some(&value))]), "crm").unwrap();
-                            accepted.insert((CONTACTS[c].to_string(), FIELDS[f]), value);
-                        }
-                        Step::Push(succeeds) => {
+                        Step::Accept(c, f) => model.accept(&store, CONTACTS[c], FIELDS[f]),
+                        Step::Push(outcome) => {
                             clock += 1_000;
-                            for claimed in claim_all(&store, clock, &mut in_flight) {
-                                in_flight.remove(&claimed.contact_id);
-                                if succeeds {
-                                    for (field, value) in claimed.patch.iter() {
-                                        crm.insert((claimed.contact_id.clone(), field), value.unwrap().to_string());
-                                    }
-                                    store.complete(&claimed.contact_id, &ConfirmedContact::default(), None).unwrap();
-                                } else {
-                                    let error = AdapterError::retryable("HTTP_503", "down");
-                                    store.retry_later(&claimed.contact_id, clock + 500, true, &error).unwrap();
-                                }
-                            }
+                            model.push(&store, clock, outcome);
                         }
                         Step::Crash => {
-                            claim_all(&store, clock, &mut in_flight);
-                            in_flight.clear();
+                            model.claim(&store, clock);
+                            model.in_flight.clear();
                             clock += 1_000;
                             store.recover_in_flight(clock).unwrap();
                         }
+                        Step::Replay(n) => {
+                            let letters = store.dead_letters().unwrap();
+                            if !letters.is_empty() {
+                                store.replay_dead_letter(&letters[n % letters.len()].id).unwrap();
+                            }
+                        }
+                        Step::ReplayAll => {
+                            for attempt in store.replay_all_dead_letters().unwrap() {
+                                attempt.outcome.unwrap();
+                            }
+                        }
+                        Step::Drop(n) => {
+                            let letters = store.dead_letters().unwrap();
+                            if !letters.is_empty() {
+                                model.drop_letter(&store, &letters[n % letters.len()]);
+                            }
+                        }
                     }
                 }
-                // Drain: every push now succeeds.
+                // The operator replays what is left, and every push now lands.
+                for attempt in store.replay_all_dead_letters().unwrap() {
+                    attempt.outcome.unwrap();
+                }
                 loop {
                     clock += 1_000;
-                    let claimed = claim_all(&store, clock, &mut in_flight);
+                    let claimed = model.claim(&store, clock);
                     if claimed.is_empty() {
                         break;
                     }
                     for edit in claimed {
-                        in_flight.remove(&edit.contact_id);
-                        for (field, value) in edit.patch.iter() {
-                            crm.insert((edit.contact_id.clone(), field), value.unwrap().to_string());
-                        }
-                        store.complete(&edit.contact_id, &ConfirmedContact::default(), None).unwrap();
+                        model.land(&store, &edit);
                     }
                 }
-                assert_eq!(crm, accepted, "the CRM holds the last accepted value of every field");
+                assert!(store.dead_letters().unwrap().is_empty());
                 for id in CONTACTS {
                     let entry = store.contact(id).unwrap().unwrap();
                     assert!(!entry.contact.local_was_updated, "{id} is synced");
                     assert!(entry.sync.pending.is_none() && entry.sync.in_flight.is_none());
+                    for field in FIELDS {
+                        let slot = (id.to_string(), field);
+                        let held = model.crm.get(&slot).copied();
+                        let record = entry.contact.field(field).map(order);
+                        assert_eq!(record, held, "{slot:?}: the record shows what the CRM holds");
+                        match model.latest.get(&slot) {
+                            // A dropped value is forgotten: the CRM keeps what it had before.
+                            Some(latest) if model.dropped.contains(latest) => {
+                                assert!(held.is_none_or(|held| held < *latest), "{slot:?}");
+                            }
+                            latest => assert_eq!(held, latest.copied(), "{slot:?}: the last accepted value wins"),
+                        }
+                    }
                 }
                 let counts = store.counts(clock).unwrap();
                 assert_eq!(counts.get("crm").map(|c| c.ready + c.retry_waiting).unwrap_or(0), 0);
