@@ -66,11 +66,9 @@ pub async fn backfill(
         ),
         other => other.to_string(),
     })?;
-    store
-        .recover_in_flight(now_ms() + config.dispatch.recovery_grace_ms)
-        .map_err(|e| e.to_string())?;
     let settings = config.connections().map_err(|e| e.to_string())?;
     let connections = Arc::new(Connections::build(settings, &store)?);
+    crate::serve::recover_in_flight(&store, &connections, config.dispatch.recovery_grace_ms)?;
     let started = Instant::now();
     let started_ms = now_ms();
     let mut report = BackfillReport {

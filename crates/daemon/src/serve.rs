@@ -24,16 +24,8 @@ pub async fn serve(config: Config, sandbox: bool) -> Result<(), String> {
     }
     let store =
         Store::open(&config.storage.path, config.storage.cache_mib).map_err(|e| e.to_string())?;
-    let recovered = store
-        .recover_in_flight(now_ms() + config.dispatch.recovery_grace_ms)
-        .map_err(|e| e.to_string())?;
-    if recovered > 0 {
-        tracing::info!(
-            recovered,
-            "edits in flight at the last stop are queued again"
-        );
-    }
     let connections = Arc::new(Connections::build(settings, &store)?);
+    recover_in_flight(&store, &connections, config.dispatch.recovery_grace_ms)?;
     if sandbox {
         for connection in connections.iter() {
             let report = pull_contacts(&store, connection).await?;
@@ -83,6 +75,40 @@ pub async fn serve(config: Config, sandbox: bool) -> Result<(), String> {
     let _ = std::fs::remove_file(&addr_file);
     drop(sandboxes);
     tracing::info!("unisync stopped");
+    Ok(())
+}
+
+/// Queues again every edit the last stop left in flight. Each waits out its connection's
+/// recovery grace, and at least the connection's request timeout: the dead process's last
+/// request may still land until then, and must not land after the new one. An edit of a
+/// connection no longer configured waits `default_grace_ms`.
+pub fn recover_in_flight(
+    store: &Store,
+    connections: &Connections,
+    default_grace_ms: u64,
+) -> Result<(), String> {
+    let now = now_ms();
+    let recovered = store
+        .recover_in_flight(|name| {
+            let grace = connections
+                .get(name)
+                .map_or(default_grace_ms, |connection| {
+                    let timeout = connection.adapter.capabilities().request_timeout;
+                    connection
+                        .settings
+                        .dispatch
+                        .recovery_grace_ms
+                        .max(timeout.as_millis() as u64)
+                });
+            now + grace
+        })
+        .map_err(|e| e.to_string())?;
+    if recovered > 0 {
+        tracing::info!(
+            recovered,
+            "edits in flight at the last stop are queued again"
+        );
+    }
     Ok(())
 }
 

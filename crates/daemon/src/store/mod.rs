@@ -34,7 +34,7 @@ pub use model::{
     ClaimedEdit, ConnectionCounts, ContactEntry, Customer, DeadLetter, Replay, SyncState,
 };
 use rules::QueueChange;
-pub use rules::class_name;
+pub use rules::{LinkFailure, class_name};
 
 use clock::{CLOCK, Clock};
 use flush::Flusher;
@@ -210,22 +210,28 @@ impl Store {
     }
 
     /// Puts every edit that was in flight when the process stopped back in its connection's
-    /// ready queue (delivery is at least once), to go at `not_before`. Returns how many.
-    pub fn recover_in_flight(&self, not_before: u64) -> Result<usize, StoreError> {
+    /// ready queue (delivery is at least once), to go at `not_before(connection)`: each
+    /// connection's own grace, long enough for the dead process's last requests to settle.
+    /// Returns how many. An unreadable record is skipped (its claim dead-letters it).
+    pub fn recover_in_flight(&self, not_before: impl Fn(&str) -> u64) -> Result<usize, StoreError> {
         // Collect first: a transaction on a tree that is being iterated can deadlock in sled.
         let mut in_flight = Vec::new();
         for item in self.contacts.iter() {
             let (key, bytes) = item?;
-            let entry: ContactEntry = decode(&key, &bytes)?;
-            if entry.sync.in_flight.is_some() {
-                in_flight.push(entry.contact.id);
+            match decode::<ContactEntry>(&key, &bytes) {
+                Ok(entry) if entry.sync.in_flight.is_some() => in_flight.push((
+                    entry.contact.id,
+                    not_before(entry.sync.connection.as_deref().unwrap_or_default()),
+                )),
+                Ok(_) => {}
+                Err(error) => tracing::error!(%error, "recovery skips an unreadable record"),
             }
         }
-        for id in &in_flight {
+        for (id, not_before) in &in_flight {
             let seq = self.next_seq();
             let now = self.now();
             self.update_contact(id, seq, |entry| {
-                Ok((rules::recover(entry, not_before, now), ()))
+                Ok((rules::recover(entry, *not_before, now), ()))
             })?;
         }
         Ok(in_flight.len())
@@ -417,19 +423,53 @@ impl Store {
         error: &AdapterError,
         retries_exhausted: bool,
     ) -> Result<DeadLetter, StoreError> {
-        let seq = self.next_seq();
         let now = self.now();
+        self.update_contact_lettered(id, |entry, letter_id| {
+            let (letter, change) =
+                rules::dead_letter(entry, error, retries_exhausted, letter_id, now);
+            (Some(letter), change)
+        })
+        .map(|letter| letter.expect("the rule always makes a letter"))
+    }
+
+    /// The in-flight edit's fields landed but its customer link did not
+    /// (`ConfirmedContact::link_error`): the values are confirmed as by [`Store::complete`],
+    /// and only the link change is retried or dead-lettered, as `failure` says (see
+    /// [`rules::complete_except_link`]). Answers the dead letter, if one was made.
+    // The dispatcher calls it once it tells a failed link from failed fields (issue 7, point 6).
+    #[allow(dead_code)]
+    pub fn complete_except_link(
+        &self,
+        id: &str,
+        confirmed: &ConfirmedContact,
+        failure: LinkFailure<'_>,
+    ) -> Result<Option<DeadLetter>, StoreError> {
+        let now = self.now();
+        self.update_contact_lettered(id, |entry, letter_id| {
+            rules::complete_except_link(entry, confirmed, failure, letter_id, now)
+        })
+    }
+
+    /// Runs `change` on one contact's entry inside a transaction with the ready queue and the
+    /// dead letters; keeps the letter it may make (its id is given to `change`).
+    fn update_contact_lettered(
+        &self,
+        id: &str,
+        change: impl Fn(&mut ContactEntry, &str) -> (Option<DeadLetter>, QueueChange),
+    ) -> Result<Option<DeadLetter>, StoreError> {
+        let seq = self.next_seq();
         let letter_id = format!("dl-{seq:016x}");
         (&self.contacts, &self.ready, &self.dead_letters)
             .transaction(|(contacts, ready, dead_letters)| {
                 let Some(mut entry): Option<ContactEntry> = get(contacts, id.as_bytes())? else {
                     return abort(StoreError::UnknownContact(id.to_string()));
                 };
-                let (letter, change) =
-                    rules::dead_letter(&mut entry, error, retries_exhausted, &letter_id, now);
-                apply(&mut entry, ready, change, seq)?;
+                let (letter, queue_change) = change(&mut entry, &letter_id);
+                apply(&mut entry, ready, queue_change, seq)?;
                 contacts.insert(id.as_bytes(), encode(&entry))?;
-                dead_letters.insert(letter_id.as_bytes(), encode(&letter))?;
+                if let Some(letter) = &letter {
+                    dead_letters.insert(letter.id.as_bytes(), encode(letter))?;
+                }
                 Ok(letter)
             })
             .map_err(from_tx)

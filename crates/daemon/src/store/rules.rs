@@ -102,6 +102,84 @@ pub fn complete(
     change
 }
 
+/// What becomes of a customer link that failed after the edit's fields landed.
+#[derive(Clone, Copy, Debug)]
+// Built by the dispatcher once it tells a failed link from failed fields (issue 7, point 6).
+#[allow(dead_code)]
+pub enum LinkFailure<'a> {
+    /// Try the link again at `not_before`; `count_attempt` as for [`retry_later`].
+    RetryLater {
+        not_before: u64,
+        count_attempt: bool,
+        error: &'a AdapterError,
+    },
+    /// The CRM refused the link for good, or its attempts ran out: a dead letter holding only
+    /// the link change.
+    DeadLetter {
+        error: &'a AdapterError,
+        retries_exhausted: bool,
+    },
+}
+
+/// The in-flight edit's fields landed but its customer link did not: the values are confirmed
+/// as by [`complete`], and only the `unified_customer_id` change is retried (it goes back
+/// under what is pending, so a newer link waiting there wins) or dead-lettered as `letter_id`.
+///
+/// Attempts start again when fields landed with this push, so the link has the attempts of
+/// a new edit; a push that carried the link alone keeps counting, so a link that keeps
+/// failing runs out of attempts instead of retrying forever. Without a link change in flight
+/// this is [`complete`].
+pub fn complete_except_link(
+    entry: &mut ContactEntry,
+    confirmed: &ConfirmedContact,
+    failure: LinkFailure<'_>,
+    letter_id: &str,
+    now: u64,
+) -> (Option<DeadLetter>, QueueChange) {
+    let link = entry
+        .sync
+        .in_flight
+        .as_mut()
+        .and_then(|patch| patch.take(ContactField::UnifiedCustomerId));
+    let Some(link) = link else {
+        return (None, complete(entry, confirmed, None, now));
+    };
+    let link_seq = entry
+        .sync
+        .in_flight_seqs
+        .remove(&ContactField::UnifiedCustomerId);
+    let fields = entry.sync.in_flight.take().unwrap_or_default();
+    confirm(entry, &fields, confirmed, now);
+    if !fields.is_empty() {
+        entry.sync.attempts = 0;
+    }
+    let mut link_patch = ContactPatch::new();
+    link_patch.put(ContactField::UnifiedCustomerId, link);
+    entry.sync.in_flight = Some(link_patch);
+    entry.sync.in_flight_seqs = link_seq
+        .map(|seq| (ContactField::UnifiedCustomerId, seq))
+        .into_iter()
+        .collect();
+    match failure {
+        LinkFailure::RetryLater {
+            not_before,
+            count_attempt,
+            error,
+        } => {
+            let (_, change) = retry_later(entry, not_before, count_attempt, error, now);
+            mark_unconfirmed(entry);
+            (None, change)
+        }
+        LinkFailure::DeadLetter {
+            error,
+            retries_exhausted,
+        } => {
+            let (letter, change) = dead_letter(entry, error, retries_exhausted, letter_id, now);
+            (Some(letter), change)
+        }
+    }
+}
+
 /// The push failed but may succeed later: the in-flight edit goes back under what is pending
 /// (the later value of a field wins), to be tried at `not_before`. `count_attempt` is false
 /// for failures that are not the edit's fault. Answers the failed attempts so far.

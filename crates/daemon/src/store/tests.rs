@@ -179,7 +179,7 @@ async fn in_flight_edits_go_back_to_the_queue_on_recovery() {
         .accept("c1", &edit(&[(ContactField::Zip, Some("9"))]), "crm")
         .unwrap();
     let grace_ends = now_ms() + 60_000;
-    assert_eq!(store.recover_in_flight(grace_ends).unwrap(), 1);
+    assert_eq!(store.recover_in_flight(|_| grace_ends).unwrap(), 1);
     assert!(
         store.claim("crm", now_ms(), 10).unwrap().is_empty(),
         "waits out the grace"
@@ -192,12 +192,146 @@ async fn in_flight_edits_go_back_to_the_queue_on_recovery() {
             (ContactField::Zip, Some("9"))
         ])
     );
-    assert_eq!(store.recover_in_flight(now_ms()).unwrap(), 1);
+    assert_eq!(store.recover_in_flight(|_| now_ms()).unwrap(), 1);
     assert_eq!(
         store.claim("crm", now_ms(), 10).unwrap().len(),
         1,
         "queued once"
     );
+}
+
+#[tokio::test]
+async fn each_connection_recovers_at_its_own_time() {
+    let (_dir, store) = open();
+    register(&store, "slow");
+    register(&store, "fast");
+    store
+        .accept(
+            "slow",
+            &edit(&[(ContactField::City, Some("X"))]),
+            "slow_crm",
+        )
+        .unwrap();
+    store
+        .accept(
+            "fast",
+            &edit(&[(ContactField::City, Some("Y"))]),
+            "fast_crm",
+        )
+        .unwrap();
+    store.claim("slow_crm", store.now(), 10).unwrap();
+    store.claim("fast_crm", store.now(), 10).unwrap();
+    let now = store.now();
+    let recovered = store
+        .recover_in_flight(|connection| match connection {
+            "slow_crm" => now + 30_000,
+            _ => now + 1_000,
+        })
+        .unwrap();
+    assert_eq!(recovered, 2);
+    assert_eq!(store.next_ready_at("slow_crm").unwrap(), Some(now + 30_000));
+    assert_eq!(store.next_ready_at("fast_crm").unwrap(), Some(now + 1_000));
+}
+
+#[tokio::test]
+async fn landed_fields_are_confirmed_when_only_the_customer_link_failed() {
+    let (_dir, store) = open();
+    register(&store, "c1");
+    store
+        .accept(
+            "c1",
+            &edit(&[
+                (ContactField::City, Some("Porto")),
+                (ContactField::UnifiedCustomerId, Some("cust_1")),
+            ]),
+            "crm",
+        )
+        .unwrap();
+    store.claim("crm", store.now(), 10).unwrap();
+    let link_error = AdapterError::retryable("HTTP_502", "association failed");
+    let confirmed = ConfirmedContact {
+        values: [(ContactField::City, Some("PORTO".to_string()))].into(),
+        crm_version: Some("v2".into()),
+        created_at: None,
+        link_error: Some(link_error.clone()),
+    };
+    let retry_at = store.now() + 5_000;
+    let retry = LinkFailure::RetryLater {
+        not_before: retry_at,
+        count_attempt: true,
+        error: &link_error,
+    };
+    assert_eq!(
+        store.complete_except_link("c1", &confirmed, retry).unwrap(),
+        None
+    );
+    let entry = store.contact("c1").unwrap().unwrap();
+    assert_eq!(entry.base[&ContactField::City].as_deref(), Some("PORTO"));
+    assert_eq!(entry.contact.city.as_deref(), Some("PORTO"));
+    assert_eq!(entry.crm_version.as_deref(), Some("v2"));
+    assert_eq!(
+        entry.sync.pending,
+        Some(edit(&[(ContactField::UnifiedCustomerId, Some("cust_1"))])),
+        "only the link waits"
+    );
+    assert_eq!(entry.sync.attempts, 1);
+    assert_eq!(entry.sync.last_error.as_ref().unwrap().code, "HTTP_502");
+    assert!(entry.contact.local_was_updated);
+    assert!(store.claim("crm", store.now(), 10).unwrap().is_empty());
+
+    // The link alone fails again, while a newer link is accepted: attempts go on counting,
+    // and the newer link is the one that waits.
+    let claimed = store.claim("crm", retry_at, 10).unwrap();
+    assert_eq!(
+        claimed[0].patch,
+        edit(&[(ContactField::UnifiedCustomerId, Some("cust_1"))])
+    );
+    store
+        .accept(
+            "c1",
+            &edit(&[(ContactField::UnifiedCustomerId, Some("cust_2"))]),
+            "crm",
+        )
+        .unwrap();
+    let retry = LinkFailure::RetryLater {
+        not_before: retry_at,
+        count_attempt: true,
+        error: &link_error,
+    };
+    let link_only = ConfirmedContact {
+        link_error: Some(link_error.clone()),
+        ..ConfirmedContact::default()
+    };
+    store.complete_except_link("c1", &link_only, retry).unwrap();
+    let entry = store.contact("c1").unwrap().unwrap();
+    assert_eq!(entry.sync.attempts, 2);
+    assert_eq!(
+        entry.sync.pending,
+        Some(edit(&[(ContactField::UnifiedCustomerId, Some("cust_2"))]))
+    );
+
+    // A link the CRM refuses for good becomes a dead letter of the link alone.
+    let claimed = store.claim("crm", retry_at, 10).unwrap();
+    assert_eq!(claimed.len(), 1);
+    let refused = AdapterError::permanent("INVALID_ASSOCIATION", "no", None);
+    let letter = store
+        .complete_except_link(
+            "c1",
+            &link_only,
+            LinkFailure::DeadLetter {
+                error: &refused,
+                retries_exhausted: false,
+            },
+        )
+        .unwrap()
+        .expect("a dead letter");
+    assert_eq!(
+        letter.patch,
+        edit(&[(ContactField::UnifiedCustomerId, Some("cust_2"))])
+    );
+    let entry = store.contact("c1").unwrap().unwrap();
+    assert_eq!(entry.sync.open_dead_letters, 1);
+    assert!(entry.sync.in_flight.is_none());
 }
 
 #[tokio::test]
@@ -575,7 +709,7 @@ mod model {
                             model.claim(&store, clock);
                             model.in_flight.clear();
                             clock += 1_000;
-                            store.recover_in_flight(clock).unwrap();
+                            store.recover_in_flight(|_| clock).unwrap();
                         }
                         Step::Replay(n) => {
                             let letters = store.dead_letters().unwrap();
