@@ -78,10 +78,10 @@ pub async fn serve(config: Config, sandbox: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// Queues again every edit the last stop left in flight. Each waits out its connection's
-/// recovery grace, and at least the connection's request timeout: the dead process's last
-/// request may still land until then, and must not land after the new one. An edit of a
-/// connection no longer configured waits `default_grace_ms`.
+/// Queues again every edit the last stop left in flight, each after its connection's
+/// recovery grace (`dispatch.recovery_grace_ms`, which a connection may override), so the
+/// dead process's last requests settle first. An edit of a connection no longer configured
+/// waits `default_grace_ms`.
 pub fn recover_in_flight(
     store: &Store,
     connections: &Connections,
@@ -90,17 +90,11 @@ pub fn recover_in_flight(
     let now = now_ms();
     let recovered = store
         .recover_in_flight(|name| {
-            let grace = connections
+            now + connections
                 .get(name)
                 .map_or(default_grace_ms, |connection| {
-                    let timeout = connection.adapter.capabilities().request_timeout;
-                    connection
-                        .settings
-                        .dispatch
-                        .recovery_grace_ms
-                        .max(timeout.as_millis() as u64)
-                });
-            now + grace
+                    connection.settings.dispatch.recovery_grace_ms
+                })
         })
         .map_err(|e| e.to_string())?;
     if recovered > 0 {
