@@ -216,15 +216,11 @@ impl Store {
     pub fn recover_in_flight(&self, not_before: impl Fn(&str) -> u64) -> Result<usize, StoreError> {
         // Collect first: a transaction on a tree that is being iterated can deadlock in sled.
         let mut in_flight = Vec::new();
-        for item in self.contacts.iter() {
-            let (key, bytes) = item?;
-            match decode::<ContactEntry>(&key, &bytes) {
-                Ok(entry) if entry.sync.in_flight.is_some() => in_flight.push((
-                    entry.contact.id,
-                    not_before(entry.sync.connection.as_deref().unwrap_or_default()),
-                )),
-                Ok(_) => {}
-                Err(error) => tracing::error!(%error, "recovery skips an unreadable record"),
+        for entry in self.readable_contacts() {
+            let entry = entry?;
+            if entry.sync.in_flight.is_some() {
+                let connection = entry.sync.connection.as_deref().unwrap_or_default();
+                in_flight.push((entry.contact.id.clone(), not_before(connection)));
             }
         }
         for (id, not_before) in &in_flight {
@@ -326,7 +322,10 @@ impl Store {
     }
 
     /// Takes up to `max` contacts of `connection` whose turn has come (not-before ≤ `now`),
-    /// moving each one's pending patch to in flight.
+    /// moving each one's pending patch to in flight. Each contact is claimed in one
+    /// transaction (its ready key removed and its patch moved together), so a crash never
+    /// leaves it half claimed. A contact whose record cannot be read is taken out of the
+    /// queue as a `STORE_CORRUPT` dead letter instead of blocking the connection's queue.
     pub fn claim(
         &self,
         connection: &str,
@@ -340,27 +339,52 @@ impl Store {
             }
             let (key, id) = item?;
             let id = String::from_utf8_lossy(&id).into_owned();
-            let edit = (&self.contacts, &self.ready)
-                .transaction(|(contacts, ready)| {
-                    if ready.remove(&key)?.is_none() {
-                        return Ok(None);
-                    }
-                    let Some(mut entry): Option<ContactEntry> = get(contacts, id.as_bytes())?
-                    else {
-                        return Ok(None);
-                    };
-                    if entry.sync.queued_key.as_deref() != Some(key.as_ref()) {
-                        return Ok(None);
-                    }
-                    let (edit, change) = rules::claim(&mut entry);
-                    apply(&mut entry, ready, change, 0)?;
-                    contacts.insert(id.as_bytes(), encode(&entry))?;
-                    Ok(edit)
-                })
-                .map_err(from_tx)?;
-            claimed.extend(edit);
+            let edit = (&self.contacts, &self.ready).transaction(|(contacts, ready)| {
+                if ready.remove(&key)?.is_none() {
+                    return Ok(None);
+                }
+                let Some(mut entry): Option<ContactEntry> = get(contacts, id.as_bytes())? else {
+                    return Ok(None);
+                };
+                if entry.sync.queued_key.as_deref() != Some(key.as_ref()) {
+                    return Ok(None);
+                }
+                let (edit, change) = rules::claim(&mut entry);
+                apply(&mut entry, ready, change, 0)?;
+                contacts.insert(id.as_bytes(), encode(&entry))?;
+                Ok(edit)
+            });
+            match edit.map_err(from_tx) {
+                Ok(edit) => claimed.extend(edit),
+                Err(error @ StoreError::Corrupt { .. }) => {
+                    self.dead_letter_unreadable(&key, &id, connection, &error, now)?
+                }
+                Err(error) => return Err(error),
+            }
         }
         Ok(claimed)
+    }
+
+    /// Takes a contact whose record cannot be read out of the queue (its ready `key`) and
+    /// keeps a dead letter saying so.
+    fn dead_letter_unreadable(
+        &self,
+        key: &[u8],
+        id: &str,
+        connection: &str,
+        error: &StoreError,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        tracing::error!(%error, "an unreadable record leaves the queue as a dead letter");
+        let letter_id = format!("dl-{:016x}", self.next_seq());
+        let letter = rules::unreadable_letter(id, connection, &error.to_string(), &letter_id, now);
+        (&self.ready, &self.dead_letters)
+            .transaction(|(ready, dead_letters)| {
+                ready.remove(key)?;
+                dead_letters.insert(letter_id.as_bytes(), encode(&letter))?;
+                Ok(())
+            })
+            .map_err(from_tx)
     }
 
     /// When the first waiting contact of `connection` may go (ms since the epoch).
@@ -497,7 +521,7 @@ impl Store {
     pub fn replay_dead_letter(&self, letter_id: &str) -> Result<Replay, StoreError> {
         let seq = self.next_seq();
         let now = self.now();
-        self.settle_dead_letter(letter_id, seq, |entry, letter| {
+        self.settle_dead_letter(letter_id, seq, false, |entry, letter| {
             let Some(entry) = entry else {
                 return abort(StoreError::UnknownContact(letter.contact_id.clone()));
             };
@@ -535,7 +559,7 @@ impl Store {
     /// confirmed ones, unless a later value was accepted. A letter whose contact is unknown
     /// or unreadable is removed all the same.
     pub fn drop_dead_letter(&self, letter_id: &str) -> Result<DeadLetter, StoreError> {
-        self.settle_dead_letter(letter_id, 0, |entry, letter| {
+        self.settle_dead_letter(letter_id, 0, true, |entry, letter| {
             if let Some(entry) = entry {
                 rules::drop_letter(entry, letter);
             }
@@ -544,11 +568,12 @@ impl Store {
     }
 
     /// Removes a dead letter and runs `settle` on its contact (`None` when the contact is
-    /// unknown or its record unreadable), in one transaction.
+    /// unknown, or its record unreadable and `past_unreadable`), in one transaction.
     fn settle_dead_letter<T>(
         &self,
         letter_id: &str,
         seq: u64,
+        past_unreadable: bool,
         settle: impl Fn(Option<&mut ContactEntry>, &DeadLetter) -> TxResult<(QueueChange, T)>,
     ) -> Result<T, StoreError> {
         (&self.contacts, &self.ready, &self.dead_letters)
@@ -559,10 +584,13 @@ impl Store {
                 };
                 dead_letters.remove(letter_id.as_bytes())?;
                 let id = letter.contact_id.as_bytes();
-                let entry = match get::<ContactEntry>(contacts, id) {
-                    Err(ConflictableTransactionError::Abort(StoreError::Corrupt { .. })) => None,
-                    other => other?,
-                };
+                let entry =
+                    match get::<ContactEntry>(contacts, id) {
+                        Err(ConflictableTransactionError::Abort(StoreError::Corrupt {
+                            ..
+                        })) if past_unreadable => None,
+                        other => other?,
+                    };
                 let Some(mut entry) = entry else {
                     return settle(None, &letter).map(|(_, result)| result);
                 };
@@ -613,9 +641,8 @@ impl Store {
     /// last stop left in flight, to be pushed again at the next start.
     pub fn in_flight_counts(&self) -> Result<BTreeMap<String, u64>, StoreError> {
         let mut counts = BTreeMap::new();
-        for item in self.contacts.iter() {
-            let (key, bytes) = item?;
-            let entry: ContactEntry = decode(&key, &bytes)?;
+        for entry in self.readable_contacts() {
+            let entry = entry?;
             if entry.sync.in_flight.is_some() {
                 *counts
                     .entry(entry.sync.connection.unwrap_or_default())
@@ -623,6 +650,21 @@ impl Store {
             }
         }
         Ok(counts)
+    }
+
+    /// Every contact whose record can be read. An unreadable one is logged and skipped, so
+    /// that one bad record stops no scan (claiming it makes it a dead letter).
+    fn readable_contacts(&self) -> impl Iterator<Item = Result<ContactEntry, StoreError>> + '_ {
+        self.contacts.iter().filter_map(|item| match item {
+            Err(error) => Some(Err(error.into())),
+            Ok((key, bytes)) => match decode(&key, &bytes) {
+                Ok(entry) => Some(Ok(entry)),
+                Err(error) => {
+                    tracing::error!(%error, "skipping an unreadable record");
+                    None
+                }
+            },
+        })
     }
 
     /// Whether an edit with this `edit_id` (from a backfill file) was already accepted.

@@ -293,6 +293,33 @@ pub fn drop_letter(entry: &mut ContactEntry, letter: &DeadLetter) {
     mark_unconfirmed(entry);
 }
 
+/// The error code of a dead letter the store made because a contact's record could not be
+/// read.
+pub const STORE_CORRUPT: &str = "STORE_CORRUPT";
+
+/// A contact whose record cannot be read must not block its connection's queue: what was
+/// queued for it becomes a dead letter with the store's error (naming the record's key; the
+/// edit itself is unreadable), and the engine takes the contact out of the queue.
+pub fn unreadable_letter(
+    contact_id: &str,
+    connection: &str,
+    error: &str,
+    letter_id: &str,
+    now: u64,
+) -> DeadLetter {
+    DeadLetter {
+        id: letter_id.to_string(),
+        contact_id: contact_id.to_string(),
+        connection: connection.to_string(),
+        patch: ContactPatch::new(),
+        error: AdapterError::permanent(STORE_CORRUPT, error, None),
+        retries_exhausted: false,
+        attempts: 0,
+        failed_at: now,
+        field_seqs: Default::default(),
+    }
+}
+
 /// The process stopped with this contact's edit in flight (delivery is at least once): the
 /// edit goes back in the queue, to be pushed again at `not_before`.
 pub fn recover(entry: &mut ContactEntry, not_before: u64, now: u64) -> QueueChange {

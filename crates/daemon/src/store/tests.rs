@@ -460,6 +460,49 @@ async fn retry_all_replays_in_acceptance_order() {
 }
 
 #[tokio::test]
+async fn an_unreadable_record_becomes_a_dead_letter_instead_of_blocking_its_queue() {
+    let (_dir, store) = open();
+    register(&store, "broken");
+    register(&store, "fine");
+    for id in ["broken", "fine"] {
+        store
+            .accept(id, &edit(&[(ContactField::City, Some("X"))]), "crm")
+            .unwrap();
+    }
+    store
+        .contacts
+        .insert("broken", &b"{\"contact\": tru"[..])
+        .unwrap();
+
+    let claimed = store.claim("crm", store.now(), 10).unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].contact_id, "fine");
+    let letters = store.dead_letters().unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].contact_id, "broken");
+    assert_eq!(letters[0].connection, "crm");
+    assert_eq!(letters[0].error.code, "STORE_CORRUPT");
+    assert!(
+        letters[0].error.message.contains("broken"),
+        "{}",
+        letters[0].error.message
+    );
+    let counts = store.counts(store.now()).unwrap();
+    assert_eq!(counts["crm"].ready + counts["crm"].retry_waiting, 0);
+    assert_eq!(counts["crm"].dead_letters, 1);
+    assert!(store.claim("crm", store.now(), 10).unwrap().is_empty());
+    // Scans of every record skip it too.
+    assert_eq!(store.recover_in_flight(|_| 0).unwrap(), 1);
+    assert_eq!(store.in_flight_counts().unwrap().len(), 0);
+    assert!(matches!(
+        store.replay_dead_letter(&letters[0].id),
+        Err(StoreError::Corrupt { .. })
+    ));
+    store.drop_dead_letter(&letters[0].id).unwrap();
+    assert!(store.dead_letters().unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn queues_are_per_connection() {
     let (_dir, store) = open();
     register(&store, "c1");
