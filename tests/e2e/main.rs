@@ -7,6 +7,7 @@ mod crm;
 mod fleet;
 mod harness;
 mod hubspot;
+mod portals;
 mod readme;
 mod replay;
 mod salesforce;

@@ -144,15 +144,15 @@ async fn drop_letter(
 }
 
 async fn import_contacts(state: State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
-    import(state, body, |store, lines| {
-        ops::import_contacts(store, lines)
+    import(state, body, |state, lines| {
+        ops::import_contacts(&state.store, &state.connections, lines)
     })
     .await
 }
 
 async fn import_customers(state: State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
-    import(state, body, |store, lines| {
-        ops::import_customers(store, lines)
+    import(state, body, |state, lines| {
+        ops::import_customers(&state.store, lines)
     })
     .await
 }
@@ -161,9 +161,9 @@ async fn import_customers(state: State<Arc<AppState>>, body: Bytes) -> Result<Re
 async fn import(
     State(state): State<Arc<AppState>>,
     body: Bytes,
-    run: impl Fn(&crate::store::Store, &[u8]) -> Result<ops::ImportReport, StoreError>,
+    run: impl Fn(&AppState, &[u8]) -> Result<ops::ImportReport, StoreError>,
 ) -> Result<Response, ApiError> {
-    let report = run(&state.store, body.as_ref())?;
+    let report = run(&state, body.as_ref())?;
     state.store.flush().await?;
     Ok((StatusCode::OK, Json(json!(report))).into_response())
 }

@@ -119,6 +119,12 @@ struct Failure {
     message: String,
 }
 
+impl From<StoreError> for Failure {
+    fn from(error: StoreError) -> Self {
+        Failure::runtime(error.to_string())
+    }
+}
+
 impl Failure {
     fn usage(message: impl Into<String>) -> Self {
         Failure {
@@ -192,14 +198,20 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             backfill_command(&config, &options).await
         }
         Command::Contacts(ContactsCommand::Import { file }) => {
-            import(&config, &file, "contacts", |s, b| {
-                ops::import_contacts(s, b)
+            let settings = config
+                .connections()
+                .map_err(|e| Failure::usage(e.to_string()))?;
+            import(&config, &file, "contacts", |store, lines| {
+                // Each line is routed, and its id normalised, as the daemon would.
+                let connections =
+                    Connections::build(settings.clone(), store).map_err(Failure::usage)?;
+                Ok(ops::import_contacts(store, &connections, lines)?)
             })
             .await
         }
         Command::Customers(CustomersCommand::Import { file }) => {
-            import(&config, &file, "customers", |s, b| {
-                ops::import_customers(s, b)
+            import(&config, &file, "customers", |store, lines| {
+                Ok(ops::import_customers(store, lines)?)
             })
             .await
         }
@@ -235,23 +247,23 @@ fn open_store(config: &Config) -> Result<Store, StoreError> {
 
 /// Runs `local` on the store, or — when the daemon holds the store — asks the daemon's admin
 /// API (`method`, path under `/api/v1/admin/`).
-async fn with_store(
+async fn with_store<E: Into<Failure>>(
     config: &Config,
-    local: impl FnOnce(&Store) -> Result<Value, StoreError>,
+    local: impl FnOnce(&Store) -> Result<Value, E>,
     remote: (&str, &str),
 ) -> Result<Value, Failure> {
     with_store_body(config, local, remote, None).await
 }
 
-async fn with_store_body(
+async fn with_store_body<E: Into<Failure>>(
     config: &Config,
-    local: impl FnOnce(&Store) -> Result<Value, StoreError>,
+    local: impl FnOnce(&Store) -> Result<Value, E>,
     (method, path): (&str, &str),
     body: Option<Vec<u8>>,
 ) -> Result<Value, Failure> {
     match open_store(config) {
         Ok(store) => {
-            let value = local(&store).map_err(|e| Failure::runtime(e.to_string()))?;
+            let value = local(&store).map_err(Into::into)?;
             store
                 .flush()
                 .await
@@ -319,7 +331,7 @@ async fn import(
     config: &Config,
     file: &str,
     what: &str,
-    run: impl Fn(&Store, &[u8]) -> Result<ops::ImportReport, StoreError>,
+    run: impl Fn(&Store, &[u8]) -> Result<ops::ImportReport, Failure>,
 ) -> Result<u8, Failure> {
     let bytes = read_input(file)?;
     let value = with_store_body(
@@ -420,13 +432,18 @@ async fn pull_command(config: &Config, name: &str) -> Result<u8, Failure> {
         Err(error) => return Err(Failure::runtime(error.to_string())),
     };
     let count = |key: &str| report[key].as_u64().unwrap_or(0);
+    let refused = report["refused"].as_array().cloned().unwrap_or_default();
+    for reason in &refused {
+        eprintln!("refused {}", reason.as_str().unwrap_or_default());
+    }
     println!(
-        "{name}: {} registered, {} updated, {} pages",
+        "{name}: {} registered, {} updated, {} refused, {} pages",
         count("registered"),
         count("updated"),
+        refused.len(),
         count("pages")
     );
-    Ok(0)
+    Ok(if refused.is_empty() { 0 } else { 1 })
 }
 
 async fn dead_letters(config: &Config, command: DeadLettersCommand) -> Result<u8, Failure> {
@@ -452,7 +469,7 @@ async fn dead_letters(config: &Config, command: DeadLettersCommand) -> Result<u8
                 config,
                 |store| {
                     let replay = store.replay_dead_letter(&id)?;
-                    Ok(ops::replay_json(&[ReplayAttempt {
+                    Ok::<_, StoreError>(ops::replay_json(&[ReplayAttempt {
                         letter_id: id.clone(),
                         outcome: Ok(replay),
                     }]))
@@ -467,7 +484,7 @@ async fn dead_letters(config: &Config, command: DeadLettersCommand) -> Result<u8
         } => {
             with_store(
                 config,
-                |store| Ok(ops::replay_json(&store.replay_all_dead_letters()?)),
+                |store| Ok::<_, StoreError>(ops::replay_json(&store.replay_all_dead_letters()?)),
                 ("POST", "dead-letters/retry-all"),
             )
             .await?

@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use unisync_core::UnifiedContact;
 
+use crate::connections::Connections;
 use crate::store::{Customer, DeadLetter, ReplayAttempt, Store, StoreError, now_ms};
 use crate::timefmt::rfc3339;
 
@@ -24,10 +25,18 @@ pub struct LineError {
     pub message: String,
 }
 
-/// Registers unified contacts from JSONL, upserting by `id`. A bad line is reported with its
-/// number and the import goes on.
-pub fn import_contacts(store: &Store, input: impl BufRead) -> Result<ImportReport, StoreError> {
-    import_lines(input, |contact: UnifiedContact| {
+/// Registers unified contacts from JSONL, upserting by `id`. Each contact is a record of the
+/// connection the daemon routes it to (its `external_system_config_id`, else the one
+/// connection of its `source_system`), its `source_id` in that CRM's canonical form. A bad
+/// line is reported with its number and the import goes on: one that cannot be routed, whose
+/// source id the CRM could not have issued, or whose connection's record is already another
+/// unified contact.
+pub fn import_contacts(
+    store: &Store,
+    connections: &Connections,
+    input: impl BufRead,
+) -> Result<ImportReport, StoreError> {
+    import_lines(input, |mut contact: UnifiedContact| {
         for (key, value) in [
             ("id", &contact.id),
             ("source_system", &contact.source_system),
@@ -37,7 +46,24 @@ pub fn import_contacts(store: &Store, input: impl BufRead) -> Result<ImportRepor
                 return Ok(Err(format!("`{key}` must not be empty")));
             }
         }
-        store.upsert_contact(contact).map(Ok)
+        let connection = match connections.route(&contact) {
+            Ok(connection) => connection,
+            Err(reason) => return Ok(Err(reason)),
+        };
+        contact.source_id = match connection.adapter.normalize_source_id(&contact.source_id) {
+            Ok(source_id) => source_id,
+            Err(reason) => {
+                return Ok(Err(format!("source_id `{}`: {reason}", contact.source_id)));
+            }
+        };
+        let id = contact.id.clone();
+        match store.upsert_contact(connection.name(), contact) {
+            Ok(()) => Ok(Ok(())),
+            Err(error @ StoreError::SourceIdTaken { .. }) => {
+                Ok(Err(format!("{error}; this line is `{id}`")))
+            }
+            Err(error) => Err(error),
+        }
     })
 }
 

@@ -1,7 +1,7 @@
 //! The durable local queue and contact store, on sled.
 //!
 //! Trees: `contacts` (id → [`ContactEntry`]), `ready` (connection, not-before, seq → contact
-//! id), `dead_letters`, `customers`, `source_index` ((system, source id) → unified id) and
+//! id), `dead_letters`, `customers`, `source_index` ((connection, source id) → unified id) and
 //! `meta`. Every state change is one transaction; nothing is acknowledged to a client before
 //! [`Store::flush`] has made it durable (one flush serves every request waiting for it).
 //!
@@ -28,11 +28,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
-use unisync_core::{AdapterError, ConfirmedContact, ContactField, ContactPatch, UnifiedContact};
+use unisync_core::{AdapterError, ConfirmedContact, ContactPatch, UnifiedContact};
 
-pub use model::{
-    ClaimedEdit, ConnectionCounts, ContactEntry, Customer, DeadLetter, Replay, SyncState,
-};
+pub use model::{ClaimedEdit, ConnectionCounts, ContactEntry, Customer, DeadLetter, Replay};
 use rules::QueueChange;
 pub use rules::{LinkFailure, class_name};
 
@@ -51,6 +49,12 @@ pub enum StoreError {
     UnknownContact(String),
     #[error("unknown dead letter {0}")]
     UnknownDeadLetter(String),
+    #[error("{connection} record `{source_id}` is already registered as unified contact `{owner}`")]
+    SourceIdTaken {
+        connection: String,
+        source_id: String,
+        owner: String,
+    },
     #[error("store: the flush task has stopped")]
     FlusherGone,
 }
@@ -114,7 +118,9 @@ pub struct Store {
     high_water: Arc<AtomicU64>,
 }
 
-const SCHEMA_VERSION: &[u8] = b"1";
+/// Version 2 keys the source index by connection instead of system; a version 1 store is
+/// migrated at open.
+const SCHEMA_VERSION: &[u8] = b"2";
 /// The `meta` key of the clock's high-water mark (8 bytes, big-endian ms).
 const HIGH_WATER_KEY: &str = "clock_high_water";
 /// How far ahead of now the high-water mark is written, so that it is written at most this
@@ -150,17 +156,23 @@ impl Store {
                 other => StoreError::Sled(other),
             })?;
         let meta = db.open_tree("meta")?;
-        match meta.get("schema_version")? {
+        let version = meta.get("schema_version")?;
+        match version.as_deref() {
             None => {
                 meta.insert("schema_version", SCHEMA_VERSION)?;
             }
-            Some(version) if version.as_ref() == SCHEMA_VERSION => {}
+            Some(version) if version == SCHEMA_VERSION => {}
+            Some(b"1") => {
+                migrate_source_index(&db.open_tree("contacts")?, &db.open_tree("source_index")?)?;
+                meta.insert("schema_version", SCHEMA_VERSION)?;
+                db.flush()?;
+            }
             Some(version) => {
                 return Err(StoreError::Corrupt {
                     key: "meta/schema_version".into(),
                     message: format!(
                         "schema version {} is not one this unisync reads ({})",
-                        String::from_utf8_lossy(&version),
+                        String::from_utf8_lossy(version),
                         String::from_utf8_lossy(SCHEMA_VERSION)
                     ),
                 });
@@ -237,59 +249,63 @@ impl Store {
         self.db.generate_id().expect("sled id generation")
     }
 
-    /// Registers or refreshes a contact (import, pull). Its sync state is kept, and edits not
-    /// yet confirmed stay applied on top of the new values.
-    pub fn upsert_contact(&self, contact: UnifiedContact) -> Result<(), StoreError> {
-        let id = contact.id.clone();
-        let index_key = keys::source_index(&contact.source_system, &contact.source_id);
-        let base: BTreeMap<ContactField, Option<String>> = ContactField::ALL
-            .into_iter()
-            .map(|field| (field, contact.field(field).map(str::to_string)))
-            .collect();
+    /// Registers or refreshes a contact (import, pull) as a record of `connection` (see
+    /// [`rules::register`]). Refused with [`StoreError::SourceIdTaken`] when the connection's
+    /// record is already registered under another unified id. A record that cannot be read is
+    /// replaced: importing the contact again is how it is repaired.
+    pub fn upsert_contact(
+        &self,
+        connection: &str,
+        contact: UnifiedContact,
+    ) -> Result<(), StoreError> {
+        let id = contact.id.as_bytes();
+        let index_key = keys::source_index(connection, &contact.source_id);
         (&self.contacts, &self.source_index)
             .transaction(|(contacts, index)| {
-                let existing: Option<ContactEntry> = get(contacts, id.as_bytes())?;
-                let entry = match existing {
-                    Some(mut entry) => {
-                        let mut merged = contact.clone();
-                        for patch in [&entry.sync.in_flight, &entry.sync.pending]
-                            .into_iter()
-                            .flatten()
-                        {
-                            patch.apply_to(&mut merged);
-                        }
-                        merged.local_was_updated = entry.sync.has_unconfirmed_changes();
-                        entry.contact = merged;
-                        entry.base = base.clone();
-                        entry
+                if let Some(owner) = index.get(&index_key)?
+                    && owner != id
+                {
+                    return abort(StoreError::SourceIdTaken {
+                        connection: connection.to_string(),
+                        source_id: contact.source_id.clone(),
+                        owner: String::from_utf8_lossy(&owner).into_owned(),
+                    });
+                }
+                let existing: Option<ContactEntry> = match get(contacts, id) {
+                    Err(ConflictableTransactionError::Abort(
+                        error @ StoreError::Corrupt { .. },
+                    )) => {
+                        tracing::warn!(%error, "an unreadable record is replaced by its import");
+                        None
                     }
-                    None => {
-                        let mut contact = contact.clone();
-                        contact.local_was_updated = false;
-                        ContactEntry {
-                            contact,
-                            base: base.clone(),
-                            crm_version: None,
-                            sync: SyncState::default(),
-                        }
-                    }
+                    other => other?,
                 };
-                contacts.insert(id.as_bytes(), encode(&entry))?;
-                index.insert(index_key.clone(), id.as_bytes())?;
+                // The record moved (another source id or connection): its old key goes.
+                if let Some(old) = &existing
+                    && let Some(old_connection) = &old.source_connection
+                {
+                    let old_key = keys::source_index(old_connection, &old.contact.source_id);
+                    if old_key != index_key && index.get(&old_key)?.is_some_and(|o| o == id) {
+                        index.remove(old_key)?;
+                    }
+                }
+                let entry = rules::register(existing, &contact, connection);
+                contacts.insert(id, encode(&entry))?;
+                index.insert(index_key.clone(), id)?;
                 Ok(())
             })
             .map_err(from_tx)
     }
 
-    /// The unified id registered for a CRM record.
+    /// The unified id registered for the record `source_id` of `connection`.
     pub fn id_for_source(
         &self,
-        system: &str,
+        connection: &str,
         source_id: &str,
     ) -> Result<Option<String>, StoreError> {
         Ok(self
             .source_index
-            .get(keys::source_index(system, source_id))?
+            .get(keys::source_index(connection, source_id))?
             .map(|id| String::from_utf8_lossy(&id).into_owned()))
     }
 
@@ -714,6 +730,52 @@ impl Store {
             })
             .map_err(from_tx)
     }
+}
+
+/// Schema 1 → 2: the source index is rebuilt keyed by connection. Each contact's connection
+/// is the one its edits went to, else its `external_system_config_id`, else its
+/// `source_system` (the default connection names equal the systems). Safe to run again if
+/// interrupted: the version is written only after it.
+fn migrate_source_index(contacts: &sled::Tree, index: &sled::Tree) -> Result<(), StoreError> {
+    index.clear()?;
+    let mut migrated = 0u64;
+    for item in contacts.iter() {
+        let (key, bytes) = item?;
+        let mut entry: ContactEntry = match decode(&key, &bytes) {
+            Ok(entry) => entry,
+            Err(error) => {
+                tracing::error!(%error, "migration skips an unreadable record");
+                continue;
+            }
+        };
+        let connection = entry
+            .source_connection
+            .clone()
+            .or_else(|| entry.sync.connection.clone())
+            .or_else(|| entry.contact.external_system_config_id.clone())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| entry.contact.source_system.clone());
+        let index_key = keys::source_index(&connection, &entry.contact.source_id);
+        if let Some(owner) = index.get(&index_key)? {
+            tracing::warn!(
+                contact = %entry.contact.id,
+                owner = %String::from_utf8_lossy(&owner),
+                %connection,
+                source_id = %entry.contact.source_id,
+                "two contacts name the same CRM record; the index keeps the first"
+            );
+        } else {
+            index.insert(index_key, key.as_ref())?;
+        }
+        entry.source_connection = Some(connection);
+        contacts.insert(&key, encode(&entry))?;
+        migrated += 1;
+    }
+    tracing::info!(
+        migrated,
+        "store migrated to schema 2 (source index per connection)"
+    );
+    Ok(())
 }
 
 fn get<T: DeserializeOwned>(tree: &TransactionalTree, key: &[u8]) -> TxResult<Option<T>> {

@@ -16,6 +16,10 @@ pub struct ContactEntry {
     /// The CRM's record version (last-modified stamp) at the last confirmation.
     #[serde(default)]
     pub crm_version: Option<String>,
+    /// The connection whose CRM account holds the record (`contact.source_id` is its id
+    /// there): with the source id, the contact's key in the source index.
+    #[serde(default)]
+    pub source_connection: Option<String>,
     #[serde(default)]
     pub sync: SyncState,
 }

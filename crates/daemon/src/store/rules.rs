@@ -9,7 +9,9 @@
 //! never read the queue's keys, only whether the contact has one (`SyncState::queued_key`,
 //! set and cleared by the engine alone).
 
-use unisync_core::{AdapterError, ConfirmedContact, ContactField, ContactPatch, ErrorKind};
+use unisync_core::{
+    AdapterError, ConfirmedContact, ContactField, ContactPatch, ErrorKind, UnifiedContact,
+};
 
 use super::model::{ClaimedEdit, ContactEntry, DeadLetter, LastError, Replay};
 
@@ -23,6 +25,39 @@ pub enum QueueChange {
     Enqueue { not_before: u64 },
     /// Take the contact out of the queue.
     Dequeue,
+}
+
+/// A contact is registered or refreshed from its CRM (import, pull) as a record of
+/// `connection`: the CRM's values become the base, edits not yet confirmed stay applied on
+/// top of them, and its sync state is kept.
+pub fn register(
+    existing: Option<ContactEntry>,
+    contact: &UnifiedContact,
+    connection: &str,
+) -> ContactEntry {
+    let base = ContactField::ALL
+        .into_iter()
+        .map(|field| (field, contact.field(field).map(str::to_string)))
+        .collect();
+    let mut entry = existing.unwrap_or_else(|| ContactEntry {
+        contact: contact.clone(),
+        base: Default::default(),
+        crm_version: None,
+        source_connection: None,
+        sync: Default::default(),
+    });
+    let mut merged = contact.clone();
+    for patch in [&entry.sync.in_flight, &entry.sync.pending]
+        .into_iter()
+        .flatten()
+    {
+        patch.apply_to(&mut merged);
+    }
+    entry.contact = merged;
+    entry.base = base;
+    entry.source_connection = Some(connection.to_string());
+    mark_unconfirmed(&mut entry);
+    entry
 }
 
 /// An edit is accepted as the store's `seq`-th: it is applied to the record and merged into
@@ -418,8 +453,6 @@ pub fn class_name(kind: &ErrorKind) -> &'static str {
 mod tests {
     //! The rules on entries in memory: no database.
 
-    use unisync_core::UnifiedContact;
-
     use super::*;
 
     const NOW: u64 = 1_000;
@@ -435,6 +468,7 @@ mod tests {
             ]
             .into(),
             crm_version: None,
+            source_connection: Some("crm".into()),
             sync: Default::default(),
         }
     }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use unisync_core::{AdapterError, ConfirmedContact, ContactField, ContactPatch, UnifiedContact};
 
+use super::model::SyncState;
 use super::*;
 
 fn open() -> (tempfile::TempDir, Store) {
@@ -34,7 +35,7 @@ fn register(store: &Store, id: &str) {
     let mut contact = UnifiedContact::new(id, "hubspot", format!("src-{id}"));
     contact.first_name = Some("Ann".into());
     contact.phone = Some("555".into());
-    store.upsert_contact(contact).unwrap();
+    store.upsert_contact("crm", contact).unwrap();
 }
 
 fn edit(values: &[(ContactField, Option<&str>)]) -> ContactPatch {
@@ -500,6 +501,102 @@ async fn an_unreadable_record_becomes_a_dead_letter_instead_of_blocking_its_queu
     ));
     store.drop_dead_letter(&letters[0].id).unwrap();
     assert!(store.dead_letters().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_source_index_keeps_each_connection_apart() {
+    let (_dir, store) = open();
+    let portal = |id: &str, connection: &str| {
+        let contact = UnifiedContact::new(id, "hubspot", "51001");
+        store.upsert_contact(connection, contact)
+    };
+    portal("hs_a_51001", "hs_a").unwrap();
+    portal("hs_b_51001", "hs_b").unwrap();
+    assert_eq!(
+        store.id_for_source("hs_a", "51001").unwrap().as_deref(),
+        Some("hs_a_51001")
+    );
+    assert_eq!(
+        store.id_for_source("hs_b", "51001").unwrap().as_deref(),
+        Some("hs_b_51001")
+    );
+    assert_eq!(store.id_for_source("hubspot", "51001").unwrap(), None);
+
+    match portal("other", "hs_a") {
+        Err(StoreError::SourceIdTaken {
+            connection,
+            source_id,
+            owner,
+        }) => {
+            assert_eq!((connection.as_str(), source_id.as_str()), ("hs_a", "51001"));
+            assert_eq!(owner, "hs_a_51001");
+        }
+        other => panic!("a second unified id for one record: {other:?}"),
+    }
+    assert!(
+        store.contact("other").unwrap().is_none(),
+        "nothing was written"
+    );
+
+    // A contact imported again with another record frees its old one.
+    let mut moved = UnifiedContact::new("hs_a_51001", "hubspot", "51002");
+    moved.first_name = Some("Moved".into());
+    store.upsert_contact("hs_a", moved).unwrap();
+    assert_eq!(store.id_for_source("hs_a", "51001").unwrap(), None);
+    portal("other", "hs_a").unwrap();
+}
+
+#[tokio::test]
+async fn a_schema_1_store_is_migrated_to_a_source_index_per_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        // A store as unisync wrote it before: schema 1, the index keyed by system, no
+        // connection on the entries.
+        let store = Store::open(&path, 8).unwrap();
+        let old_entry =
+            |id: &str, source_id: &str, sync_connection: Option<&str>, config_id: Option<&str>| {
+                let mut contact = UnifiedContact::new(id, "hubspot", source_id);
+                contact.external_system_config_id = config_id.map(str::to_string);
+                let sync = SyncState {
+                    connection: sync_connection.map(str::to_string),
+                    ..SyncState::default()
+                };
+                let entry = serde_json::json!({"contact": contact, "base": {}, "sync": sync});
+                store
+                    .contacts
+                    .insert(id, serde_json::to_vec(&entry).unwrap())
+                    .unwrap();
+                store
+                    .source_index
+                    .insert(keys::source_index("hubspot", source_id), id)
+                    .unwrap();
+            };
+        old_entry("edited", "1", Some("hs_b"), Some("hs_a"));
+        old_entry("configured", "2", None, Some("hs_a"));
+        old_entry("plain", "3", None, None);
+        store.meta.insert("schema_version", "1").unwrap();
+        store.flush().await.unwrap();
+    }
+    let store = open_at(&path, now_ms()).await;
+    assert_eq!(store.meta("schema_version").unwrap().as_deref(), Some("2"));
+    for (connection, source_id, id) in [
+        ("hs_b", "1", "edited"),
+        ("hs_a", "2", "configured"),
+        ("hubspot", "3", "plain"),
+    ] {
+        assert_eq!(
+            store
+                .id_for_source(connection, source_id)
+                .unwrap()
+                .as_deref(),
+            Some(id),
+            "{connection}/{source_id}"
+        );
+        let entry = store.contact(id).unwrap().unwrap();
+        assert_eq!(entry.source_connection.as_deref(), Some(connection));
+    }
+    assert_eq!(store.id_for_source("hubspot", "1").unwrap(), None);
 }
 
 #[tokio::test]
