@@ -12,5 +12,6 @@ mod readme;
 mod replay;
 mod salesforce;
 mod service;
+mod store_failure;
 mod world;
 mod write_path;

@@ -35,7 +35,7 @@ use rules::QueueChange;
 pub use rules::{LinkFailure, class_name};
 
 use clock::{CLOCK, Clock};
-use flush::Flusher;
+use flush::{Flusher, Health};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -57,6 +57,10 @@ pub enum StoreError {
     },
     #[error("store: the flush task has stopped")]
     FlusherGone,
+    #[error(
+        "the store failed ({0}); it takes no more writes until unisync restarts from what is on disk"
+    )]
+    Failed(String),
 }
 
 type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
@@ -113,6 +117,7 @@ pub struct Store {
     source_index: sled::Tree,
     meta: sled::Tree,
     flusher: Flusher,
+    health: Health,
     clock: &'static Clock,
     /// The clock's high-water mark as last written to `meta`.
     high_water: Arc<AtomicU64>,
@@ -185,6 +190,7 @@ impl Store {
             })?;
             clock.raise_to(u64::from_be_bytes(mark));
         }
+        let health = Health::new();
         let store = Store {
             contacts: db.open_tree("contacts")?,
             ready: db.open_tree("ready")?,
@@ -192,7 +198,8 @@ impl Store {
             customers: db.open_tree("customers")?,
             source_index: db.open_tree("source_index")?,
             meta,
-            flusher: Flusher::start(db.clone()),
+            flusher: Flusher::start(db.clone(), health.clone()),
+            health,
             db,
             clock,
             high_water: Arc::new(AtomicU64::new(0)),
@@ -216,9 +223,41 @@ impl Store {
         now
     }
 
-    /// Makes every write so far durable. Concurrent callers share one flush.
+    /// Makes every write so far durable. Concurrent callers share one flush. A failure fails
+    /// the store for good ([`StoreError::Failed`]).
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.flusher.flush().await
+    }
+
+    /// Why the store failed, once it has (a flush or a write could not reach the disk): it
+    /// refuses every write from then on, and the process should stop and restart from what
+    /// is durable.
+    pub fn failure(&self) -> Option<String> {
+        self.health.failure()
+    }
+
+    /// Waits until the store fails; answers why.
+    pub async fn failed(&self) -> String {
+        self.health.failed().await
+    }
+
+    /// Test builds only: the next flush fails with `message`, as a full disk would.
+    #[cfg(test)]
+    pub fn fail_next_flush(&self, message: &str) {
+        self.flusher.fail_next(message);
+    }
+
+    /// Runs a write unless the store has failed; an I/O error while writing fails it.
+    fn write<T>(&self, write: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+        self.health.check()?;
+        let result = write();
+        if let Err(StoreError::Sled(
+            error @ (sled::Error::Io(_) | sled::Error::Corruption { .. }),
+        )) = &result
+        {
+            self.health.fail(format!("writing failed: {error}"));
+        }
+        result
     }
 
     /// Puts every edit that was in flight when the process stopped back in its connection's
@@ -260,7 +299,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         let id = contact.id.as_bytes();
         let index_key = keys::source_index(connection, &contact.source_id);
-        (&self.contacts, &self.source_index)
+        self.write(|| {
+            (&self.contacts, &self.source_index)
             .transaction(|(contacts, index)| {
                 if let Some(owner) = index.get(&index_key)?
                     && owner != id
@@ -295,6 +335,7 @@ impl Store {
                 Ok(())
             })
             .map_err(from_tx)
+        })
     }
 
     /// The unified id registered for the record `source_id` of `connection`.
@@ -355,22 +396,26 @@ impl Store {
             }
             let (key, id) = item?;
             let id = String::from_utf8_lossy(&id).into_owned();
-            let edit = (&self.contacts, &self.ready).transaction(|(contacts, ready)| {
-                if ready.remove(&key)?.is_none() {
-                    return Ok(None);
-                }
-                let Some(mut entry): Option<ContactEntry> = get(contacts, id.as_bytes())? else {
-                    return Ok(None);
-                };
-                if entry.sync.queued_key.as_deref() != Some(key.as_ref()) {
-                    return Ok(None);
-                }
-                let (edit, change) = rules::claim(&mut entry);
-                apply(&mut entry, ready, change, 0)?;
-                contacts.insert(id.as_bytes(), encode(&entry))?;
-                Ok(edit)
+            let edit = self.write(|| {
+                let claim = (&self.contacts, &self.ready).transaction(|(contacts, ready)| {
+                    if ready.remove(&key)?.is_none() {
+                        return Ok(None);
+                    }
+                    let Some(mut entry): Option<ContactEntry> = get(contacts, id.as_bytes())?
+                    else {
+                        return Ok(None);
+                    };
+                    if entry.sync.queued_key.as_deref() != Some(key.as_ref()) {
+                        return Ok(None);
+                    }
+                    let (edit, change) = rules::claim(&mut entry);
+                    apply(&mut entry, ready, change, 0)?;
+                    contacts.insert(id.as_bytes(), encode(&entry))?;
+                    Ok(edit)
+                });
+                claim.map_err(from_tx)
             });
-            match edit.map_err(from_tx) {
+            match edit {
                 Ok(edit) => claimed.extend(edit),
                 Err(error @ StoreError::Corrupt { .. }) => {
                     self.dead_letter_unreadable(&key, &id, connection, &error, now)?
@@ -394,13 +439,15 @@ impl Store {
         tracing::error!(%error, "an unreadable record leaves the queue as a dead letter");
         let letter_id = format!("dl-{:016x}", self.next_seq());
         let letter = rules::unreadable_letter(id, connection, &error.to_string(), &letter_id, now);
-        (&self.ready, &self.dead_letters)
-            .transaction(|(ready, dead_letters)| {
-                ready.remove(key)?;
-                dead_letters.insert(letter_id.as_bytes(), encode(&letter))?;
-                Ok(())
-            })
-            .map_err(from_tx)
+        self.write(|| {
+            (&self.ready, &self.dead_letters)
+                .transaction(|(ready, dead_letters)| {
+                    ready.remove(key)?;
+                    dead_letters.insert(letter_id.as_bytes(), encode(&letter))?;
+                    Ok(())
+                })
+                .map_err(from_tx)
+        })
     }
 
     /// When the first waiting contact of `connection` may go (ms since the epoch).
@@ -499,20 +546,23 @@ impl Store {
     ) -> Result<Option<DeadLetter>, StoreError> {
         let seq = self.next_seq();
         let letter_id = format!("dl-{seq:016x}");
-        (&self.contacts, &self.ready, &self.dead_letters)
-            .transaction(|(contacts, ready, dead_letters)| {
-                let Some(mut entry): Option<ContactEntry> = get(contacts, id.as_bytes())? else {
-                    return abort(StoreError::UnknownContact(id.to_string()));
-                };
-                let (letter, queue_change) = change(&mut entry, &letter_id);
-                apply(&mut entry, ready, queue_change, seq)?;
-                contacts.insert(id.as_bytes(), encode(&entry))?;
-                if let Some(letter) = &letter {
-                    dead_letters.insert(letter.id.as_bytes(), encode(letter))?;
-                }
-                Ok(letter)
-            })
-            .map_err(from_tx)
+        self.write(|| {
+            (&self.contacts, &self.ready, &self.dead_letters)
+                .transaction(|(contacts, ready, dead_letters)| {
+                    let Some(mut entry): Option<ContactEntry> = get(contacts, id.as_bytes())?
+                    else {
+                        return abort(StoreError::UnknownContact(id.to_string()));
+                    };
+                    let (letter, queue_change) = change(&mut entry, &letter_id);
+                    apply(&mut entry, ready, queue_change, seq)?;
+                    contacts.insert(id.as_bytes(), encode(&entry))?;
+                    if let Some(letter) = &letter {
+                        dead_letters.insert(letter.id.as_bytes(), encode(letter))?;
+                    }
+                    Ok(letter)
+                })
+                .map_err(from_tx)
+        })
     }
 
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
@@ -592,36 +642,39 @@ impl Store {
         past_unreadable: bool,
         settle: impl Fn(Option<&mut ContactEntry>, &DeadLetter) -> TxResult<(QueueChange, T)>,
     ) -> Result<T, StoreError> {
-        (&self.contacts, &self.ready, &self.dead_letters)
-            .transaction(|(contacts, ready, dead_letters)| {
-                let Some(letter): Option<DeadLetter> = get(dead_letters, letter_id.as_bytes())?
-                else {
-                    return abort(StoreError::UnknownDeadLetter(letter_id.to_string()));
-                };
-                dead_letters.remove(letter_id.as_bytes())?;
-                let id = letter.contact_id.as_bytes();
-                let entry =
-                    match get::<ContactEntry>(contacts, id) {
+        self.write(|| {
+            (&self.contacts, &self.ready, &self.dead_letters)
+                .transaction(|(contacts, ready, dead_letters)| {
+                    let Some(letter): Option<DeadLetter> = get(dead_letters, letter_id.as_bytes())?
+                    else {
+                        return abort(StoreError::UnknownDeadLetter(letter_id.to_string()));
+                    };
+                    dead_letters.remove(letter_id.as_bytes())?;
+                    let id = letter.contact_id.as_bytes();
+                    let entry = match get::<ContactEntry>(contacts, id) {
                         Err(ConflictableTransactionError::Abort(StoreError::Corrupt {
                             ..
                         })) if past_unreadable => None,
                         other => other?,
                     };
-                let Some(mut entry) = entry else {
-                    return settle(None, &letter).map(|(_, result)| result);
-                };
-                let (change, result) = settle(Some(&mut entry), &letter)?;
-                apply(&mut entry, ready, change, seq)?;
-                contacts.insert(id, encode(&entry))?;
-                Ok(result)
-            })
-            .map_err(from_tx)
+                    let Some(mut entry) = entry else {
+                        return settle(None, &letter).map(|(_, result)| result);
+                    };
+                    let (change, result) = settle(Some(&mut entry), &letter)?;
+                    apply(&mut entry, ready, change, seq)?;
+                    contacts.insert(id, encode(&entry))?;
+                    Ok(result)
+                })
+                .map_err(from_tx)
+        })
     }
 
     pub fn upsert_customer(&self, customer: &Customer) -> Result<(), StoreError> {
-        self.customers
-            .insert(customer.id.as_bytes(), encode(customer))?;
-        Ok(())
+        self.write(|| {
+            self.customers
+                .insert(customer.id.as_bytes(), encode(customer))?;
+            Ok(())
+        })
     }
 
     pub fn customer(&self, id: &str) -> Result<Option<Customer>, StoreError> {
@@ -691,8 +744,10 @@ impl Store {
     /// Remembers that the edit `edit_id` was accepted. Durable with the next flush; a crash
     /// before it re-applies the edit on a re-run, which lands the same values again.
     pub fn remember_edit(&self, edit_id: &str) -> Result<(), StoreError> {
-        self.meta.insert(format!("edit/{edit_id}"), &[])?;
-        Ok(())
+        self.write(|| {
+            self.meta.insert(format!("edit/{edit_id}"), &[])?;
+            Ok(())
+        })
     }
 
     /// Reads a value the daemon keeps for itself (e.g. a rotated credential).
@@ -705,9 +760,11 @@ impl Store {
 
     /// Writes a value the daemon keeps for itself, durably before returning.
     pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.meta.insert(key, value.as_bytes())?;
-        self.db.flush()?;
-        Ok(())
+        self.write(|| {
+            self.meta.insert(key, value.as_bytes())?;
+            self.db.flush()?;
+            Ok(())
+        })
     }
 
     /// Runs `change` on one contact's entry inside a transaction with the ready queue, and
@@ -718,17 +775,20 @@ impl Store {
         seq: u64,
         change: impl Fn(&mut ContactEntry) -> TxResult<(QueueChange, T)>,
     ) -> Result<T, StoreError> {
-        (&self.contacts, &self.ready)
-            .transaction(|(contacts, ready)| {
-                let Some(mut entry): Option<ContactEntry> = get(contacts, id.as_bytes())? else {
-                    return abort(StoreError::UnknownContact(id.to_string()));
-                };
-                let (queue_change, result) = change(&mut entry)?;
-                apply(&mut entry, ready, queue_change, seq)?;
-                contacts.insert(id.as_bytes(), encode(&entry))?;
-                Ok(result)
-            })
-            .map_err(from_tx)
+        self.write(|| {
+            (&self.contacts, &self.ready)
+                .transaction(|(contacts, ready)| {
+                    let Some(mut entry): Option<ContactEntry> = get(contacts, id.as_bytes())?
+                    else {
+                        return abort(StoreError::UnknownContact(id.to_string()));
+                    };
+                    let (queue_change, result) = change(&mut entry)?;
+                    apply(&mut entry, ready, queue_change, seq)?;
+                    contacts.insert(id.as_bytes(), encode(&entry))?;
+                    Ok(result)
+                })
+                .map_err(from_tx)
+        })
     }
 }
 

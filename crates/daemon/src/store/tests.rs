@@ -600,6 +600,35 @@ async fn a_schema_1_store_is_migrated_to_a_source_index_per_connection() {
 }
 
 #[tokio::test]
+async fn a_failed_flush_fails_the_store_for_good() {
+    let (_dir, store) = open();
+    register(&store, "c1");
+    store
+        .accept("c1", &edit(&[(ContactField::City, Some("X"))]), "crm")
+        .unwrap();
+    assert_eq!(store.failure(), None);
+    store.fail_next_flush("No space left on device");
+    let failed = store.flush().await.unwrap_err();
+    assert!(
+        matches!(&failed, StoreError::Failed(m) if m.contains("No space")),
+        "{failed}"
+    );
+    assert!(store.failure().unwrap().contains("No space"));
+    assert!(store.failed().await.contains("No space"));
+    // Sticky: no later flush or write is trusted.
+    assert!(matches!(store.flush().await, Err(StoreError::Failed(_))));
+    assert!(matches!(
+        store.accept("c1", &edit(&[(ContactField::City, Some("Y"))]), "crm"),
+        Err(StoreError::Failed(_))
+    ));
+    assert!(matches!(
+        store.claim("crm", store.now(), 10),
+        Err(StoreError::Failed(_))
+    ));
+    assert!(store.contact("c1").unwrap().is_some(), "reads still answer");
+}
+
+#[tokio::test]
 async fn queues_are_per_connection() {
     let (_dir, store) = open();
     register(&store, "c1");
