@@ -247,17 +247,21 @@ impl Store {
         self.flusher.fail_next(message);
     }
 
-    /// Runs a write unless the store has failed; an I/O error while writing fails it.
+    /// Runs a write unless the store has failed; an I/O error while writing fails it (and is
+    /// answered as that failure).
     fn write<T>(&self, write: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
         self.health.check()?;
-        let result = write();
-        if let Err(StoreError::Sled(
-            error @ (sled::Error::Io(_) | sled::Error::Corruption { .. }),
-        )) = &result
-        {
-            self.health.fail(format!("writing failed: {error}"));
+        match write() {
+            Err(StoreError::Sled(
+                error @ (sled::Error::Io(_) | sled::Error::Corruption { .. }),
+            )) => {
+                self.health.fail(format!("writing failed: {error}"));
+                self.health
+                    .check()
+                    .map(|()| unreachable!("the store has just failed"))
+            }
+            result => result,
         }
-        result
     }
 
     /// Puts every edit that was in flight when the process stopped back in its connection's
