@@ -64,7 +64,8 @@ recovery_grace_ms = 500
         }
     }
 
-    fn command(&self) -> Command {
+    /// `unisync --config CONFIG` with the setup's environment, for a test to add to.
+    pub fn command(&self) -> Command {
         let mut command = Command::new(BINARY);
         command.arg("--config").arg(&self.config);
         command
@@ -146,11 +147,15 @@ recovery_grace_ms = 500
 
     fn spawn_serve(&self, args: &[&str], stderr: Stdio) -> Daemon {
         let mut command = self.command();
-        command
-            .arg("serve")
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(stderr);
+        command.arg("serve").args(args).stderr(stderr);
+        Daemon::start(command)
+    }
+}
+
+impl Daemon {
+    /// Runs `command` (a `unisync ... serve`) and waits until it answers.
+    pub fn start(mut command: Command) -> Daemon {
+        command.stdout(Stdio::piped());
         let mut child = command.spawn().expect("spawn unisync serve");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
@@ -259,6 +264,16 @@ impl Daemon {
     pub fn kill_hard(&mut self) {
         self.child.kill().expect("kill -9");
         self.child.wait().expect("reap");
+    }
+
+    /// Waits (bounded) for the daemon to exit by itself; answers how it exited.
+    pub async fn exited(&mut self) -> std::process::ExitStatus {
+        let child = &mut self.child;
+        wait_for("the daemon to exit", || {
+            let status = child.try_wait().expect("poll the daemon");
+            async move { status }
+        })
+        .await
     }
 
     /// Stops the daemon with SIGTERM and waits for it to exit.

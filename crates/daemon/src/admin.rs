@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use crate::api::{ApiError, AppState};
 use crate::connections::Connections;
 use crate::ops;
-use crate::store::DeadLetter;
+use crate::store::{ReplayAttempt, StoreError};
 
 pub fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
     Router::new()
@@ -94,21 +94,20 @@ async fn show(
     Ok(Json(ops::dead_letter_json(&letter)))
 }
 
-fn settled(
-    result: Result<DeadLetter, crate::store::StoreError>,
-    id: &str,
-) -> Result<DeadLetter, ApiError> {
+fn settled<T>(result: Result<T, StoreError>, id: &str) -> Result<T, ApiError> {
     result.map_err(|error| match error {
-        crate::store::StoreError::UnknownDeadLetter(_) => {
-            ApiError::not_found(format!("no dead letter `{id}`"))
-        }
+        StoreError::UnknownDeadLetter(_) => ApiError::not_found(format!("no dead letter `{id}`")),
         other => other.into(),
     })
 }
 
-fn wake(connections: &Connections, letters: &[DeadLetter]) {
-    for letter in letters {
-        if let Some(connection) = connections.get(&letter.connection) {
+/// Wakes the connection of every letter whose edit went back in the queue.
+fn wake(connections: &Connections, attempts: &[ReplayAttempt]) {
+    for attempt in attempts {
+        if let Ok(replay) = &attempt.outcome
+            && !replay.superseded()
+            && let Some(connection) = connections.get(&replay.letter.connection)
+        {
             connection.wake.notify_one();
         }
     }
@@ -118,18 +117,21 @@ async fn retry(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let letter = settled(state.store.replay_dead_letter(&id), &id)?;
+    let replay = settled(state.store.replay_dead_letter(&id), &id)?;
     state.store.flush().await?;
-    wake(&state.connections, std::slice::from_ref(&letter));
-    Ok(Json(json!({"retried": [letter.id]})))
+    let attempts = [ReplayAttempt {
+        letter_id: id,
+        outcome: Ok(replay),
+    }];
+    wake(&state.connections, &attempts);
+    Ok(Json(ops::replay_json(&attempts)))
 }
 
 async fn retry_all(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
-    let letters = ops::retry_all_dead_letters(&state.store)?;
+    let attempts = state.store.replay_all_dead_letters()?;
     state.store.flush().await?;
-    wake(&state.connections, &letters);
-    let ids: Vec<&str> = letters.iter().map(|l| l.id.as_str()).collect();
-    Ok(Json(json!({"retried": ids})))
+    wake(&state.connections, &attempts);
+    Ok(Json(ops::replay_json(&attempts)))
 }
 
 async fn drop_letter(
@@ -142,15 +144,15 @@ async fn drop_letter(
 }
 
 async fn import_contacts(state: State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
-    import(state, body, |store, lines| {
-        ops::import_contacts(store, lines)
+    import(state, body, |state, lines| {
+        ops::import_contacts(&state.store, &state.connections, lines)
     })
     .await
 }
 
 async fn import_customers(state: State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
-    import(state, body, |store, lines| {
-        ops::import_customers(store, lines)
+    import(state, body, |state, lines| {
+        ops::import_customers(&state.store, lines)
     })
     .await
 }
@@ -159,9 +161,9 @@ async fn import_customers(state: State<Arc<AppState>>, body: Bytes) -> Result<Re
 async fn import(
     State(state): State<Arc<AppState>>,
     body: Bytes,
-    run: impl Fn(&crate::store::Store, &[u8]) -> Result<ops::ImportReport, crate::store::StoreError>,
+    run: impl Fn(&AppState, &[u8]) -> Result<ops::ImportReport, StoreError>,
 ) -> Result<Response, ApiError> {
-    let report = run(&state.store, body.as_ref())?;
+    let report = run(&state, body.as_ref())?;
     state.store.flush().await?;
     Ok((StatusCode::OK, Json(json!(report))).into_response())
 }

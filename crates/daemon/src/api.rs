@@ -85,11 +85,12 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         tracing::error!(%error, "store error while answering a request");
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            error.to_string(),
-        )
+        let code = match error {
+            // The daemon is on its way out, to restart from what is durable.
+            StoreError::Failed(_) => "store_failed",
+            _ => "store_unavailable",
+        };
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, error.to_string())
     }
 }
 
@@ -272,19 +273,29 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
             (connection.name().to_string(), status)
         })
         .collect();
-    let store_open = state.store.next_ready_at("").is_ok();
-    let ready = store_open && !stuck;
+    let store_failure = state.store.failure();
+    let store = if store_failure.is_some() {
+        "failed"
+    } else if state.store.next_ready_at("").is_ok() {
+        "open"
+    } else {
+        "unavailable"
+    };
+    let ready = store == "open" && !stuck;
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({
+    let mut body = json!({
         "status": if ready { "ready" } else { "not_ready" },
-        "store": if store_open { "open" } else { "unavailable" },
+        "store": store,
         "connections": connections,
         "checked_at": rfc3339(now_ms()),
     });
+    if let Some(failure) = store_failure {
+        body["store_error"] = json!(failure);
+    }
     (status, Json(body)).into_response()
 }
 
@@ -292,5 +303,76 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
     match metrics::render(&state.store, &state.connections) {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
         Err(error) => ApiError::from(error).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use unisync_core::{Secret, UnifiedContact};
+
+    use super::*;
+    use crate::config::Config;
+
+    /// The API over loopback, on a store whose next flush fails as a full disk would.
+    #[tokio::test]
+    async fn a_failed_flush_answers_503_refuses_later_writes_and_makes_the_daemon_unready() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db"), 8).unwrap();
+        let config = Config::parse(
+            "[connections.crm]\nsystem = \"hubspot\"\nbase_url = \"http://127.0.0.1:9\"\n",
+        )
+        .unwrap();
+        let mut settings = config.connections().unwrap();
+        let provider = std::mem::take(&mut settings[0].provider);
+        settings[0].provider = provider.with_inline_secrets([("access_token", "crm-token")]);
+        let connections = Arc::new(Connections::build(settings, &store).unwrap());
+        store
+            .upsert_contact("crm", UnifiedContact::new("c1", "hubspot", "1"))
+            .unwrap();
+        let state = Arc::new(AppState {
+            store: store.clone(),
+            connections,
+            tokens: vec![Secret::new("api-token")],
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(crate::serve::run_server(
+            listener,
+            state,
+            65_536,
+            std::future::pending(),
+        ));
+        let client = reqwest::Client::new();
+        let put = || async {
+            let response = client
+                .put(format!("{base}/api/v1/unified/contact/c1"))
+                .bearer_auth("api-token")
+                .json(&json!({"email": "ann@example.com", "first_name": "Ann"}))
+                .send()
+                .await
+                .unwrap();
+            (response.status(), response.json::<Value>().await.unwrap())
+        };
+
+        store.fail_next_flush("No space left on device");
+        for attempt in ["the request waiting for the flush", "a later write"] {
+            let (status, body) = put().await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{attempt}: {body}");
+            assert_eq!(body["error"]["code"], "store_failed", "{attempt}: {body}");
+            let message = body["error"]["message"].as_str().unwrap();
+            assert!(message.contains("No space left on device"), "{message}");
+        }
+        let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+        assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let ready: Value = ready.json().await.unwrap();
+        assert_eq!(ready["store"], "failed", "{ready}");
+        assert!(
+            ready["store_error"]
+                .as_str()
+                .unwrap()
+                .contains("No space left on device"),
+            "{ready}"
+        );
+        assert!(store.failed().await.contains("No space left on device"));
     }
 }

@@ -68,9 +68,7 @@ pub async fn backfill(
     })?;
     let settings = config.connections().map_err(|e| e.to_string())?;
     let connections = Arc::new(Connections::build(settings, &store)?);
-    store
-        .recover_in_flight(now_ms() + connections.recovery_grace().as_millis() as u64)
-        .map_err(|e| e.to_string())?;
+    crate::serve::recover_in_flight(&store, &connections, config.dispatch.recovery_grace_ms)?;
     let started = Instant::now();
     let started_ms = now_ms();
     let mut report = BackfillReport {
@@ -90,10 +88,13 @@ pub async fn backfill(
                 touched.insert(contact_id);
             }
             Ok(LineOutcome::Duplicate) => report.duplicates_skipped += 1,
-            Err(message) => report.invalid.push(LineError {
+            Err(LineRejected::Invalid(message)) => report.invalid.push(LineError {
                 line: number,
                 message,
             }),
+            Err(LineRejected::StoreFailed(error)) => {
+                return Err(format!("line {number}: {error}"));
+            }
         }
     }
     report.contacts = touched.len() as u64;
@@ -143,12 +144,40 @@ enum LineOutcome {
     Duplicate,
 }
 
+/// Why a line was not accepted: its own fault (reported, the backfill goes on), or the
+/// store's failure (the backfill stops).
+enum LineRejected {
+    Invalid(String),
+    StoreFailed(StoreError),
+}
+
+impl From<String> for LineRejected {
+    fn from(message: String) -> Self {
+        LineRejected::Invalid(message)
+    }
+}
+
+impl From<&str> for LineRejected {
+    fn from(message: &str) -> Self {
+        LineRejected::Invalid(message.to_string())
+    }
+}
+
+impl From<StoreError> for LineRejected {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Failed(_) => LineRejected::StoreFailed(error),
+            other => LineRejected::Invalid(other.to_string()),
+        }
+    }
+}
+
 fn accept_line(
     store: &Store,
     connections: &Connections,
     line: &[u8],
     dry_run: bool,
-) -> Result<LineOutcome, String> {
+) -> Result<LineOutcome, LineRejected> {
     let mut body: Value =
         serde_json::from_slice(line).map_err(|e| format!("malformed JSON: {e}"))?;
     let object = body
@@ -164,31 +193,30 @@ fn accept_line(
         Some(_) => return Err("`edit_id` must be a string".into()),
     };
     if let Some(edit_id) = &edit_id
-        && store.edit_seen(edit_id).map_err(|e| e.to_string())?
+        && store.edit_seen(edit_id)?
     {
         return Ok(LineOutcome::Duplicate);
     }
     let entry = store
-        .contact(&contact_id)
-        .map_err(|e| e.to_string())?
+        .contact(&contact_id)?
         .ok_or_else(|| format!("no unified contact with id `{contact_id}`"))?;
     let edit =
         check_edit(store, connections, &entry.contact, &body).map_err(
             |rejected| match rejected {
-                EditRejected::Invalid(violations) => violations
-                    .iter()
-                    .map(|v| format!("{}: {}", v.field, v.message))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-                EditRejected::Store(error) => error.to_string(),
+                EditRejected::Invalid(violations) => LineRejected::Invalid(
+                    violations
+                        .iter()
+                        .map(|v| format!("{}: {}", v.field, v.message))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ),
+                EditRejected::Store(error) => error.into(),
             },
         )?;
     if !dry_run {
-        store
-            .accept(&contact_id, &edit.patch, edit.connection.name())
-            .map_err(|e| e.to_string())?;
+        store.accept(&contact_id, &edit.patch, edit.connection.name())?;
         if let Some(edit_id) = &edit_id {
-            store.remember_edit(edit_id).map_err(|e| e.to_string())?;
+            store.remember_edit(edit_id)?;
         }
     }
     Ok(LineOutcome::Accepted(contact_id))
@@ -240,6 +268,8 @@ async fn wait_until_settled(
             progress.finish_and_clear();
             return Ok(parked);
         }
+        // Makes the outcomes so far durable, and stops the backfill if the store failed.
+        store.flush().await.map_err(|e| e.to_string())?;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::backfill::{self, BackfillOptions};
 use crate::config::Config;
 use crate::connections::{Connections, build_adapter, settle_time};
-use crate::store::{Store, StoreError};
+use crate::store::{ReplayAttempt, Store, StoreError};
 use crate::{ops, pull, serve};
 
 #[derive(Parser)]
@@ -119,6 +119,12 @@ struct Failure {
     message: String,
 }
 
+impl From<StoreError> for Failure {
+    fn from(error: StoreError) -> Self {
+        Failure::runtime(error.to_string())
+    }
+}
+
 impl Failure {
     fn usage(message: impl Into<String>) -> Self {
         Failure {
@@ -174,10 +180,15 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
     }
     let config = Config::load(&config_path).map_err(|e| Failure::usage(e.to_string()))?;
     match cli.command {
-        Command::Serve { sandbox } => serve::serve(config, sandbox)
-            .await
-            .map(|()| 0)
-            .map_err(Failure::usage),
+        Command::Serve { sandbox } => {
+            serve::serve(config, sandbox)
+                .await
+                .map(|()| 0)
+                .map_err(|error| match error {
+                    serve::ServeError::Start(message) => Failure::usage(message),
+                    serve::ServeError::StoreFailed(message) => Failure::runtime(message),
+                })
+        }
         Command::Config(ConfigCommand::Check) => config_check(&config).await,
         Command::Backfill {
             input,
@@ -192,14 +203,20 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             backfill_command(&config, &options).await
         }
         Command::Contacts(ContactsCommand::Import { file }) => {
-            import(&config, &file, "contacts", |s, b| {
-                ops::import_contacts(s, b)
+            let settings = config
+                .connections()
+                .map_err(|e| Failure::usage(e.to_string()))?;
+            import(&config, &file, "contacts", |store, lines| {
+                // Each line is routed, and its id normalised, as the daemon would.
+                let connections =
+                    Connections::build(settings.clone(), store).map_err(Failure::usage)?;
+                Ok(ops::import_contacts(store, &connections, lines)?)
             })
             .await
         }
         Command::Customers(CustomersCommand::Import { file }) => {
-            import(&config, &file, "customers", |s, b| {
-                ops::import_customers(s, b)
+            import(&config, &file, "customers", |store, lines| {
+                Ok(ops::import_customers(store, lines)?)
             })
             .await
         }
@@ -235,23 +252,23 @@ fn open_store(config: &Config) -> Result<Store, StoreError> {
 
 /// Runs `local` on the store, or — when the daemon holds the store — asks the daemon's admin
 /// API (`method`, path under `/api/v1/admin/`).
-async fn with_store(
+async fn with_store<E: Into<Failure>>(
     config: &Config,
-    local: impl FnOnce(&Store) -> Result<Value, StoreError>,
+    local: impl FnOnce(&Store) -> Result<Value, E>,
     remote: (&str, &str),
 ) -> Result<Value, Failure> {
     with_store_body(config, local, remote, None).await
 }
 
-async fn with_store_body(
+async fn with_store_body<E: Into<Failure>>(
     config: &Config,
-    local: impl FnOnce(&Store) -> Result<Value, StoreError>,
+    local: impl FnOnce(&Store) -> Result<Value, E>,
     (method, path): (&str, &str),
     body: Option<Vec<u8>>,
 ) -> Result<Value, Failure> {
     match open_store(config) {
         Ok(store) => {
-            let value = local(&store).map_err(|e| Failure::runtime(e.to_string()))?;
+            let value = local(&store).map_err(Into::into)?;
             store
                 .flush()
                 .await
@@ -319,7 +336,7 @@ async fn import(
     config: &Config,
     file: &str,
     what: &str,
-    run: impl Fn(&Store, &[u8]) -> Result<ops::ImportReport, StoreError>,
+    run: impl Fn(&Store, &[u8]) -> Result<ops::ImportReport, Failure>,
 ) -> Result<u8, Failure> {
     let bytes = read_input(file)?;
     let value = with_store_body(
@@ -420,13 +437,18 @@ async fn pull_command(config: &Config, name: &str) -> Result<u8, Failure> {
         Err(error) => return Err(Failure::runtime(error.to_string())),
     };
     let count = |key: &str| report[key].as_u64().unwrap_or(0);
+    let refused = report["refused"].as_array().cloned().unwrap_or_default();
+    for reason in &refused {
+        eprintln!("refused {}", reason.as_str().unwrap_or_default());
+    }
     println!(
-        "{name}: {} registered, {} updated, {} pages",
+        "{name}: {} registered, {} updated, {} refused, {} pages",
         count("registered"),
         count("updated"),
+        refused.len(),
         count("pages")
     );
-    Ok(0)
+    Ok(if refused.is_empty() { 0 } else { 1 })
 }
 
 async fn dead_letters(config: &Config, command: DeadLettersCommand) -> Result<u8, Failure> {
@@ -451,9 +473,11 @@ async fn dead_letters(config: &Config, command: DeadLettersCommand) -> Result<u8
             with_store(
                 config,
                 |store| {
-                    store
-                        .replay_dead_letter(&id)
-                        .map(|l| serde_json::json!({"retried": [l.id]}))
+                    let replay = store.replay_dead_letter(&id)?;
+                    Ok::<_, StoreError>(ops::replay_json(&[ReplayAttempt {
+                        letter_id: id.clone(),
+                        outcome: Ok(replay),
+                    }]))
                 },
                 ("POST", &path),
             )
@@ -465,13 +489,7 @@ async fn dead_letters(config: &Config, command: DeadLettersCommand) -> Result<u8
         } => {
             with_store(
                 config,
-                |store| {
-                    let ids: Vec<String> = ops::retry_all_dead_letters(store)?
-                        .into_iter()
-                        .map(|l| l.id)
-                        .collect();
-                    Ok(serde_json::json!({"retried": ids}))
-                },
+                |store| Ok::<_, StoreError>(ops::replay_json(&store.replay_all_dead_letters()?)),
                 ("POST", "dead-letters/retry-all"),
             )
             .await?
@@ -496,7 +514,10 @@ async fn dead_letters(config: &Config, command: DeadLettersCommand) -> Result<u8
             .await?
         }
     };
-    Ok(print_json(value))
+    // A letter that could not be replayed is an item that failed.
+    let failed = value["failed"].as_object().is_some_and(|f| !f.is_empty());
+    print_json(value);
+    Ok(if failed { 1 } else { 0 })
 }
 
 async fn config_check(config: &Config) -> Result<u8, Failure> {

@@ -228,15 +228,6 @@ impl Connections {
         Ok(Connections { by_name })
     }
 
-    /// The longest recovery grace of any connection (until the store recovers each
-    /// connection's edits on its own schedule).
-    pub fn recovery_grace(&self) -> Duration {
-        self.iter()
-            .map(|connection| connection.recovery_grace())
-            .max()
-            .unwrap_or_default()
-    }
-
     pub fn get(&self, name: &str) -> Option<&Arc<Connection>> {
         self.by_name.get(name)
     }

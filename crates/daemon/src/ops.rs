@@ -8,7 +8,10 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use unisync_core::UnifiedContact;
 
-use crate::store::{ConnectionCounts, Customer, DeadLetter, Store, StoreError, now_ms};
+use crate::connections::Connections;
+use crate::store::{
+    ConnectionCounts, Customer, DeadLetter, ReplayAttempt, Store, StoreError, now_ms,
+};
 use crate::timefmt::rfc3339;
 
 /// The outcome of a JSONL import: how many lines were registered, and each bad line.
@@ -24,10 +27,18 @@ pub struct LineError {
     pub message: String,
 }
 
-/// Registers unified contacts from JSONL, upserting by `id`. A bad line is reported with its
-/// number and the import goes on.
-pub fn import_contacts(store: &Store, input: impl BufRead) -> Result<ImportReport, StoreError> {
-    import_lines(input, |contact: UnifiedContact| {
+/// Registers unified contacts from JSONL, upserting by `id`. Each contact is a record of the
+/// connection the daemon routes it to (its `external_system_config_id`, else the one
+/// connection of its `source_system`), its `source_id` in that CRM's canonical form. A bad
+/// line is reported with its number and the import goes on: one that cannot be routed, whose
+/// source id the CRM could not have issued, or whose connection's record is already another
+/// unified contact.
+pub fn import_contacts(
+    store: &Store,
+    connections: &Connections,
+    input: impl BufRead,
+) -> Result<ImportReport, StoreError> {
+    import_lines(input, |mut contact: UnifiedContact| {
         for (key, value) in [
             ("id", &contact.id),
             ("source_system", &contact.source_system),
@@ -37,7 +48,24 @@ pub fn import_contacts(store: &Store, input: impl BufRead) -> Result<ImportRepor
                 return Ok(Err(format!("`{key}` must not be empty")));
             }
         }
-        store.upsert_contact(contact).map(Ok)
+        let connection = match connections.route(&contact) {
+            Ok(connection) => connection,
+            Err(reason) => return Ok(Err(reason)),
+        };
+        contact.source_id = match connection.adapter.normalize_source_id(&contact.source_id) {
+            Ok(source_id) => source_id,
+            Err(reason) => {
+                return Ok(Err(format!("source_id `{}`: {reason}", contact.source_id)));
+            }
+        };
+        let id = contact.id.clone();
+        match store.upsert_contact(connection.name(), contact) {
+            Ok(()) => Ok(Ok(())),
+            Err(error @ StoreError::SourceIdTaken { .. }) => {
+                Ok(Err(format!("{error}; this line is `{id}`")))
+            }
+            Err(error) => Err(error),
+        }
     })
 }
 
@@ -143,11 +171,38 @@ pub fn list_dead_letters(store: &Store) -> Result<Value, StoreError> {
     Ok(json!({ "dead_letters": letters }))
 }
 
-/// Replays every dead letter; answers the replayed ones.
-pub fn retry_all_dead_letters(store: &Store) -> Result<Vec<DeadLetter>, StoreError> {
-    store
-        .dead_letters()?
-        .iter()
-        .map(|letter| store.replay_dead_letter(&letter.id))
-        .collect()
+/// What replaying dead letters did, as the admin API and the CLI answer it: the letters
+/// whose edit went back in the queue (`retried`), those resolved as `superseded` (every field
+/// had a later value), the fields each letter left out because a later value was accepted
+/// (`dropped_fields`), and the letters that could not be replayed (`failed`, with why).
+pub fn replay_json(attempts: &[ReplayAttempt]) -> Value {
+    let mut retried = Vec::new();
+    let mut superseded = Vec::new();
+    let mut dropped = serde_json::Map::new();
+    let mut failed = serde_json::Map::new();
+    for attempt in attempts {
+        let id = attempt.letter_id.clone();
+        match &attempt.outcome {
+            Ok(replay) => {
+                if !replay.dropped.is_empty() {
+                    let fields: Vec<&str> = replay.dropped.iter().map(|f| f.name()).collect();
+                    dropped.insert(id.clone(), json!(fields));
+                }
+                if replay.superseded() {
+                    superseded.push(id);
+                } else {
+                    retried.push(id);
+                }
+            }
+            Err(error) => {
+                failed.insert(id, json!(error.to_string()));
+            }
+        }
+    }
+    json!({
+        "retried": retried,
+        "superseded": superseded,
+        "dropped_fields": dropped,
+        "failed": failed,
+    })
 }

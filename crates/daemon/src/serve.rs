@@ -13,7 +13,25 @@ use crate::store::{Store, now_ms};
 /// Contacts each built-in sandbox CRM starts with in `serve --sandbox`.
 const SANDBOX_DEMO_RECORDS: usize = 25;
 
-pub async fn serve(config: Config, sandbox: bool) -> Result<(), String> {
+/// Why `serve` stopped with an error.
+#[derive(Debug)]
+pub enum ServeError {
+    /// It could not start: bad config, a port in use, a store it cannot open.
+    Start(String),
+    /// The store failed while serving (a flush or a write could not reach the disk): the
+    /// daemon stopped accepting, answered what was in flight, and exits for its supervisor to
+    /// restart it from the durable state.
+    StoreFailed(String),
+}
+
+impl From<String> for ServeError {
+    fn from(message: String) -> Self {
+        ServeError::Start(message)
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT, or until its store fails.
+pub async fn serve(config: Config, sandbox: bool) -> Result<(), ServeError> {
     let tokens = config.api_tokens().map_err(|e| e.to_string())?;
     let mut settings = config.connections().map_err(|e| e.to_string())?;
     let mut sandboxes = Vec::new();
@@ -25,15 +43,7 @@ pub async fn serve(config: Config, sandbox: bool) -> Result<(), String> {
     let store =
         Store::open(&config.storage.path, config.storage.cache_mib).map_err(|e| e.to_string())?;
     let connections = Arc::new(Connections::build(settings, &store)?);
-    let recovered = store
-        .recover_in_flight(now_ms() + connections.recovery_grace().as_millis() as u64)
-        .map_err(|e| e.to_string())?;
-    if recovered > 0 {
-        tracing::info!(
-            recovered,
-            "edits in flight at the last stop are queued again"
-        );
-    }
+    recover_in_flight(&store, &connections, config.dispatch.recovery_grace_ms)?;
     if sandbox {
         for connection in connections.iter() {
             let report = pull_contacts(&store, connection).await?;
@@ -67,22 +77,57 @@ pub async fn serve(config: Config, sandbox: bool) -> Result<(), String> {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let watchdog =
         sd_notify::watchdog_enabled().map(|interval| tokio::spawn(keep_watchdog_fed(interval)));
-    run_server(
-        listener,
-        state,
-        config.server.max_body_bytes,
-        shutdown_signal(),
-    )
-    .await?;
+    let failing_store = store.clone();
+    let shutdown = async move {
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            failure = failing_store.failed() => {
+                tracing::error!(%failure, "the store failed: stopping, to restart from what is on disk");
+            }
+        }
+    };
+    run_server(listener, state, config.server.max_body_bytes, shutdown).await?;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     if let Some(watchdog) = watchdog {
         watchdog.abort();
     }
     dispatchers.stop().await;
-    store.flush().await.map_err(|e| e.to_string())?;
+    let flushed = store.flush().await;
     let _ = std::fs::remove_file(&addr_file);
     drop(sandboxes);
+    if let Some(failure) = store.failure() {
+        return Err(ServeError::StoreFailed(failure));
+    }
+    flushed.map_err(|e| e.to_string())?;
     tracing::info!("unisync stopped");
+    Ok(())
+}
+
+/// Queues again every edit the last stop left in flight, each after its connection's
+/// recovery grace (`dispatch.recovery_grace_ms`, which a connection may override), so the
+/// dead process's last requests settle first. An edit of a connection no longer configured
+/// waits `default_grace_ms`.
+pub fn recover_in_flight(
+    store: &Store,
+    connections: &Connections,
+    default_grace_ms: u64,
+) -> Result<(), String> {
+    let now = now_ms();
+    let recovered = store
+        .recover_in_flight(|name| {
+            now + connections
+                .get(name)
+                .map_or(default_grace_ms, |connection| {
+                    connection.recovery_grace().as_millis() as u64
+                })
+        })
+        .map_err(|e| e.to_string())?;
+    if recovered > 0 {
+        tracing::info!(
+            recovered,
+            "edits in flight at the last stop are queued again"
+        );
+    }
     Ok(())
 }
 

@@ -185,7 +185,7 @@ impl World {
         for (field, value) in values {
             contact.set_field(*field, Some(value.to_string()));
         }
-        self.store.upsert_contact(contact).unwrap();
+        self.store.upsert_contact("crm", contact).unwrap();
     }
 
     /// Accepts an edit of contact `id`, registering it first when it is new.

@@ -30,9 +30,11 @@ pub fn ready_not_before(key: &[u8]) -> u64 {
     u64::from_be_bytes(key[start..start + 8].try_into().expect("8 bytes"))
 }
 
-pub fn source_index(system: &str, source_id: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(system.len() + source_id.len() + 1);
-    key.extend_from_slice(system.as_bytes());
+/// `connection \0 source_id` → a CRM record is known by the connection (CRM account) it lives
+/// in, so two accounts of one CRM can hold the same id without mixing.
+pub fn source_index(connection: &str, source_id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(connection.len() + source_id.len() + 1);
+    key.extend_from_slice(connection.as_bytes());
     key.push(0);
     key.extend_from_slice(source_id.as_bytes());
     key

@@ -1,35 +1,41 @@
 //! The durable local queue and contact store, on sled.
 //!
 //! Trees: `contacts` (id → [`ContactEntry`]), `ready` (connection, not-before, seq → contact
-//! id), `dead_letters`, `customers`, `source_index` ((system, source id) → unified id) and
+//! id), `dead_letters`, `customers`, `source_index` ((connection, source id) → unified id) and
 //! `meta`. Every state change is one transaction; nothing is acknowledged to a client before
 //! [`Store::flush`] has made it durable (one flush serves every request waiting for it).
 //!
-//! The public methods are the narrow interface a shared engine (PostgreSQL) would implement:
-//! accept, claim, complete, retry later, dead-letter, replay, drop.
+//! What each state change does to a contact is decided in [`rules`], plain functions over one
+//! contact's entry; this engine only loads, saves, claims and commits, applying each rule's
+//! queue change and dead letter inside the rule's transaction. The public methods are the
+//! narrow interface another engine (PostgreSQL) implements the same way: accept, claim,
+//! complete, retry later, dead-letter, replay, drop, recover.
 
+mod clock;
 mod flush;
 mod keys;
 mod model;
+mod rules;
 #[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
-use unisync_core::{
-    AdapterError, ConfirmedContact, ContactField, ContactPatch, ErrorKind, UnifiedContact,
-};
+use unisync_core::{AdapterError, ConfirmedContact, ContactPatch, UnifiedContact};
 
-pub use model::{
-    ClaimedEdit, ConnectionCounts, ContactEntry, Customer, DeadLetter, LastError, SyncState,
-};
+pub use model::{ClaimedEdit, ConnectionCounts, ContactEntry, Customer, DeadLetter, Replay};
+use rules::QueueChange;
+pub use rules::{LinkFailure, class_name};
 
-use flush::Flusher;
+use clock::{CLOCK, Clock};
+use flush::{Flusher, Health};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -43,8 +49,18 @@ pub enum StoreError {
     UnknownContact(String),
     #[error("unknown dead letter {0}")]
     UnknownDeadLetter(String),
+    #[error("{connection} record `{source_id}` is already registered as unified contact `{owner}`")]
+    SourceIdTaken {
+        connection: String,
+        source_id: String,
+        owner: String,
+    },
     #[error("store: the flush task has stopped")]
     FlusherGone,
+    #[error(
+        "the store failed ({0}); it takes no more writes until unisync restarts from what is on disk"
+    )]
+    Failed(String),
 }
 
 type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
@@ -71,12 +87,16 @@ fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError
     })
 }
 
-/// Milliseconds since the Unix epoch.
+/// Milliseconds since the Unix epoch, as the store counts them: never backwards, within a
+/// process or across restarts (see [`clock`]). Every time given to the store comes from here.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
+    CLOCK.now()
+}
+
+/// One letter of a replay of every dead letter: what the replay did, or why it could not.
+pub struct ReplayAttempt {
+    pub letter_id: String,
+    pub outcome: Result<Replay, StoreError>,
 }
 
 /// How an accepted edit left the contact.
@@ -97,14 +117,35 @@ pub struct Store {
     source_index: sled::Tree,
     meta: sled::Tree,
     flusher: Flusher,
+    health: Health,
+    clock: &'static Clock,
+    /// The clock's high-water mark as last written to `meta`.
+    high_water: Arc<AtomicU64>,
 }
 
-const SCHEMA_VERSION: &[u8] = b"1";
+/// Version 2 keys the source index by connection instead of system; a version 1 store is
+/// migrated at open.
+const SCHEMA_VERSION: &[u8] = b"2";
+/// The `meta` key of the clock's high-water mark (8 bytes, big-endian ms).
+const HIGH_WATER_KEY: &str = "clock_high_water";
+/// How far ahead of now the high-water mark is written, so that it is written at most this
+/// often and still covers every time handed out before the next write.
+const HIGH_WATER_STEP_MS: u64 = 1_000;
 
 impl Store {
     /// Opens (creating if missing) the store at `path`. Must be called inside a tokio runtime
     /// (the group-commit flusher is a task).
     pub fn open(path: &Path, cache_mib: u64) -> Result<Store, StoreError> {
+        Store::open_with_clock(path, cache_mib, &CLOCK)
+    }
+
+    /// Opens the store with its own clock instead of the process's (tests that step the wall
+    /// clock).
+    fn open_with_clock(
+        path: &Path,
+        cache_mib: u64,
+        clock: &'static Clock,
+    ) -> Result<Store, StoreError> {
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(cache_mib * 1024 * 1024)
@@ -120,55 +161,128 @@ impl Store {
                 other => StoreError::Sled(other),
             })?;
         let meta = db.open_tree("meta")?;
-        match meta.get("schema_version")? {
+        let version = meta.get("schema_version")?;
+        match version.as_deref() {
             None => {
                 meta.insert("schema_version", SCHEMA_VERSION)?;
             }
-            Some(version) if version.as_ref() == SCHEMA_VERSION => {}
+            Some(version) if version == SCHEMA_VERSION => {}
+            Some(b"1") => {
+                migrate_source_index(&db.open_tree("contacts")?, &db.open_tree("source_index")?)?;
+                meta.insert("schema_version", SCHEMA_VERSION)?;
+                db.flush()?;
+            }
             Some(version) => {
                 return Err(StoreError::Corrupt {
                     key: "meta/schema_version".into(),
                     message: format!(
                         "schema version {} is not one this unisync reads ({})",
-                        String::from_utf8_lossy(&version),
+                        String::from_utf8_lossy(version),
                         String::from_utf8_lossy(SCHEMA_VERSION)
                     ),
                 });
             }
         }
-        Ok(Store {
+        if let Some(mark) = meta.get(HIGH_WATER_KEY)? {
+            let mark: [u8; 8] = mark.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                key: format!("meta/{HIGH_WATER_KEY}"),
+                message: "not an 8-byte time".into(),
+            })?;
+            clock.raise_to(u64::from_be_bytes(mark));
+        }
+        let health = Health::new();
+        let store = Store {
             contacts: db.open_tree("contacts")?,
             ready: db.open_tree("ready")?,
             dead_letters: db.open_tree("dead_letters")?,
             customers: db.open_tree("customers")?,
             source_index: db.open_tree("source_index")?,
             meta,
-            flusher: Flusher::start(db.clone()),
+            flusher: Flusher::start(db.clone(), health.clone()),
+            health,
             db,
-        })
+            clock,
+            high_water: Arc::new(AtomicU64::new(0)),
+        };
+        store.now();
+        Ok(store)
     }
 
-    /// Makes every write so far durable. Concurrent callers share one flush.
+    /// Now, by the store's clock. Keeps the clock's high-water mark in `meta` ahead of every
+    /// time handed out, so that after a restart the clock starts no earlier (it is durable
+    /// with the writes that used those times: sled recovers a prefix of its log).
+    fn now(&self) -> u64 {
+        let now = self.clock.now();
+        if now >= self.high_water.load(Ordering::Acquire) {
+            let mark = now + HIGH_WATER_STEP_MS;
+            self.high_water.fetch_max(mark, Ordering::AcqRel);
+            if let Err(error) = self.meta.insert(HIGH_WATER_KEY, &mark.to_be_bytes()) {
+                tracing::error!(%error, "writing the clock's high-water mark failed");
+            }
+        }
+        now
+    }
+
+    /// Makes every write so far durable. Concurrent callers share one flush. A failure fails
+    /// the store for good ([`StoreError::Failed`]).
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.flusher.flush().await
     }
 
+    /// Why the store failed, once it has (a flush or a write could not reach the disk): it
+    /// refuses every write from then on, and the process should stop and restart from what
+    /// is durable.
+    pub fn failure(&self) -> Option<String> {
+        self.health.failure()
+    }
+
+    /// Waits until the store fails; answers why.
+    pub async fn failed(&self) -> String {
+        self.health.failed().await
+    }
+
+    /// Test builds only: the next flush fails with `message`, as a full disk would.
+    #[cfg(test)]
+    pub fn fail_next_flush(&self, message: &str) {
+        self.flusher.fail_next(message);
+    }
+
+    /// Runs a write unless the store has failed; an I/O error while writing fails it (and is
+    /// answered as that failure).
+    fn write<T>(&self, write: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+        self.health.check()?;
+        match write() {
+            Err(StoreError::Sled(
+                error @ (sled::Error::Io(_) | sled::Error::Corruption { .. }),
+            )) => {
+                self.health.fail(format!("writing failed: {error}"));
+                self.health
+                    .check()
+                    .map(|()| unreachable!("the store has just failed"))
+            }
+            result => result,
+        }
+    }
+
     /// Puts every edit that was in flight when the process stopped back in its connection's
-    /// ready queue (delivery is at least once), to go at `not_before`. Returns how many.
-    pub fn recover_in_flight(&self, not_before: u64) -> Result<usize, StoreError> {
+    /// ready queue (delivery is at least once), to go at `not_before(connection)`: each
+    /// connection's own grace, long enough for the dead process's last requests to settle.
+    /// Returns how many. An unreadable record is skipped (its claim dead-letters it).
+    pub fn recover_in_flight(&self, not_before: impl Fn(&str) -> u64) -> Result<usize, StoreError> {
         // Collect first: a transaction on a tree that is being iterated can deadlock in sled.
         let mut in_flight = Vec::new();
-        for item in self.contacts.iter() {
-            let (key, bytes) = item?;
-            let entry: ContactEntry = decode(&key, &bytes)?;
+        for entry in self.readable_contacts() {
+            let entry = entry?;
             if entry.sync.in_flight.is_some() {
-                in_flight.push(entry.contact.id);
+                let connection = entry.sync.connection.as_deref().unwrap_or_default();
+                in_flight.push((entry.contact.id.clone(), not_before(connection)));
             }
         }
-        for id in &in_flight {
+        for (id, not_before) in &in_flight {
             let seq = self.next_seq();
-            self.update_contact(id, |entry, ready| {
-                requeue_in_flight(entry, ready, not_before, seq)
+            let now = self.now();
+            self.update_contact(id, seq, |entry| {
+                Ok((rules::recover(entry, *not_before, now), ()))
             })?;
         }
         Ok(in_flight.len())
@@ -178,59 +292,65 @@ impl Store {
         self.db.generate_id().expect("sled id generation")
     }
 
-    /// Registers or refreshes a contact (import, pull). Its sync state is kept, and edits not
-    /// yet confirmed stay applied on top of the new values.
-    pub fn upsert_contact(&self, contact: UnifiedContact) -> Result<(), StoreError> {
-        let id = contact.id.clone();
-        let index_key = keys::source_index(&contact.source_system, &contact.source_id);
-        let base: BTreeMap<ContactField, Option<String>> = ContactField::ALL
-            .into_iter()
-            .map(|field| (field, contact.field(field).map(str::to_string)))
-            .collect();
-        (&self.contacts, &self.source_index)
+    /// Registers or refreshes a contact (import, pull) as a record of `connection` (see
+    /// [`rules::register`]). Refused with [`StoreError::SourceIdTaken`] when the connection's
+    /// record is already registered under another unified id. A record that cannot be read is
+    /// replaced: importing the contact again is how it is repaired.
+    pub fn upsert_contact(
+        &self,
+        connection: &str,
+        contact: UnifiedContact,
+    ) -> Result<(), StoreError> {
+        let id = contact.id.as_bytes();
+        let index_key = keys::source_index(connection, &contact.source_id);
+        self.write(|| {
+            (&self.contacts, &self.source_index)
             .transaction(|(contacts, index)| {
-                let existing: Option<ContactEntry> = get(contacts, id.as_bytes())?;
-                let entry = match existing {
-                    Some(mut entry) => {
-                        let mut merged = contact.clone();
-                        for patch in [&entry.sync.in_flight, &entry.sync.pending]
-                            .into_iter()
-                            .flatten()
-                        {
-                            patch.apply_to(&mut merged);
-                        }
-                        merged.local_was_updated = entry.sync.has_unconfirmed_changes();
-                        entry.contact = merged;
-                        entry.base = base.clone();
-                        entry
+                if let Some(owner) = index.get(&index_key)?
+                    && owner != id
+                {
+                    return abort(StoreError::SourceIdTaken {
+                        connection: connection.to_string(),
+                        source_id: contact.source_id.clone(),
+                        owner: String::from_utf8_lossy(&owner).into_owned(),
+                    });
+                }
+                let existing: Option<ContactEntry> = match get(contacts, id) {
+                    Err(ConflictableTransactionError::Abort(
+                        error @ StoreError::Corrupt { .. },
+                    )) => {
+                        tracing::warn!(%error, "an unreadable record is replaced by its import");
+                        None
                     }
-                    None => {
-                        let mut contact = contact.clone();
-                        contact.local_was_updated = false;
-                        ContactEntry {
-                            contact,
-                            base: base.clone(),
-                            crm_version: None,
-                            sync: SyncState::default(),
-                        }
-                    }
+                    other => other?,
                 };
-                contacts.insert(id.as_bytes(), encode(&entry))?;
-                index.insert(index_key.clone(), id.as_bytes())?;
+                // The record moved (another source id or connection): its old key goes.
+                if let Some(old) = &existing
+                    && let Some(old_connection) = &old.source_connection
+                {
+                    let old_key = keys::source_index(old_connection, &old.contact.source_id);
+                    if old_key != index_key && index.get(&old_key)?.is_some_and(|o| o == id) {
+                        index.remove(old_key)?;
+                    }
+                }
+                let entry = rules::register(existing, &contact, connection);
+                contacts.insert(id, encode(&entry))?;
+                index.insert(index_key.clone(), id)?;
                 Ok(())
             })
             .map_err(from_tx)
+        })
     }
 
-    /// The unified id registered for a CRM record.
+    /// The unified id registered for the record `source_id` of `connection`.
     pub fn id_for_source(
         &self,
-        system: &str,
+        connection: &str,
         source_id: &str,
     ) -> Result<Option<String>, StoreError> {
         Ok(self
             .source_index
-            .get(keys::source_index(system, source_id))?
+            .get(keys::source_index(connection, source_id))?
             .map(|id| String::from_utf8_lossy(&id).into_owned()))
     }
 
@@ -251,28 +371,22 @@ impl Store {
         connection: &str,
     ) -> Result<Accepted, StoreError> {
         let seq = self.next_seq();
-        let now = now_ms();
-        self.update_contact(id, |entry, ready| {
-            patch.apply_to(&mut entry.contact);
-            entry.contact.local_was_updated = true;
-            let mut pending = entry.sync.pending.take().unwrap_or_default();
-            pending.merge(patch);
-            entry.sync.pending = Some(pending);
-            entry.sync.connection = Some(connection.to_string());
-            let queued = entry.sync.in_flight.is_none() && entry.sync.queued_key.is_none();
-            if queued {
-                let not_before = entry.sync.next_attempt_at.unwrap_or(now).max(now);
-                enqueue(entry, ready, not_before, seq)?;
-            }
-            Ok(Accepted {
+        let now = self.now();
+        self.update_contact(id, seq, |entry| {
+            let change = rules::accept(entry, patch, connection, seq, now);
+            let accepted = Accepted {
                 contact: entry.contact.clone(),
-                queued,
-            })
+                queued: change != QueueChange::Leave,
+            };
+            Ok((change, accepted))
         })
     }
 
     /// Takes up to `max` contacts of `connection` whose turn has come (not-before ≤ `now`),
-    /// moving each one's pending patch to in flight.
+    /// moving each one's pending patch to in flight. Each contact is claimed in one
+    /// transaction (its ready key removed and its patch moved together), so a crash never
+    /// leaves it half claimed. A contact whose record cannot be read is taken out of the
+    /// queue as a `STORE_CORRUPT` dead letter instead of blocking the connection's queue.
     pub fn claim(
         &self,
         connection: &str,
@@ -286,8 +400,8 @@ impl Store {
             }
             let (key, id) = item?;
             let id = String::from_utf8_lossy(&id).into_owned();
-            let edit = (&self.contacts, &self.ready)
-                .transaction(|(contacts, ready)| {
+            let edit = self.write(|| {
+                let claim = (&self.contacts, &self.ready).transaction(|(contacts, ready)| {
                     if ready.remove(&key)?.is_none() {
                         return Ok(None);
                     }
@@ -298,25 +412,46 @@ impl Store {
                     if entry.sync.queued_key.as_deref() != Some(key.as_ref()) {
                         return Ok(None);
                     }
-                    entry.sync.queued_key = None;
-                    let Some(patch) = entry.sync.pending.take() else {
-                        contacts.insert(id.as_bytes(), encode(&entry))?;
-                        return Ok(None);
-                    };
-                    entry.sync.in_flight = Some(patch.clone());
+                    let (edit, change) = rules::claim(&mut entry);
+                    apply(&mut entry, ready, change, 0)?;
                     contacts.insert(id.as_bytes(), encode(&entry))?;
-                    Ok(Some(ClaimedEdit {
-                        contact_id: id.clone(),
-                        source_id: entry.contact.source_id.clone(),
-                        patch,
-                        attempts: entry.sync.attempts,
-                        linked_customer_source_id: entry.contact.source_system_customer_id.clone(),
-                    }))
-                })
-                .map_err(from_tx)?;
-            claimed.extend(edit);
+                    Ok(edit)
+                });
+                claim.map_err(from_tx)
+            });
+            match edit {
+                Ok(edit) => claimed.extend(edit),
+                Err(error @ StoreError::Corrupt { .. }) => {
+                    self.dead_letter_unreadable(&key, &id, connection, &error, now)?
+                }
+                Err(error) => return Err(error),
+            }
         }
         Ok(claimed)
+    }
+
+    /// Takes a contact whose record cannot be read out of the queue (its ready `key`) and
+    /// keeps a dead letter saying so.
+    fn dead_letter_unreadable(
+        &self,
+        key: &[u8],
+        id: &str,
+        connection: &str,
+        error: &StoreError,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        tracing::error!(%error, "an unreadable record leaves the queue as a dead letter");
+        let letter_id = format!("dl-{:016x}", self.next_seq());
+        let letter = rules::unreadable_letter(id, connection, &error.to_string(), &letter_id, now);
+        self.write(|| {
+            (&self.ready, &self.dead_letters)
+                .transaction(|(ready, dead_letters)| {
+                    ready.remove(key)?;
+                    dead_letters.insert(letter_id.as_bytes(), encode(&letter))?;
+                    Ok(())
+                })
+                .map_err(from_tx)
+        })
     }
 
     /// When the first waiting contact of `connection` may go (ms since the epoch).
@@ -343,41 +478,12 @@ impl Store {
         linked_customer: Option<Option<String>>,
     ) -> Result<(), StoreError> {
         let seq = self.next_seq();
-        let now = now_ms();
-        self.update_contact(id, |entry, ready| {
-            let pushed = entry.sync.in_flight.take().unwrap_or_default();
-            let pending = entry.sync.pending.clone().unwrap_or_default();
-            for (field, value) in &confirmed.values {
-                entry.base.insert(*field, value.clone());
-                if pending.change(*field).is_none() {
-                    entry.contact.set_field(*field, value.clone());
-                }
-            }
-            for (field, value) in pushed.iter() {
-                if !confirmed.values.contains_key(&field)
-                    && field != ContactField::UnifiedCustomerId
-                {
-                    entry.base.insert(field, value.map(str::to_string));
-                }
-            }
-            if let Some(link) = &linked_customer {
-                entry.contact.source_system_customer_id = link.clone();
-            }
-            if confirmed.crm_version.is_some() {
-                entry.crm_version = confirmed.crm_version.clone();
-            }
-            if entry.contact.source_data_created_at.is_none() {
-                entry.contact.source_data_created_at = confirmed.created_at.clone();
-            }
-            entry.sync.attempts = 0;
-            entry.sync.next_attempt_at = None;
-            entry.sync.last_error = None;
-            entry.sync.last_confirmed_at = Some(now);
-            if entry.sync.pending.is_some() && entry.sync.queued_key.is_none() {
-                enqueue(entry, ready, now, seq)?;
-            }
-            entry.contact.local_was_updated = entry.sync.has_unconfirmed_changes();
-            Ok(())
+        let now = self.now();
+        self.update_contact(id, seq, |entry| {
+            Ok((
+                rules::complete(entry, confirmed, linked_customer.clone(), now),
+                (),
+            ))
         })
     }
 
@@ -392,13 +498,11 @@ impl Store {
         error: &AdapterError,
     ) -> Result<u32, StoreError> {
         let seq = self.next_seq();
-        self.update_contact(id, |entry, ready| {
-            if count_attempt {
-                entry.sync.attempts += 1;
-            }
-            entry.sync.last_error = Some(last_error(error, class_name(&error.kind)));
-            requeue_in_flight(entry, ready, not_before, seq)?;
-            Ok(entry.sync.attempts)
+        let now = self.now();
+        self.update_contact(id, seq, |entry| {
+            let (attempts, change) =
+                rules::retry_later(entry, not_before, count_attempt, error, now);
+            Ok((change, attempts))
         })
     }
 
@@ -410,45 +514,59 @@ impl Store {
         error: &AdapterError,
         retries_exhausted: bool,
     ) -> Result<DeadLetter, StoreError> {
+        let now = self.now();
+        self.update_contact_lettered(id, |entry, letter_id| {
+            let (letter, change) =
+                rules::dead_letter(entry, error, retries_exhausted, letter_id, now);
+            (Some(letter), change)
+        })
+        .map(|letter| letter.expect("the rule always makes a letter"))
+    }
+
+    /// The in-flight edit's fields landed but its customer link did not
+    /// (`ConfirmedContact::link_error`): the values are confirmed as by [`Store::complete`],
+    /// and only the link change is retried or dead-lettered, as `failure` says (see
+    /// [`rules::complete_except_link`]). Answers the dead letter, if one was made.
+    // The dispatcher calls it once it tells a failed link from failed fields (issue 7, point 6).
+    #[allow(dead_code)]
+    pub fn complete_except_link(
+        &self,
+        id: &str,
+        confirmed: &ConfirmedContact,
+        failure: LinkFailure<'_>,
+    ) -> Result<Option<DeadLetter>, StoreError> {
+        let now = self.now();
+        self.update_contact_lettered(id, |entry, letter_id| {
+            rules::complete_except_link(entry, confirmed, failure, letter_id, now)
+        })
+    }
+
+    /// Runs `change` on one contact's entry inside a transaction with the ready queue and the
+    /// dead letters; keeps the letter it may make (its id is given to `change`).
+    fn update_contact_lettered(
+        &self,
+        id: &str,
+        change: impl Fn(&mut ContactEntry, &str) -> (Option<DeadLetter>, QueueChange),
+    ) -> Result<Option<DeadLetter>, StoreError> {
         let seq = self.next_seq();
-        let now = now_ms();
         let letter_id = format!("dl-{seq:016x}");
-        (&self.contacts, &self.ready, &self.dead_letters)
-            .transaction(|(contacts, ready, dead_letters)| {
-                let Some(mut entry): Option<ContactEntry> = get(contacts, id.as_bytes())? else {
-                    return abort(StoreError::UnknownContact(id.to_string()));
-                };
-                let letter = DeadLetter {
-                    id: letter_id.clone(),
-                    contact_id: id.to_string(),
-                    connection: entry.sync.connection.clone().unwrap_or_default(),
-                    patch: entry.sync.in_flight.take().unwrap_or_default(),
-                    error: error.clone(),
-                    retries_exhausted,
-                    attempts: entry.sync.attempts + 1,
-                    failed_at: now,
-                };
-                let class = if retries_exhausted {
-                    "retries_exhausted"
-                } else {
-                    class_name(&error.kind)
-                };
-                entry.sync.last_error = Some(last_error(error, class));
-                entry.sync.attempts = 0;
-                entry.sync.next_attempt_at = None;
-                entry.sync.open_dead_letters += 1;
-                if error.kind == ErrorKind::RecordGone {
-                    entry.contact.is_active = false;
-                }
-                if entry.sync.pending.is_some() && entry.sync.queued_key.is_none() {
-                    enqueue(&mut entry, ready, now, seq)?;
-                }
-                entry.contact.local_was_updated = entry.sync.has_unconfirmed_changes();
-                contacts.insert(id.as_bytes(), encode(&entry))?;
-                dead_letters.insert(letter_id.as_bytes(), encode(&letter))?;
-                Ok(letter)
-            })
-            .map_err(from_tx)
+        self.write(|| {
+            (&self.contacts, &self.ready, &self.dead_letters)
+                .transaction(|(contacts, ready, dead_letters)| {
+                    let Some(mut entry): Option<ContactEntry> = get(contacts, id.as_bytes())?
+                    else {
+                        return abort(StoreError::UnknownContact(id.to_string()));
+                    };
+                    let (letter, queue_change) = change(&mut entry, &letter_id);
+                    apply(&mut entry, ready, queue_change, seq)?;
+                    contacts.insert(id.as_bytes(), encode(&entry))?;
+                    if let Some(letter) = &letter {
+                        dead_letters.insert(letter.id.as_bytes(), encode(letter))?;
+                    }
+                    Ok(letter)
+                })
+                .map_err(from_tx)
+        })
     }
 
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
@@ -468,70 +586,99 @@ impl Store {
             .transpose()
     }
 
-    /// Puts a dead letter's edit back in the queue, ahead of anything pending for its contact.
-    pub fn replay_dead_letter(&self, letter_id: &str) -> Result<DeadLetter, StoreError> {
+    /// Puts a dead letter's values back in the queue, except those of fields accepted again
+    /// since (see [`rules::replay`]); a letter with nothing left is resolved as superseded.
+    pub fn replay_dead_letter(&self, letter_id: &str) -> Result<Replay, StoreError> {
         let seq = self.next_seq();
-        let now = now_ms();
-        self.settle_dead_letter(letter_id, |entry, ready, letter| {
-            let mut patch = letter.patch.clone();
-            if let Some(pending) = &entry.sync.pending {
-                patch.merge(pending);
-            }
-            entry.sync.pending = Some(patch);
-            entry.sync.connection = Some(letter.connection.clone());
-            entry.contact.is_active = true;
-            if entry.sync.in_flight.is_none() && entry.sync.queued_key.is_none() {
-                enqueue(entry, ready, now, seq)?;
-            }
-            Ok(())
+        let now = self.now();
+        self.settle_dead_letter(letter_id, seq, false, |entry, letter| {
+            let Some(entry) = entry else {
+                return abort(StoreError::UnknownContact(letter.contact_id.clone()));
+            };
+            let (replay, change) = rules::replay(entry, letter, now);
+            Ok((change, replay))
         })
+    }
+
+    /// Replays every dead letter, one transaction each, in the order their edits were
+    /// accepted. A letter that cannot be replayed (its contact unknown or unreadable) is
+    /// answered with its error, and the others go on.
+    pub fn replay_all_dead_letters(&self) -> Result<Vec<ReplayAttempt>, StoreError> {
+        let mut letters = self.dead_letters()?;
+        letters.sort_by(|a, b| (a.accepted_seq(), &a.id).cmp(&(b.accepted_seq(), &b.id)));
+        let mut attempts = Vec::with_capacity(letters.len());
+        for letter in letters {
+            let outcome = match self.replay_dead_letter(&letter.id) {
+                // Settled meanwhile by another request.
+                Err(StoreError::UnknownDeadLetter(_)) => continue,
+                Err(error @ (StoreError::UnknownContact(_) | StoreError::Corrupt { .. })) => {
+                    Err(error)
+                }
+                Err(error) => return Err(error),
+                Ok(replay) => Ok(replay),
+            };
+            attempts.push(ReplayAttempt {
+                letter_id: letter.id,
+                outcome,
+            });
+        }
+        Ok(attempts)
     }
 
     /// Forgets a dead letter: the record's values it touched go back to the CRM's last
-    /// confirmed ones, unless a later edit is on its way.
+    /// confirmed ones, unless a later value was accepted. A letter whose contact is unknown
+    /// or unreadable is removed all the same.
     pub fn drop_dead_letter(&self, letter_id: &str) -> Result<DeadLetter, StoreError> {
-        self.settle_dead_letter(letter_id, |entry, _ready, letter| {
-            for field in letter.patch.fields() {
-                let later = [&entry.sync.pending, &entry.sync.in_flight]
-                    .into_iter()
-                    .flatten()
-                    .any(|patch| patch.change(field).is_some());
-                if !later && let Some(value) = entry.base.get(&field) {
-                    entry.contact.set_field(field, value.clone());
-                }
+        self.settle_dead_letter(letter_id, 0, true, |entry, letter| {
+            if let Some(entry) = entry {
+                rules::drop_letter(entry, letter);
             }
-            Ok(())
+            Ok((QueueChange::Leave, letter.clone()))
         })
     }
 
-    fn settle_dead_letter(
+    /// Removes a dead letter and runs `settle` on its contact (`None` when the contact is
+    /// unknown, or its record unreadable and `past_unreadable`), in one transaction.
+    fn settle_dead_letter<T>(
         &self,
         letter_id: &str,
-        settle: impl Fn(&mut ContactEntry, &TransactionalTree, &DeadLetter) -> TxResult<()>,
-    ) -> Result<DeadLetter, StoreError> {
-        (&self.contacts, &self.ready, &self.dead_letters)
-            .transaction(|(contacts, ready, dead_letters)| {
-                let Some(letter): Option<DeadLetter> = get(dead_letters, letter_id.as_bytes())?
-                else {
-                    return abort(StoreError::UnknownDeadLetter(letter_id.to_string()));
-                };
-                dead_letters.remove(letter_id.as_bytes())?;
-                let id = letter.contact_id.as_bytes();
-                if let Some(mut entry) = get::<ContactEntry>(contacts, id)? {
-                    entry.sync.open_dead_letters = entry.sync.open_dead_letters.saturating_sub(1);
-                    settle(&mut entry, ready, &letter)?;
-                    entry.contact.local_was_updated = entry.sync.has_unconfirmed_changes();
+        seq: u64,
+        past_unreadable: bool,
+        settle: impl Fn(Option<&mut ContactEntry>, &DeadLetter) -> TxResult<(QueueChange, T)>,
+    ) -> Result<T, StoreError> {
+        self.write(|| {
+            (&self.contacts, &self.ready, &self.dead_letters)
+                .transaction(|(contacts, ready, dead_letters)| {
+                    let Some(letter): Option<DeadLetter> = get(dead_letters, letter_id.as_bytes())?
+                    else {
+                        return abort(StoreError::UnknownDeadLetter(letter_id.to_string()));
+                    };
+                    dead_letters.remove(letter_id.as_bytes())?;
+                    let id = letter.contact_id.as_bytes();
+                    let entry = match get::<ContactEntry>(contacts, id) {
+                        Err(ConflictableTransactionError::Abort(StoreError::Corrupt {
+                            ..
+                        })) if past_unreadable => None,
+                        other => other?,
+                    };
+                    let Some(mut entry) = entry else {
+                        return settle(None, &letter).map(|(_, result)| result);
+                    };
+                    let (change, result) = settle(Some(&mut entry), &letter)?;
+                    apply(&mut entry, ready, change, seq)?;
                     contacts.insert(id, encode(&entry))?;
-                }
-                Ok(letter)
-            })
-            .map_err(from_tx)
+                    Ok(result)
+                })
+                .map_err(from_tx)
+        })
     }
 
     pub fn upsert_customer(&self, customer: &Customer) -> Result<(), StoreError> {
-        self.customers
-            .insert(customer.id.as_bytes(), encode(customer))?;
-        Ok(())
+        self.write(|| {
+            self.customers
+                .insert(customer.id.as_bytes(), encode(customer))?;
+            Ok(())
+        })
     }
 
     pub fn customer(&self, id: &str) -> Result<Option<Customer>, StoreError> {
@@ -567,9 +714,8 @@ impl Store {
     /// last stop left in flight, to be pushed again at the next start.
     pub fn in_flight_counts(&self) -> Result<BTreeMap<String, u64>, StoreError> {
         let mut counts = BTreeMap::new();
-        for item in self.contacts.iter() {
-            let (key, bytes) = item?;
-            let entry: ContactEntry = decode(&key, &bytes)?;
+        for entry in self.readable_contacts() {
+            let entry = entry?;
             if entry.sync.in_flight.is_some() {
                 *counts
                     .entry(entry.sync.connection.unwrap_or_default())
@@ -577,6 +723,21 @@ impl Store {
             }
         }
         Ok(counts)
+    }
+
+    /// Every contact whose record can be read. An unreadable one is logged and skipped, so
+    /// that one bad record stops no scan (claiming it makes it a dead letter).
+    fn readable_contacts(&self) -> impl Iterator<Item = Result<ContactEntry, StoreError>> + '_ {
+        self.contacts.iter().filter_map(|item| match item {
+            Err(error) => Some(Err(error.into())),
+            Ok((key, bytes)) => match decode(&key, &bytes) {
+                Ok(entry) => Some(Ok(entry)),
+                Err(error) => {
+                    tracing::error!(%error, "skipping an unreadable record");
+                    None
+                }
+            },
+        })
     }
 
     /// Whether an edit with this `edit_id` (from a backfill file) was already accepted.
@@ -587,8 +748,10 @@ impl Store {
     /// Remembers that the edit `edit_id` was accepted. Durable with the next flush; a crash
     /// before it re-applies the edit on a re-run, which lands the same values again.
     pub fn remember_edit(&self, edit_id: &str) -> Result<(), StoreError> {
-        self.meta.insert(format!("edit/{edit_id}"), &[])?;
-        Ok(())
+        self.write(|| {
+            self.meta.insert(format!("edit/{edit_id}"), &[])?;
+            Ok(())
+        })
     }
 
     /// Reads a value the daemon keeps for itself (e.g. a rotated credential).
@@ -601,28 +764,82 @@ impl Store {
 
     /// Writes a value the daemon keeps for itself, durably before returning.
     pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.meta.insert(key, value.as_bytes())?;
-        self.db.flush()?;
-        Ok(())
+        self.write(|| {
+            self.meta.insert(key, value.as_bytes())?;
+            self.db.flush()?;
+            Ok(())
+        })
     }
 
-    /// Runs `change` on one contact's entry inside a transaction with the ready queue.
+    /// Runs `change` on one contact's entry inside a transaction with the ready queue, and
+    /// applies the queue change it answers (a new place is keyed with `seq`).
     fn update_contact<T>(
         &self,
         id: &str,
-        change: impl Fn(&mut ContactEntry, &TransactionalTree) -> TxResult<T>,
+        seq: u64,
+        change: impl Fn(&mut ContactEntry) -> TxResult<(QueueChange, T)>,
     ) -> Result<T, StoreError> {
-        (&self.contacts, &self.ready)
-            .transaction(|(contacts, ready)| {
-                let Some(mut entry): Option<ContactEntry> = get(contacts, id.as_bytes())? else {
-                    return abort(StoreError::UnknownContact(id.to_string()));
-                };
-                let result = change(&mut entry, ready)?;
-                contacts.insert(id.as_bytes(), encode(&entry))?;
-                Ok(result)
-            })
-            .map_err(from_tx)
+        self.write(|| {
+            (&self.contacts, &self.ready)
+                .transaction(|(contacts, ready)| {
+                    let Some(mut entry): Option<ContactEntry> = get(contacts, id.as_bytes())?
+                    else {
+                        return abort(StoreError::UnknownContact(id.to_string()));
+                    };
+                    let (queue_change, result) = change(&mut entry)?;
+                    apply(&mut entry, ready, queue_change, seq)?;
+                    contacts.insert(id.as_bytes(), encode(&entry))?;
+                    Ok(result)
+                })
+                .map_err(from_tx)
+        })
     }
+}
+
+/// Schema 1 → 2: the source index is rebuilt keyed by connection. Each contact's connection
+/// is the one its edits went to, else its `external_system_config_id`, else its
+/// `source_system` (the default connection names equal the systems). Safe to run again if
+/// interrupted: the version is written only after it.
+fn migrate_source_index(contacts: &sled::Tree, index: &sled::Tree) -> Result<(), StoreError> {
+    index.clear()?;
+    let mut migrated = 0u64;
+    for item in contacts.iter() {
+        let (key, bytes) = item?;
+        let mut entry: ContactEntry = match decode(&key, &bytes) {
+            Ok(entry) => entry,
+            Err(error) => {
+                tracing::error!(%error, "migration skips an unreadable record");
+                continue;
+            }
+        };
+        let connection = entry
+            .source_connection
+            .clone()
+            .or_else(|| entry.sync.connection.clone())
+            .or_else(|| entry.contact.external_system_config_id.clone())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| entry.contact.source_system.clone());
+        let index_key = keys::source_index(&connection, &entry.contact.source_id);
+        if let Some(owner) = index.get(&index_key)? {
+            tracing::warn!(
+                contact = %entry.contact.id,
+                owner = %String::from_utf8_lossy(&owner),
+                %connection,
+                source_id = %entry.contact.source_id,
+                "two contacts name the same CRM record; the index keeps the first"
+            );
+        } else {
+            index.insert(index_key, key.as_ref())?;
+        }
+        entry.source_connection = Some(connection);
+        contacts.insert(&key, encode(&entry))?;
+        migrated += 1;
+    }
+    tracing::info!(
+        migrated,
+        "store migrated to schema 2 (source index per connection)"
+    );
+    Ok(())
 }
 
 fn get<T: DeserializeOwned>(tree: &TransactionalTree, key: &[u8]) -> TxResult<Option<T>> {
@@ -635,63 +852,24 @@ fn get<T: DeserializeOwned>(tree: &TransactionalTree, key: &[u8]) -> TxResult<Op
     }
 }
 
-/// Puts the contact in its connection's ready queue at `not_before`.
-fn enqueue(
+/// Carries out a rule's [`QueueChange`] on the ready queue; a new place is keyed with `seq`.
+fn apply(
     entry: &mut ContactEntry,
     ready: &TransactionalTree,
-    not_before: u64,
+    change: QueueChange,
     seq: u64,
 ) -> TxResult<()> {
-    let connection = entry.sync.connection.clone().unwrap_or_default();
-    let key = keys::ready(&connection, not_before, seq);
-    ready.insert(key.clone(), entry.contact.id.as_bytes())?;
-    entry.sync.queued_key = Some(key);
-    entry.sync.next_attempt_at = (not_before > now_ms()).then_some(not_before);
-    Ok(())
-}
-
-/// Folds the in-flight edit back under the pending one and queues the contact.
-fn requeue_in_flight(
-    entry: &mut ContactEntry,
-    ready: &TransactionalTree,
-    not_before: u64,
-    seq: u64,
-) -> TxResult<()> {
-    if let Some(mut patch) = entry.sync.in_flight.take() {
-        if let Some(pending) = &entry.sync.pending {
-            patch.merge(pending);
-        }
-        entry.sync.pending = Some(patch);
+    if change == QueueChange::Leave {
+        return Ok(());
     }
     if let Some(old_key) = entry.sync.queued_key.take() {
         ready.remove(old_key)?;
     }
-    if entry.sync.pending.is_some() {
-        enqueue(entry, ready, not_before, seq)?;
+    if let QueueChange::Enqueue { not_before } = change {
+        let connection = entry.sync.connection.as_deref().unwrap_or_default();
+        let key = keys::ready(connection, not_before, seq);
+        ready.insert(key.clone(), entry.contact.id.as_bytes())?;
+        entry.sync.queued_key = Some(key);
     }
     Ok(())
-}
-
-fn last_error(error: &AdapterError, class: &str) -> LastError {
-    LastError {
-        code: error.code.clone(),
-        message: error.message.clone(),
-        class: class.to_string(),
-        at: now_ms(),
-    }
-}
-
-/// The name of an error class, as shown in sync state, dead letters and metrics.
-pub fn class_name(kind: &ErrorKind) -> &'static str {
-    match kind {
-        ErrorKind::Retryable { .. } => "retryable",
-        ErrorKind::RateLimited { .. } => "rate_limited",
-        ErrorKind::QuotaExhausted { .. } => "quota_exhausted",
-        ErrorKind::Unauthorized => "unauthorized",
-        ErrorKind::Permanent { .. } => "permanent",
-        ErrorKind::RecordGone => "record_gone",
-        ErrorKind::RecordMerged { .. } => "record_merged",
-        ErrorKind::Misconfigured => "misconfigured",
-        ErrorKind::OutcomeUnknown => "outcome_unknown",
-    }
 }

@@ -16,6 +16,10 @@ pub struct ContactEntry {
     /// The CRM's record version (last-modified stamp) at the last confirmation.
     #[serde(default)]
     pub crm_version: Option<String>,
+    /// The connection whose CRM account holds the record (`contact.source_id` is its id
+    /// there): with the source id, the contact's key in the source index.
+    #[serde(default)]
+    pub source_connection: Option<String>,
     #[serde(default)]
     pub sync: SyncState,
 }
@@ -40,12 +44,30 @@ pub struct SyncState {
     pub last_confirmed_at: Option<u64>,
     /// Dead letters of this contact not yet replayed or dropped.
     pub open_dead_letters: u32,
+    /// Per field, the acceptance sequence (store-wide, increasing) of its latest accepted
+    /// value, whether that value is pending, in flight, confirmed or dead-lettered. Records
+    /// written before sequences were kept have none: a missing field reads as 0.
+    #[serde(default)]
+    pub accepted_seqs: BTreeMap<ContactField, u64>,
+    /// The acceptance sequences the in-flight patch's fields had when it was claimed.
+    #[serde(default)]
+    pub in_flight_seqs: BTreeMap<ContactField, u64>,
 }
 
 impl SyncState {
     /// Whether the record holds local changes the CRM has not confirmed.
     pub fn has_unconfirmed_changes(&self) -> bool {
         self.pending.is_some() || self.in_flight.is_some() || self.open_dead_letters > 0
+    }
+
+    /// Whether a value of `field` accepted later than sequence `seq` exists: one with a higher
+    /// sequence, or (for records from before sequences) one pending or in flight.
+    pub fn has_later_value(&self, field: ContactField, seq: u64) -> bool {
+        self.accepted_seqs.get(&field).copied().unwrap_or(0) > seq
+            || [&self.pending, &self.in_flight]
+                .into_iter()
+                .flatten()
+                .any(|patch| patch.change(field).is_some())
     }
 }
 
@@ -74,6 +96,39 @@ pub struct DeadLetter {
     pub retries_exhausted: bool,
     pub attempts: u32,
     pub failed_at: u64,
+    /// The acceptance sequence of each field's value in `patch` (none in letters from before
+    /// sequences were kept: read as 0).
+    #[serde(default)]
+    pub field_seqs: BTreeMap<ContactField, u64>,
+}
+
+impl DeadLetter {
+    /// Where the letter's edit stands in acceptance order: the sequence of its latest value.
+    pub fn accepted_seq(&self) -> u64 {
+        self.field_seqs.values().copied().max().unwrap_or(0)
+    }
+
+    /// The acceptance sequence of the letter's value of `field`.
+    pub fn field_seq(&self, field: ContactField) -> u64 {
+        self.field_seqs.get(&field).copied().unwrap_or(0)
+    }
+}
+
+/// What replaying a dead letter did: the fields it put back in the queue, and the fields it
+/// left out because a later value of them was accepted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Replay {
+    pub letter: DeadLetter,
+    pub replayed: ContactPatch,
+    pub dropped: Vec<ContactField>,
+}
+
+impl Replay {
+    /// Nothing was left to replay: every field of the letter has a later value. The letter is
+    /// resolved and the record untouched.
+    pub fn superseded(&self) -> bool {
+        self.replayed.is_empty()
+    }
 }
 
 /// A unified customer (company, account) a contact can be linked to.

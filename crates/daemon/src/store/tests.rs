@@ -1,9 +1,12 @@
 //! The store's state changes, checked against a real sled database in a temp dir.
 
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use unisync_core::{AdapterError, ConfirmedContact, ContactField, ContactPatch, UnifiedContact};
 
+use super::model::SyncState;
 use super::*;
 
 fn open() -> (tempfile::TempDir, Store) {
@@ -12,11 +15,27 @@ fn open() -> (tempfile::TempDir, Store) {
     (dir, store)
 }
 
+/// Opens the store at `path` with its own clock reading `wall_ms` (the wall clock at this
+/// start); waits (bounded) for a store dropped just before to let go of the files.
+async fn open_at(path: &Path, wall_ms: u64) -> Store {
+    let clock: &'static Clock = Box::leak(Box::new(Clock::starting_at(wall_ms)));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Store::open_with_clock(path, 8, clock) {
+            Ok(store) => return store,
+            Err(StoreError::Locked(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            Err(error) => panic!("reopening the store: {error}"),
+        }
+    }
+}
+
 fn register(store: &Store, id: &str) {
     let mut contact = UnifiedContact::new(id, "hubspot", format!("src-{id}"));
     contact.first_name = Some("Ann".into());
     contact.phone = Some("555".into());
-    store.upsert_contact(contact).unwrap();
+    store.upsert_contact("crm", contact).unwrap();
 }
 
 fn edit(values: &[(ContactField, Option<&str>)]) -> ContactPatch {
@@ -161,7 +180,7 @@ async fn in_flight_edits_go_back_to_the_queue_on_recovery() {
         .accept("c1", &edit(&[(ContactField::Zip, Some("9"))]), "crm")
         .unwrap();
     let grace_ends = now_ms() + 60_000;
-    assert_eq!(store.recover_in_flight(grace_ends).unwrap(), 1);
+    assert_eq!(store.recover_in_flight(|_| grace_ends).unwrap(), 1);
     assert!(
         store.claim("crm", now_ms(), 10).unwrap().is_empty(),
         "waits out the grace"
@@ -174,12 +193,146 @@ async fn in_flight_edits_go_back_to_the_queue_on_recovery() {
             (ContactField::Zip, Some("9"))
         ])
     );
-    assert_eq!(store.recover_in_flight(now_ms()).unwrap(), 1);
+    assert_eq!(store.recover_in_flight(|_| now_ms()).unwrap(), 1);
     assert_eq!(
         store.claim("crm", now_ms(), 10).unwrap().len(),
         1,
         "queued once"
     );
+}
+
+#[tokio::test]
+async fn each_connection_recovers_at_its_own_time() {
+    let (_dir, store) = open();
+    register(&store, "slow");
+    register(&store, "fast");
+    store
+        .accept(
+            "slow",
+            &edit(&[(ContactField::City, Some("X"))]),
+            "slow_crm",
+        )
+        .unwrap();
+    store
+        .accept(
+            "fast",
+            &edit(&[(ContactField::City, Some("Y"))]),
+            "fast_crm",
+        )
+        .unwrap();
+    store.claim("slow_crm", store.now(), 10).unwrap();
+    store.claim("fast_crm", store.now(), 10).unwrap();
+    let now = store.now();
+    let recovered = store
+        .recover_in_flight(|connection| match connection {
+            "slow_crm" => now + 30_000,
+            _ => now + 1_000,
+        })
+        .unwrap();
+    assert_eq!(recovered, 2);
+    assert_eq!(store.next_ready_at("slow_crm").unwrap(), Some(now + 30_000));
+    assert_eq!(store.next_ready_at("fast_crm").unwrap(), Some(now + 1_000));
+}
+
+#[tokio::test]
+async fn landed_fields_are_confirmed_when_only_the_customer_link_failed() {
+    let (_dir, store) = open();
+    register(&store, "c1");
+    store
+        .accept(
+            "c1",
+            &edit(&[
+                (ContactField::City, Some("Porto")),
+                (ContactField::UnifiedCustomerId, Some("cust_1")),
+            ]),
+            "crm",
+        )
+        .unwrap();
+    store.claim("crm", store.now(), 10).unwrap();
+    let link_error = AdapterError::retryable("HTTP_502", "association failed");
+    let confirmed = ConfirmedContact {
+        values: [(ContactField::City, Some("PORTO".to_string()))].into(),
+        crm_version: Some("v2".into()),
+        created_at: None,
+        link_error: Some(link_error.clone()),
+    };
+    let retry_at = store.now() + 5_000;
+    let retry = LinkFailure::RetryLater {
+        not_before: retry_at,
+        count_attempt: true,
+        error: &link_error,
+    };
+    assert_eq!(
+        store.complete_except_link("c1", &confirmed, retry).unwrap(),
+        None
+    );
+    let entry = store.contact("c1").unwrap().unwrap();
+    assert_eq!(entry.base[&ContactField::City].as_deref(), Some("PORTO"));
+    assert_eq!(entry.contact.city.as_deref(), Some("PORTO"));
+    assert_eq!(entry.crm_version.as_deref(), Some("v2"));
+    assert_eq!(
+        entry.sync.pending,
+        Some(edit(&[(ContactField::UnifiedCustomerId, Some("cust_1"))])),
+        "only the link waits"
+    );
+    assert_eq!(entry.sync.attempts, 1);
+    assert_eq!(entry.sync.last_error.as_ref().unwrap().code, "HTTP_502");
+    assert!(entry.contact.local_was_updated);
+    assert!(store.claim("crm", store.now(), 10).unwrap().is_empty());
+
+    // The link alone fails again, while a newer link is accepted: attempts go on counting,
+    // and the newer link is the one that waits.
+    let claimed = store.claim("crm", retry_at, 10).unwrap();
+    assert_eq!(
+        claimed[0].patch,
+        edit(&[(ContactField::UnifiedCustomerId, Some("cust_1"))])
+    );
+    store
+        .accept(
+            "c1",
+            &edit(&[(ContactField::UnifiedCustomerId, Some("cust_2"))]),
+            "crm",
+        )
+        .unwrap();
+    let retry = LinkFailure::RetryLater {
+        not_before: retry_at,
+        count_attempt: true,
+        error: &link_error,
+    };
+    let link_only = ConfirmedContact {
+        link_error: Some(link_error.clone()),
+        ..ConfirmedContact::default()
+    };
+    store.complete_except_link("c1", &link_only, retry).unwrap();
+    let entry = store.contact("c1").unwrap().unwrap();
+    assert_eq!(entry.sync.attempts, 2);
+    assert_eq!(
+        entry.sync.pending,
+        Some(edit(&[(ContactField::UnifiedCustomerId, Some("cust_2"))]))
+    );
+
+    // A link the CRM refuses for good becomes a dead letter of the link alone.
+    let claimed = store.claim("crm", retry_at, 10).unwrap();
+    assert_eq!(claimed.len(), 1);
+    let refused = AdapterError::permanent("INVALID_ASSOCIATION", "no", None);
+    let letter = store
+        .complete_except_link(
+            "c1",
+            &link_only,
+            LinkFailure::DeadLetter {
+                error: &refused,
+                retries_exhausted: false,
+            },
+        )
+        .unwrap()
+        .expect("a dead letter");
+    assert_eq!(
+        letter.patch,
+        edit(&[(ContactField::UnifiedCustomerId, Some("cust_2"))])
+    );
+    let entry = store.contact("c1").unwrap().unwrap();
+    assert_eq!(entry.sync.open_dead_letters, 1);
+    assert!(entry.sync.in_flight.is_none());
 }
 
 #[tokio::test]
@@ -223,6 +376,259 @@ async fn dead_letters_keep_the_crms_error_and_can_be_replayed_or_dropped() {
 }
 
 #[tokio::test]
+async fn a_replay_never_puts_back_a_value_older_than_one_accepted_since() {
+    let (_dir, store) = open();
+    register(&store, "c1");
+    let refused = AdapterError::permanent("INVALID", "refused", None);
+    store
+        .accept(
+            "c1",
+            &edit(&[
+                (ContactField::City, Some("Old")),
+                (ContactField::Zip, Some("1")),
+            ]),
+            "crm",
+        )
+        .unwrap();
+    store.claim("crm", store.now(), 10).unwrap();
+    let letter = store.dead_letter("c1", &refused, false).unwrap();
+    store
+        .accept("c1", &edit(&[(ContactField::City, Some("New"))]), "crm")
+        .unwrap();
+    store.claim("crm", store.now(), 10).unwrap();
+    store
+        .complete("c1", &ConfirmedContact::default(), None)
+        .unwrap();
+
+    let replay = store.replay_dead_letter(&letter.id).unwrap();
+    assert_eq!(replay.dropped, vec![ContactField::City]);
+    assert!(!replay.superseded());
+    let claimed = store.claim("crm", store.now(), 10).unwrap();
+    assert_eq!(
+        claimed[0].patch,
+        edit(&[(ContactField::Zip, Some("1"))]),
+        "the newer city is not overwritten"
+    );
+    store
+        .complete("c1", &ConfirmedContact::default(), None)
+        .unwrap();
+
+    // A letter every field of which was accepted again since is resolved as superseded.
+    store
+        .accept("c1", &edit(&[(ContactField::Phone, Some("bad"))]), "crm")
+        .unwrap();
+    store.claim("crm", store.now(), 10).unwrap();
+    let letter = store.dead_letter("c1", &refused, false).unwrap();
+    store
+        .accept("c1", &edit(&[(ContactField::Phone, Some("good"))]), "crm")
+        .unwrap();
+    let replay = store.replay_dead_letter(&letter.id).unwrap();
+    assert!(replay.superseded());
+    assert!(store.dead_letters().unwrap().is_empty());
+    let entry = store.contact("c1").unwrap().unwrap();
+    assert_eq!(entry.sync.open_dead_letters, 0);
+    assert_eq!(entry.contact.phone.as_deref(), Some("good"));
+    assert_eq!(
+        entry.sync.pending,
+        Some(edit(&[(ContactField::Phone, Some("good"))]))
+    );
+    assert_eq!(entry.contact.city.as_deref(), Some("New"));
+}
+
+#[tokio::test]
+async fn retry_all_replays_in_acceptance_order() {
+    let (_dir, store) = open();
+    register(&store, "early");
+    register(&store, "late");
+    let refused = AdapterError::permanent("INVALID", "refused", None);
+    store
+        .accept("early", &edit(&[(ContactField::City, Some("A"))]), "crm")
+        .unwrap();
+    store
+        .accept("late", &edit(&[(ContactField::City, Some("B"))]), "crm")
+        .unwrap();
+    store.claim("crm", store.now(), 10).unwrap();
+    // Refused in the other order: the letter of the later edit is older.
+    let late = store.dead_letter("late", &refused, false).unwrap();
+    let early = store.dead_letter("early", &refused, false).unwrap();
+    assert!(late.id < early.id);
+
+    let attempts = store.replay_all_dead_letters().unwrap();
+    let order: Vec<&str> = attempts.iter().map(|a| a.letter_id.as_str()).collect();
+    assert_eq!(order, vec![early.id.as_str(), late.id.as_str()]);
+    assert!(attempts.iter().all(|a| a.outcome.is_ok()));
+    assert_eq!(store.claim("crm", store.now(), 10).unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn an_unreadable_record_becomes_a_dead_letter_instead_of_blocking_its_queue() {
+    let (_dir, store) = open();
+    register(&store, "broken");
+    register(&store, "fine");
+    for id in ["broken", "fine"] {
+        store
+            .accept(id, &edit(&[(ContactField::City, Some("X"))]), "crm")
+            .unwrap();
+    }
+    store
+        .contacts
+        .insert("broken", &b"{\"contact\": tru"[..])
+        .unwrap();
+
+    let claimed = store.claim("crm", store.now(), 10).unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].contact_id, "fine");
+    let letters = store.dead_letters().unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].contact_id, "broken");
+    assert_eq!(letters[0].connection, "crm");
+    assert_eq!(letters[0].error.code, "STORE_CORRUPT");
+    assert!(
+        letters[0].error.message.contains("broken"),
+        "{}",
+        letters[0].error.message
+    );
+    let counts = store.counts(store.now()).unwrap();
+    assert_eq!(counts["crm"].ready + counts["crm"].retry_waiting, 0);
+    assert_eq!(counts["crm"].dead_letters, 1);
+    assert!(store.claim("crm", store.now(), 10).unwrap().is_empty());
+    // Scans of every record skip it too.
+    assert_eq!(store.recover_in_flight(|_| 0).unwrap(), 1);
+    assert_eq!(store.in_flight_counts().unwrap().len(), 0);
+    assert!(matches!(
+        store.replay_dead_letter(&letters[0].id),
+        Err(StoreError::Corrupt { .. })
+    ));
+    store.drop_dead_letter(&letters[0].id).unwrap();
+    assert!(store.dead_letters().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_source_index_keeps_each_connection_apart() {
+    let (_dir, store) = open();
+    let portal = |id: &str, connection: &str| {
+        let contact = UnifiedContact::new(id, "hubspot", "51001");
+        store.upsert_contact(connection, contact)
+    };
+    portal("hs_a_51001", "hs_a").unwrap();
+    portal("hs_b_51001", "hs_b").unwrap();
+    assert_eq!(
+        store.id_for_source("hs_a", "51001").unwrap().as_deref(),
+        Some("hs_a_51001")
+    );
+    assert_eq!(
+        store.id_for_source("hs_b", "51001").unwrap().as_deref(),
+        Some("hs_b_51001")
+    );
+    assert_eq!(store.id_for_source("hubspot", "51001").unwrap(), None);
+
+    match portal("other", "hs_a") {
+        Err(StoreError::SourceIdTaken {
+            connection,
+            source_id,
+            owner,
+        }) => {
+            assert_eq!((connection.as_str(), source_id.as_str()), ("hs_a", "51001"));
+            assert_eq!(owner, "hs_a_51001");
+        }
+        other => panic!("a second unified id for one record: {other:?}"),
+    }
+    assert!(
+        store.contact("other").unwrap().is_none(),
+        "nothing was written"
+    );
+
+    // A contact imported again with another record frees its old one.
+    let mut moved = UnifiedContact::new("hs_a_51001", "hubspot", "51002");
+    moved.first_name = Some("Moved".into());
+    store.upsert_contact("hs_a", moved).unwrap();
+    assert_eq!(store.id_for_source("hs_a", "51001").unwrap(), None);
+    portal("other", "hs_a").unwrap();
+}
+
+#[tokio::test]
+async fn a_schema_1_store_is_migrated_to_a_source_index_per_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        // A store as unisync wrote it before: schema 1, the index keyed by system, no
+        // connection on the entries.
+        let store = Store::open(&path, 8).unwrap();
+        let old_entry =
+            |id: &str, source_id: &str, sync_connection: Option<&str>, config_id: Option<&str>| {
+                let mut contact = UnifiedContact::new(id, "hubspot", source_id);
+                contact.external_system_config_id = config_id.map(str::to_string);
+                let sync = SyncState {
+                    connection: sync_connection.map(str::to_string),
+                    ..SyncState::default()
+                };
+                let entry = serde_json::json!({"contact": contact, "base": {}, "sync": sync});
+                store
+                    .contacts
+                    .insert(id, serde_json::to_vec(&entry).unwrap())
+                    .unwrap();
+                store
+                    .source_index
+                    .insert(keys::source_index("hubspot", source_id), id)
+                    .unwrap();
+            };
+        old_entry("edited", "1", Some("hs_b"), Some("hs_a"));
+        old_entry("configured", "2", None, Some("hs_a"));
+        old_entry("plain", "3", None, None);
+        store.meta.insert("schema_version", "1").unwrap();
+        store.flush().await.unwrap();
+    }
+    let store = open_at(&path, now_ms()).await;
+    assert_eq!(store.meta("schema_version").unwrap().as_deref(), Some("2"));
+    for (connection, source_id, id) in [
+        ("hs_b", "1", "edited"),
+        ("hs_a", "2", "configured"),
+        ("hubspot", "3", "plain"),
+    ] {
+        assert_eq!(
+            store
+                .id_for_source(connection, source_id)
+                .unwrap()
+                .as_deref(),
+            Some(id),
+            "{connection}/{source_id}"
+        );
+        let entry = store.contact(id).unwrap().unwrap();
+        assert_eq!(entry.source_connection.as_deref(), Some(connection));
+    }
+    assert_eq!(store.id_for_source("hubspot", "1").unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_failed_flush_fails_the_store_for_good() {
+    let (_dir, store) = open();
+    register(&store, "c1");
+    store
+        .accept("c1", &edit(&[(ContactField::City, Some("X"))]), "crm")
+        .unwrap();
+    assert_eq!(store.failure(), None);
+    store.fail_next_flush("No space left on device");
+    let failed = store.flush().await.unwrap_err();
+    assert!(
+        matches!(&failed, StoreError::Failed(m) if m.contains("No space")),
+        "{failed}"
+    );
+    assert!(store.failure().unwrap().contains("No space"));
+    assert!(store.failed().await.contains("No space"));
+    // Sticky: no later flush or write is trusted.
+    assert!(matches!(store.flush().await, Err(StoreError::Failed(_))));
+    assert!(matches!(
+        store.accept("c1", &edit(&[(ContactField::City, Some("Y"))]), "crm"),
+        Err(StoreError::Failed(_))
+    ));
+    assert!(matches!(
+        store.claim("crm", store.now(), 10),
+        Err(StoreError::Failed(_))
+    ));
+    assert!(store.contact("c1").unwrap().is_some(), "reads still answer");
+}
+
+#[tokio::test]
 async fn queues_are_per_connection() {
     let (_dir, store) = open();
     register(&store, "c1");
@@ -243,11 +649,64 @@ async fn queues_are_per_connection() {
     );
 }
 
-mod model {
-    //! Random interleavings of accepts, pushes, retries and crashes, checked against what a
-    //! CRM receiving the pushes in order would hold.
+#[tokio::test]
+async fn wall_clock_steps_across_restarts_neither_stall_nor_strand_the_queue() {
+    const START: u64 = 1_700_000_000_000;
+    const DAY: u64 = 86_400_000;
+    const RETRY: u64 = 60_000;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let error = AdapterError::retryable("HTTP_503", "down");
+    // Claims the contact when its turn comes, checks it came one retry wait from now at the
+    // latest, and makes it wait one more retry.
+    let retry_once = |store: &Store| {
+        let ready_at = store.next_ready_at("crm").unwrap().expect("queued");
+        assert!(
+            ready_at <= store.now() + RETRY,
+            "ready at {ready_at}, {} ms after now",
+            ready_at - store.now()
+        );
+        assert_eq!(
+            store
+                .claim("crm", ready_at.max(store.now()), 10)
+                .unwrap()
+                .len(),
+            1
+        );
+        store
+            .retry_later("c1", store.now() + RETRY, true, &error)
+            .unwrap();
+    };
 
-    use std::collections::BTreeMap;
+    let store = open_at(&path, START).await;
+    register(&store, "c1");
+    store
+        .accept("c1", &edit(&[(ContactField::City, Some("X"))]), "crm")
+        .unwrap();
+    retry_once(&store);
+    store.flush().await.unwrap();
+    drop(store);
+
+    // Next start: the wall clock jumped a day ahead. The retry is simply due.
+    let store = open_at(&path, START + DAY).await;
+    assert!(store.now() >= START + DAY);
+    retry_once(&store);
+    store.flush().await.unwrap();
+    drop(store);
+
+    // Next start: the wall clock is put back a day. The store's clock does not go back with
+    // it, so the retry queued a moment ago still waits one retry, not a day more.
+    let store = open_at(&path, START).await;
+    assert!(store.now() >= START + DAY);
+    retry_once(&store);
+}
+
+mod model {
+    //! Random interleavings of accepts, pushes that land, fail for a while or are refused for
+    //! good, crashes, replays and drops of dead letters, checked against what the acceptance
+    //! order says the CRM must hold.
+
+    use std::collections::{BTreeMap, BTreeSet};
 
     use proptest::prelude::*;
 
@@ -256,110 +715,222 @@ mod model {
     const CONTACTS: [&str; 3] = ["a", "b", "c"];
     const FIELDS: [ContactField; 2] = [ContactField::City, ContactField::Zip];
 
+    #[derive(Clone, Copy, Debug)]
+    enum Outcome {
+        Lands,
+        FailsForAWhile,
+        Refused,
+    }
+
     #[derive(Clone, Debug)]
     enum Step {
         /// An edit of one field of one contact.
-        Accept(usize, usize, u8),
-        /// Claim what is ready; each claimed push then succeeds (`true`) or fails for a while.
-        Push(bool),
+        Accept(usize, usize),
+        /// Claim what is ready; each claimed push then has this outcome.
+        Push(Outcome),
         /// The process dies with everything claimed still in flight.
         Crash,
+        /// An operator replays the n-th open dead letter (modulo their number).
+        Replay(usize),
+        /// `dead-letters retry --all`.
+        ReplayAll,
+        /// An operator drops the n-th open dead letter.
+        Drop(usize),
     }
 
     fn step() -> impl Strategy<Value = Step> {
+        let outcome = prop_oneof![
+            3 => Just(Outcome::Lands),
+            1 => Just(Outcome::FailsForAWhile),
+            1 => Just(Outcome::Refused),
+        ];
         prop_oneof![
-            3 => (0..CONTACTS.len(), 0..FIELDS.len(), any::<u8>()).prop_map(|(c, f, v)| Step::Accept(c, f, v)),
-            2 => any::<bool>().prop_map(Step::Push),
+            4 => (0..CONTACTS.len(), 0..FIELDS.len()).prop_map(|(c, f)| Step::Accept(c, f)),
+            3 => outcome.prop_map(Step::Push),
             1 => Just(Step::Crash),
+            1 => any::<usize>().prop_map(Step::Replay),
+            1 => Just(Step::ReplayAll),
+            1 => any::<usize>().prop_map(Step::Drop),
         ]
     }
 
-    /// Claims everything ready at `at` and checks no contact is claimed while in flight.
-    fn claim_all(
-        store: &Store,
-        at: u64,
-        in_flight: &mut BTreeMap<String, ContactPatch>,
-    ) -> Vec<ClaimedEdit> {
-        let claimed = store.claim("crm", at, 100).unwrap();
-        for edit in &claimed {
-            assert!(
-                in_flight
-                    .insert(edit.contact_id.clone(), edit.patch.clone())
-                    .is_none(),
-                "{} claimed while a push for it is in flight",
-                edit.contact_id
-            );
+    /// A field of a contact.
+    type Slot = (String, ContactField);
+
+    /// The model: every accepted value is unique (`v<n>`, n its acceptance order), so a value
+    /// says when it was accepted.
+    #[derive(Default)]
+    struct Model {
+        accepted: u64,
+        /// The latest accepted value of each field.
+        latest: BTreeMap<Slot, u64>,
+        /// Values an operator dropped (with their dead letter).
+        dropped: BTreeSet<u64>,
+        /// What the CRM holds.
+        crm: BTreeMap<Slot, u64>,
+        /// Edits claimed and not yet answered, per contact.
+        in_flight: BTreeMap<String, ContactPatch>,
+    }
+
+    fn order(value: &str) -> u64 {
+        value[1..].parse().expect("a model value")
+    }
+
+    impl Model {
+        fn accept(&mut self, store: &Store, contact: &str, field: ContactField) {
+            self.accepted += 1;
+            let value = format!("v{}", self.accepted);
+            store
+                .accept(contact, &edit(&[(field, Some(&value))]), "crm")
+                .unwrap();
+            self.latest
+                .insert((contact.to_string(), field), self.accepted);
         }
-        claimed
+
+        /// Claims everything ready at `at`; checks no contact is claimed while in flight.
+        fn claim(&mut self, store: &Store, at: u64) -> Vec<ClaimedEdit> {
+            let claimed = store.claim("crm", at, 100).unwrap();
+            for edit in &claimed {
+                assert!(
+                    self.in_flight
+                        .insert(edit.contact_id.clone(), edit.patch.clone())
+                        .is_none(),
+                    "{} claimed while a push for it is in flight",
+                    edit.contact_id
+                );
+            }
+            claimed
+        }
+
+        /// The CRM applies a push, which must never put back a value older than one it holds.
+        fn land(&mut self, store: &Store, edit: &ClaimedEdit) {
+            self.in_flight.remove(&edit.contact_id);
+            for (field, value) in edit.patch.iter() {
+                let pushed = order(value.expect("the model only sets values"));
+                let slot = (edit.contact_id.clone(), field);
+                if let Some(held) = self.crm.get(&slot) {
+                    assert!(
+                        pushed >= *held,
+                        "{slot:?}: v{pushed} pushed over the newer v{held}"
+                    );
+                }
+                self.crm.insert(slot, pushed);
+            }
+            store
+                .complete(&edit.contact_id, &ConfirmedContact::default(), None)
+                .unwrap();
+        }
+
+        fn push(&mut self, store: &Store, at: u64, outcome: Outcome) {
+            for claimed in self.claim(store, at) {
+                match outcome {
+                    Outcome::Lands => self.land(store, &claimed),
+                    Outcome::FailsForAWhile => {
+                        self.in_flight.remove(&claimed.contact_id);
+                        let error = AdapterError::retryable("HTTP_503", "down");
+                        store
+                            .retry_later(&claimed.contact_id, at + 500, true, &error)
+                            .unwrap();
+                    }
+                    Outcome::Refused => {
+                        self.in_flight.remove(&claimed.contact_id);
+                        let error = AdapterError::permanent("INVALID", "refused", None);
+                        let letter = store
+                            .dead_letter(&claimed.contact_id, &error, false)
+                            .unwrap();
+                        assert_eq!(letter.patch, claimed.patch);
+                    }
+                }
+            }
+        }
+
+        fn drop_letter(&mut self, store: &Store, letter: &DeadLetter) {
+            store.drop_dead_letter(&letter.id).unwrap();
+            for (_, value) in letter.patch.iter() {
+                self.dropped.insert(order(value.unwrap()));
+            }
+        }
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(48))]
+        #![proptest_config(ProptestConfig::with_cases(64))]
 
         #[test]
-        fn the_crm_ends_with_every_contacts_last_accepted_values(steps in proptest::collection::vec(step(), 1..40)) {
+        fn the_crm_ends_with_what_the_acceptance_order_says(steps in proptest::collection::vec(step(), 1..60)) {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             runtime.block_on(async {
                 let (_dir, store) = open();
                 for id in CONTACTS {
                     register(&store, id);
                 }
-                let mut accepted: BTreeMap<(String, ContactField), String> = BTreeMap::new();
-                let mut crm: BTreeMap<(String, ContactField), String> = BTreeMap::new();
-                let mut in_flight: BTreeMap<String, ContactPatch> = BTreeMap::new();
+                let mut model = Model::default();
                 // Time only moves forward by these steps, so retries and grace periods are
                 // reached by claiming "later" rather than by sleeping.
-                let mut clock = now_ms();
+                let mut clock = store.now();
                 for step in steps {
                     match step {
-                        Step::Accept(c, f, v) => {
-                            let value = format!("v{v}");
-                            store.accept(CONTACTS[c], &edit(&[(FIELDS[f], Some(&value))]), "crm").unwrap();
-                            accepted.insert((CONTACTS[c].to_string(), FIELDS[f]), value);
-                        }
-                        Step::Push(succeeds) => {
+                        Step::Accept(c, f) => model.accept(&store, CONTACTS[c], FIELDS[f]),
+                        Step::Push(outcome) => {
                             clock += 1_000;
-                            for claimed in claim_all(&store, clock, &mut in_flight) {
-                                in_flight.remove(&claimed.contact_id);
-                                if succeeds {
-                                    for (field, value) in claimed.patch.iter() {
-                                        crm.insert((claimed.contact_id.clone(), field), value.unwrap().to_string());
-                                    }
-                                    store.complete(&claimed.contact_id, &ConfirmedContact::default(), None).unwrap();
-                                } else {
-                                    let error = AdapterError::retryable("HTTP_503", "down");
-                                    store.retry_later(&claimed.contact_id, clock + 500, true, &error).unwrap();
-                                }
-                            }
+                            model.push(&store, clock, outcome);
                         }
                         Step::Crash => {
-                            claim_all(&store, clock, &mut in_flight);
-                            in_flight.clear();
+                            model.claim(&store, clock);
+                            model.in_flight.clear();
                             clock += 1_000;
-                            store.recover_in_flight(clock).unwrap();
+                            store.recover_in_flight(|_| clock).unwrap();
+                        }
+                        Step::Replay(n) => {
+                            let letters = store.dead_letters().unwrap();
+                            if !letters.is_empty() {
+                                store.replay_dead_letter(&letters[n % letters.len()].id).unwrap();
+                            }
+                        }
+                        Step::ReplayAll => {
+                            for attempt in store.replay_all_dead_letters().unwrap() {
+                                attempt.outcome.unwrap();
+                            }
+                        }
+                        Step::Drop(n) => {
+                            let letters = store.dead_letters().unwrap();
+                            if !letters.is_empty() {
+                                model.drop_letter(&store, &letters[n % letters.len()]);
+                            }
                         }
                     }
                 }
-                // Drain: every push now succeeds.
+                // The operator replays what is left, and every push now lands.
+                for attempt in store.replay_all_dead_letters().unwrap() {
+                    attempt.outcome.unwrap();
+                }
                 loop {
                     clock += 1_000;
-                    let claimed = claim_all(&store, clock, &mut in_flight);
+                    let claimed = model.claim(&store, clock);
                     if claimed.is_empty() {
                         break;
                     }
                     for edit in claimed {
-                        in_flight.remove(&edit.contact_id);
-                        for (field, value) in edit.patch.iter() {
-                            crm.insert((edit.contact_id.clone(), field), value.unwrap().to_string());
-                        }
-                        store.complete(&edit.contact_id, &ConfirmedContact::default(), None).unwrap();
+                        model.land(&store, &edit);
                     }
                 }
-                assert_eq!(crm, accepted, "the CRM holds the last accepted value of every field");
+                assert!(store.dead_letters().unwrap().is_empty());
                 for id in CONTACTS {
                     let entry = store.contact(id).unwrap().unwrap();
                     assert!(!entry.contact.local_was_updated, "{id} is synced");
                     assert!(entry.sync.pending.is_none() && entry.sync.in_flight.is_none());
+                    for field in FIELDS {
+                        let slot = (id.to_string(), field);
+                        let held = model.crm.get(&slot).copied();
+                        let record = entry.contact.field(field).map(order);
+                        assert_eq!(record, held, "{slot:?}: the record shows what the CRM holds");
+                        match model.latest.get(&slot) {
+                            // A dropped value is forgotten: the CRM keeps what it had before.
+                            Some(latest) if model.dropped.contains(latest) => {
+                                assert!(held.is_none_or(|held| held < *latest), "{slot:?}");
+                            }
+                            latest => assert_eq!(held, latest.copied(), "{slot:?}: the last accepted value wins"),
+                        }
+                    }
                 }
                 let counts = store.counts(clock).unwrap();
                 assert_eq!(counts.get("crm").map(|c| c.ready + c.retry_waiting).unwrap_or(0), 0);
