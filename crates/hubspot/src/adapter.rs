@@ -298,9 +298,11 @@ impl HubspotAdapter {
         }
     }
 
+    /// One PATCH. HubSpot follows a merged-away id to the surviving contact and answers with
+    /// its id; a contact it does not find is looked up, in case a merge is why.
     async fn write_one(&self, write: &PropertyWrite<'_>) -> PushResult {
         let body = json!({ "properties": write.properties });
-        let answer = self
+        let sent = self
             .client
             .send(
                 Effect::Write,
@@ -309,7 +311,13 @@ impl HubspotAdapter {
                 &[],
                 Some(&body),
             )
-            .await?;
+            .await;
+        let answer = match sent {
+            Err(error) if error.kind == ErrorKind::RecordGone => {
+                return Err(self.gone_or_merged(write.id, error).await);
+            }
+            sent => sent?,
+        };
         match id_of(&answer) {
             // HubSpot answers a write to a merged-away id with the contact it lives on in.
             Some(survivor) if survivor != write.id => Err(merged_error(write.id, survivor)),
@@ -344,11 +352,12 @@ impl HubspotAdapter {
         }
     }
 
-    /// Matches a 200/207 batch answer against the inputs sent. An input neither in `results`
-    /// nor in `errors` is looked up: HubSpot answers a write to a merged-away id with the
-    /// surviving contact's id, so such an input is reported merged; one HubSpot still holds
-    /// under its own id is written again on its own. An id answered twice (an input and an
-    /// id merged into it) cannot be matched and is looked up as well.
+    /// Matches a 200/207 batch answer against the inputs sent. Inputs HubSpot answered
+    /// without their own id, or as not found, are looked up with one read, to tell a merged
+    /// contact from a deleted one: HubSpot answers a write to a merged-away id with the
+    /// surviving contact's id. An input whose id answered twice (an input, and an id merged
+    /// into it) cannot be matched and is looked up as well; one HubSpot still holds under its
+    /// own id is written again on its own.
     async fn batch_results(&self, writes: &[PropertyWrite<'_>], body: &Value) -> Vec<PushResult> {
         let mapping = self.client.mapping();
         let mut outcomes: HashMap<String, PushResult> = HashMap::new();
@@ -371,23 +380,26 @@ impl HubspotAdapter {
                 outcomes.insert(id, Err(error.clone()));
             }
         }
-        let unmatched: Vec<&str> = writes
+        let doubtful: Vec<&str> = writes
             .iter()
             .map(|write| write.id)
-            .filter(|id| !outcomes.contains_key(*id))
+            .filter(|id| match outcomes.get(*id) {
+                None => true,
+                Some(Err(error)) => error.kind == ErrorKind::RecordGone,
+                Some(Ok(_)) => false,
+            })
             .collect();
-        if !unmatched.is_empty() {
-            tracing::debug!(
-                ids = ?unmatched,
-                "HubSpot's batch answer lacks some contacts; looking them up"
-            );
-            let looked_up = self.batch_read(&unmatched, &[]).await;
-            for write in writes.iter().filter(|write| unmatched.contains(&write.id)) {
+        if !doubtful.is_empty() {
+            tracing::debug!(ids = ?doubtful, "HubSpot's batch answer lacks or misses some contacts; looking them up");
+            let looked_up = self.batch_read(&doubtful, &[]).await;
+            for write in writes.iter().filter(|write| doubtful.contains(&write.id)) {
+                let answered = outcomes.remove(write.id);
                 let result = match &looked_up {
+                    // Only a read can tell a deleted contact from a merged one.
                     Err(error) => Err(error.clone()),
                     Ok(answer) => match answer.lookup(write.id) {
                         Lookup::MergedInto(survivor) => Err(merged_error(write.id, survivor)),
-                        Lookup::Missing => Err(not_found(write.id)),
+                        Lookup::Missing => answered.unwrap_or_else(|| Err(not_found(write.id))),
                         Lookup::Found(_) => self.write_one(write).await,
                     },
                 };
@@ -402,6 +414,18 @@ impl HubspotAdapter {
                     .expect("every input was answered or looked up")
             })
             .collect()
+    }
+
+    /// What a write HubSpot answered with `gone` (not found) to `id` means: the contact was
+    /// merged into another, or it is gone (or, when the read fails, the read's error).
+    async fn gone_or_merged(&self, id: &str, gone: AdapterError) -> AdapterError {
+        match self.batch_read(&[id], &[]).await {
+            Ok(answer) => match answer.lookup(id) {
+                Lookup::MergedInto(survivor) => merged_error(id, survivor),
+                Lookup::Found(_) | Lookup::Missing => gone,
+            },
+            Err(error) => error,
+        }
     }
 
     /// Reads contacts back (for items that changed no property): their versions, or

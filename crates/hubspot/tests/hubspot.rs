@@ -218,6 +218,10 @@ async fn a_write_to_a_merged_away_contact_names_the_survivor() {
         .push(&[edit(&primary, &[(ContactField::City, "Faro")])])
         .await;
     assert_eq!(single[0].as_ref().unwrap_err().kind, merged_into(&survivor));
+    let single = adapter
+        .push(&[edit(&deleted, &[(ContactField::City, "Faro")])])
+        .await;
+    assert_eq!(single[0].as_ref().unwrap_err().kind, ErrorKind::RecordGone);
     let company = sandbox.create_company("Northwind");
     let linked = adapter
         .push(&[link(
@@ -280,6 +284,52 @@ async fn edits_of_a_survivor_and_an_id_merged_into_it_are_told_apart() {
         [(ContactField::City, Some("Faro".to_string()))].into(),
         "the survivor's own write confirms its own values"
     );
+}
+
+#[tokio::test]
+async fn a_merged_away_id_answered_as_not_found_is_still_followed() {
+    let not_found = json!({"status": "error", "category": "OBJECT_NOT_FOUND",
+        "message": "Object not found.  objectId are usually numeric."})
+    .to_string();
+    let batch = json!({"status": "COMPLETE", "numErrors": 1,
+        "results": [{"id": "2", "properties": {}, "updatedAt": "2026-01-02T00:00:00.000Z"}],
+        "errors": [{"status": "error", "category": "OBJECT_NOT_FOUND",
+                    "message": "Could not get some CONTACT objects", "context": {"ids": ["1"]}}]})
+    .to_string();
+    let read = json!({"status": "COMPLETE", "results": [{"id": "9",
+        "properties": {"hs_merged_object_ids": "1;5"}, "updatedAt": "2026-01-02T00:00:00.000Z"}]})
+    .to_string();
+    let (addr, _) = common::routed_server(vec![
+        (
+            "/batch/update",
+            common::http_answer("207 Multi-Status", &batch),
+        ),
+        ("/batch/read", common::http_answer("200 OK", &read)),
+        (
+            "/contacts/1 ",
+            common::http_answer("404 Not Found", &not_found),
+        ),
+    ])
+    .await;
+    let sandbox = sandbox(0).await;
+    let adapter = token_adapter_with(
+        &sandbox,
+        json!({"base_url": format!("http://{addr}"), "daily_reset_tz": "UTC"}),
+    );
+
+    let batched = adapter
+        .push(&[
+            edit("1", &[(ContactField::Position, "CFO")]),
+            edit("2", &[(ContactField::Position, "CFO")]),
+        ])
+        .await;
+    let alone = adapter
+        .push(&[edit("1", &[(ContactField::Position, "CFO")])])
+        .await;
+
+    assert_eq!(batched[0].as_ref().unwrap_err().kind, merged_into("9"));
+    assert!(batched[1].is_ok());
+    assert_eq!(alone[0].as_ref().unwrap_err().kind, merged_into("9"));
 }
 
 #[tokio::test]
