@@ -17,11 +17,16 @@ use unisync_core::{
 use crate::client::HubspotClient;
 use crate::config::HubspotConfig;
 use crate::error::{Effect, may_blame_one_input, parse_batch_error, refuses_the_connection};
-use crate::mapping::{properties_of, values_of};
+use crate::mapping::{properties_of, stored_value, values_of};
 
 /// HubSpot's batch limit, for updates and reads alike.
 pub const BATCH_LIMIT: usize = 100;
 const CONTACTS: [&str; 4] = ["crm", "v3", "objects", "contacts"];
+/// The property listing the ids merged into a contact, `;`-separated: how a read of a
+/// merged-away id is told apart (HubSpot answers it with the surviving contact).
+const MERGED_IDS: &str = "hs_merged_object_ids";
+/// unisync's code for a write to a contact HubSpot merged into another (HubSpot gives none).
+const MERGED: &str = "MERGED";
 
 /// A HubSpot connection (one portal) as a [`SourceAdapter`].
 pub struct HubspotAdapter {
@@ -53,7 +58,7 @@ impl SourceAdapter for HubspotAdapter {
             max_batch_size: BATCH_LIMIT,
             customer_links: true,
             request_timeout: self.request_timeout,
-            reads_records: false,
+            reads_records: true,
         }
     }
 
@@ -109,9 +114,83 @@ impl SourceAdapter for HubspotAdapter {
         })
     }
 
+    /// Batch reads of the mapped properties, 100 ids a call. A merged-away id is left out
+    /// like a deleted one (HubSpot answers it with the surviving contact, whose id differs):
+    /// the push that follows reports the merge. `crm_version` is `updatedAt`, as in pushes
+    /// and pulls; `customer_source_id` is not read.
+    async fn read(&self, source_ids: &[String]) -> Result<Vec<SourceContact>, AdapterError> {
+        let properties = self.client.mapping().crm_fields();
+        let mut contacts = Vec::with_capacity(source_ids.len());
+        for chunk in source_ids.chunks(BATCH_LIMIT) {
+            let ids: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            let answer = self.batch_read(&ids, &properties).await?;
+            contacts.extend(ids.iter().filter_map(|id| match answer.lookup(id) {
+                Lookup::Found(object) => Some(self.source_contact(object)),
+                Lookup::MergedInto(_) | Lookup::Missing => None,
+            }));
+        }
+        Ok(contacts)
+    }
+
+    /// HubSpot stores emails trimmed and lower-cased and other text as sent; `""` and `null`
+    /// are the same clear ([`stored_value`]).
+    fn same_value(&self, field: ContactField, crm: Option<&str>, ours: Option<&str>) -> bool {
+        let property = self.client.mapping().crm_field(field);
+        stored_value(property, crm) == stored_value(property, ours)
+    }
+
     fn api_usage(&self) -> Option<ApiUsage> {
         self.client.api_usage()
     }
+}
+
+/// What a batch read answered for one of the ids asked for.
+enum Lookup<'a> {
+    /// HubSpot holds the contact under that id.
+    Found(&'a Value),
+    /// The id was merged into the contact `survivor`, which answered in its place.
+    MergedInto(String),
+    /// HubSpot has no contact under that id.
+    Missing,
+}
+
+/// The contacts of a batch read's answer.
+struct BatchRead {
+    results: Vec<Value>,
+}
+
+impl BatchRead {
+    /// The answer for `id`: the contact with that id, else the one that lists it among its
+    /// merged ids.
+    fn lookup(&self, id: &str) -> Lookup<'_> {
+        if let Some(object) = self
+            .results
+            .iter()
+            .find(|object| id_of(object).as_deref() == Some(id))
+        {
+            return Lookup::Found(object);
+        }
+        let survivor = self.results.iter().find(|object| {
+            object["properties"][MERGED_IDS]
+                .as_str()
+                .is_some_and(|merged| merged.split(';').any(|merged| merged.trim() == id))
+        });
+        match survivor.and_then(id_of) {
+            Some(survivor) => Lookup::MergedInto(survivor),
+            None => Lookup::Missing,
+        }
+    }
+}
+
+/// The error of a write to `id`, which HubSpot merged into `survivor`. The write may have
+/// landed on the survivor already (HubSpot follows the old id); pushing there again is
+/// harmless.
+fn merged_error(id: &str, survivor: String) -> AdapterError {
+    AdapterError::record_merged(
+        MERGED,
+        format!("HubSpot merged contact {id} into contact {survivor}"),
+        survivor,
+    )
 }
 
 /// One contact's property write.
@@ -219,9 +298,11 @@ impl HubspotAdapter {
         }
     }
 
+    /// One PATCH. HubSpot follows a merged-away id to the surviving contact and answers with
+    /// its id; a contact it does not find is looked up, in case a merge is why.
     async fn write_one(&self, write: &PropertyWrite<'_>) -> PushResult {
         let body = json!({ "properties": write.properties });
-        let answer = self
+        let sent = self
             .client
             .send(
                 Effect::Write,
@@ -230,8 +311,18 @@ impl HubspotAdapter {
                 &[],
                 Some(&body),
             )
-            .await?;
-        Ok(self.confirmed(&answer))
+            .await;
+        let answer = match sent {
+            Err(error) if error.kind == ErrorKind::RecordGone => {
+                return Err(self.gone_or_merged(write.id, error).await);
+            }
+            sent => sent?,
+        };
+        match id_of(&answer) {
+            // HubSpot answers a write to a merged-away id with the contact it lives on in.
+            Some(survivor) if survivor != write.id => Err(merged_error(write.id, survivor)),
+            _ => Ok(self.confirmed(&answer)),
+        }
     }
 
     /// One batch update. A whole-batch refusal that one bad input may cause is narrowed down
@@ -261,15 +352,27 @@ impl HubspotAdapter {
         }
     }
 
-    /// Matches a 200/207 batch answer against the inputs sent. An input neither in `results`
-    /// nor in `errors` (a merged record, for one) is written again on its own.
+    /// Matches a 200/207 batch answer against the inputs sent. Inputs HubSpot answered
+    /// without their own id, or as not found, are looked up with one read, to tell a merged
+    /// contact from a deleted one: HubSpot answers a write to a merged-away id with the
+    /// surviving contact's id. An input whose id answered twice (an input, and an id merged
+    /// into it) cannot be matched and is looked up as well; one HubSpot still holds under its
+    /// own id is written again on its own.
     async fn batch_results(&self, writes: &[PropertyWrite<'_>], body: &Value) -> Vec<PushResult> {
         let mapping = self.client.mapping();
         let mut outcomes: HashMap<String, PushResult> = HashMap::new();
+        let mut answered_twice = HashSet::new();
         for object in array(body, "results") {
-            if let Some(id) = id_of(object) {
-                outcomes.insert(id, Ok(self.confirmed(object)));
+            if let Some(id) = id_of(object)
+                && outcomes
+                    .insert(id.clone(), Ok(self.confirmed(object)))
+                    .is_some()
+            {
+                answered_twice.insert(id);
             }
+        }
+        for id in &answered_twice {
+            outcomes.remove(id);
         }
         for entry in array(body, "errors") {
             let error = parse_batch_error(entry, mapping);
@@ -277,59 +380,103 @@ impl HubspotAdapter {
                 outcomes.insert(id, Err(error.clone()));
             }
         }
-        let mut results = Vec::with_capacity(writes.len());
-        for write in writes {
-            let result = match outcomes.remove(write.id) {
-                Some(result) => result,
-                None => {
-                    tracing::debug!(
-                        id = write.id,
-                        "HubSpot's batch answer lacks a contact; writing it alone"
-                    );
-                    self.write_one(write).await
-                }
-            };
-            results.push(result);
+        let doubtful: Vec<&str> = writes
+            .iter()
+            .map(|write| write.id)
+            .filter(|id| match outcomes.get(*id) {
+                None => true,
+                Some(Err(error)) => error.kind == ErrorKind::RecordGone,
+                Some(Ok(_)) => false,
+            })
+            .collect();
+        if !doubtful.is_empty() {
+            tracing::debug!(ids = ?doubtful, "HubSpot's batch answer lacks or misses some contacts; looking them up");
+            let looked_up = self.batch_read(&doubtful, &[]).await;
+            for write in writes.iter().filter(|write| doubtful.contains(&write.id)) {
+                let answered = outcomes.remove(write.id);
+                let result = match &looked_up {
+                    // Only a read can tell a deleted contact from a merged one.
+                    Err(error) => Err(error.clone()),
+                    Ok(answer) => match answer.lookup(write.id) {
+                        Lookup::MergedInto(survivor) => Err(merged_error(write.id, survivor)),
+                        Lookup::Missing => answered.unwrap_or_else(|| Err(not_found(write.id))),
+                        Lookup::Found(_) => self.write_one(write).await,
+                    },
+                };
+                outcomes.insert(write.id.to_string(), result);
+            }
+        }
+        writes
+            .iter()
+            .map(|write| {
+                outcomes
+                    .remove(write.id)
+                    .expect("every input was answered or looked up")
+            })
+            .collect()
+    }
+
+    /// What a write HubSpot answered with `gone` (not found) to `id` means: the contact was
+    /// merged into another, or it is gone (or, when the read fails, the read's error).
+    async fn gone_or_merged(&self, id: &str, gone: AdapterError) -> AdapterError {
+        match self.batch_read(&[id], &[]).await {
+            Ok(answer) => match answer.lookup(id) {
+                Lookup::MergedInto(survivor) => merged_error(id, survivor),
+                Lookup::Found(_) | Lookup::Missing => gone,
+            },
+            Err(error) => error,
+        }
+    }
+
+    /// Reads contacts back (for items that changed no property): their versions, or
+    /// `RecordGone`, or `RecordMerged`.
+    async fn read_contacts(&self, ids: &[&str]) -> Vec<PushResult> {
+        let mut results = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(BATCH_LIMIT) {
+            match self.batch_read(chunk, &[]).await {
+                Err(error) => results.extend(std::iter::repeat_n(Err(error), chunk.len())),
+                Ok(answer) => results.extend(chunk.iter().map(|id| match answer.lookup(id) {
+                    Lookup::Found(object) => Ok(ConfirmedContact {
+                        values: BTreeMap::new(),
+                        ..self.confirmed(object)
+                    }),
+                    Lookup::MergedInto(survivor) => Err(merged_error(id, survivor)),
+                    Lookup::Missing => Err(not_found(id)),
+                })),
+            }
         }
         results
     }
 
-    /// Reads contacts back (for items that changed no property): their versions, or
-    /// `RecordGone`.
-    async fn read_contacts(&self, ids: &[&str]) -> Vec<PushResult> {
-        if ids.is_empty() {
-            return Vec::new();
+    /// One batch read (at most [`BATCH_LIMIT`] ids) of `properties` and the merged ids.
+    /// HubSpot answers ids it lacks in a 207's `errors` as `OBJECT_NOT_FOUND`: they are left
+    /// out. Any other error entry fails the read, classified like a push's.
+    async fn batch_read(
+        &self,
+        ids: &[&str],
+        properties: &[&str],
+    ) -> Result<BatchRead, AdapterError> {
+        let inputs: Vec<Value> = ids.iter().map(|id| json!({ "id": id })).collect();
+        let mut properties = properties.to_vec();
+        properties.push(MERGED_IDS);
+        let body = json!({ "inputs": inputs, "properties": properties });
+        let path = [CONTACTS.as_slice(), &["batch", "read"]].concat();
+        let mut answer = self
+            .client
+            .send(Effect::Read, Method::POST, &path, &[], Some(&body))
+            .await?;
+        let failure = array(&answer, "errors")
+            .iter()
+            .map(|entry| parse_batch_error(entry, self.client.mapping()))
+            .find(|error| error.kind != ErrorKind::RecordGone);
+        if let Some(error) = failure {
+            return Err(error);
         }
-        let mut results = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(BATCH_LIMIT) {
-            let inputs: Vec<Value> = chunk.iter().map(|id| json!({ "id": id })).collect();
-            let body = json!({ "inputs": inputs, "properties": [] });
-            let path = [CONTACTS.as_slice(), &["batch", "read"]].concat();
-            match self
-                .client
-                .send(Effect::Read, Method::POST, &path, &[], Some(&body))
-                .await
-            {
-                Err(error) => results.extend(std::iter::repeat_n(Err(error), chunk.len())),
-                Ok(answer) => {
-                    let found: HashMap<String, &Value> = array(&answer, "results")
-                        .iter()
-                        .filter_map(|object| Some((id_of(object)?, object)))
-                        .collect();
-                    results.extend(chunk.iter().map(|id| match found.get(*id) {
-                        Some(object) => Ok(ConfirmedContact {
-                            values: BTreeMap::new(),
-                            ..self.confirmed(object)
-                        }),
-                        None => Err(AdapterError::record_gone(
-                            "OBJECT_NOT_FOUND",
-                            format!("HubSpot has no contact {id}"),
-                        )),
-                    }));
-                }
-            }
-        }
-        results
+        let results = match answer["results"].take() {
+            Value::Array(results) => results,
+            _ => Vec::new(),
+        };
+        Ok(BatchRead { results })
     }
 
     /// Applies a contact's company link. A company HubSpot does not know fails the edit for
@@ -462,6 +609,11 @@ fn rounds_of_distinct_ids(items: &[PushItem]) -> Vec<Vec<usize>> {
         *round += 1;
     }
     rounds.into_iter().map(|(_, positions)| positions).collect()
+}
+
+/// The error of an id HubSpot has no contact under.
+fn not_found(id: &str) -> AdapterError {
+    AdapterError::record_gone("OBJECT_NOT_FOUND", format!("HubSpot has no contact {id}"))
 }
 
 fn contact_path(id: &str) -> Vec<&str> {

@@ -1,6 +1,8 @@
 //! unisync's HubSpot adapter: contacts pushed through HubSpot's CRM v3 API (single PATCH and
 //! batch update, up to 100 per call), company links through v4 associations, pulls by
-//! paging the contact list.
+//! paging the contact list, reads before a write by batch read (up to 100 per call). A write
+//! to a contact HubSpot merged into another is reported as `RecordMerged`, naming the
+//! survivor.
 //!
 //! - [`config`]: the connection's settings ([`HubspotConfig`]).
 //! - [`mapping`]: unified fields to HubSpot properties, as data.

@@ -64,6 +64,19 @@ pub fn values_of(
         .collect()
 }
 
+/// The value HubSpot stores when `value` is written to `property`, or `None` for no value:
+/// the `email` property is trimmed and lower-cased; every other (text) property keeps its
+/// value as sent, spaces included (HubSpot's documented whitespace rule covers non-text
+/// properties only, and refuses such values rather than trimming them); an empty value
+/// clears, like `null`.
+pub fn stored_value(property: Option<&str>, value: Option<&str>) -> Option<String> {
+    let value = match property {
+        Some("email") => value?.trim().to_lowercase(),
+        _ => value?.to_string(),
+    };
+    Some(value).filter(|value| !value.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -97,5 +110,20 @@ mod tests {
                 (ContactField::City, None),
             ])
         );
+    }
+
+    #[test]
+    fn stored_values_follow_hubspots_rules() {
+        let stored = |property, value| stored_value(Some(property), value);
+        assert_eq!(
+            stored("email", Some(" Ann.Lee@Example.COM ")).as_deref(),
+            Some("ann.lee@example.com")
+        );
+        assert_eq!(stored("email", Some("  ")), None, "a blank email clears");
+        assert_eq!(stored("firstname", Some(" Ann ")).as_deref(), Some(" Ann "));
+        assert_eq!(stored("firstname", Some("ANN")).as_deref(), Some("ANN"));
+        assert_eq!(stored("phone", Some("")), None);
+        assert_eq!(stored("phone", None), None);
+        assert_eq!(stored_value(None, Some("x")).as_deref(), Some("x"));
     }
 }

@@ -171,31 +171,215 @@ async fn one_invalid_email_fails_alone_and_the_rest_of_the_batch_lands() {
     );
 }
 
+fn merged_into(survivor: &str) -> ErrorKind {
+    ErrorKind::RecordMerged {
+        survivor: survivor.to_string(),
+    }
+}
+
 #[tokio::test]
-async fn an_id_missing_from_the_batch_results_is_written_alone() {
+async fn a_write_to_a_merged_away_contact_names_the_survivor() {
     let sandbox = sandbox(0).await;
     let adapter = token_adapter(&sandbox);
     let primary = contact(&sandbox, "primary");
     let merged = contact(&sandbox, "merged");
     let other = contact(&sandbox, "other");
-    assert!(sandbox.merge_contacts(&primary, &merged));
+    let deleted = contact(&sandbox, "deleted");
+    sandbox.delete_contact(&deleted);
+    let survivor = sandbox.merge_contacts(&primary, &merged).unwrap();
 
     let results = adapter
         .push(&[
             edit(&merged, &[(ContactField::Position, "CFO")]),
             edit(&other, &[(ContactField::Position, "CEO")]),
+            edit(&deleted, &[(ContactField::Position, "COO")]),
         ])
         .await;
 
-    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let error = results[0].as_ref().unwrap_err();
+    assert_eq!(error.kind, merged_into(&survivor));
+    assert!(error.is_transient(), "pushed again at the survivor");
+    assert!(error.message.contains(&merged) && error.message.contains(&survivor));
+    assert!(results[1].is_ok(), "{results:?}");
     assert_eq!(
-        property(&sandbox, &primary, "jobtitle").as_deref(),
-        Some("CFO")
+        results[2].as_ref().unwrap_err().kind,
+        ErrorKind::RecordGone,
+        "a deleted contact is gone, not merged"
     );
     assert_eq!(
         sandbox.stats().requests,
         2,
-        "one batch, then one PATCH for the id the batch answer lacked"
+        "one batch, then one read of the id its answer lacked, and no second write"
+    );
+    assert_eq!(sandbox.stats().contacts_written, 2);
+
+    // One write alone (a PATCH), and a company link alone (a read first).
+    let single = adapter
+        .push(&[edit(&primary, &[(ContactField::City, "Faro")])])
+        .await;
+    assert_eq!(single[0].as_ref().unwrap_err().kind, merged_into(&survivor));
+    let single = adapter
+        .push(&[edit(&deleted, &[(ContactField::City, "Faro")])])
+        .await;
+    assert_eq!(single[0].as_ref().unwrap_err().kind, ErrorKind::RecordGone);
+    let company = sandbox.create_company("Northwind");
+    let linked = adapter
+        .push(&[link(
+            &merged,
+            CustomerLink::Link {
+                id: company.clone(),
+                previous: None,
+            },
+        )])
+        .await;
+    assert_eq!(linked[0].as_ref().unwrap_err().kind, merged_into(&survivor));
+    assert!(
+        sandbox.company_ids_of(&survivor).is_empty(),
+        "no link was made"
+    );
+    let gone = adapter
+        .push(&[link(
+            &deleted,
+            CustomerLink::Link {
+                id: company,
+                previous: None,
+            },
+        )])
+        .await;
+    assert_eq!(gone[0].as_ref().unwrap_err().kind, ErrorKind::RecordGone);
+
+    let at_survivor = adapter
+        .push(&[edit(&survivor, &[(ContactField::City, "Faro")])])
+        .await;
+    assert!(at_survivor[0].is_ok(), "{at_survivor:?}");
+    assert_eq!(
+        property(&sandbox, &survivor, "city").as_deref(),
+        Some("Faro")
+    );
+}
+
+#[tokio::test]
+async fn edits_of_a_survivor_and_an_id_merged_into_it_are_told_apart() {
+    let sandbox = sandbox(0).await;
+    let adapter = token_adapter(&sandbox);
+    let primary = contact(&sandbox, "first");
+    let merged = contact(&sandbox, "second");
+    let survivor = sandbox.merge_contacts(&primary, &merged).unwrap();
+
+    // HubSpot answers both inputs with the survivor's id: neither answer can be matched.
+    let results = adapter
+        .push(&[
+            edit(&merged, &[(ContactField::Position, "CFO")]),
+            edit(&survivor, &[(ContactField::City, "Faro")]),
+        ])
+        .await;
+
+    assert_eq!(
+        results[0].as_ref().unwrap_err().kind,
+        merged_into(&survivor)
+    );
+    let confirmed = results[1].as_ref().unwrap();
+    assert_eq!(
+        confirmed.values,
+        [(ContactField::City, Some("Faro".to_string()))].into(),
+        "the survivor's own write confirms its own values"
+    );
+}
+
+#[tokio::test]
+async fn a_merged_away_id_answered_as_not_found_is_still_followed() {
+    let not_found = json!({"status": "error", "category": "OBJECT_NOT_FOUND",
+        "message": "Object not found.  objectId are usually numeric."})
+    .to_string();
+    let batch = json!({"status": "COMPLETE", "numErrors": 1,
+        "results": [{"id": "2", "properties": {}, "updatedAt": "2026-01-02T00:00:00.000Z"}],
+        "errors": [{"status": "error", "category": "OBJECT_NOT_FOUND",
+                    "message": "Could not get some CONTACT objects", "context": {"ids": ["1"]}}]})
+    .to_string();
+    let read = json!({"status": "COMPLETE", "results": [{"id": "9",
+        "properties": {"hs_merged_object_ids": "1;5"}, "updatedAt": "2026-01-02T00:00:00.000Z"}]})
+    .to_string();
+    let (addr, _) = common::routed_server(vec![
+        (
+            "/batch/update",
+            common::http_answer("207 Multi-Status", &batch),
+        ),
+        ("/batch/read", common::http_answer("200 OK", &read)),
+        (
+            "/contacts/1 ",
+            common::http_answer("404 Not Found", &not_found),
+        ),
+    ])
+    .await;
+    let sandbox = sandbox(0).await;
+    let adapter = token_adapter_with(
+        &sandbox,
+        json!({"base_url": format!("http://{addr}"), "daily_reset_tz": "UTC"}),
+    );
+
+    let batched = adapter
+        .push(&[
+            edit("1", &[(ContactField::Position, "CFO")]),
+            edit("2", &[(ContactField::Position, "CFO")]),
+        ])
+        .await;
+    let alone = adapter
+        .push(&[edit("1", &[(ContactField::Position, "CFO")])])
+        .await;
+
+    assert_eq!(batched[0].as_ref().unwrap_err().kind, merged_into("9"));
+    assert!(batched[1].is_ok());
+    assert_eq!(alone[0].as_ref().unwrap_err().kind, merged_into("9"));
+}
+
+#[tokio::test]
+async fn an_id_a_batch_answer_lacks_but_hubspot_still_holds_is_written_alone() {
+    let contact = |id: &str| {
+        json!({"id": id, "properties": {"jobtitle": "CFO"}, "archived": false,
+               "createdAt": "2026-01-01T00:00:00.000Z", "updatedAt": "2026-01-02T00:00:00.000Z"})
+    };
+    let batch = json!({"status": "COMPLETE", "results": [contact("2")]}).to_string();
+    let read = json!({"status": "COMPLETE", "results": [contact("1")]}).to_string();
+    let single = contact("1").to_string();
+    let (addr, received) = common::routed_server(vec![
+        ("/batch/update", common::http_answer("200 OK", &batch)),
+        ("/batch/read", common::http_answer("200 OK", &read)),
+        ("/contacts/1", common::http_answer("200 OK", &single)),
+    ])
+    .await;
+    let sandbox = sandbox(0).await;
+    let adapter = token_adapter_with(
+        &sandbox,
+        json!({"base_url": format!("http://{addr}"), "daily_reset_tz": "UTC"}),
+    );
+
+    let results = adapter
+        .push(&[
+            edit("1", &[(ContactField::Position, "CFO")]),
+            edit("2", &[(ContactField::Position, "CFO")]),
+        ])
+        .await;
+
+    for result in &results {
+        let confirmed = result.as_ref().unwrap();
+        assert_eq!(
+            confirmed.crm_version.as_deref(),
+            Some("2026-01-02T00:00:00.000Z")
+        );
+    }
+    let paths: Vec<String> = received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|line| line.split(' ').take(2).collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "POST /crm/v3/objects/contacts/batch/update",
+            "POST /crm/v3/objects/contacts/batch/read",
+            "PATCH /crm/v3/objects/contacts/1",
+        ]
     );
 }
 

@@ -454,3 +454,126 @@ async fn association_faults_touch_association_calls_only() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(sandbox.company_ids_of(&id), vec![company]);
 }
+
+#[tokio::test]
+async fn a_merged_away_id_reads_and_writes_as_the_new_contact() {
+    let sandbox = common::sandbox(0).await;
+    let wire = Wire::new(&sandbox);
+    let primary = sandbox.create_contact(&[("email", "ann@example.com"), ("city", "Lisbon")]);
+    let merged = sandbox.create_contact(&[("email", "ann.lee@example.com"), ("zip", "1000")]);
+    let gone = sandbox.create_contact(&[("city", "Faro")]);
+    sandbox.delete_contact(&gone);
+    let survivor = sandbox.merge_contacts(&primary, &merged).unwrap();
+    assert!(![&primary, &merged].contains(&&survivor), "a new id");
+
+    let (status, _, body) = wire
+        .send(
+            reqwest::Method::GET,
+            &format!("/crm/v3/objects/contacts/{merged}?properties=city,zip,hs_merged_object_ids"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["id"], survivor.as_str());
+    assert_eq!(body["properties"]["city"], "Lisbon");
+    assert_eq!(body["properties"]["zip"], "1000");
+    assert_eq!(
+        body["properties"]["hs_merged_object_ids"],
+        format!("{primary};{merged}")
+    );
+
+    let (status, body) = wire.patch(&merged, json!({"city": "Porto"})).await;
+    assert_eq!(
+        (status, body["id"].as_str()),
+        (StatusCode::OK, Some(survivor.as_str()))
+    );
+    let (status, body) = wire
+        .batch(vec![
+            json!({"id": primary, "properties": {"city": "Braga"}}),
+        ])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["results"][0]["id"], survivor.as_str());
+    assert_eq!(sandbox.contact(&survivor).unwrap()["city"], "Braga");
+
+    let (status, _, body) = wire
+        .send(
+            reqwest::Method::POST,
+            "/crm/v3/objects/contacts/batch/read",
+            Some(json!({"inputs": [{"id": merged}, {"id": gone}], "properties": ["city"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::MULTI_STATUS);
+    assert_eq!(body["results"].as_array().unwrap().len(), 1);
+    assert_eq!(body["results"][0]["id"], survivor.as_str());
+    assert_eq!(body["errors"][0]["category"], "OBJECT_NOT_FOUND");
+    assert_eq!(body["errors"][0]["context"]["ids"], json!([gone]));
+
+    let (status, _, body) = wire
+        .send(
+            reqwest::Method::GET,
+            "/crm/v3/objects/contacts?limit=100",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let listed: Vec<&str> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|contact| contact["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        listed,
+        [survivor.as_str()],
+        "only the new contact is listed"
+    );
+}
+
+#[tokio::test]
+async fn a_persons_edit_moves_the_version_but_is_no_api_write() {
+    let sandbox = common::sandbox(0).await;
+    let wire = Wire::new(&sandbox);
+    let id = sandbox.create_contact(&[("email", "ann@example.com"), ("city", "Lisbon")]);
+    let taken = sandbox.create_contact(&[("email", "taken@example.com")]);
+    let before = sandbox.contact(&id).unwrap()["lastmodifieddate"].clone();
+
+    sandbox
+        .edit_as_person(&id, &[("email", " Ann.Lee@Example.COM"), ("city", "")])
+        .unwrap();
+
+    let stored = sandbox.contact(&id).unwrap();
+    assert_eq!(
+        stored["email"], "ann.lee@example.com",
+        "stored as a write stores it"
+    );
+    assert!(!stored.contains_key("city"), "an empty value clears");
+    assert!(stored["lastmodifieddate"] > before);
+    assert_eq!(
+        sandbox.stats(),
+        Default::default(),
+        "no API request, no write counted"
+    );
+    let (_, _, body) = wire
+        .send(
+            reqwest::Method::GET,
+            &format!("/crm/v3/objects/contacts/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(body["updatedAt"], stored["lastmodifieddate"].as_str());
+
+    let refused = sandbox.edit_as_person(&id, &[("email", "not-an-email")]);
+    assert!(refused.unwrap_err().contains("INVALID_EMAIL"));
+    let conflict = sandbox.edit_as_person(&id, &[("email", "TAKEN@example.com")]);
+    assert_eq!(
+        conflict.unwrap_err(),
+        format!("Contact already exists. Existing ID: {taken}")
+    );
+    assert!(sandbox.edit_as_person("999999", &[("city", "x")]).is_err());
+    assert_eq!(
+        sandbox.contact(&id).unwrap(),
+        stored,
+        "refused edits change nothing"
+    );
+}

@@ -72,14 +72,41 @@ pub async fn eventually<F: Future<Output = bool>>(what: &str, mut condition: imp
 /// HTTP `answer`, or with nothing at all (`None`: it closes the connection), for failures
 /// the sandbox does not imitate.
 pub async fn canned_server(answer: Option<String>) -> SocketAddr {
+    serve(move |_| answer.clone()).await
+}
+
+/// A stand-in server on 127.0.0.1 that answers each request with the raw HTTP answer of the
+/// first route whose path part its request line contains (a bare 404 when none does), for
+/// answers the sandbox does not give; and the request lines it received, in order.
+pub async fn routed_server(
+    routes: Vec<(&'static str, String)>,
+) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let log = received.clone();
+    let addr = serve(move |request_line| {
+        log.lock().unwrap().push(request_line.to_string());
+        let answer = routes
+            .iter()
+            .find(|(part, _)| request_line.contains(part))
+            .map(|(_, answer)| answer.clone());
+        Some(answer.unwrap_or_else(|| http_answer("404 Not Found", "Not Found")))
+    })
+    .await;
+    (addr, received)
+}
+
+/// Serves loopback connections, answering each request (by its request line) with what
+/// `answer` says, or closing the connection on `None`.
+async fn serve(answer: impl Fn(&str) -> Option<String> + Send + Sync + 'static) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let answer = Arc::new(answer);
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             let answer = answer.clone();
             tokio::spawn(async move {
-                read_request(&mut stream).await;
-                if let Some(answer) = answer {
+                let request_line = read_request(&mut stream).await;
+                if let Some(answer) = answer(&request_line) {
                     let _ = stream.write_all(answer.as_bytes()).await;
                 }
             });
@@ -97,25 +124,29 @@ pub fn http_answer(status_line: &str, body: &str) -> String {
 }
 
 /// Reads one request: its head, then as many body bytes as its `content-length` says.
-async fn read_request(stream: &mut TcpStream) {
+/// Answers its request line (empty when the client went away first).
+async fn read_request(stream: &mut TcpStream) -> String {
     let mut received = Vec::new();
     let mut buffer = [0u8; 4096];
     loop {
         match stream.read(&mut buffer).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return String::new(),
             Ok(read) => received.extend_from_slice(&buffer[..read]),
         }
         let Some(head_end) = received.windows(4).position(|window| window == b"\r\n\r\n") else {
             continue;
         };
-        let head = String::from_utf8_lossy(&received[..head_end]).to_lowercase();
+        let head = String::from_utf8_lossy(&received[..head_end]).into_owned();
         let length: usize = head
             .lines()
-            .find_map(|line| line.strip_prefix("content-length:"))
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length").then_some(value)
+            })
             .and_then(|value| value.trim().parse().ok())
             .unwrap_or(0);
         if received.len() >= head_end + 4 + length {
-            return;
+            return head.lines().next().unwrap_or_default().to_string();
         }
     }
 }

@@ -3,8 +3,9 @@
 //! (see `shared/docs/crm-apis.md`), in memory, on loopback.
 //!
 //! Tests drive it in-process through [`HubspotSandbox`]'s inspection methods: create and
-//! read records behind the adapter's back, switch on rate limits, short-lived tokens and
-//! [`Fault`](crate::Fault)s, and read [`HubspotStats`] afterwards.
+//! read records behind the adapter's back, edit them as a person would and merge them as
+//! HubSpot does, switch on rate limits, short-lived tokens and [`Fault`](crate::Fault)s, and
+//! read [`HubspotStats`] afterwards.
 //!
 //! Like HubSpot, it applies a write it has received even when the client hangs up before
 //! the answer (a client timeout does not undo a write). Overlapping writes to one contact are
@@ -111,9 +112,10 @@ impl HubspotSandbox {
             .to_string()
     }
 
-    /// The contact's stored properties by HubSpot name, with `hs_object_id`, `createdate`
-    /// and `lastmodifieddate`; cleared properties are absent. A merged-away id answers with
-    /// the contact it was merged into; `None` when there is no such contact.
+    /// The contact's stored properties by HubSpot name, with `hs_object_id`, `createdate`,
+    /// `lastmodifieddate` and, once others were merged into it, `hs_merged_object_ids`;
+    /// cleared properties are absent. A merged-away id answers with the contact it was merged
+    /// into (whose `hs_object_id` differs); `None` when there is no such contact.
     pub fn contact(&self, id: &str) -> Option<BTreeMap<String, String>> {
         self.shared.store.lock().unwrap().properties(id)
     }
@@ -123,12 +125,39 @@ impl HubspotSandbox {
         self.shared.store.lock().unwrap().delete_contact(id);
     }
 
-    /// Merges contact `merged` into `primary`, as a HubSpot user would: `merged` stops
-    /// existing on its own, and writes to its id land on `primary` and answer with
-    /// `primary`'s id (so a batch's `results` lack the id that was sent). False when either
-    /// is missing or they are the same contact.
-    pub fn merge_contacts(&self, primary: &str, merged: &str) -> bool {
-        self.shared.store.lock().unwrap().merge(primary, merged)
+    /// Merges contact `merged` into `primary`, as a HubSpot user would, and answers the id of
+    /// the contact that results. As in HubSpot today, that is a new contact with a new id:
+    /// the primary's values win, the other's fill the properties the primary lacks, and
+    /// `hs_merged_object_ids` lists both old ids. Both old ids keep addressing it: a read
+    /// answers the new contact (its `id` differs from the one asked for), and a write lands on
+    /// it and answers with the new id (so a batch's `results` lack the id that was sent).
+    /// `None` when either is missing or they are the same contact.
+    pub fn merge_contacts(&self, primary: &str, merged: &str) -> Option<String> {
+        let survivor = self.shared.store.lock().unwrap().merge(primary, merged)?;
+        Some(survivor.to_string())
+    }
+
+    /// Edits a contact as a person in HubSpot's own screens would: the values pass HubSpot's
+    /// validation and are stored as an API write stores them (an empty value clears), and
+    /// `updatedAt` / `lastmodifieddate` move. It is no API request: [`HubspotStats`] does not
+    /// count it, so tests can tell a person's write from unisync's. `Err` holds HubSpot's
+    /// message when a value is refused or no contact has that id.
+    pub fn edit_as_person(&self, id: &str, properties: &[(&str, &str)]) -> Result<(), String> {
+        let properties: serde_json::Map<String, serde_json::Value> = properties
+            .iter()
+            .map(|(name, value)| (name.to_string(), (*value).into()))
+            .collect();
+        let mut store = self.shared.store.lock().unwrap();
+        let normalised = store
+            .normalise(&properties)
+            .map_err(|invalid| store::invalid_properties_message(&invalid))?;
+        match store.update(id, &normalised) {
+            Ok(_) => Ok(()),
+            Err(store::WriteError::NotFound) => Err(format!("No contact with ID {id} exists")),
+            Err(store::WriteError::Conflict { existing_id }) => {
+                Err(store::conflict_message(existing_id))
+            }
+        }
     }
 
     /// Adds a custom contact property (for field-table overrides in config).

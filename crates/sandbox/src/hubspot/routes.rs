@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 use super::Shared;
 use super::access::{LimitHeaders, LimitHit, TokenRefusal};
 use super::store::{
-    BATCH_LIMIT, BatchInput, BatchItemError, WriteError, invalid_properties_message,
+    BATCH_LIMIT, BatchInput, BatchItemError, WriteError, conflict_message,
+    invalid_properties_message,
 };
 use crate::Fault;
 
@@ -158,7 +159,7 @@ async fn update_contact(
         Err(WriteError::Conflict { existing_id }) => hubspot_error(
             StatusCode::CONFLICT,
             "CONFLICT",
-            format!("Contact already exists. Existing ID: {existing_id}"),
+            conflict_message(existing_id),
         ),
     }
 }

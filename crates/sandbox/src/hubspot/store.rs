@@ -29,7 +29,26 @@ const WRITABLE_PROPERTIES: [&str; 15] = [
 ];
 
 /// Properties HubSpot maintains itself; writing them is a validation error.
-const READ_ONLY_PROPERTIES: [&str; 3] = ["hs_object_id", "createdate", "lastmodifieddate"];
+const READ_ONLY_PROPERTIES: [&str; 5] = [
+    "hs_object_id",
+    "createdate",
+    "lastmodifieddate",
+    MERGED_IDS_PROPERTY,
+    ADDITIONAL_EMAILS_PROPERTY,
+];
+
+/// The properties HubSpot calculates rather than stores.
+const CALCULATED_PROPERTIES: [&str; 4] = [
+    "hs_object_id",
+    "createdate",
+    "lastmodifieddate",
+    MERGED_IDS_PROPERTY,
+];
+
+/// The ids of the contacts merged into a contact, `;`-separated.
+const MERGED_IDS_PROPERTY: &str = "hs_merged_object_ids";
+/// The emails a contact took over from contacts merged into it, `;`-separated.
+const ADDITIONAL_EMAILS_PROPERTY: &str = "hs_additional_emails";
 
 /// What a read returns when the caller names no properties.
 const DEFAULT_RETURNED_PROPERTIES: [&str; 6] = [
@@ -47,6 +66,43 @@ struct Contact {
     properties: BTreeMap<String, String>,
     created_ms: i64,
     updated_ms: i64,
+    /// The ids of the contacts merged into this one (`hs_merged_object_ids`).
+    merged_ids: BTreeSet<u64>,
+}
+
+impl Contact {
+    /// The value of property `name` of this contact, whose id is `id`: HubSpot's own
+    /// calculated ones, or a stored one.
+    fn value(&self, id: u64, name: &str) -> Option<String> {
+        match name {
+            "hs_object_id" => Some(id.to_string()),
+            "createdate" => Some(iso_timestamp(self.created_ms)),
+            "lastmodifieddate" => Some(iso_timestamp(self.updated_ms)),
+            MERGED_IDS_PROPERTY if self.merged_ids.is_empty() => None,
+            MERGED_IDS_PROPERTY => Some(
+                self.merged_ids
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(";"),
+            ),
+            _ => self.properties.get(name).cloned(),
+        }
+    }
+
+    /// The contact's email, then the additional emails it took over in merges.
+    fn emails(&self) -> impl Iterator<Item = &str> {
+        let additional = self
+            .properties
+            .get(ADDITIONAL_EMAILS_PROPERTY)
+            .into_iter()
+            .flat_map(|emails| emails.split(';'));
+        self.properties
+            .get("email")
+            .map(String::as_str)
+            .into_iter()
+            .chain(additional)
+    }
 }
 
 /// A property value HubSpot refuses, as it appears inside a VALIDATION_ERROR message.
@@ -74,6 +130,11 @@ impl InvalidProperty {
 pub(super) fn invalid_properties_message(invalid: &[InvalidProperty]) -> String {
     let details: Vec<String> = invalid.iter().map(InvalidProperty::to_json).collect();
     format!("Property values were not valid: [{}]", details.join(","))
+}
+
+/// HubSpot's message when a write would give a contact the email another one has.
+pub(super) fn conflict_message(existing_id: u64) -> String {
+    format!("Contact already exists. Existing ID: {existing_id}")
 }
 
 /// Why a write did not land.
@@ -192,14 +253,16 @@ impl Store {
         self.by_email.get(&email.trim().to_lowercase()).copied()
     }
 
-    /// Removes a contact and its email from the index.
-    fn remove_contact(&mut self, id: u64) {
-        if let Some(contact) = self.contacts.remove(&id)
-            && let Some(email) = contact.properties.get("email")
-            && self.by_email.get(email) == Some(&id)
-        {
-            self.by_email.remove(email);
+    /// Removes a contact, and its emails (its own and those it took over in merges) from
+    /// the index; answers what it held.
+    fn remove_contact(&mut self, id: u64) -> Option<Contact> {
+        let contact = self.contacts.remove(&id)?;
+        for email in contact.emails() {
+            if self.by_email.get(email) == Some(&id) {
+                self.by_email.remove(email);
+            }
         }
+        Some(contact)
     }
 
     /// Checks and normalises one input's properties as HubSpot does: every value a string
@@ -285,6 +348,7 @@ impl Store {
                 properties,
                 created_ms: stamp,
                 updated_ms: stamp,
+                merged_ids: BTreeSet::new(),
             },
         );
         id
@@ -366,7 +430,7 @@ impl Store {
                 Err(WriteError::NotFound) => not_found.push(id.clone()),
                 Err(WriteError::Conflict { existing_id }) => outcome.errors.push(BatchItemError {
                     category: "CONFLICT",
-                    message: format!("Contact already exists. Existing ID: {existing_id}"),
+                    message: conflict_message(existing_id),
                     ids: vec![id.clone()],
                 }),
             }
@@ -402,28 +466,18 @@ impl Store {
         } else {
             properties
         };
-        let created_at = iso_timestamp(contact.created_ms);
-        let updated_at = iso_timestamp(contact.updated_ms);
         let values: Map<String, Value> = names
             .iter()
             .map(|name| {
-                let value = match *name {
-                    "hs_object_id" => Value::String(id.to_string()),
-                    "createdate" => Value::String(created_at.clone()),
-                    "lastmodifieddate" => Value::String(updated_at.clone()),
-                    _ => contact
-                        .properties
-                        .get(*name)
-                        .map_or(Value::Null, |value| Value::String(value.clone())),
-                };
+                let value = contact.value(id, name).map_or(Value::Null, Value::String);
                 (name.to_string(), value)
             })
             .collect();
         let mut object = json!({
             "id": id.to_string(),
             "properties": values,
-            "createdAt": created_at,
-            "updatedAt": updated_at,
+            "createdAt": iso_timestamp(contact.created_ms),
+            "updatedAt": iso_timestamp(contact.updated_ms),
             "archived": false,
         });
         let companies = self.companies_of(id);
@@ -458,9 +512,11 @@ impl Store {
         let resolved = self.resolve(id)?;
         let contact = &self.contacts[&resolved];
         let mut properties = contact.properties.clone();
-        properties.insert("hs_object_id".into(), resolved.to_string());
-        properties.insert("createdate".into(), iso_timestamp(contact.created_ms));
-        properties.insert("lastmodifieddate".into(), iso_timestamp(contact.updated_ms));
+        for name in CALCULATED_PROPERTIES {
+            if let Some(value) = contact.value(resolved, name) {
+                properties.insert(name.to_string(), value);
+            }
+        }
         Some(properties)
     }
 
@@ -471,27 +527,69 @@ impl Store {
         }
     }
 
-    /// Merges `merged` into `primary`: the merged id keeps answering, as the primary.
-    pub(super) fn merge(&mut self, primary: &str, merged: &str) -> bool {
+    /// Merges `merged` into `primary` as HubSpot merges contacts today: both stop existing on
+    /// their own and a new contact, with a new id, takes their place. It holds the primary's
+    /// values, and the other's where the primary has none; the primary's email stays the
+    /// email and the other's becomes an additional one (still taken: no other contact may
+    /// have it); `hs_merged_object_ids` lists both ids (and those merged into either); the
+    /// older creation date is kept and `updatedAt` moves; the companies of both are kept. Both
+    /// old ids keep addressing the new contact, for reads and writes alike. Answers the new
+    /// contact's id; `None` when either is missing or they are the same contact.
+    pub(super) fn merge(&mut self, primary: &str, merged: &str) -> Option<u64> {
         let (Some(primary), Some(merged)) = (self.resolve(primary), self.resolve(merged)) else {
-            return false;
+            return None;
         };
         if primary == merged {
-            return false;
+            return None;
         }
-        self.remove_contact(merged);
-        let companies = self.associations.remove(&merged).unwrap_or_default();
-        self.associations
-            .entry(primary)
-            .or_default()
-            .extend(companies);
-        for target in self.merged_into.values_mut() {
-            if *target == merged {
-                *target = primary;
+        let survivor = self.allocate_id();
+        let stamp = self.stamp();
+        let first = self.remove_contact(primary).expect("resolved above");
+        let second = self.remove_contact(merged).expect("resolved above");
+        let emails: Vec<String> = first
+            .emails()
+            .chain(second.emails())
+            .map(str::to_string)
+            .collect();
+        let mut properties = first.properties;
+        for (name, value) in second.properties {
+            properties.entry(name).or_insert(value);
+        }
+        properties.remove(ADDITIONAL_EMAILS_PROPERTY);
+        if let Some((email, additional)) = emails.split_first() {
+            properties.insert("email".into(), email.clone());
+            if !additional.is_empty() {
+                properties.insert(ADDITIONAL_EMAILS_PROPERTY.into(), additional.join(";"));
             }
         }
-        self.merged_into.insert(merged, primary);
-        true
+        for email in emails {
+            self.by_email.insert(email, survivor);
+        }
+        let mut merged_ids: BTreeSet<u64> = [primary, merged].into();
+        merged_ids.extend(first.merged_ids);
+        merged_ids.extend(second.merged_ids);
+        self.contacts.insert(
+            survivor,
+            Contact {
+                properties,
+                created_ms: first.created_ms.min(second.created_ms),
+                updated_ms: stamp,
+                merged_ids,
+            },
+        );
+        let mut companies = self.associations.remove(&primary).unwrap_or_default();
+        companies.extend(self.associations.remove(&merged).unwrap_or_default());
+        if !companies.is_empty() {
+            self.associations.insert(survivor, companies);
+        }
+        for target in self.merged_into.values_mut() {
+            if *target == primary || *target == merged {
+                *target = survivor;
+            }
+        }
+        self.merged_into.insert(primary, survivor);
+        self.merged_into.insert(merged, survivor);
+        Some(survivor)
     }
 
     pub(super) fn create_company(&mut self, name: &str) -> u64 {
@@ -629,15 +727,78 @@ mod tests {
     }
 
     #[test]
-    fn merged_ids_answer_as_the_primary() {
+    fn a_merge_makes_a_new_contact_that_both_old_ids_address() {
         let mut store = Store::new();
-        let primary = store.create_contact(&[("city", "x")]).to_string();
-        let merged = store.create_contact(&[("city", "y")]).to_string();
-        assert!(store.merge(&primary, &merged));
+        let primary = store
+            .create_contact(&[
+                ("email", "ann@example.com"),
+                ("city", "Lisbon"),
+                ("phone", "1"),
+            ])
+            .to_string();
+        let merged = store
+            .create_contact(&[
+                ("email", "ann.lee@example.com"),
+                ("city", "Porto"),
+                ("jobtitle", "CTO"),
+            ])
+            .to_string();
+        let company = store.create_company("Northwind");
+        store.associate(&merged, &company.to_string()).unwrap();
+        let created = store.properties(&primary).unwrap()["createdate"].clone();
+
+        let survivor = store.merge(&primary, &merged).unwrap().to_string();
+
+        assert_ne!(survivor, primary);
+        assert_ne!(survivor, merged);
+        let stored = store.properties(&survivor).unwrap();
+        assert_eq!(stored["city"], "Lisbon", "the primary's values win");
+        assert_eq!(stored["jobtitle"], "CTO", "the other fills what it lacks");
+        assert_eq!(stored["email"], "ann@example.com");
+        assert_eq!(stored[ADDITIONAL_EMAILS_PROPERTY], "ann.lee@example.com");
+        assert_eq!(stored[MERGED_IDS_PROPERTY], format!("{primary};{merged}"));
+        assert_eq!(stored["createdate"], created, "the older creation date");
+        for old in [&primary, &merged] {
+            assert_eq!(store.properties(old).unwrap()["hs_object_id"], survivor);
+            let read = store.read(old, &["city"], false).unwrap();
+            assert_eq!(read["id"], survivor.as_str());
+        }
+        assert_eq!(store.company_ids(&survivor).unwrap(), [company]);
+        assert_eq!(store.page(None, 10).0, [survivor.parse::<u64>().unwrap()]);
+        assert_eq!(
+            store.find_by_email("Ann.Lee@example.com"),
+            Some(survivor.parse().unwrap()),
+            "a merged email stays taken"
+        );
+
         let answer = store
-            .update(&merged, &BTreeMap::from([("city".into(), "z".into())]))
+            .update(&merged, &BTreeMap::from([("city".into(), "Faro".into())]))
             .unwrap();
-        assert_eq!(answer["id"], primary.as_str());
+        assert_eq!(answer["id"], survivor.as_str());
+        assert_eq!(store.properties(&survivor).unwrap()["city"], "Faro");
+        let outcome = store
+            .batch_update(&[(primary.clone(), props(&[("zip", "1000")]))])
+            .unwrap();
+        assert!(outcome.errors.is_empty());
+        assert_eq!(outcome.results[0]["id"], survivor.as_str());
+
+        let third = store.create_contact(&[("city", "Braga")]).to_string();
+        let latest = store.merge(&third, &survivor).unwrap().to_string();
+        assert_eq!(store.properties(&primary).unwrap()["hs_object_id"], latest);
+        assert_eq!(
+            store.properties(&latest).unwrap()[MERGED_IDS_PROPERTY],
+            format!("{primary};{merged};{survivor};{third}")
+        );
+        assert_eq!(store.merge(&primary, &latest), None, "one contact now");
+    }
+
+    #[test]
+    fn merged_ids_and_additional_emails_are_hubspots_to_write() {
+        let store = Store::new();
+        for name in [MERGED_IDS_PROPERTY, ADDITIONAL_EMAILS_PROPERTY] {
+            let refused = store.normalise(&props(&[(name, "1")])).unwrap_err();
+            assert_eq!(refused[0].error, "READ_ONLY_VALUE", "{name}");
+        }
     }
 
     #[test]
