@@ -86,3 +86,58 @@ async fn refused_credentials_make_the_daemon_unready_and_keep_the_edit() {
     );
     assert_eq!(daemon.contact(CONTACT).await["local_was_updated"], true);
 }
+
+/// Renames `contact_1` and links it to the customer `cust_1`, HubSpot company `company`.
+async fn rename_and_link(world: &World<HubspotSandbox>, company: &str) -> crate::harness::Daemon {
+    world.setup.import(
+        "customers",
+        &[json!({"id": "cust_1", "source_system": "hubspot", "source_id": company})],
+    );
+    let daemon = world.setup.serve();
+    let body = json!({"email": "ann@example.com", "first_name": "Linked", "unified_customer_id": "cust_1"});
+    let answer = daemon.put_contact(CONTACT, &body).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    daemon
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_company_link_is_retried_alone_after_the_fields_landed() {
+    let world = World::<HubspotSandbox>::new().await;
+    let company = world.crm.create_company("Northwind Traders");
+    world
+        .crm
+        .association_faults()
+        .fail_next(2, Fault::ServerError(503));
+    let daemon = rename_and_link(&world, &company).await;
+    let synced = daemon.wait_synced(CONTACT).await;
+    assert_eq!(synced["first_name"], "Linked");
+    assert_eq!(synced["source_system_customer_id"], company);
+    assert_eq!(world.crm.company_ids_of(&world.source_id), [company]);
+    assert_eq!(
+        world.crm.stats().contacts_written,
+        1,
+        "the landed fields were not sent again with the link's retries"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_company_link_is_a_dead_letter_of_the_link_alone() {
+    let world = World::<HubspotSandbox>::new().await;
+    // Registered as a customer, but HubSpot has no such company.
+    let daemon = rename_and_link(&world, "999999999").await;
+    let sync = daemon.wait_dead_letter(CONTACT).await;
+    assert_eq!(sync["in_flight"], Value::Null, "{sync}");
+    assert_eq!(world.crm_value("first_name").as_deref(), Some("Linked"));
+    let letters = world.setup.run_json(&["dead-letters", "list"]);
+    let letters = letters["dead_letters"].as_array().unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(
+        letters[0]["patch"],
+        json!({"unified_customer_id": "cust_1"}),
+        "only the link is kept; the name landed"
+    );
+    let contact = daemon.contact(CONTACT).await;
+    assert_eq!(contact["first_name"], "Linked");
+    assert_eq!(contact["is_active"], true, "the contact is there; the company is not");
+    assert_eq!(letters[0]["error"]["field"], "unified_customer_id");
+}

@@ -19,7 +19,7 @@ use unisync_core::{
 use crate::conflict::find_conflicts;
 use crate::connections::{Connection, ConnectionMetrics, Connections, Pause, PauseReason};
 use crate::retry_policy::RetryPolicy;
-use crate::store::{ClaimedEdit, Store, StoreError, now_ms};
+use crate::store::{ClaimedEdit, LinkFailure, Store, StoreError, now_ms};
 
 #[cfg(test)]
 mod tests;
@@ -440,92 +440,148 @@ fn reconcile(
     result: PushResult,
 ) {
     let metrics = &connection.metrics;
-    let policy = RetryPolicy {
-        initial: Duration::from_millis(connection.settings.dispatch.retry_initial_ms),
-        max: Duration::from_millis(connection.settings.dispatch.retry_max_ms),
-        max_attempts: connection.settings.dispatch.max_attempts,
-    };
     let id = &edit.contact_id;
     let outcome: Result<(), StoreError> = match result {
         Ok(confirmed) => {
             connection.clear_pause();
             ConnectionMetrics::add(&metrics.pushed_ok, 1);
-            store.complete(id, &confirmed, link_change)
-        }
-        Err(error) => {
-            // The connection stops for a while; the edit waits without losing an attempt.
-            let pause = |reason: PauseReason, wait: Duration, counter: &AtomicU64| {
-                ConnectionMetrics::add(counter, 1);
-                pause_and_requeue(store, connection, id, reason, wait, &error)
-            };
-            match &error.kind {
-                ErrorKind::Retryable { .. } | ErrorKind::OutcomeUnknown => {
-                    let failed = edit.attempts + 1;
-                    if policy.allows_another(failed) {
-                        ConnectionMetrics::add(&metrics.pushed_retry, 1);
-                        let wait = match error.kind {
-                            ErrorKind::Retryable { retry_after } => {
-                                retry_after.unwrap_or_else(|| policy.delay(failed))
-                            }
-                            // The request may still land: the contact's next push waits until
-                            // it no longer can, so an old value never lands after a newer one.
-                            _ => policy.delay(failed).max(connection.settle_time()),
-                        };
-                        store
-                            .retry_later(id, now_ms() + wait.as_millis() as u64, true, &error)
-                            .map(drop)
-                    } else {
-                        ConnectionMetrics::add(&metrics.pushed_dead_letter, 1);
-                        store.dead_letter(id, &error, true).map(drop)
-                    }
-                }
-                ErrorKind::RateLimited { retry_after } => pause(
-                    PauseReason::RateLimited,
-                    retry_after.unwrap_or(DEFAULT_RATE_LIMIT_WAIT),
-                    &metrics.pushed_rate_limited,
-                ),
-                ErrorKind::QuotaExhausted { retry_after } => pause(
-                    PauseReason::QuotaExhausted,
-                    retry_after.unwrap_or(DEFAULT_QUOTA_WAIT),
-                    &metrics.pushed_rate_limited,
-                ),
-                ErrorKind::Unauthorized => {
-                    pause_until_probe(store, connection, id, PauseReason::Unauthorized, &error)
-                }
-                ErrorKind::Misconfigured => {
-                    pause_until_probe(store, connection, id, PauseReason::Misconfigured, &error)
-                }
-                // Interim, until the store re-points contacts: a merge is kept like a deleted
-                // record, as before adapters told the two apart.
-                ErrorKind::Permanent { .. }
-                | ErrorKind::RecordGone
-                | ErrorKind::RecordMerged { .. } => {
-                    ConnectionMetrics::add(&metrics.pushed_dead_letter, 1);
-                    tracing::warn!(
-                        connection = connection.name(),
-                        contact = %id,
-                        code = %error.code,
-                        message = %error.message,
-                        "the CRM refused an edit; kept as a dead letter"
-                    );
-                    store.dead_letter(id, &error, false).map(drop)
+            match &confirmed.link_error {
+                None => store.complete(id, &confirmed, link_change),
+                Some(error) => {
+                    // The fields landed: they are confirmed, and only the link goes on. A
+                    // push that carried the link alone keeps the edit's attempts.
+                    let link_only = edit.patch.len() == 1;
+                    let attempts = if link_only { edit.attempts } else { 0 };
+                    let failure = match decide(connection, id, attempts, error) {
+                        Decision::RetryAt {
+                            not_before,
+                            count_attempt,
+                        } => LinkFailure::RetryLater {
+                            not_before,
+                            count_attempt,
+                            error,
+                        },
+                        Decision::DeadLetter { retries_exhausted } => LinkFailure::DeadLetter {
+                            error,
+                            retries_exhausted,
+                        },
+                    };
+                    store
+                        .complete_except_link(id, &confirmed, failure)
+                        .map(drop)
                 }
             }
         }
+        Err(error) => match decide(connection, id, edit.attempts, &error) {
+            Decision::RetryAt {
+                not_before,
+                count_attempt,
+            } => store
+                .retry_later(id, not_before, count_attempt, &error)
+                .map(drop),
+            Decision::DeadLetter { retries_exhausted } => {
+                store.dead_letter(id, &error, retries_exhausted).map(drop)
+            }
+        },
     };
     if let Err(error) = outcome {
         tracing::error!(connection = connection.name(), contact = %id, %error, "recording a push outcome failed");
     }
 }
 
-fn pause_and_requeue(
-    store: &Store,
+/// What becomes of an edit (or of its customer link) the CRM did not take.
+enum Decision {
+    /// Back to the queue, to go at `not_before`; `count_attempt` is false for failures that
+    /// are not the edit's fault (a paused connection).
+    RetryAt {
+        not_before: u64,
+        count_attempt: bool,
+    },
+    DeadLetter {
+        retries_exhausted: bool,
+    },
+}
+
+/// Decides from the error's class alone, after `attempts` earlier failed attempts; pauses
+/// the connection when the class says the CRM refuses it as a whole or for a while.
+fn decide(connection: &Connection, id: &str, attempts: u32, error: &AdapterError) -> Decision {
+    let metrics = &connection.metrics;
+    let dispatch = &connection.settings.dispatch;
+    let policy = RetryPolicy {
+        initial: Duration::from_millis(dispatch.retry_initial_ms),
+        max: Duration::from_millis(dispatch.retry_max_ms),
+        max_attempts: dispatch.max_attempts,
+    };
+    // The connection stops for a while; the edit waits without losing an attempt.
+    let pause = |reason: PauseReason, wait: Duration, counter: &AtomicU64| {
+        ConnectionMetrics::add(counter, 1);
+        Decision::RetryAt {
+            not_before: pause_connection(connection, reason, wait, error),
+            count_attempt: false,
+        }
+    };
+    match &error.kind {
+        ErrorKind::Retryable { .. } | ErrorKind::OutcomeUnknown => {
+            let failed = attempts + 1;
+            if !policy.allows_another(failed) {
+                ConnectionMetrics::add(&metrics.pushed_dead_letter, 1);
+                return Decision::DeadLetter {
+                    retries_exhausted: true,
+                };
+            }
+            ConnectionMetrics::add(&metrics.pushed_retry, 1);
+            let wait = match error.kind {
+                ErrorKind::Retryable { retry_after } => {
+                    retry_after.unwrap_or_else(|| policy.delay(failed))
+                }
+                // The request may still land: the contact's next push waits until it no
+                // longer can, so an old value never lands after a newer one.
+                _ => policy.delay(failed).max(connection.settle_time()),
+            };
+            Decision::RetryAt {
+                not_before: now_ms() + wait.as_millis() as u64,
+                count_attempt: true,
+            }
+        }
+        ErrorKind::RateLimited { retry_after } => pause(
+            PauseReason::RateLimited,
+            retry_after.unwrap_or(DEFAULT_RATE_LIMIT_WAIT),
+            &metrics.pushed_rate_limited,
+        ),
+        ErrorKind::QuotaExhausted { retry_after } => pause(
+            PauseReason::QuotaExhausted,
+            retry_after.unwrap_or(DEFAULT_QUOTA_WAIT),
+            &metrics.pushed_rate_limited,
+        ),
+        ErrorKind::Unauthorized => pause_until_probe(connection, PauseReason::Unauthorized, error),
+        ErrorKind::Misconfigured => {
+            pause_until_probe(connection, PauseReason::Misconfigured, error)
+        }
+        // Interim, until the store re-points contacts: a merge is kept like a deleted
+        // record, as before adapters told the two apart.
+        ErrorKind::Permanent { .. } | ErrorKind::RecordGone | ErrorKind::RecordMerged { .. } => {
+            ConnectionMetrics::add(&metrics.pushed_dead_letter, 1);
+            tracing::warn!(
+                connection = connection.name(),
+                contact = %id,
+                code = %error.code,
+                message = %error.message,
+                "the CRM refused an edit; kept as a dead letter"
+            );
+            Decision::DeadLetter {
+                retries_exhausted: false,
+            }
+        }
+    }
+}
+
+/// Pauses the connection for `wait`; answers when the pause ends.
+fn pause_connection(
     connection: &Connection,
-    id: &str,
     reason: PauseReason,
     wait: Duration,
     error: &AdapterError,
-) -> Result<(), StoreError> {
+) -> u64 {
     let until_ms = now_ms() + wait.as_millis() as u64;
     let new_wait = connection.set_pause(Pause {
         reason: reason.clone(),
@@ -538,23 +594,19 @@ fn pause_and_requeue(
         if reason != PauseReason::RateLimited {
             tracing::warn!(connection = connection.name(), ?reason, code = %error.code, message = %error.message, "connection paused");
         }
-        if reason != PauseReason::Unauthorized {
-            ConnectionMetrics::add(&connection.metrics.rate_limit_waits, 1);
-        }
+        ConnectionMetrics::add(&connection.metrics.rate_limit_waits, 1);
     }
-    store.retry_later(id, until_ms, false, error).map(drop)
+    until_ms
 }
 
 /// The CRM refused the connection as a whole: the connection pauses until a probe goes
 /// through, each refused probe waiting longer (capped), and the edit goes back to the queue
 /// where it was, without losing an attempt.
 fn pause_until_probe(
-    store: &Store,
     connection: &Connection,
-    id: &str,
     reason: PauseReason,
     error: &AdapterError,
-) -> Result<(), StoreError> {
+) -> Decision {
     let dispatch = &connection.settings.dispatch;
     let probe_waits = RetryPolicy {
         initial: Duration::from_millis(dispatch.retry_initial_ms),
@@ -568,5 +620,8 @@ fn pause_until_probe(
         tracing::warn!(connection = connection.name(), ?reason, code = %error.code, message = %error.message, "the CRM refuses the connection; paused, probing at a growing interval");
     }
     // Its turn comes with the next probe: the pause, not the edit's own time, holds it back.
-    store.retry_later(id, now_ms(), false, error).map(drop)
+    Decision::RetryAt {
+        not_before: now_ms(),
+        count_attempt: false,
+    }
 }

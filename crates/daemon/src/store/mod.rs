@@ -527,8 +527,6 @@ impl Store {
     /// (`ConfirmedContact::link_error`): the values are confirmed as by [`Store::complete`],
     /// and only the link change is retried or dead-lettered, as `failure` says (see
     /// [`rules::complete_except_link`]). Answers the dead letter, if one was made.
-    // The dispatcher calls it once it tells a failed link from failed fields (issue 7, point 6).
-    #[allow(dead_code)]
     pub fn complete_except_link(
         &self,
         id: &str,

@@ -139,8 +139,6 @@ pub fn complete(
 
 /// What becomes of a customer link that failed after the edit's fields landed.
 #[derive(Clone, Copy, Debug)]
-// Built by the dispatcher once it tells a failed link from failed fields (issue 7, point 6).
-#[allow(dead_code)]
 pub enum LinkFailure<'a> {
     /// Try the link again at `not_before`; `count_attempt` as for [`retry_later`].
     RetryLater {
