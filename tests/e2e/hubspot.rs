@@ -138,6 +138,9 @@ async fn a_refused_company_link_is_a_dead_letter_of_the_link_alone() {
     );
     let contact = daemon.contact(CONTACT).await;
     assert_eq!(contact["first_name"], "Linked");
-    assert_eq!(contact["is_active"], true, "the contact is there; the company is not");
+    assert_eq!(
+        contact["is_active"], true,
+        "the contact is there; the company is not"
+    );
     assert_eq!(letters[0]["error"]["field"], "unified_customer_id");
 }

@@ -24,6 +24,20 @@ pub struct Capabilities {
     /// Whether [`SourceAdapter::read`] reads records' current values, as the conflict
     /// policies `crm_wins` and `hold` need before each write.
     pub reads_records: bool,
+    /// Whether [`SourceAdapter::push_if_unmodified`] writes a record only if it is still at
+    /// a given version (Salesforce's `If-Unmodified-Since`).
+    pub conditional_update: bool,
+}
+
+/// The outcome of [`SourceAdapter::push_if_unmodified`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConditionalPush {
+    /// The record was still at the given version: the edit landed, and this is what the CRM
+    /// stored, as [`SourceAdapter::push`] confirms it.
+    Landed(ConfirmedContact),
+    /// The record was modified after the given version (by a person, a workflow, another
+    /// integration): nothing was written; read it again before deciding what to write.
+    ModifiedSince,
 }
 
 /// The contact's relation to its customer (company, account), in the CRM's ids.
@@ -135,6 +149,22 @@ pub trait SourceAdapter: Send + Sync {
 
     /// Reads one page of the CRM's contacts, starting after `cursor`.
     async fn pull(&self, cursor: Option<&str>) -> Result<ContactPage, AdapterError>;
+
+    /// Writes one record only if the CRM still holds it at `unmodified_since` (a
+    /// `crm_version` this adapter answered), closing the gap between the conflict check's
+    /// read and the write. Adapters that declare `conditional_update` implement it; the
+    /// default refuses.
+    async fn push_if_unmodified(
+        &self,
+        item: &PushItem,
+        unmodified_since: &str,
+    ) -> Result<ConditionalPush, AdapterError> {
+        let _ = (item, unmodified_since);
+        Err(AdapterError::misconfigured(
+            "CONDITIONAL_UPDATE_NOT_SUPPORTED",
+            format!("the {} adapter cannot write conditionally", self.system()),
+        ))
+    }
 
     /// Reads the CRM's current values of up to `capabilities().max_batch_size` records, for
     /// the conflict check before a write: in as few calls as the CRM allows (HubSpot's batch

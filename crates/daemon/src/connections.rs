@@ -70,6 +70,8 @@ pub struct ConnectionMetrics {
     pub read_calls: AtomicU64,
     /// Fields a person changed in the CRM that ours would have overwritten.
     pub conflicts: AtomicU64,
+    /// Conditional writes the CRM refused because the record changed after the read.
+    pub modified_since_read: AtomicU64,
 }
 
 impl ConnectionMetrics {

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, watch};
 use unisync_core::{
-    AdapterError, ConfirmedContact, ContactField, CustomerLink, ErrorKind, PushItem, PushResult,
-    SourceAdapter,
+    AdapterError, ConditionalPush, ConfirmedContact, ContactField, CustomerLink, ErrorKind,
+    PushItem, PushResult, SourceAdapter, SourceContact,
 };
 
 use crate::conflict::find_conflicts;
@@ -220,6 +220,8 @@ struct Outgoing {
     unchanged: BTreeMap<ContactField, Option<String>>,
     /// The contact's base: the CRM's values as last confirmed.
     base: BTreeMap<ContactField, Option<String>>,
+    /// The record's version when the conflict check read it, to write against.
+    version: Option<String>,
 }
 
 impl Outgoing {
@@ -270,7 +272,24 @@ async fn push_batch(store: &Store, connection: &Connection, claimed: Vec<Claimed
     let items: Vec<PushItem> = outgoing.iter().map(|o| o.item.clone()).collect();
     let in_flight = InFlight::count(&metrics.in_flight, items.len() as u64);
     let started = Instant::now();
-    let mut results = connection.adapter.push(&items).await;
+    let mut results = match conditional_version(connection, &outgoing) {
+        Some(version) => {
+            let outcome = connection
+                .adapter
+                .push_if_unmodified(&items[0], version)
+                .await;
+            match outcome {
+                Ok(ConditionalPush::Landed(confirmed)) => vec![Ok(confirmed)],
+                Ok(ConditionalPush::ModifiedSince) => {
+                    drop(in_flight);
+                    read_again(store, connection, &outgoing[0].edit);
+                    return;
+                }
+                Err(error) => vec![Err(error)],
+            }
+        }
+        None => connection.adapter.push(&items).await,
+    };
     ConnectionMetrics::add(&metrics.push_calls, 1);
     ConnectionMetrics::add(
         &metrics.push_micros_total,
@@ -296,6 +315,32 @@ async fn push_batch(store: &Store, connection: &Connection, claimed: Vec<Claimed
             prepared.link_change,
             result,
         );
+    }
+    connection.wake.notify_one();
+}
+
+/// The record version a lone edit may be written against, closing the gap between the
+/// conflict check's read and the write: only for one edit (the CRM's conditional write takes
+/// one record; batches keep their one call) whose record was read, on a connection whose
+/// adapter writes conditionally.
+fn conditional_version<'a>(connection: &Connection, outgoing: &'a [Outgoing]) -> Option<&'a str> {
+    match outgoing {
+        [lone] if connection.adapter.capabilities().conditional_update => lone.version.as_deref(),
+        _ => None,
+    }
+}
+
+/// A person changed the record between the read and the conditional write, which wrote
+/// nothing: the edit goes back to the queue at once, without losing an attempt, and its next
+/// push reads the record again.
+fn read_again(store: &Store, connection: &Connection, edit: &ClaimedEdit) {
+    ConnectionMetrics::add(&connection.metrics.modified_since_read, 1);
+    let error = AdapterError::retryable(
+        "MODIFIED_SINCE_READ",
+        "the record changed between the conflict check's read and the write; read again",
+    );
+    if let Err(error) = store.retry_later(&edit.contact_id, now_ms(), false, &error) {
+        tracing::error!(connection = connection.name(), contact = %edit.contact_id, %error, "re-queuing an edit to read its record again failed");
     }
     connection.wake.notify_one();
 }
@@ -370,6 +415,7 @@ fn prepare(
         link_change,
         unchanged,
         base,
+        version: None,
     })
 }
 
@@ -387,24 +433,25 @@ async fn keep_what_people_changed(
     let same = |field, crm: Option<&str>, ours: Option<&str>| adapter.same_value(field, crm, ours);
     let ids: Vec<String> = outgoing.iter().map(|o| o.item.source_id.clone()).collect();
     ConnectionMetrics::add(&metrics.read_calls, 1);
-    let current: HashMap<String, BTreeMap<ContactField, Option<String>>> =
-        match adapter.read(&ids).await {
-            Ok(records) => records
-                .into_iter()
-                .map(|record| (record.source_id, record.values))
-                .collect(),
-            Err(error) => {
-                // The read failed as a push would have: its class decides for every edit.
-                for prepared in &outgoing {
-                    reconcile(store, connection, &prepared.edit, None, Err(error.clone()));
-                }
-                return Vec::new();
+    let current: HashMap<String, SourceContact> = match adapter.read(&ids).await {
+        Ok(records) => records
+            .into_iter()
+            .map(|record| (record.source_id.clone(), record))
+            .collect(),
+        Err(error) => {
+            // The read failed as a push would have: its class decides for every edit.
+            for prepared in &outgoing {
+                reconcile(store, connection, &prepared.edit, None, Err(error.clone()));
             }
-        };
+            return Vec::new();
+        }
+    };
     let mut to_push = Vec::with_capacity(outgoing.len());
     for mut prepared in outgoing {
         // A record the CRM did not return is left to the push, which finds out what it is.
-        if let Some(values) = current.get(&prepared.item.source_id) {
+        if let Some(record) = current.get(&prepared.item.source_id) {
+            let values = &record.values;
+            prepared.version = record.crm_version.clone();
             let conflicts = find_conflicts(&prepared.item.patch, &prepared.base, values, same);
             for (field, conflict) in conflicts {
                 ConnectionMetrics::add(&metrics.conflicts, 1);

@@ -101,6 +101,12 @@ pub fn render(store: &Store, connections: &Connections) -> Result<String, StoreE
         "Reads of the CRM's current values before a write (on_conflict crm_wins or hold).",
         per_connection(&|c| c.metrics.read_calls.load(Ordering::Relaxed) as f64),
     );
+    family(
+        "unisync_modified_since_read_total",
+        "counter",
+        "Conditional writes refused because a person changed the record after the read.",
+        per_connection(&|c| c.metrics.modified_since_read.load(Ordering::Relaxed) as f64),
+    );
     let conflicts: Vec<(String, f64)> = connections
         .iter()
         .map(|c| {

@@ -59,6 +59,7 @@ impl SourceAdapter for HubspotAdapter {
             customer_links: true,
             request_timeout: self.request_timeout,
             reads_records: true,
+            conditional_update: false,
         }
     }
 

@@ -10,8 +10,9 @@ use reqwest::header::{HeaderName, IF_UNMODIFIED_SINCE};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use unisync_core::{
-    AdapterError, ApiUsage, Capabilities, ConfirmedContact, ContactField, ContactPage,
-    CredentialStore, ErrorKind, FieldMapping, PushItem, PushResult, SourceAdapter, SourceContact,
+    AdapterError, ApiUsage, Capabilities, ConditionalPush, ConfirmedContact, ContactField,
+    ContactPage, CredentialStore, ErrorKind, FieldMapping, PushItem, PushResult, SourceAdapter,
+    SourceContact,
 };
 
 use crate::client::{Answer, SalesforceClient};
@@ -35,18 +36,6 @@ const MISSING_RESULT: &str = "MISSING_RESULT";
 /// How long a budget reading stops pushes. The daily budget is a rolling 24 hours, so usage
 /// falls again; after this long a push goes through and brings a fresh reading.
 const BUDGET_RECHECK: Duration = Duration::from_secs(15 * 60);
-
-/// The outcome of [`SalesforceAdapter::push_if_unmodified`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ConditionalPush {
-    /// The record was not modified after the given version: the edit landed, and this is what
-    /// Salesforce stored, as [`SourceAdapter::push`] confirms it.
-    Landed(ConfirmedContact),
-    /// Salesforce refused the write with 412 Precondition Failed: the record was modified
-    /// after the given version (by a person, a workflow or another integration). Nothing was
-    /// written; read the record again before deciding what to write.
-    ModifiedSince,
-}
 
 /// A Salesforce connection.
 pub struct SalesforceAdapter {
@@ -99,7 +88,7 @@ impl SalesforceAdapter {
     /// `unmodified_since` is not seen. Otherwise the write is classified, followed through
     /// merges and confirmed exactly as by [`SourceAdapter::push`]; a version that is no RFC
     /// 3339 datetime is a `Permanent` `INVALID_VERSION`, and nothing is sent.
-    pub async fn push_if_unmodified(
+    async fn write_if_unmodified(
         &self,
         item: &PushItem,
         unmodified_since: &str,
@@ -555,11 +544,20 @@ impl SourceAdapter for SalesforceAdapter {
             customer_links: true,
             request_timeout: self.request_timeout,
             reads_records: true,
+            conditional_update: true,
         }
     }
 
     fn mapping(&self) -> &FieldMapping {
         &self.mapping
+    }
+
+    async fn push_if_unmodified(
+        &self,
+        item: &PushItem,
+        unmodified_since: &str,
+    ) -> Result<ConditionalPush, AdapterError> {
+        self.write_if_unmodified(item, unmodified_since).await
     }
 
     async fn push(&self, items: &[PushItem]) -> Vec<PushResult> {

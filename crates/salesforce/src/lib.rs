@@ -39,7 +39,7 @@ use std::sync::Arc;
 
 use unisync_core::{AdapterFactory, ConfigError, ConnectionConfig, CredentialStore, SourceAdapter};
 
-pub use adapter::{ConditionalPush, SalesforceAdapter};
+pub use adapter::SalesforceAdapter;
 pub use config::{Grant, SalesforceConfig};
 pub use error::{SalesforceError, classify, parse_error, parse_token_error};
 pub use mapping::default_mapping;

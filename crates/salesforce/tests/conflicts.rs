@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use serde_json::json;
+use unisync_core::ConditionalPush;
 use unisync_core::{ContactField, CustomerLink, ErrorKind, PushItem, SourceAdapter};
-use unisync_salesforce::ConditionalPush;
 use unisync_sandbox::{Fault, SandboxCrm};
 
 use common::stub::{Reply, Stub, session_on};

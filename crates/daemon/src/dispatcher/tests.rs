@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use unisync_core::{
-    Capabilities, ConfirmedContact, ConnectionConfig, ContactPage, ContactPatch, FieldMapping,
-    FieldRule, SourceAdapter, SourceContact, UnifiedContact,
+    Capabilities, ConditionalPush, ConfirmedContact, ConnectionConfig, ContactPage, ContactPatch,
+    FieldMapping, FieldRule, SourceAdapter, SourceContact, UnifiedContact,
 };
 
 use super::*;
@@ -24,6 +24,10 @@ struct ScriptedCrm {
     mapping: FieldMapping,
     /// What `read` answers: the records' current values, as a person left them.
     current: Mutex<BTreeMap<String, BTreeMap<ContactField, Option<String>>>>,
+    /// Conditional writes still to refuse as modified since the read.
+    modified_since: AtomicU32,
+    /// The versions conditional writes were made against.
+    conditional_versions: Mutex<Vec<String>>,
     calls: AtomicU32,
     log: Mutex<Vec<Call>>,
     respond: Box<Respond>,
@@ -39,6 +43,8 @@ impl ScriptedCrm {
     fn new(respond: impl Fn(u32, &PushItem) -> PushResult + Send + Sync + 'static) -> Self {
         ScriptedCrm {
             current: Mutex::new(BTreeMap::new()),
+            modified_since: AtomicU32::new(0),
+            conditional_versions: Mutex::new(Vec::new()),
             mapping: FieldMapping::new([
                 FieldRule::new(ContactField::Email, "email"),
                 FieldRule::new(ContactField::FirstName, "first"),
@@ -96,11 +102,32 @@ impl SourceAdapter for ScriptedCrm {
             customer_links: false,
             request_timeout: REQUEST_TIMEOUT,
             reads_records: true,
+            conditional_update: true,
         }
     }
 
     fn mapping(&self) -> &FieldMapping {
         &self.mapping
+    }
+
+    async fn push_if_unmodified(
+        &self,
+        item: &PushItem,
+        unmodified_since: &str,
+    ) -> Result<ConditionalPush, AdapterError> {
+        self.conditional_versions
+            .lock()
+            .unwrap()
+            .push(unmodified_since.to_string());
+        let refuse = self
+            .modified_since
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if refuse {
+            return Ok(ConditionalPush::ModifiedSince);
+        }
+        let result = self.push(std::slice::from_ref(item)).await.remove(0);
+        result.map(ConditionalPush::Landed)
     }
 
     async fn push(&self, items: &[PushItem]) -> Vec<PushResult> {
@@ -128,6 +155,7 @@ impl SourceAdapter for ScriptedCrm {
                 Some(SourceContact {
                     source_id: id.clone(),
                     values: current.get(id)?.clone(),
+                    crm_version: Some("2026-11-28T12:00:00Z".into()),
                     ..SourceContact::default()
                 })
             })
@@ -455,7 +483,14 @@ async fn only_the_changed_field_of_an_edit_is_sent() {
 /// A person changed `contact_1`'s first name to "Anne" in the CRM after unisync confirmed
 /// "Ann"; the world's edit renames her "Ours" and moves her to Porto.
 async fn person_and_edit_collide(on_conflict: OnConflict) -> World {
+    person_and_edit_collide_moving(on_conflict, 0).await
+}
+
+/// [`person_and_edit_collide`], the record moving again `moves` times between the conflict
+/// check's read and the conditional write.
+async fn person_and_edit_collide_moving(on_conflict: OnConflict, moves: u32) -> World {
     let crm = ScriptedCrm::new(|_, item| landed(item));
+    crm.modified_since.store(moves, Ordering::SeqCst);
     crm.current.lock().unwrap().insert(
         "src-c1".into(),
         [
@@ -519,4 +554,29 @@ async fn under_overwrite_ours_is_written_without_reading() {
         world.connection.metrics.read_calls.load(Ordering::SeqCst),
         0
     );
+}
+
+#[tokio::test]
+async fn a_lone_edit_is_written_against_the_version_read_and_read_again_when_it_moved() {
+    let world = person_and_edit_collide_moving(OnConflict::CrmWins, 1).await;
+    wait_until("the edit is confirmed", || world.synced("c1")).await;
+    assert_eq!(
+        *world.crm.conditional_versions.lock().unwrap(),
+        ["2026-11-28T12:00:00Z", "2026-11-28T12:00:00Z"],
+        "written against the version read, twice: refused once, then read again"
+    );
+    assert_eq!(
+        world.connection.metrics.read_calls.load(Ordering::SeqCst),
+        2
+    );
+    assert_eq!(
+        world
+            .connection
+            .metrics
+            .modified_since_read
+            .load(Ordering::SeqCst),
+        1
+    );
+    let entry = world.store.contact("c1").unwrap().unwrap();
+    assert_eq!(entry.sync.attempts, 0, "a moved record costs no attempt");
 }
