@@ -44,6 +44,23 @@ pub trait Crm: SandboxCrm + Sized {
     fn writes(&self) -> WriteCounts;
     /// The email as the CRM stores it when `sent` is written.
     fn stored_email(sent: &str) -> String;
+    /// Data API requests the CRM has answered (token requests not counted).
+    fn api_requests(&self) -> u64;
+    /// A person changes the record in the CRM's own screens (CRM field names): its version
+    /// moves, and it is no API write.
+    fn edit_as_person_in_crm(&self, source_id: &str, fields: &[(&str, &str)]);
+    /// Merges the record `merged` into `kept` as a person would in the CRM; answers the id
+    /// of the record that remains.
+    fn merge_records(&self, kept: &str, merged: &str) -> String;
+
+    /// A person changes unified fields of the record in the CRM.
+    fn edit_as_person(&self, source_id: &str, values: &[(&str, &str)]) {
+        let fields: Vec<(&str, &str)> = values
+            .iter()
+            .map(|(field, value)| (Self::crm_field(field), *value))
+            .collect();
+        self.edit_as_person_in_crm(source_id, &fields);
+    }
 
     /// Creates a record from unified field names and values; answers its id.
     fn create_record(&self, values: &[(&str, &str)]) -> String {
@@ -162,6 +179,19 @@ impl Crm for HubspotSandbox {
     fn stored_email(sent: &str) -> String {
         sent.to_lowercase()
     }
+
+    fn api_requests(&self) -> u64 {
+        self.stats().requests
+    }
+
+    fn edit_as_person_in_crm(&self, source_id: &str, fields: &[(&str, &str)]) {
+        HubspotSandbox::edit_as_person(self, source_id, fields).expect("HubSpot takes the edit");
+    }
+
+    fn merge_records(&self, kept: &str, merged: &str) -> String {
+        self.merge_contacts(kept, merged)
+            .expect("HubSpot merges the two contacts")
+    }
 }
 
 impl Crm for SalesforceSandbox {
@@ -228,5 +258,21 @@ impl Crm for SalesforceSandbox {
 
     fn stored_email(sent: &str) -> String {
         sent.to_lowercase()
+    }
+
+    fn api_requests(&self) -> u64 {
+        self.stats().requests
+    }
+
+    fn edit_as_person_in_crm(&self, source_id: &str, fields: &[(&str, &str)]) {
+        // Salesforce's record versions have one-second precision: the person's edit comes a
+        // second after anything before it, as it would in an org.
+        self.advance_clock(std::time::Duration::from_secs(1));
+        SalesforceSandbox::edit_as_person(self, source_id, fields);
+    }
+
+    fn merge_records(&self, kept: &str, merged: &str) -> String {
+        self.merge_contacts(kept, merged);
+        kept.to_string()
     }
 }

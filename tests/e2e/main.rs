@@ -22,6 +22,7 @@ macro_rules! against_each_crm {
 
 mod backfill;
 mod config;
+mod conflicts;
 mod crm;
 mod faults;
 mod fleet;
