@@ -147,3 +147,68 @@ async fn an_unreadable_input_file_is_bad_input() {
     assert_eq!(code, 2);
     assert!(err.contains("/nonexistent/edits.jsonl"), "{err}");
 }
+
+against_each_crm!(a_backfill_killed_midway_and_run_again_resends_at_most_what_was_in_flight);
+
+/// A backfill without edit ids is killed with `kill -9` after some batches landed, then run
+/// again on the same file: every edit the CRM already holds is confirmed without a write,
+/// so at most the batch in flight at the kill is written twice.
+async fn a_backfill_killed_midway_and_run_again_resends_at_most_what_was_in_flight<C: Crm>() {
+    const CONTACTS: usize = 1_000;
+    let crm = C::start().await;
+    let (setup, source_ids) = registered_records(&crm, CONTACTS);
+    // One push at a time, each slow enough to stop the run between two of them.
+    let config = std::fs::read_to_string(&setup.config).unwrap();
+    let system = crm.system();
+    let config = config.replace(
+        &format!("[connections.{system}]\n"),
+        &format!("[connections.{system}]\nconcurrency = 1\n"),
+    );
+    std::fs::write(&setup.config, config).unwrap();
+    crm.faults().set_latency(Duration::from_millis(300));
+    let without_edit_ids: String = edits_file(CONTACTS)
+        .lines()
+        .map(|line| {
+            let mut edit: Value = serde_json::from_str(line).unwrap();
+            edit.as_object_mut().unwrap().remove("edit_id");
+            edit.to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let file = setup.scratch_path("edits.jsonl");
+    std::fs::write(&file, &without_edit_ids).unwrap();
+
+    let mut first = setup
+        .command()
+        .args(["backfill", "--input", file.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let half = CONTACTS as u64 / 2;
+    crate::harness::wait_for("half the edits to land", || async {
+        (crm.writes().written >= half).then_some(())
+    })
+    .await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let landed_before = crm.writes().written;
+    assert!(landed_before < CONTACTS as u64, "killed midway");
+
+    crm.faults().set_latency(Duration::ZERO);
+    let (code, report, output) = backfill(&setup, &without_edit_ids, &[]);
+    assert_eq!(code, 0, "{output}");
+    assert_eq!(report["dead_letters"], json!([]), "{report}");
+    let batch = C::BATCH_LIMIT as u64;
+    let written = crm.writes().written;
+    assert!(
+        written <= CONTACTS as u64 + batch,
+        "{written} writes for {CONTACTS} edits: only the batch in flight at the kill may repeat"
+    );
+    for n in [0, CONTACTS / 2, CONTACTS - 1] {
+        assert_eq!(
+            crm.value(&source_ids[n], "first_name"),
+            Some(format!("Edited {n}"))
+        );
+    }
+}

@@ -25,6 +25,8 @@ pub trait Crm: SandboxCrm + Sized {
     const REQUIRED_FIELDS: &'static [&'static str];
     /// The CRM's error code for a write to a deleted record.
     const DELETED_RECORD_CODE: &'static str;
+    /// The most records one of the CRM's batch writes takes.
+    const BATCH_LIMIT: usize;
     /// The CRM's error code when the app may no longer make the call ([`Fault::AccessRevoked`]).
     ///
     /// [`Fault::AccessRevoked`]: unisync_sandbox::Fault::AccessRevoked
@@ -140,6 +142,7 @@ impl Crm for HubspotSandbox {
     ];
     const REQUIRED_FIELDS: &'static [&'static str] = &[];
     const DELETED_RECORD_CODE: &'static str = "OBJECT_NOT_FOUND";
+    const BATCH_LIMIT: usize = 100;
     const ACCESS_REVOKED_CODE: &'static str = "MISSING_SCOPES";
 
     async fn start() -> Self {
@@ -211,6 +214,7 @@ impl Crm for SalesforceSandbox {
     ];
     const REQUIRED_FIELDS: &'static [&'static str] = &["last_name"];
     const DELETED_RECORD_CODE: &'static str = "ENTITY_IS_DELETED";
+    const BATCH_LIMIT: usize = 200;
     const ACCESS_REVOKED_CODE: &'static str = "API_DISABLED_FOR_ORG";
 
     async fn start() -> Self {
