@@ -27,6 +27,19 @@ pub struct Capabilities {
     /// Whether [`SourceAdapter::push_if_unmodified`] writes a record only if it is still at
     /// a given version (Salesforce's `If-Unmodified-Since`).
     pub conditional_update: bool,
+    /// The most items one bulk job takes ([`SourceAdapter::start_bulk_job`]), or 0 when the
+    /// adapter runs no bulk jobs.
+    pub max_bulk_items: usize,
+}
+
+/// Where a bulk job stands ([`SourceAdapter::poll_bulk_job`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BulkProgress {
+    /// The CRM is still working on it: poll again later.
+    Running,
+    /// Done: one result per item, in the items' order, classified like [`SourceAdapter::push`]
+    /// results (a record the CRM did not process is a `Retryable` error).
+    Finished(Vec<PushResult>),
 }
 
 /// The outcome of [`SourceAdapter::push_if_unmodified`].
@@ -163,6 +176,32 @@ pub trait SourceAdapter: Send + Sync {
         Err(AdapterError::misconfigured(
             "CONDITIONAL_UPDATE_NOT_SUPPORTED",
             format!("the {} adapter cannot write conditionally", self.system()),
+        ))
+    }
+
+    /// Starts a bulk job writing `items` (up to `capabilities().max_bulk_items`, each to a
+    /// different record) and answers its id. The job runs in the CRM; nothing is known of
+    /// its records until [`poll_bulk_job`](Self::poll_bulk_job) says it finished. Adapters
+    /// that declare `max_bulk_items` implement it; the default refuses.
+    async fn start_bulk_job(&self, items: &[PushItem]) -> Result<String, AdapterError> {
+        let _ = items;
+        Err(AdapterError::misconfigured(
+            "BULK_NOT_SUPPORTED",
+            format!("the {} adapter runs no bulk jobs", self.system()),
+        ))
+    }
+
+    /// Asks how the bulk job `job_id`, started with `items` (the same items, in the same
+    /// order: the daemon keeps them across restarts), is doing.
+    async fn poll_bulk_job(
+        &self,
+        job_id: &str,
+        items: &[PushItem],
+    ) -> Result<BulkProgress, AdapterError> {
+        let _ = (job_id, items);
+        Err(AdapterError::misconfigured(
+            "BULK_NOT_SUPPORTED",
+            format!("the {} adapter runs no bulk jobs", self.system()),
         ))
     }
 

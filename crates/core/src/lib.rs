@@ -20,8 +20,8 @@ mod patch;
 mod validation;
 
 pub use adapter::{
-    AdapterFactory, ApiUsage, Capabilities, ConditionalPush, ConfirmedContact, ContactPage,
-    CredentialStore, CustomerLink, PushItem, PushResult, SourceAdapter, SourceContact,
+    AdapterFactory, ApiUsage, BulkProgress, Capabilities, ConditionalPush, ConfirmedContact,
+    ContactPage, CredentialStore, CustomerLink, PushItem, PushResult, SourceAdapter, SourceContact,
 };
 pub use config::{ConfigError, ConnectionConfig, Secret};
 pub use contact::{ContactField, UnifiedContact};

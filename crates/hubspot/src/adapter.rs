@@ -60,6 +60,7 @@ impl SourceAdapter for HubspotAdapter {
             request_timeout: self.request_timeout,
             reads_records: true,
             conditional_update: false,
+            max_bulk_items: 0,
         }
     }
 

@@ -545,6 +545,7 @@ impl SourceAdapter for SalesforceAdapter {
             request_timeout: self.request_timeout,
             reads_records: true,
             conditional_update: true,
+            max_bulk_items: 0,
         }
     }
 

@@ -103,6 +103,7 @@ impl SourceAdapter for ScriptedCrm {
             request_timeout: REQUEST_TIMEOUT,
             reads_records: true,
             conditional_update: true,
+            max_bulk_items: 0,
         }
     }
 
