@@ -27,6 +27,10 @@ pub struct Capabilities {
     /// Whether [`SourceAdapter::push_if_unmodified`] writes a record only if it is still at
     /// a given version (Salesforce's `If-Unmodified-Since`).
     pub conditional_update: bool,
+    /// How long a ready edit may wait for its batch to fill by default, for CRMs whose
+    /// budget counts calls rather than records (Salesforce). Zero: a batch goes as soon as
+    /// the rate limit has room, which batches by itself while the limit binds (HubSpot).
+    pub default_linger: Duration,
     /// The most items one bulk job takes ([`SourceAdapter::start_bulk_job`]), or 0 when the
     /// adapter runs no bulk jobs.
     pub max_bulk_items: usize,

@@ -89,6 +89,11 @@ pub struct DispatchConfig {
     /// request timeout. Never less than the request timeout.
     #[serde(default)]
     pub settle_ms: Option<u64>,
+    /// The longest a ready edit waits for its batch to fill (Kafka's linger.ms), stretched
+    /// as the CRM's daily budget runs low. Unset: the adapter's default (Salesforce 1 s,
+    /// HubSpot none: it batches while its rate limit binds).
+    #[serde(default)]
+    pub max_linger_ms: Option<u64>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -148,6 +153,7 @@ impl Default for DispatchConfig {
             retry_max_ms: default_retry_max_ms(),
             recovery_grace_ms: default_recovery_grace_ms(),
             settle_ms: None,
+            max_linger_ms: None,
         }
     }
 }
@@ -168,7 +174,7 @@ pub struct ConnectionSettings {
 }
 
 /// Keys of a connection table that the daemon reads itself; the rest go to the provider.
-const DAEMON_CONNECTION_KEYS: [&str; 10] = [
+const DAEMON_CONNECTION_KEYS: [&str; 11] = [
     "system",
     "on_conflict",
     "provider_id",
@@ -178,6 +184,7 @@ const DAEMON_CONNECTION_KEYS: [&str; 10] = [
     "retry_initial_ms",
     "retry_max_ms",
     "settle_ms",
+    "max_linger_ms",
     "enabled",
 ];
 
@@ -240,6 +247,10 @@ impl Config {
                 Some(_) => Err(invalid(key, "must be a non-negative whole number")),
             }
         };
+        let optional_number = |key: &str, default: Option<u64>| match table.get(key) {
+            None => Ok(default),
+            Some(_) => number(key, 0).map(Some),
+        };
         let system = string("system")?.ok_or_else(|| invalid("system", "missing"))?;
         let dispatch = DispatchConfig {
             max_attempts: number("max_attempts", self.dispatch.max_attempts.into())? as u32,
@@ -247,10 +258,8 @@ impl Config {
             retry_initial_ms: number("retry_initial_ms", self.dispatch.retry_initial_ms)?,
             retry_max_ms: number("retry_max_ms", self.dispatch.retry_max_ms)?,
             recovery_grace_ms: self.dispatch.recovery_grace_ms,
-            settle_ms: match table.get("settle_ms") {
-                None => self.dispatch.settle_ms,
-                Some(_) => Some(number("settle_ms", 0)?),
-            },
+            settle_ms: optional_number("settle_ms", self.dispatch.settle_ms)?,
+            max_linger_ms: optional_number("max_linger_ms", self.dispatch.max_linger_ms)?,
         };
         let mut settings = serde_json::Map::new();
         for (key, value) in table {

@@ -14,6 +14,9 @@ use crate::config::ConnectionSettings;
 use crate::providers;
 use crate::store::{Store, now_ms};
 
+/// The longest an adaptive linger stretches to.
+pub const MAX_LINGER: Duration = Duration::from_secs(30);
+
 /// Why a connection is not pushing right now.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -118,6 +121,25 @@ impl Connection {
     /// again: the configured `settle_ms`, else twice the adapter's request timeout.
     pub fn settle_time(&self) -> Duration {
         settle_time(&self.settings, self.adapter.as_ref())
+    }
+
+    /// How long a ready edit may wait for its batch to fill now: the connection's linger,
+    /// stretched up to four times as the CRM's daily budget runs from half used to spent (a
+    /// call then carries more edits when calls are scarce), never past [`MAX_LINGER`].
+    pub fn linger(&self) -> Duration {
+        let base = self
+            .settings
+            .dispatch
+            .max_linger_ms
+            .map(Duration::from_millis)
+            .unwrap_or(self.adapter.capabilities().default_linger);
+        let used = self
+            .adapter
+            .api_usage()
+            .map(|usage| usage.used as f64 / usage.limit.max(1) as f64)
+            .unwrap_or(0.0);
+        let stretch = 1.0 + 3.0 * ((used - 0.5) * 2.0).clamp(0.0, 1.0);
+        base.mul_f64(stretch).min(MAX_LINGER.max(base))
     }
 
     /// How long edits a stopped process left in flight wait at the next start: at least the

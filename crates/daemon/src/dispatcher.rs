@@ -96,6 +96,15 @@ async fn run(store: Store, connection: Arc<Connection>, mut shutdown: watch::Rec
             _ = connection.adapter.wait_for_capacity() => {}
             _ = shutdown.changed() => continue,
         }
+        if let Some(wait) = linger_wait(&store, &connection, batch_size) {
+            drop(permit);
+            tokio::select! {
+                _ = connection.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        }
         let claimed = match store.claim(connection.name(), now_ms(), batch_size) {
             Ok(claimed) => claimed,
             Err(error) => {
@@ -131,6 +140,22 @@ async fn run(store: Store, connection: Arc<Connection>, mut shutdown: watch::Rec
         pushes.acquire_many(concurrency as u32),
     )
     .await;
+}
+
+/// How much longer to wait before claiming, so that the batch fills: while fewer edits than
+/// a full batch are ready and the longest-waiting of them has waited less than the linger.
+/// `None`: claim now.
+fn linger_wait(store: &Store, connection: &Connection, batch_size: usize) -> Option<Duration> {
+    let linger = connection.linger().as_millis() as u64;
+    if linger == 0 {
+        return None;
+    }
+    let now = now_ms();
+    let (ready, oldest) = store
+        .ready_window(connection.name(), now, batch_size)
+        .ok()?;
+    let due = oldest? + linger;
+    (ready < batch_size && due > now).then(|| Duration::from_millis(due - now))
 }
 
 /// Sends one probe batch while nothing else of the connection is in flight, and ends the

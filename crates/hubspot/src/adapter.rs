@@ -61,6 +61,7 @@ impl SourceAdapter for HubspotAdapter {
             reads_records: true,
             conditional_update: false,
             max_bulk_items: 0,
+            default_linger: Duration::ZERO,
         }
     }
 

@@ -36,6 +36,10 @@ const MISSING_RESULT: &str = "MISSING_RESULT";
 /// How long a budget reading stops pushes. The daily budget is a rolling 24 hours, so usage
 /// falls again; after this long a push goes through and brings a fresh reading.
 const BUDGET_RECHECK: Duration = Duration::from_secs(15 * 60);
+/// How long a ready edit waits for others to fill its collections call: Salesforce counts
+/// calls against the org's daily budget, not records, so a call of 200 costs what a call of 1
+/// does. Measured in docs/benchmarks.md.
+const DEFAULT_LINGER: Duration = Duration::from_millis(1000);
 
 /// A Salesforce connection.
 pub struct SalesforceAdapter {
@@ -546,6 +550,7 @@ impl SourceAdapter for SalesforceAdapter {
             reads_records: true,
             conditional_update: true,
             max_bulk_items: 0,
+            default_linger: DEFAULT_LINGER,
         }
     }
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use unisync_core::{
-    Capabilities, ConditionalPush, ConfirmedContact, ConnectionConfig, ContactPage, ContactPatch,
-    FieldMapping, FieldRule, SourceAdapter, SourceContact, UnifiedContact,
+    ApiUsage, Capabilities, ConditionalPush, ConfirmedContact, ConnectionConfig, ContactPage,
+    ContactPatch, FieldMapping, FieldRule, SourceAdapter, SourceContact, UnifiedContact,
 };
 
 use super::*;
@@ -28,6 +28,8 @@ struct ScriptedCrm {
     modified_since: AtomicU32,
     /// The versions conditional writes were made against.
     conditional_versions: Mutex<Vec<String>>,
+    /// The daily budget as the CRM last reported it.
+    usage: Mutex<Option<ApiUsage>>,
     calls: AtomicU32,
     log: Mutex<Vec<Call>>,
     respond: Box<Respond>,
@@ -45,6 +47,7 @@ impl ScriptedCrm {
             current: Mutex::new(BTreeMap::new()),
             modified_since: AtomicU32::new(0),
             conditional_versions: Mutex::new(Vec::new()),
+            usage: Mutex::new(None),
             mapping: FieldMapping::new([
                 FieldRule::new(ContactField::Email, "email"),
                 FieldRule::new(ContactField::FirstName, "first"),
@@ -104,11 +107,16 @@ impl SourceAdapter for ScriptedCrm {
             reads_records: true,
             conditional_update: true,
             max_bulk_items: 0,
+            default_linger: Duration::ZERO,
         }
     }
 
     fn mapping(&self) -> &FieldMapping {
         &self.mapping
+    }
+
+    fn api_usage(&self) -> Option<ApiUsage> {
+        *self.usage.lock().unwrap()
     }
 
     async fn push_if_unmodified(
@@ -181,15 +189,7 @@ impl World {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db"), 8).unwrap();
         let crm = Arc::new(crm);
-        let settings = ConnectionSettings {
-            name: "crm".into(),
-            system: "scripted".into(),
-            provider_id: None,
-            img_url: None,
-            dispatch,
-            on_conflict,
-            provider: ConnectionConfig::new("crm", "scripted", Default::default()),
-        };
+        let settings = settings(dispatch, on_conflict);
         let connection = Arc::new(Connection::new(settings, crm.clone()));
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(run(store.clone(), connection.clone(), stopped));
@@ -244,6 +244,19 @@ impl Drop for World {
     }
 }
 
+/// The scripted connection's settings.
+fn settings(dispatch: DispatchConfig, on_conflict: OnConflict) -> ConnectionSettings {
+    ConnectionSettings {
+        name: "crm".into(),
+        system: "scripted".into(),
+        provider_id: None,
+        img_url: None,
+        dispatch,
+        on_conflict,
+        provider: ConnectionConfig::new("crm", "scripted", Default::default()),
+    }
+}
+
 /// Polls `condition` until it holds; panics with `what` after a generous deadline.
 async fn wait_until(what: &str, condition: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -261,6 +274,7 @@ fn fast_dispatch() -> DispatchConfig {
         retry_max_ms: 80,
         recovery_grace_ms: 0,
         settle_ms: None,
+        max_linger_ms: None,
     }
 }
 
@@ -378,22 +392,40 @@ async fn after_an_unknown_outcome_the_contact_waits_the_settle_time_before_its_n
 #[test]
 fn the_settle_time_defaults_to_twice_the_request_timeout_and_covers_recovery() {
     let connection = Connection::new(
-        ConnectionSettings {
-            name: "crm".into(),
-            system: "scripted".into(),
-            provider_id: None,
-            img_url: None,
-            dispatch: DispatchConfig {
+        settings(
+            DispatchConfig {
                 recovery_grace_ms: 50,
                 ..fast_dispatch()
             },
-            on_conflict: OnConflict::Overwrite,
-            provider: ConnectionConfig::new("crm", "scripted", Default::default()),
-        },
+            OnConflict::Overwrite,
+        ),
         Arc::new(ScriptedCrm::new(|_, item| landed(item))),
     );
     assert_eq!(connection.settle_time(), 2 * REQUEST_TIMEOUT);
     assert_eq!(connection.recovery_grace(), 2 * REQUEST_TIMEOUT);
+}
+
+#[test]
+fn the_linger_stretches_as_the_daily_budget_runs_low() {
+    let crm = Arc::new(ScriptedCrm::new(|_, item| landed(item)));
+    let connection = Connection::new(
+        settings(
+            DispatchConfig {
+                max_linger_ms: Some(1000),
+                ..fast_dispatch()
+            },
+            OnConflict::Overwrite,
+        ),
+        crm.clone(),
+    );
+    let at = |used: u64| {
+        *crm.usage.lock().unwrap() = Some(ApiUsage { used, limit: 100 });
+        connection.linger()
+    };
+    assert_eq!(at(10), Duration::from_secs(1), "plenty left");
+    assert_eq!(at(50), Duration::from_secs(1));
+    assert_eq!(at(75), Duration::from_millis(2500));
+    assert_eq!(at(100), Duration::from_secs(4), "at most four times");
 }
 
 /// A patch from field values (`None` clears).
@@ -580,4 +612,36 @@ async fn a_lone_edit_is_written_against_the_version_read_and_read_again_when_it_
     );
     let entry = world.store.contact("c1").unwrap().unwrap();
     assert_eq!(entry.sync.attempts, 0, "a moved record costs no attempt");
+}
+
+#[tokio::test]
+async fn a_partial_batch_lingers_for_more_edits_and_a_full_one_goes_at_once() {
+    let linger = Duration::from_secs(2);
+    let world = World::new(
+        ScriptedCrm::new(|_, item| landed(item)),
+        DispatchConfig {
+            max_linger_ms: Some(linger.as_millis() as u64),
+            concurrency: 1,
+            ..fast_dispatch()
+        },
+    );
+    let started = Instant::now();
+    for n in 0..13 {
+        world.edit(&format!("c{n}"), "Ann").await;
+    }
+    wait_until("every edit landed", || {
+        (0..13).all(|n| world.synced(&format!("c{n}")))
+    })
+    .await;
+    let calls = world.crm.calls();
+    let sizes: Vec<usize> = calls.iter().map(|(_, ids)| ids.len()).collect();
+    assert_eq!(
+        sizes,
+        [10, 3],
+        "a full batch, then the rest after lingering"
+    );
+    assert!(
+        calls[1].0 - started >= linger,
+        "the partial batch waited for more edits"
+    );
 }

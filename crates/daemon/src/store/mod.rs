@@ -468,6 +468,30 @@ impl Store {
         )
     }
 
+    /// How many contacts of `connection` may go now (counted up to `limit`), and since when
+    /// the longest-waiting of them has been ready: what a lingering dispatcher weighs.
+    pub fn ready_window(
+        &self,
+        connection: &str,
+        now: u64,
+        limit: usize,
+    ) -> Result<(usize, Option<u64>), StoreError> {
+        let mut ready = self
+            .ready
+            .range(keys::ready_range(connection, now))
+            .take(limit);
+        let Some(first) = ready.next() else {
+            return Ok((0, None));
+        };
+        let oldest = keys::ready_not_before(&first?.0);
+        let mut count = 1;
+        for item in ready {
+            item?;
+            count += 1;
+        }
+        Ok((count, Some(oldest)))
+    }
+
     /// The CRM confirmed the in-flight edit: reconcile its values into the record, and queue
     /// what is pending behind it. `linked_customer` is the CRM id of the customer the contact
     /// is now linked to, when the edit changed the link (`Some(None)`: unlinked).
