@@ -8,6 +8,7 @@ use unisync_core::{AdapterError, ConfirmedContact, ContactField, ContactPatch, U
 
 use super::model::SyncState;
 use super::*;
+use crate::conflict::FieldConflict;
 
 fn open() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
@@ -373,6 +374,176 @@ async fn dead_letters_keep_the_crms_error_and_can_be_replayed_or_dropped() {
         store.drop_dead_letter(&letter.id),
         Err(StoreError::UnknownDeadLetter(_))
     ));
+}
+
+#[tokio::test]
+async fn a_merged_record_is_followed_in_one_step() {
+    let (_dir, store) = open();
+    register(&store, "c1");
+    store
+        .accept("c1", &edit(&[(ContactField::City, Some("X"))]), "crm")
+        .unwrap();
+    store.claim("crm", store.now(), 10).unwrap();
+    let failure = AdapterError::retryable("HTTP_503", "down");
+    store
+        .retry_later("c1", store.now(), true, &failure)
+        .unwrap();
+    store.claim("crm", store.now(), 10).unwrap();
+    store
+        .accept("c1", &edit(&[(ContactField::Zip, Some("9"))]), "crm")
+        .unwrap();
+
+    let merged = AdapterError::record_merged("MERGED", "merged into src-survivor", "src-survivor");
+    assert_eq!(
+        store.repoint("c1", "src-survivor", &merged).unwrap(),
+        MergeOutcome::Followed
+    );
+    assert_eq!(
+        store
+            .id_for_source("crm", "src-survivor")
+            .unwrap()
+            .as_deref(),
+        Some("c1")
+    );
+    assert_eq!(store.id_for_source("crm", "src-c1").unwrap(), None);
+    let entry = store.contact("c1").unwrap().unwrap();
+    assert_eq!(entry.contact.source_id, "src-survivor", "what GET shows");
+    assert_eq!(
+        entry.sync.last_error.as_ref().unwrap().class,
+        "record_merged"
+    );
+    let claimed = store.claim("crm", store.now(), 10).unwrap();
+    assert_eq!(claimed.len(), 1, "queued to go now");
+    assert_eq!(claimed[0].source_id, "src-survivor");
+    assert_eq!(claimed[0].attempts, 1, "the merge cost no attempt");
+    assert_eq!(
+        claimed[0].patch,
+        edit(&[
+            (ContactField::City, Some("X")),
+            (ContactField::Zip, Some("9"))
+        ])
+    );
+    // The old record's id is free for an import again.
+    store
+        .upsert_contact("crm", UnifiedContact::new("c9", "hubspot", "src-c1"))
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_merge_into_a_record_of_another_contact_is_a_dead_letter() {
+    let (_dir, store) = open();
+    register(&store, "c1");
+    register(&store, "c2");
+    store
+        .accept("c1", &edit(&[(ContactField::City, Some("X"))]), "crm")
+        .unwrap();
+    store.claim("crm", store.now(), 10).unwrap();
+    let merged = AdapterError::record_merged("MERGED", "merged into src-c2", "src-c2");
+    let MergeOutcome::SurvivorRegistered(letter) = store.repoint("c1", "src-c2", &merged).unwrap()
+    else {
+        panic!("the survivor is c2's record");
+    };
+    assert_eq!(letter.error.code, rules::MERGED_INTO_REGISTERED);
+    assert!(
+        letter.error.message.contains("c2"),
+        "{}",
+        letter.error.message
+    );
+    assert_eq!(store.dead_letters().unwrap(), vec![*letter]);
+    assert_eq!(
+        store.id_for_source("crm", "src-c2").unwrap().as_deref(),
+        Some("c2")
+    );
+    assert_eq!(
+        store.id_for_source("crm", "src-c1").unwrap().as_deref(),
+        Some("c1")
+    );
+    let entry = store.contact("c1").unwrap().unwrap();
+    assert_eq!(entry.contact.source_id, "src-c1");
+    assert_eq!(entry.sync.open_dead_letters, 1);
+    assert!(entry.sync.in_flight.is_none());
+    assert!(matches!(
+        store.repoint("nope", "x", &merged),
+        Err(StoreError::UnknownContact(_))
+    ));
+}
+
+/// A person's value of a field, and ours, for the conflict of `field` a check found.
+fn person_changed(
+    field: ContactField,
+    crm: &str,
+    ours: &str,
+) -> BTreeMap<ContactField, FieldConflict> {
+    let conflict = FieldConflict {
+        base: Some("555".into()),
+        crm: Some(crm.into()),
+        ours: Some(ours.into()),
+    };
+    [(field, conflict)].into()
+}
+
+#[tokio::test]
+async fn held_conflicts_wait_for_an_operator_who_writes_ours_or_takes_the_crms() {
+    let (_dir, store) = open();
+    register(&store, "c1");
+    store
+        .accept(
+            "c1",
+            &edit(&[
+                (ContactField::Phone, Some("ours")),
+                (ContactField::City, Some("Porto")),
+            ]),
+            "crm",
+        )
+        .unwrap();
+    store.claim("crm", store.now(), 10).unwrap();
+    let conflicts = person_changed(ContactField::Phone, "person", "ours");
+    let held = store.hold_conflicts("c1", &conflicts).unwrap();
+    assert!(held.in_flight_left, "the city still goes");
+    assert_eq!(held.letter.kind(), LetterKind::Conflict);
+    assert_eq!(held.letter.conflict.as_ref(), Some(&conflicts));
+    assert_eq!(store.dead_letters().unwrap(), vec![held.letter.clone()]);
+    assert_eq!(store.counts(store.now()).unwrap()["crm"].dead_letters, 1);
+    store
+        .complete("c1", &ConfirmedContact::default(), None)
+        .unwrap();
+    let entry = store.contact("c1").unwrap().unwrap();
+    assert_eq!(entry.base[&ContactField::City].as_deref(), Some("Porto"));
+    assert_eq!(entry.base[&ContactField::Phone].as_deref(), Some("555"));
+    assert_eq!(entry.contact.phone.as_deref(), Some("ours"));
+    assert!(entry.contact.local_was_updated);
+
+    // retry: ours goes again, checked against the person's value.
+    let replay = store.replay_dead_letter(&held.letter.id).unwrap();
+    assert_eq!(
+        replay.replayed,
+        edit(&[(ContactField::Phone, Some("ours"))])
+    );
+    let entry = store.contact("c1").unwrap().unwrap();
+    assert_eq!(entry.base[&ContactField::Phone].as_deref(), Some("person"));
+    let claimed = store.claim("crm", store.now(), 10).unwrap();
+    assert_eq!(
+        claimed[0].patch,
+        edit(&[(ContactField::Phone, Some("ours"))])
+    );
+
+    // The person changes it again: held again, every field this time; then dropped.
+    let conflicts = person_changed(ContactField::Phone, "person again", "ours");
+    let held = store.hold_conflicts("c1", &conflicts).unwrap();
+    assert!(!held.in_flight_left, "nothing left to push");
+    assert!(matches!(
+        store.hold_conflicts("c1", &conflicts),
+        Err(StoreError::NotInFlight(_))
+    ));
+    store.drop_dead_letter(&held.letter.id).unwrap();
+    let entry = store.contact("c1").unwrap().unwrap();
+    assert_eq!(entry.contact.phone.as_deref(), Some("person again"));
+    assert_eq!(
+        entry.base[&ContactField::Phone].as_deref(),
+        Some("person again")
+    );
+    assert!(!entry.contact.local_was_updated);
+    assert!(store.claim("crm", store.now(), 10).unwrap().is_empty());
 }
 
 #[tokio::test]
