@@ -58,6 +58,11 @@ pub struct SyncState {
     /// shows the latest until its letter is settled, unless a later value was accepted.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub held: BTreeMap<ContactField, Vec<HeldValue>>,
+    /// Per field, the CRM's latest value read while a conflict letter about the field kept its
+    /// base where the conflict was found: newer than the base, it is what a dropped letter
+    /// puts back into the record.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub seen_in_crm: BTreeMap<ContactField, Option<String>>,
 }
 
 impl SyncState {

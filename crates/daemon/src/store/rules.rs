@@ -31,17 +31,14 @@ pub enum QueueChange {
 }
 
 /// A contact is registered or refreshed from its CRM (import, pull) as a record of
-/// `connection`: the CRM's values become the base, edits not yet confirmed (and values
-/// conflict letters hold) stay applied on top of them, and its sync state is kept.
+/// `connection`: the CRM's values become the base (see [`see_crm_value`]), edits not yet
+/// confirmed (and values conflict letters hold) stay applied on top of them, and its sync
+/// state is kept.
 pub fn register(
     existing: Option<ContactEntry>,
     contact: &UnifiedContact,
     connection: &str,
 ) -> ContactEntry {
-    let base = ContactField::ALL
-        .into_iter()
-        .map(|field| (field, contact.field(field).map(str::to_string)))
-        .collect();
     let mut entry = existing.unwrap_or_else(|| ContactEntry {
         contact: contact.clone(),
         base: Default::default(),
@@ -62,7 +59,9 @@ pub fn register(
         patch.apply_to(&mut merged);
     }
     entry.contact = merged;
-    entry.base = base;
+    for field in ContactField::ALL {
+        see_crm_value(&mut entry, field, contact.field(field).map(str::to_string));
+    }
     entry.source_connection = Some(connection.to_string());
     mark_unconfirmed(&mut entry);
     entry
@@ -328,10 +327,11 @@ pub fn replay(entry: &mut ContactEntry, letter: &DeadLetter, now: u64) -> (Repla
     (replay, change)
 }
 
-/// An operator drops `letter`: each record value it touched goes back to the CRM's last
-/// confirmed one, unless a later value of the field was accepted (that one stays). Dropping a
-/// conflict letter takes the CRM's value: the record and the base of each of its fields
-/// become the CRM's value the letter recorded. The engine removes the letter.
+/// An operator drops `letter`: each record value it touched goes back to the CRM's latest
+/// known one (its base, or a value read since while a conflict kept the base), unless a later
+/// value of the field was accepted (that one stays). Dropping a conflict letter takes the
+/// CRM's value: it becomes the record's and the base of each of the letter's fields. The
+/// engine removes the letter.
 pub fn drop_letter(entry: &mut ContactEntry, letter: &DeadLetter) {
     settle(entry, letter);
     for field in letter.patch.fields() {
@@ -339,9 +339,20 @@ pub fn drop_letter(entry: &mut ContactEntry, letter: &DeadLetter) {
             continue;
         }
         if let Some(conflict) = letter.conflict_of(field) {
-            entry.base.insert(field, conflict.crm.clone());
+            let crm = entry
+                .sync
+                .seen_in_crm
+                .get(&field)
+                .unwrap_or(&conflict.crm)
+                .clone();
+            confirm_base(entry, field, crm);
         }
-        if let Some(value) = entry.base.get(&field) {
+        let crm = entry
+            .sync
+            .seen_in_crm
+            .get(&field)
+            .or_else(|| entry.base.get(&field));
+        if let Some(value) = crm {
             entry.contact.set_field(field, value.clone());
         }
     }
@@ -381,6 +392,7 @@ pub fn hold_conflicts(
             ours: ours.clone(),
             ..conflict.clone()
         };
+        sync.seen_in_crm.insert(*field, conflict.crm.clone());
         sync.held.entry(*field).or_default().push(HeldValue {
             letter_id: letter_id.to_string(),
             seq,
@@ -507,7 +519,8 @@ pub fn recover(entry: &mut ContactEntry, not_before: u64, now: u64) -> QueueChan
 }
 
 /// Writes the CRM's answer to a pushed patch into the base and the record (where no newer
-/// value is pending and no conflict letter holds ours).
+/// value is pending and no conflict letter holds ours). Values of fields the push did not
+/// carry are values read from the CRM (see [`see_crm_value`]).
 fn confirm(
     entry: &mut ContactEntry,
     pushed: &ContactPatch,
@@ -516,14 +529,18 @@ fn confirm(
 ) {
     let pending = entry.sync.pending.clone().unwrap_or_default();
     for (field, value) in &confirmed.values {
-        entry.base.insert(*field, value.clone());
+        if pushed.change(*field).is_some() {
+            confirm_base(entry, *field, value.clone());
+        } else {
+            see_crm_value(entry, *field, value.clone());
+        }
         if pending.change(*field).is_none() && entry.sync.held_value(*field).is_none() {
             entry.contact.set_field(*field, value.clone());
         }
     }
     for (field, value) in pushed.iter() {
         if !confirmed.values.contains_key(&field) && field != ContactField::UnifiedCustomerId {
-            entry.base.insert(field, value.map(str::to_string));
+            confirm_base(entry, field, value.map(str::to_string));
         }
     }
     if confirmed.crm_version.is_some() {
@@ -536,6 +553,25 @@ fn confirm(
     sync.next_attempt_at = None;
     sync.last_error = None;
     sync.last_confirmed_at = Some(now);
+}
+
+/// The CRM confirmed `value` for `field` as unisync pushed it: the field's base.
+fn confirm_base(entry: &mut ContactEntry, field: ContactField, value: Option<String>) {
+    entry.base.insert(field, value);
+    entry.sync.seen_in_crm.remove(&field);
+}
+
+/// The CRM holds `value` for `field` (read with a push's answer, or by a pull): it becomes
+/// the base, unless a conflict letter about the field is open. Then the base stays where the
+/// conflict was found until the letter is settled, so that later edits of the field are
+/// checked against it too and cannot silently overwrite the person's value; the value is kept
+/// as the CRM's latest seen.
+fn see_crm_value(entry: &mut ContactEntry, field: ContactField, value: Option<String>) {
+    if entry.sync.held.contains_key(&field) {
+        entry.sync.seen_in_crm.insert(field, value);
+    } else {
+        confirm_base(entry, field, value);
+    }
 }
 
 /// Folds the in-flight edit back under the pending one and queues the contact at
@@ -943,8 +979,12 @@ mod tests {
         assert_eq!(entry.base[&ContactField::Zip].as_deref(), Some("1"));
         assert_eq!(
             entry.base[&ContactField::City].as_deref(),
-            Some("Person"),
-            "the CRM's value, never ours"
+            Some("Base"),
+            "neither ours nor the person's: later edits are checked against the same base"
+        );
+        assert_eq!(
+            entry.sync.seen_in_crm,
+            [(ContactField::City, Some("Person".to_string()))].into()
         );
         assert_eq!(
             entry.contact.city.as_deref(),
@@ -956,12 +996,35 @@ mod tests {
             "until the letter is settled"
         );
 
-        // A pull shows ours too, while the letter holds it.
+        // A pull shows ours too, while the letter holds it, and keeps the base.
         let mut pulled = entry.contact.clone();
-        pulled.city = Some("Person".into());
+        pulled.city = Some("Person again".into());
+        pulled.zip = Some("2".into());
         let entry = register(Some(entry), &pulled, "crm");
         assert_eq!(entry.contact.city.as_deref(), Some("Ours"));
         assert!(entry.contact.local_was_updated);
+        assert_eq!(entry.base[&ContactField::City].as_deref(), Some("Base"));
+        assert_eq!(entry.base[&ContactField::Zip].as_deref(), Some("2"));
+        assert_eq!(
+            entry.sync.seen_in_crm[&ContactField::City].as_deref(),
+            Some("Person again")
+        );
+    }
+
+    #[test]
+    fn a_later_letter_dropped_while_a_conflict_is_open_restores_the_persons_value() {
+        let (mut entry, _) = held_city();
+        complete(&mut entry, &ConfirmedContact::default(), None, NOW);
+        accept_at(&mut entry, &[(ContactField::City, "Later")], 2);
+        claim_now(&mut entry);
+        let (refused_letter, _) = dead_letter(&mut entry, &refused(), false, "dl-2", NOW);
+        drop_letter(&mut entry, &refused_letter);
+        assert_eq!(
+            entry.contact.city.as_deref(),
+            Some("Person"),
+            "what the CRM holds, not the base the conflict keeps"
+        );
+        assert_eq!(entry.base[&ContactField::City].as_deref(), Some("Base"));
     }
 
     #[test]
@@ -1031,6 +1094,19 @@ mod tests {
         assert_eq!(entry.base[&ContactField::City].as_deref(), Some("Person"));
         assert!(!entry.contact.local_was_updated);
         assert!(entry.sync.held.is_empty());
+        assert!(entry.sync.seen_in_crm.is_empty());
+
+        // The CRM's value read since the conflict (a pull) is the one taken.
+        let (entry, letter) = held_city();
+        let mut pulled = entry.contact.clone();
+        pulled.city = Some("Person again".into());
+        let mut entry = register(Some(entry), &pulled, "crm");
+        drop_letter(&mut entry, &letter);
+        assert_eq!(entry.contact.city.as_deref(), Some("Person again"));
+        assert_eq!(
+            entry.base[&ContactField::City].as_deref(),
+            Some("Person again")
+        );
 
         let (mut entry, letter) = held_city();
         accept_at(&mut entry, &[(ContactField::City, "Later")], 2);
