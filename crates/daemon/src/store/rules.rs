@@ -63,7 +63,7 @@ pub fn register(
         see_crm_value(&mut entry, field, contact.field(field).map(str::to_string));
     }
     entry.source_connection = Some(connection.to_string());
-    mark_unconfirmed(&mut entry);
+    derive(&mut entry);
     entry
 }
 
@@ -140,7 +140,7 @@ pub fn complete(
     } else {
         QueueChange::Leave
     };
-    mark_unconfirmed(entry);
+    derive(entry);
     change
 }
 
@@ -207,7 +207,7 @@ pub fn complete_except_link(
             error,
         } => {
             let (_, change) = retry_later(entry, not_before, count_attempt, error, now);
-            mark_unconfirmed(entry);
+            derive(entry);
             (None, change)
         }
         LinkFailure::DeadLetter {
@@ -277,7 +277,7 @@ pub fn dead_letter(
     } else {
         QueueChange::Leave
     };
-    mark_unconfirmed(entry);
+    derive(entry);
     (letter, change)
 }
 
@@ -318,7 +318,7 @@ pub fn replay(entry: &mut ContactEntry, letter: &DeadLetter, now: u64) -> (Repla
             change = enqueue(entry, now, now);
         }
     }
-    mark_unconfirmed(entry);
+    derive(entry);
     let replay = Replay {
         letter: letter.clone(),
         replayed,
@@ -356,7 +356,7 @@ pub fn drop_letter(entry: &mut ContactEntry, letter: &DeadLetter) {
             entry.contact.set_field(field, value.clone());
         }
     }
-    mark_unconfirmed(entry);
+    derive(entry);
 }
 
 /// The error code of a conflict letter.
@@ -438,7 +438,7 @@ pub fn hold_conflicts(
             change = enqueue(entry, now, now);
         }
     }
-    mark_unconfirmed(entry);
+    derive(entry);
     (Some(letter), change)
 }
 
@@ -610,8 +610,31 @@ fn settle(entry: &mut ContactEntry, letter: &DeadLetter) {
     sync.held.retain(|_, held| !held.is_empty());
 }
 
-fn mark_unconfirmed(entry: &mut ContactEntry) {
-    entry.contact.local_was_updated = entry.sync.has_unconfirmed_changes();
+/// Brings up to date what derives from the sync state after a change: whether the record
+/// holds unconfirmed changes, and the bases a conflict kept (see [`see_crm_value`]). A
+/// field's base stays where a conflict was found only while a conflict letter about it is
+/// open or a later edit of it is on its way, to be checked against it; after that, the CRM's
+/// latest value seen is its base.
+fn derive(entry: &mut ContactEntry) {
+    let sync = &mut entry.sync;
+    let released: Vec<ContactField> = sync
+        .seen_in_crm
+        .keys()
+        .copied()
+        .filter(|field| {
+            !sync.held.contains_key(field)
+                && [&sync.pending, &sync.in_flight]
+                    .into_iter()
+                    .flatten()
+                    .all(|patch| patch.change(*field).is_none())
+        })
+        .collect();
+    for field in released {
+        if let Some(value) = sync.seen_in_crm.remove(&field) {
+            entry.base.insert(field, value);
+        }
+    }
+    entry.contact.local_was_updated = sync.has_unconfirmed_changes();
 }
 
 fn last_error(error: &AdapterError, class: &str, now: u64) -> LastError {
@@ -1013,7 +1036,7 @@ mod tests {
 
     #[test]
     fn a_later_letter_dropped_while_a_conflict_is_open_restores_the_persons_value() {
-        let (mut entry, _) = held_city();
+        let (mut entry, conflict_letter) = held_city();
         complete(&mut entry, &ConfirmedContact::default(), None, NOW);
         accept_at(&mut entry, &[(ContactField::City, "Later")], 2);
         claim_now(&mut entry);
@@ -1025,6 +1048,14 @@ mod tests {
             "what the CRM holds, not the base the conflict keeps"
         );
         assert_eq!(entry.base[&ContactField::City].as_deref(), Some("Base"));
+
+        // The conflict letter, superseded by the later value, is settled: with nothing of the
+        // city open or on its way, its base is the CRM's latest value again.
+        let (replayed, _) = replay(&mut entry, &conflict_letter, NOW);
+        assert!(replayed.superseded());
+        assert_eq!(entry.base[&ContactField::City].as_deref(), Some("Person"));
+        assert!(entry.sync.seen_in_crm.is_empty());
+        assert!(!entry.contact.local_was_updated);
     }
 
     #[test]
