@@ -148,6 +148,7 @@ pub enum LetterKind {
 }
 
 impl DeadLetter {
+    /// Why the letter exists: a letter holding conflicts is a conflict letter.
     pub fn kind(&self) -> LetterKind {
         if self.conflict.is_some() {
             LetterKind::Conflict
