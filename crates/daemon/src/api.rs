@@ -247,8 +247,42 @@ async fn get_sync(
         "last_confirmed_at": sync.last_confirmed_at.map(rfc3339),
         "open_dead_letters": sync.open_dead_letters,
         "crm_version": entry.crm_version,
+        "fields": field_states(&entry),
     });
     Ok(Json(json!({"data": data})).into_response())
+}
+
+/// Per field, where it stands: `base` (the CRM's last confirmed value), `pending` and
+/// `in_flight` (the value waiting, or being pushed; `null` clears the field) and
+/// `last_conflict` (the latest open conflict letter's `letter`, `base`, `crm` and `ours`).
+/// A key is present only when it applies, and a field only when one of them does.
+fn field_states(entry: &ContactEntry) -> serde_json::Map<String, Value> {
+    let sync = &entry.sync;
+    ContactField::ALL
+        .into_iter()
+        .filter_map(|field| {
+            let mut state = serde_json::Map::new();
+            if let Some(base) = entry.base.get(&field) {
+                state.insert("base".into(), json!(base));
+            }
+            for (key, patch) in [("pending", &sync.pending), ("in_flight", &sync.in_flight)] {
+                if let Some(value) = patch.as_ref().and_then(|patch| patch.change(field)) {
+                    state.insert(key.into(), json!(value));
+                }
+            }
+            if let Some(held) = sync.held.get(&field).and_then(|held| held.last()) {
+                let conflict = &held.conflict;
+                let last = json!({
+                    "letter": held.letter_id,
+                    "base": conflict.base,
+                    "crm": conflict.crm,
+                    "ours": conflict.ours,
+                });
+                state.insert("last_conflict".into(), last);
+            }
+            (!state.is_empty()).then(|| (field.name().to_string(), Value::Object(state)))
+        })
+        .collect()
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
@@ -308,10 +342,59 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use unisync_core::{Secret, UnifiedContact};
+    use std::collections::BTreeMap;
+
+    use unisync_core::{ContactPatch, Secret, UnifiedContact};
 
     use super::*;
     use crate::config::Config;
+    use crate::conflict::FieldConflict;
+
+    #[tokio::test]
+    async fn sync_shows_each_fields_base_pending_in_flight_and_last_conflict() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db"), 8).unwrap();
+        let mut contact = UnifiedContact::new("c1", "hubspot", "1");
+        contact.city = Some("Lisbon".into());
+        store.upsert_contact("crm", contact).unwrap();
+        let edit = |pairs: &[(ContactField, Option<&str>)]| -> ContactPatch {
+            pairs
+                .iter()
+                .map(|(field, value)| (*field, value.map(str::to_string)))
+                .collect()
+        };
+        let city_and_zip = edit(&[
+            (ContactField::City, Some("Faro")),
+            (ContactField::Zip, Some("8000")),
+        ]);
+        store.accept("c1", &city_and_zip, "crm").unwrap();
+        store.claim("crm", now_ms(), 10).unwrap();
+        let conflict = FieldConflict {
+            base: Some("Lisbon".into()),
+            crm: Some("Porto".into()),
+            ours: Some("Faro".into()),
+        };
+        let conflicts: BTreeMap<_, _> = [(ContactField::City, conflict)].into();
+        let held = store.hold_conflicts("c1", &conflicts).unwrap();
+        store
+            .accept("c1", &edit(&[(ContactField::Phone, None)]), "crm")
+            .unwrap();
+
+        let fields = field_states(&store.contact("c1").unwrap().unwrap());
+        assert_eq!(
+            fields["city"],
+            json!({"base": "Lisbon", "last_conflict": {
+                "letter": held.letter.id, "base": "Lisbon", "crm": "Porto", "ours": "Faro",
+            }})
+        );
+        assert_eq!(fields["zip"], json!({"base": null, "in_flight": "8000"}));
+        assert_eq!(
+            fields["phone"],
+            json!({"base": null, "pending": null}),
+            "a pending clear"
+        );
+        assert_eq!(fields["email"], json!({"base": null}));
+    }
 
     /// The API over loopback, on a store whose next flush fails as a full disk would.
     #[tokio::test]

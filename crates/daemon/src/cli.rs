@@ -91,17 +91,21 @@ enum CustomersCommand {
 
 #[derive(Subcommand)]
 enum DeadLettersCommand {
+    /// Every dead letter, of kind `refused` (by the CRM) or `conflict` (held: a person
+    /// changed the fields in the CRM; each shows base, crm and ours)
     List,
     Show {
         id: String,
     },
-    /// Replay one dead letter, or all of them with --all
+    /// Replay one dead letter, or all of them with --all; a conflict letter writes ours over
+    /// the CRM's value
     Retry {
         id: Option<String>,
         #[arg(long, conflicts_with = "id")]
         all: bool,
     },
-    /// Forget a dead letter; the record's values go back to the CRM's
+    /// Forget a dead letter; the record's values go back to the CRM's (a conflict letter's:
+    /// the CRM's value it shows)
     Drop {
         id: String,
     },

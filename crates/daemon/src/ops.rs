@@ -10,7 +10,7 @@ use unisync_core::UnifiedContact;
 
 use crate::connections::Connections;
 use crate::store::{
-    ConnectionCounts, Customer, DeadLetter, ReplayAttempt, Store, StoreError, now_ms,
+    ConnectionCounts, Customer, DeadLetter, LetterKind, ReplayAttempt, Store, StoreError, now_ms,
 };
 use crate::timefmt::rfc3339;
 
@@ -149,21 +149,35 @@ pub fn unconfigured_connections(
         .collect()
 }
 
+/// A dead letter as `dead-letters list` and `show` answer it: its `kind` (`refused` by the
+/// CRM, or a `conflict` held for an operator, which shows per field `base`, `crm` and
+/// `ours`), the edit, and the error.
 pub fn dead_letter_json(letter: &DeadLetter) -> Value {
-    json!({
+    let kind = letter.kind();
+    let class = match kind {
+        LetterKind::Conflict => "conflict",
+        LetterKind::Refused if letter.retries_exhausted => "retries_exhausted",
+        LetterKind::Refused => crate::store::class_name(&letter.error.kind),
+    };
+    let mut json = json!({
         "id": letter.id,
+        "kind": kind,
         "contact_id": letter.contact_id,
         "connection": letter.connection,
         "patch": letter.patch,
         "error": {
             "code": letter.error.code,
             "message": letter.error.message,
-            "class": if letter.retries_exhausted { "retries_exhausted" } else { crate::store::class_name(&letter.error.kind) },
+            "class": class,
             "field": letter.error.field(),
         },
         "attempts": letter.attempts,
         "failed_at": rfc3339(letter.failed_at),
-    })
+    });
+    if let Some(conflict) = &letter.conflict {
+        json["conflict"] = json!(conflict);
+    }
+    json
 }
 
 pub fn list_dead_letters(store: &Store) -> Result<Value, StoreError> {
@@ -205,4 +219,45 @@ pub fn replay_json(attempts: &[ReplayAttempt]) -> Value {
         "dropped_fields": dropped,
         "failed": failed,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use unisync_core::{AdapterError, ContactField};
+
+    use super::*;
+    use crate::conflict::FieldConflict;
+
+    #[test]
+    fn each_letter_shows_its_kind_and_a_conflict_letter_each_fields_three_values() {
+        // A letter as unisync wrote them before conflict letters: it still loads, as refused.
+        let refused: DeadLetter = serde_json::from_value(json!({
+            "id": "dl-1", "contact_id": "c1", "connection": "crm", "patch": {"city": "X"},
+            "error": AdapterError::permanent("INVALID", "no", Some("city".into())),
+            "retries_exhausted": false, "attempts": 1, "failed_at": 5,
+        }))
+        .unwrap();
+        let shown = dead_letter_json(&refused);
+        assert_eq!(shown["kind"], "refused");
+        assert_eq!(shown["error"]["class"], "permanent");
+        assert!(shown.get("conflict").is_none(), "{shown}");
+
+        let conflict = FieldConflict {
+            base: Some("Lisbon".into()),
+            crm: Some("Porto".into()),
+            ours: None,
+        };
+        let held = DeadLetter {
+            patch: [(ContactField::City, None)].into_iter().collect(),
+            conflict: Some([(ContactField::City, conflict)].into()),
+            ..refused
+        };
+        let shown = dead_letter_json(&held);
+        assert_eq!(shown["kind"], "conflict");
+        assert_eq!(shown["error"]["class"], "conflict");
+        assert_eq!(
+            shown["conflict"],
+            json!({"city": {"base": "Lisbon", "crm": "Porto", "ours": null}})
+        );
+    }
 }

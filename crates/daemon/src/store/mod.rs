@@ -9,7 +9,7 @@
 //! contact's entry; this engine only loads, saves, claims and commits, applying each rule's
 //! queue change and dead letter inside the rule's transaction. The public methods are the
 //! narrow interface another engine (PostgreSQL) implements the same way: accept, claim,
-//! complete, retry later, dead-letter, replay, drop, recover.
+//! complete, retry later, dead-letter, hold conflicts, re-point, replay, drop, recover.
 
 mod clock;
 mod flush;
@@ -28,9 +28,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
-use unisync_core::{AdapterError, ConfirmedContact, ContactPatch, UnifiedContact};
+use unisync_core::{AdapterError, ConfirmedContact, ContactField, ContactPatch, UnifiedContact};
 
-pub use model::{ClaimedEdit, ConnectionCounts, ContactEntry, Customer, DeadLetter, Replay};
+use crate::conflict::FieldConflict;
+pub use model::{
+    ClaimedEdit, ConnectionCounts, ContactEntry, Customer, DeadLetter, Held, LetterKind,
+    MergeOutcome, Replay,
+};
 use rules::QueueChange;
 pub use rules::{LinkFailure, class_name};
 
@@ -49,6 +53,8 @@ pub enum StoreError {
     UnknownContact(String),
     #[error("unknown dead letter {0}")]
     UnknownDeadLetter(String),
+    #[error("contact {0} has none of the conflicting fields in flight")]
+    NotInFlight(String),
     #[error("{connection} record `{source_id}` is already registered as unified contact `{owner}`")]
     SourceIdTaken {
         connection: String,
@@ -441,7 +447,7 @@ impl Store {
         now: u64,
     ) -> Result<(), StoreError> {
         tracing::error!(%error, "an unreadable record leaves the queue as a dead letter");
-        let letter_id = format!("dl-{:016x}", self.next_seq());
+        let letter_id = letter_id(self.next_seq());
         let letter = rules::unreadable_letter(id, connection, &error.to_string(), &letter_id, now);
         self.write(|| {
             (&self.ready, &self.dead_letters)
@@ -542,9 +548,107 @@ impl Store {
         self.update_contact_lettered(id, |entry, letter_id| {
             let (letter, change) =
                 rules::dead_letter(entry, error, retries_exhausted, letter_id, now);
-            (Some(letter), change)
+            (Some(letter), change, ())
         })
-        .map(|letter| letter.expect("the rule always makes a letter"))
+        .map(|(letter, ())| letter.expect("the rule always makes a letter"))
+    }
+
+    /// A person changed fields of the contact's in-flight edit in the CRM since their base
+    /// (`conflicts`, from the check before the write; `on_conflict = hold`). Called before the
+    /// push of the rest: the conflicting fields leave the in-flight edit for a conflict letter
+    /// (see [`rules::hold_conflicts`]), so that the later [`Store::complete`] neither confirms
+    /// nor writes them. Answers the letter and whether anything is left in flight to push.
+    /// [`StoreError::NotInFlight`] when none of the fields is in flight (nothing changes).
+    // The dispatcher calls it once connections can hold conflicts (issue 8, point 2).
+    #[allow(dead_code)]
+    pub fn hold_conflicts(
+        &self,
+        id: &str,
+        conflicts: &BTreeMap<ContactField, FieldConflict>,
+    ) -> Result<Held, StoreError> {
+        let now = self.now();
+        let (letter, in_flight_left) = self.update_contact_lettered(id, |entry, letter_id| {
+            let (letter, change) = rules::hold_conflicts(entry, conflicts, letter_id, now);
+            (letter, change, entry.sync.in_flight.is_some())
+        })?;
+        let letter = letter.ok_or_else(|| StoreError::NotInFlight(id.to_string()))?;
+        Ok(Held {
+            letter,
+            in_flight_left,
+        })
+    }
+
+    /// The CRM merged the contact's record into `survivor` (its canonical id; `error` is the
+    /// CRM's answer saying so). In one transaction the contact is re-pointed at the survivor
+    /// (its `source_id`, and its key in the source index) and its in-flight edit goes back to
+    /// the queue in front of what is pending, now, without counting an attempt (see
+    /// [`rules::repoint`]). When the survivor is already another unified contact's record, the
+    /// contact is left as it is and the edit becomes a `MERGED_INTO_REGISTERED` dead letter
+    /// naming both.
+    // The dispatcher calls it once it follows merges (issue 8, point 3).
+    #[allow(dead_code)]
+    pub fn repoint(
+        &self,
+        id: &str,
+        survivor: &str,
+        error: &AdapterError,
+    ) -> Result<MergeOutcome, StoreError> {
+        let seq = self.next_seq();
+        let letter_id = letter_id(seq);
+        let now = self.now();
+        self.write(|| {
+            (
+                &self.contacts,
+                &self.ready,
+                &self.dead_letters,
+                &self.source_index,
+            )
+                .transaction(|(contacts, ready, dead_letters, index)| {
+                    let Some(mut entry): Option<ContactEntry> = get(contacts, id.as_bytes())?
+                    else {
+                        return abort(StoreError::UnknownContact(id.to_string()));
+                    };
+                    let connection = entry
+                        .source_connection
+                        .clone()
+                        .or_else(|| entry.sync.connection.clone())
+                        .unwrap_or_default();
+                    let old_key = keys::source_index(&connection, &entry.contact.source_id);
+                    let new_key = keys::source_index(&connection, survivor);
+                    let owner = index
+                        .get(&new_key)?
+                        .map(|owner| String::from_utf8_lossy(&owner).into_owned());
+                    let (letter, change) = rules::repoint(
+                        &mut entry,
+                        survivor,
+                        owner.as_deref(),
+                        error,
+                        &letter_id,
+                        now,
+                    );
+                    let outcome = match letter {
+                        Some(letter) => {
+                            dead_letters.insert(letter.id.as_bytes(), encode(&letter))?;
+                            MergeOutcome::SurvivorRegistered(Box::new(letter))
+                        }
+                        None => {
+                            if index
+                                .get(&old_key)?
+                                .is_some_and(|owner| owner == id.as_bytes())
+                            {
+                                index.remove(old_key)?;
+                            }
+                            index.insert(new_key, id.as_bytes())?;
+                            entry.source_connection = Some(connection);
+                            MergeOutcome::Followed
+                        }
+                    };
+                    apply(&mut entry, ready, change, seq)?;
+                    contacts.insert(id.as_bytes(), encode(&entry))?;
+                    Ok(outcome)
+                })
+                .map_err(from_tx)
+        })
     }
 
     /// The in-flight edit's fields landed but its customer link did not
@@ -559,19 +663,23 @@ impl Store {
     ) -> Result<Option<DeadLetter>, StoreError> {
         let now = self.now();
         self.update_contact_lettered(id, |entry, letter_id| {
-            rules::complete_except_link(entry, confirmed, failure, letter_id, now)
+            let (letter, change) =
+                rules::complete_except_link(entry, confirmed, failure, letter_id, now);
+            (letter, change, ())
         })
+        .map(|(letter, ())| letter)
     }
 
     /// Runs `change` on one contact's entry inside a transaction with the ready queue and the
-    /// dead letters; keeps the letter it may make (its id is given to `change`).
-    fn update_contact_lettered(
+    /// dead letters; keeps the letter it may make (its id is given to `change`) and answers it
+    /// with what `change` answered besides.
+    fn update_contact_lettered<T>(
         &self,
         id: &str,
-        change: impl Fn(&mut ContactEntry, &str) -> (Option<DeadLetter>, QueueChange),
-    ) -> Result<Option<DeadLetter>, StoreError> {
+        change: impl Fn(&mut ContactEntry, &str) -> (Option<DeadLetter>, QueueChange, T),
+    ) -> Result<(Option<DeadLetter>, T), StoreError> {
         let seq = self.next_seq();
-        let letter_id = format!("dl-{seq:016x}");
+        let letter_id = letter_id(seq);
         self.write(|| {
             (&self.contacts, &self.ready, &self.dead_letters)
                 .transaction(|(contacts, ready, dead_letters)| {
@@ -579,13 +687,13 @@ impl Store {
                     else {
                         return abort(StoreError::UnknownContact(id.to_string()));
                     };
-                    let (letter, queue_change) = change(&mut entry, &letter_id);
+                    let (letter, queue_change, answer) = change(&mut entry, &letter_id);
                     apply(&mut entry, ready, queue_change, seq)?;
                     contacts.insert(id.as_bytes(), encode(&entry))?;
                     if let Some(letter) = &letter {
                         dead_letters.insert(letter.id.as_bytes(), encode(letter))?;
                     }
-                    Ok(letter)
+                    Ok((letter, answer))
                 })
                 .map_err(from_tx)
         })
@@ -610,6 +718,8 @@ impl Store {
 
     /// Puts a dead letter's values back in the queue, except those of fields accepted again
     /// since (see [`rules::replay`]); a letter with nothing left is resolved as superseded.
+    /// A conflict letter's values are written over the person's: their base becomes the
+    /// CRM's value the letter recorded.
     pub fn replay_dead_letter(&self, letter_id: &str) -> Result<Replay, StoreError> {
         let seq = self.next_seq();
         let now = self.now();
@@ -648,8 +758,9 @@ impl Store {
     }
 
     /// Forgets a dead letter: the record's values it touched go back to the CRM's last
-    /// confirmed ones, unless a later value was accepted. A letter whose contact is unknown
-    /// or unreadable is removed all the same.
+    /// confirmed ones (a conflict letter's: the CRM's value it recorded, which becomes the
+    /// base too), unless a later value was accepted (see [`rules::drop_letter`]). A letter
+    /// whose contact is unknown or unreadable is removed all the same.
     pub fn drop_dead_letter(&self, letter_id: &str) -> Result<DeadLetter, StoreError> {
         self.settle_dead_letter(letter_id, 0, true, |entry, letter| {
             if let Some(entry) = entry {
@@ -862,6 +973,11 @@ fn migrate_source_index(contacts: &sled::Tree, index: &sled::Tree) -> Result<(),
         "store migrated to schema 2 (source index per connection)"
     );
     Ok(())
+}
+
+/// A dead letter's id: its store sequence, so that ids sort in the order letters were made.
+fn letter_id(seq: u64) -> String {
+    format!("dl-{seq:016x}")
 }
 
 fn get<T: DeserializeOwned>(tree: &TransactionalTree, key: &[u8]) -> TxResult<Option<T>> {

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use unisync_core::{AdapterError, ContactField, ContactPatch, UnifiedContact};
 
+use crate::conflict::FieldConflict;
+
 /// A contact with everything unisync knows about its sync.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ContactEntry {
@@ -52,6 +54,15 @@ pub struct SyncState {
     /// The acceptance sequences the in-flight patch's fields had when it was claimed.
     #[serde(default)]
     pub in_flight_seqs: BTreeMap<ContactField, u64>,
+    /// Per field, the values of it that open conflict letters hold, oldest first. The record
+    /// shows the latest until its letter is settled, unless a later value was accepted.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub held: BTreeMap<ContactField, Vec<HeldValue>>,
+    /// Per field, the CRM's latest value read while a conflict letter about the field kept its
+    /// base where the conflict was found: newer than the base, it is what a dropped letter
+    /// puts back into the record.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub seen_in_crm: BTreeMap<ContactField, Option<String>>,
 }
 
 impl SyncState {
@@ -69,6 +80,24 @@ impl SyncState {
                 .flatten()
                 .any(|patch| patch.change(field).is_some())
     }
+
+    /// The value of `field` a conflict letter holds, when it is the field's latest accepted
+    /// value (the record shows it, and the CRM's answers do not overwrite it there).
+    pub fn held_value(&self, field: ContactField) -> Option<&HeldValue> {
+        self.held
+            .get(&field)?
+            .last()
+            .filter(|held| !self.has_later_value(field, held.seq))
+    }
+}
+
+/// A value of ours a conflict letter holds back from the CRM.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeldValue {
+    pub letter_id: String,
+    /// The acceptance sequence of ours.
+    pub seq: u64,
+    pub conflict: FieldConflict,
 }
 
 /// The last failure of a contact's push, with the CRM's own code and message.
@@ -82,7 +111,8 @@ pub struct LastError {
     pub at: u64,
 }
 
-/// An edit the CRM refused (or that ran out of attempts), kept for an operator.
+/// An edit the CRM refused (or that ran out of attempts), or the fields of an edit held back
+/// because a person changed them in the CRM (a conflict letter), kept for an operator.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
     pub id: String,
@@ -100,9 +130,38 @@ pub struct DeadLetter {
     /// sequences were kept: read as 0).
     #[serde(default)]
     pub field_seqs: BTreeMap<ContactField, u64>,
+    /// A conflict letter's fields, each with its base, the CRM's value and ours; `None` for
+    /// an edit the CRM refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflict: Option<BTreeMap<ContactField, FieldConflict>>,
+}
+
+/// Why a dead letter exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LetterKind {
+    /// The CRM refused the edit, or its attempts ran out.
+    Refused,
+    /// A person changed the fields in the CRM since unisync last synced them
+    /// (`on_conflict = hold`): retrying writes ours, dropping keeps the CRM's.
+    Conflict,
 }
 
 impl DeadLetter {
+    /// Why the letter exists: a letter holding conflicts is a conflict letter.
+    pub fn kind(&self) -> LetterKind {
+        if self.conflict.is_some() {
+            LetterKind::Conflict
+        } else {
+            LetterKind::Refused
+        }
+    }
+
+    /// The conflict a conflict letter holds for `field`.
+    pub fn conflict_of(&self, field: ContactField) -> Option<&FieldConflict> {
+        self.conflict.as_ref()?.get(&field)
+    }
+
     /// Where the letter's edit stands in acceptance order: the sequence of its latest value.
     pub fn accepted_seq(&self) -> u64 {
         self.field_seqs.values().copied().max().unwrap_or(0)
@@ -129,6 +188,26 @@ impl Replay {
     pub fn superseded(&self) -> bool {
         self.replayed.is_empty()
     }
+}
+
+/// What became of a contact whose CRM record was merged into another.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MergeOutcome {
+    /// The contact points at the surviving record now, and its edit goes there next.
+    Followed,
+    /// The surviving record is another unified contact's: the contact was not re-pointed and
+    /// its edit is this dead letter.
+    SurvivorRegistered(Box<DeadLetter>),
+}
+
+/// What holding a conflict back left.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Held {
+    /// The conflict letter.
+    pub letter: DeadLetter,
+    /// Whether fields of the edit are still in flight, to be pushed and completed. False when
+    /// every field was held: the in-flight slot is empty and no call is to be made for it.
+    pub in_flight_left: bool,
 }
 
 /// A unified customer (company, account) a contact can be linked to.

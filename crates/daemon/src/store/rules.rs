@@ -1,6 +1,6 @@
 //! The store's domain rules, as plain functions over one contact's [`ContactEntry`]: what
-//! accepting, claiming, completing, retrying, dead-lettering, replaying, dropping and
-//! recovering do to its sync state and its record.
+//! accepting, claiming, completing, retrying, dead-lettering, holding conflicts, following
+//! merges, replaying, dropping and recovering do to its sync state and its record.
 //!
 //! Nothing here touches storage. Each rule changes the entry it is given and answers what the
 //! engine must do besides: to the contact's place in the ready queue ([`QueueChange`]) and,
@@ -9,11 +9,14 @@
 //! never read the queue's keys, only whether the contact has one (`SyncState::queued_key`,
 //! set and cleared by the engine alone).
 
+use std::collections::BTreeMap;
+
 use unisync_core::{
     AdapterError, ConfirmedContact, ContactField, ContactPatch, ErrorKind, UnifiedContact,
 };
 
-use super::model::{ClaimedEdit, ContactEntry, DeadLetter, LastError, Replay};
+use super::model::{ClaimedEdit, ContactEntry, DeadLetter, HeldValue, LastError, Replay};
+use crate::conflict::FieldConflict;
 
 /// What the engine must do to a contact's place in its connection's ready queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,17 +31,14 @@ pub enum QueueChange {
 }
 
 /// A contact is registered or refreshed from its CRM (import, pull) as a record of
-/// `connection`: the CRM's values become the base, edits not yet confirmed stay applied on
-/// top of them, and its sync state is kept.
+/// `connection`: the CRM's values become the base (see [`see_crm_value`]), edits not yet
+/// confirmed (and values conflict letters hold) stay applied on top of them, and its sync
+/// state is kept.
 pub fn register(
     existing: Option<ContactEntry>,
     contact: &UnifiedContact,
     connection: &str,
 ) -> ContactEntry {
-    let base = ContactField::ALL
-        .into_iter()
-        .map(|field| (field, contact.field(field).map(str::to_string)))
-        .collect();
     let mut entry = existing.unwrap_or_else(|| ContactEntry {
         contact: contact.clone(),
         base: Default::default(),
@@ -47,6 +47,11 @@ pub fn register(
         sync: Default::default(),
     });
     let mut merged = contact.clone();
+    for field in ContactField::ALL {
+        if let Some(held) = entry.sync.held_value(field) {
+            merged.set_field(field, held.conflict.ours.clone());
+        }
+    }
     for patch in [&entry.sync.in_flight, &entry.sync.pending]
         .into_iter()
         .flatten()
@@ -54,9 +59,11 @@ pub fn register(
         patch.apply_to(&mut merged);
     }
     entry.contact = merged;
-    entry.base = base;
+    for field in ContactField::ALL {
+        see_crm_value(&mut entry, field, contact.field(field).map(str::to_string));
+    }
     entry.source_connection = Some(connection.to_string());
-    mark_unconfirmed(&mut entry);
+    derive(&mut entry);
     entry
 }
 
@@ -133,7 +140,7 @@ pub fn complete(
     } else {
         QueueChange::Leave
     };
-    mark_unconfirmed(entry);
+    derive(entry);
     change
 }
 
@@ -200,7 +207,7 @@ pub fn complete_except_link(
             error,
         } => {
             let (_, change) = retry_later(entry, not_before, count_attempt, error, now);
-            mark_unconfirmed(entry);
+            derive(entry);
             (None, change)
         }
         LinkFailure::DeadLetter {
@@ -251,6 +258,7 @@ pub fn dead_letter(
         attempts: sync.attempts + 1,
         failed_at: now,
         field_seqs: std::mem::take(&mut sync.in_flight_seqs),
+        conflict: None,
     };
     let class = if retries_exhausted {
         "retries_exhausted"
@@ -269,27 +277,35 @@ pub fn dead_letter(
     } else {
         QueueChange::Leave
     };
-    mark_unconfirmed(entry);
+    derive(entry);
     (letter, change)
 }
 
-/// An operator replays `letter`: its values go back in the queue, except each field of which
-/// a later value was accepted (pending, in flight or already confirmed), which would otherwise
-/// be overwritten with the older one. A letter with nothing left is superseded: resolved,
-/// with the record untouched. The engine removes the letter either way.
+/// An operator replays `letter`: its values go back in the queue (and into the record), except
+/// each field of which a later value was accepted (pending, in flight or already confirmed),
+/// which would otherwise be overwritten with the older one. A letter with nothing left is
+/// superseded: resolved, with the record untouched. The engine removes the letter either way.
+///
+/// Replaying a conflict letter writes ours over the person's value: the base of each
+/// replayed field becomes the CRM's value the letter recorded, so the conflict check before
+/// the write sees no change since, unless the person changed the field again.
 pub fn replay(entry: &mut ContactEntry, letter: &DeadLetter, now: u64) -> (Replay, QueueChange) {
-    settle(entry);
+    settle(entry, letter);
     let mut replayed = ContactPatch::new();
     let mut dropped = Vec::new();
     for (field, value) in letter.patch.iter() {
         if entry.sync.has_later_value(field, letter.field_seq(field)) {
             dropped.push(field);
-        } else {
-            replayed.put(field, value.map(str::to_string));
+            continue;
+        }
+        replayed.put(field, value.map(str::to_string));
+        if let Some(conflict) = letter.conflict_of(field) {
+            entry.base.insert(field, conflict.crm.clone());
         }
     }
     let mut change = QueueChange::Leave;
     if !replayed.is_empty() {
+        replayed.apply_to(&mut entry.contact);
         // No pending field overlaps: a pending value is a later one, and was dropped above.
         let mut pending = replayed.clone();
         if let Some(later) = &entry.sync.pending {
@@ -302,7 +318,7 @@ pub fn replay(entry: &mut ContactEntry, letter: &DeadLetter, now: u64) -> (Repla
             change = enqueue(entry, now, now);
         }
     }
-    mark_unconfirmed(entry);
+    derive(entry);
     let replay = Replay {
         letter: letter.clone(),
         replayed,
@@ -311,19 +327,161 @@ pub fn replay(entry: &mut ContactEntry, letter: &DeadLetter, now: u64) -> (Repla
     (replay, change)
 }
 
-/// An operator drops `letter`: each record value it touched goes back to the CRM's last
-/// confirmed one, unless a later value of the field was accepted (that one stays). The engine
-/// removes the letter.
+/// An operator drops `letter`: each record value it touched goes back to the CRM's latest
+/// known one (its base, or a value read since while a conflict kept the base), unless a later
+/// value of the field was accepted (that one stays). Dropping a conflict letter takes the
+/// CRM's value: it becomes the record's and the base of each of the letter's fields. The
+/// engine removes the letter.
 pub fn drop_letter(entry: &mut ContactEntry, letter: &DeadLetter) {
-    settle(entry);
+    settle(entry, letter);
     for field in letter.patch.fields() {
-        if !entry.sync.has_later_value(field, letter.field_seq(field))
-            && let Some(value) = entry.base.get(&field)
-        {
+        if entry.sync.has_later_value(field, letter.field_seq(field)) {
+            continue;
+        }
+        if let Some(conflict) = letter.conflict_of(field) {
+            let crm = entry
+                .sync
+                .seen_in_crm
+                .get(&field)
+                .unwrap_or(&conflict.crm)
+                .clone();
+            confirm_base(entry, field, crm);
+        }
+        let crm = entry
+            .sync
+            .seen_in_crm
+            .get(&field)
+            .or_else(|| entry.base.get(&field));
+        if let Some(value) = crm {
             entry.contact.set_field(field, value.clone());
         }
     }
-    mark_unconfirmed(entry);
+    derive(entry);
+}
+
+/// The error code of a conflict letter.
+pub const CHANGED_IN_CRM: &str = "CHANGED_IN_CRM";
+
+/// A person changed fields of the in-flight edit in the CRM since their base (`conflicts`,
+/// found by the check before the write) and the connection holds conflicts for an operator:
+/// those fields leave the in-flight edit, with their acceptance sequences, for the conflict
+/// letter `letter_id`, so that the push of the rest neither sends nor confirms them. The
+/// record keeps showing ours until the letter is settled. A conflict on a field not in flight
+/// is ignored; `None` (and nothing changed) when no field is. When no field is left in
+/// flight, the slot empties and what is pending behind it goes on.
+pub fn hold_conflicts(
+    entry: &mut ContactEntry,
+    conflicts: &BTreeMap<ContactField, FieldConflict>,
+    letter_id: &str,
+    now: u64,
+) -> (Option<DeadLetter>, QueueChange) {
+    let sync = &mut entry.sync;
+    let Some(in_flight) = sync.in_flight.as_mut() else {
+        return (None, QueueChange::Leave);
+    };
+    let mut patch = ContactPatch::new();
+    let mut field_seqs = BTreeMap::new();
+    let mut held = BTreeMap::new();
+    for (field, conflict) in conflicts {
+        let Some(ours) = in_flight.take(*field) else {
+            continue;
+        };
+        let seq = sync.in_flight_seqs.remove(field).unwrap_or(0);
+        // Ours is the value in flight, whatever the caller compared.
+        let conflict = FieldConflict {
+            ours: ours.clone(),
+            ..conflict.clone()
+        };
+        sync.seen_in_crm.insert(*field, conflict.crm.clone());
+        sync.held.entry(*field).or_default().push(HeldValue {
+            letter_id: letter_id.to_string(),
+            seq,
+            conflict: conflict.clone(),
+        });
+        patch.put(*field, ours);
+        field_seqs.insert(*field, seq);
+        held.insert(*field, conflict);
+    }
+    if patch.is_empty() {
+        return (None, QueueChange::Leave);
+    }
+    let names: Vec<&str> = patch.fields().map(ContactField::name).collect();
+    let error = AdapterError::permanent(
+        CHANGED_IN_CRM,
+        format!(
+            "a person changed {} in the CRM since unisync last synced it; held for an operator \
+             (on_conflict = hold): `dead-letters retry` writes ours, `drop` keeps the CRM's",
+            names.join(", ")
+        ),
+        None,
+    );
+    let letter = DeadLetter {
+        id: letter_id.to_string(),
+        contact_id: entry.contact.id.clone(),
+        connection: sync.connection.clone().unwrap_or_default(),
+        patch,
+        error,
+        retries_exhausted: false,
+        attempts: sync.attempts,
+        failed_at: now,
+        field_seqs,
+        conflict: Some(held),
+    };
+    sync.open_dead_letters += 1;
+    let mut change = QueueChange::Leave;
+    if sync.in_flight.as_ref().is_some_and(ContactPatch::is_empty) {
+        sync.in_flight = None;
+        sync.in_flight_seqs.clear();
+        sync.attempts = 0;
+        sync.next_attempt_at = None;
+        if sync.pending.is_some() && sync.queued_key.is_none() {
+            change = enqueue(entry, now, now);
+        }
+    }
+    derive(entry);
+    (Some(letter), change)
+}
+
+/// The error code of the dead letter an edit becomes when its record was merged into one
+/// another unified contact is registered to.
+pub const MERGED_INTO_REGISTERED: &str = "MERGED_INTO_REGISTERED";
+
+/// The CRM merged the contact's record into `survivor` (`error` says so): the contact points
+/// at the survivor now, and its in-flight edit goes back in front of what is pending, to go
+/// at once without counting an attempt (`last_error` records the merge). The base stays: where
+/// the survivor holds other values, the merge changed them in the CRM, and the connection's
+/// conflict policy treats them as a person's change. The record version, the merged-away
+/// record's, is forgotten.
+///
+/// `survivor_owner` is the unified contact the survivor is registered to, if any. When it is
+/// another one, the contact is not re-pointed (one CRM record is one unified contact): its
+/// edit becomes the dead letter `letter_id`, naming both unified contacts.
+pub fn repoint(
+    entry: &mut ContactEntry,
+    survivor: &str,
+    survivor_owner: Option<&str>,
+    error: &AdapterError,
+    letter_id: &str,
+    now: u64,
+) -> (Option<DeadLetter>, QueueChange) {
+    if let Some(owner) = survivor_owner.filter(|owner| *owner != entry.contact.id) {
+        let refusal = AdapterError::new(
+            error.kind.clone(),
+            MERGED_INTO_REGISTERED,
+            format!(
+                "the CRM merged record {} of unified contact {} into record {survivor}, which is \
+                 unified contact {owner}: not re-pointed, as one record is one unified contact \
+                 ({}: {})",
+                entry.contact.source_id, entry.contact.id, error.code, error.message
+            ),
+        );
+        let (letter, change) = dead_letter(entry, &refusal, false, letter_id, now);
+        return (Some(letter), change);
+    }
+    entry.contact.source_id = survivor.to_string();
+    entry.crm_version = None;
+    let (_, change) = retry_later(entry, now, false, error, now);
+    (None, change)
 }
 
 /// The error code of a dead letter the store made because a contact's record could not be
@@ -350,6 +508,7 @@ pub fn unreadable_letter(
         attempts: 0,
         failed_at: now,
         field_seqs: Default::default(),
+        conflict: None,
     }
 }
 
@@ -359,7 +518,9 @@ pub fn recover(entry: &mut ContactEntry, not_before: u64, now: u64) -> QueueChan
     requeue_in_flight(entry, not_before, now)
 }
 
-/// Writes the CRM's answer to a pushed patch into the base and the record.
+/// Writes the CRM's answer to a pushed patch into the base and the record (where no newer
+/// value is pending and no conflict letter holds ours). Values of fields the push did not
+/// carry are values read from the CRM (see [`see_crm_value`]).
 fn confirm(
     entry: &mut ContactEntry,
     pushed: &ContactPatch,
@@ -368,14 +529,18 @@ fn confirm(
 ) {
     let pending = entry.sync.pending.clone().unwrap_or_default();
     for (field, value) in &confirmed.values {
-        entry.base.insert(*field, value.clone());
-        if pending.change(*field).is_none() {
+        if pushed.change(*field).is_some() {
+            confirm_base(entry, *field, value.clone());
+        } else {
+            see_crm_value(entry, *field, value.clone());
+        }
+        if pending.change(*field).is_none() && entry.sync.held_value(*field).is_none() {
             entry.contact.set_field(*field, value.clone());
         }
     }
     for (field, value) in pushed.iter() {
         if !confirmed.values.contains_key(&field) && field != ContactField::UnifiedCustomerId {
-            entry.base.insert(field, value.map(str::to_string));
+            confirm_base(entry, field, value.map(str::to_string));
         }
     }
     if confirmed.crm_version.is_some() {
@@ -388,6 +553,25 @@ fn confirm(
     sync.next_attempt_at = None;
     sync.last_error = None;
     sync.last_confirmed_at = Some(now);
+}
+
+/// The CRM confirmed `value` for `field` as unisync pushed it: the field's base.
+fn confirm_base(entry: &mut ContactEntry, field: ContactField, value: Option<String>) {
+    entry.base.insert(field, value);
+    entry.sync.seen_in_crm.remove(&field);
+}
+
+/// The CRM holds `value` for `field` (read with a push's answer, or by a pull): it becomes
+/// the base, unless a conflict letter about the field is open. Then the base stays where the
+/// conflict was found until the letter is settled, so that later edits of the field are
+/// checked against it too and cannot silently overwrite the person's value; the value is kept
+/// as the CRM's latest seen.
+fn see_crm_value(entry: &mut ContactEntry, field: ContactField, value: Option<String>) {
+    if entry.sync.held.contains_key(&field) {
+        entry.sync.seen_in_crm.insert(field, value);
+    } else {
+        confirm_base(entry, field, value);
+    }
 }
 
 /// Folds the in-flight edit back under the pending one and queues the contact at
@@ -415,13 +599,42 @@ fn enqueue(entry: &mut ContactEntry, not_before: u64, now: u64) -> QueueChange {
     QueueChange::Enqueue { not_before }
 }
 
-/// One of the contact's dead letters is settled (replayed or dropped).
-fn settle(entry: &mut ContactEntry) {
-    entry.sync.open_dead_letters = entry.sync.open_dead_letters.saturating_sub(1);
+/// One of the contact's dead letters is settled (replayed or dropped): it holds no value any
+/// more.
+fn settle(entry: &mut ContactEntry, letter: &DeadLetter) {
+    let sync = &mut entry.sync;
+    sync.open_dead_letters = sync.open_dead_letters.saturating_sub(1);
+    for held in sync.held.values_mut() {
+        held.retain(|value| value.letter_id != letter.id);
+    }
+    sync.held.retain(|_, held| !held.is_empty());
 }
 
-fn mark_unconfirmed(entry: &mut ContactEntry) {
-    entry.contact.local_was_updated = entry.sync.has_unconfirmed_changes();
+/// Brings up to date what derives from the sync state after a change: whether the record
+/// holds unconfirmed changes, and the bases a conflict kept (see [`see_crm_value`]). A
+/// field's base stays where a conflict was found only while a conflict letter about it is
+/// open or a later edit of it is on its way, to be checked against it; after that, the CRM's
+/// latest value seen is its base.
+fn derive(entry: &mut ContactEntry) {
+    let sync = &mut entry.sync;
+    let released: Vec<ContactField> = sync
+        .seen_in_crm
+        .keys()
+        .copied()
+        .filter(|field| {
+            !sync.held.contains_key(field)
+                && [&sync.pending, &sync.in_flight]
+                    .into_iter()
+                    .flatten()
+                    .all(|patch| patch.change(*field).is_none())
+        })
+        .collect();
+    for field in released {
+        if let Some(value) = sync.seen_in_crm.remove(&field) {
+            entry.base.insert(field, value);
+        }
+    }
+    entry.contact.local_was_updated = sync.has_unconfirmed_changes();
 }
 
 fn last_error(error: &AdapterError, class: &str, now: u64) -> LastError {
@@ -453,6 +666,7 @@ mod tests {
     //! The rules on entries in memory: no database.
 
     use super::*;
+    use crate::store::LetterKind;
 
     const NOW: u64 = 1_000;
 
@@ -642,6 +856,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(letter.accepted_seq(), 0);
+        assert_eq!(letter.kind(), LetterKind::Refused);
 
         let (replayed, change) = replay(&mut entry, &letter, NOW);
         assert_eq!(replayed.replayed, patch(&[(ContactField::City, "Old")]));
@@ -665,6 +880,270 @@ mod tests {
         accept_at(&mut entry, &[(ContactField::City, "New")], 3);
         let (replayed, _) = replay(&mut entry, &letter, NOW);
         assert_eq!(replayed.dropped, vec![ContactField::City]);
+    }
+
+    fn merged() -> AdapterError {
+        AdapterError::record_merged("MERGED", "merged into 2", "2")
+    }
+
+    #[test]
+    fn a_merge_repoints_the_contact_and_sends_its_edit_again_at_once_without_an_attempt() {
+        let mut entry = entry();
+        entry.crm_version = Some("v1".into());
+        entry.sync.attempts = 2;
+        accept_at(
+            &mut entry,
+            &[(ContactField::City, "X"), (ContactField::Zip, "1")],
+            1,
+        );
+        claim_now(&mut entry);
+        accept_at(&mut entry, &[(ContactField::City, "Y")], 2);
+
+        let (letter, change) = repoint(&mut entry, "2", None, &merged(), "dl-1", NOW);
+        assert_eq!(letter, None);
+        assert_eq!(change, QueueChange::Enqueue { not_before: NOW });
+        assert_eq!(entry.contact.source_id, "2");
+        assert_eq!(entry.sync.attempts, 2, "no attempt counted");
+        assert_eq!(entry.sync.next_attempt_at, None);
+        assert_eq!(
+            entry.sync.pending,
+            Some(patch(&[
+                (ContactField::City, "Y"),
+                (ContactField::Zip, "1")
+            ])),
+            "in front of what is pending: the later value wins"
+        );
+        assert!(entry.sync.in_flight.is_none());
+        let last_error = entry.sync.last_error.as_ref().unwrap();
+        assert_eq!(
+            (last_error.code.as_str(), last_error.class.as_str()),
+            ("MERGED", "record_merged")
+        );
+        assert_eq!(entry.crm_version, None, "the merged-away record's version");
+        assert_eq!(entry.base[&ContactField::City].as_deref(), Some("Base"));
+
+        // Re-pointed at a record it owns already (a merge answered twice): followed too.
+        claim_now(&mut entry);
+        let (letter, _) = repoint(&mut entry, "2", Some("c1"), &merged(), "dl-2", NOW);
+        assert_eq!(letter, None);
+        assert!(entry.sync.pending.is_some());
+    }
+
+    #[test]
+    fn a_merge_into_another_contacts_record_is_a_dead_letter_naming_both() {
+        let mut entry = entry();
+        accept_at(&mut entry, &[(ContactField::City, "X")], 1);
+        claim_now(&mut entry);
+        let (letter, change) = repoint(&mut entry, "2", Some("c2"), &merged(), "dl-1", NOW);
+        let letter = letter.expect("a dead letter");
+        assert_eq!(change, QueueChange::Leave);
+        assert_eq!(letter.error.code, MERGED_INTO_REGISTERED);
+        assert_eq!(letter.error.kind, merged().kind);
+        assert!(
+            letter.error.message.contains("unified contact c1")
+                && letter.error.message.contains("unified contact c2"),
+            "{}",
+            letter.error.message
+        );
+        assert_eq!(letter.patch, patch(&[(ContactField::City, "X")]));
+        assert_eq!(entry.contact.source_id, "1", "not re-pointed");
+        assert_eq!(entry.sync.open_dead_letters, 1);
+        assert!(entry.contact.is_active);
+    }
+
+    fn conflict(base: &str, crm: &str, ours: &str) -> FieldConflict {
+        FieldConflict {
+            base: Some(base.into()),
+            crm: Some(crm.into()),
+            ours: Some(ours.into()),
+        }
+    }
+
+    /// A contact whose city "Ours" (accepted as the first edit, with zip "1") is in flight,
+    /// and a person changed the city in the CRM to "Person": the city is held.
+    fn held_city() -> (ContactEntry, DeadLetter) {
+        let mut entry = entry();
+        accept_at(
+            &mut entry,
+            &[(ContactField::City, "Ours"), (ContactField::Zip, "1")],
+            1,
+        );
+        claim_now(&mut entry);
+        let conflicts = [(ContactField::City, conflict("Base", "Person", "Ours"))].into();
+        let (letter, change) = hold_conflicts(&mut entry, &conflicts, "dl-1", NOW);
+        assert_eq!(change, QueueChange::Leave);
+        (entry, letter.expect("a conflict letter"))
+    }
+
+    #[test]
+    fn a_held_conflict_leaves_the_push_and_the_rest_never_confirms_it() {
+        let (mut entry, letter) = held_city();
+        assert_eq!(letter.kind(), LetterKind::Conflict);
+        assert_eq!(letter.patch, patch(&[(ContactField::City, "Ours")]));
+        assert_eq!(letter.field_seqs, [(ContactField::City, 1)].into());
+        assert_eq!(
+            letter.conflict,
+            Some([(ContactField::City, conflict("Base", "Person", "Ours"))].into())
+        );
+        assert_eq!(letter.error.code, CHANGED_IN_CRM);
+        assert_eq!(
+            entry.sync.in_flight,
+            Some(patch(&[(ContactField::Zip, "1")]))
+        );
+        assert_eq!(entry.sync.in_flight_seqs, [(ContactField::Zip, 1)].into());
+        assert_eq!(entry.sync.open_dead_letters, 1);
+
+        // The rest lands; the CRM's answer also shows the person's city.
+        let confirmed = ConfirmedContact {
+            values: [(ContactField::City, Some("Person".to_string()))].into(),
+            ..ConfirmedContact::default()
+        };
+        complete(&mut entry, &confirmed, None, NOW);
+        assert_eq!(entry.base[&ContactField::Zip].as_deref(), Some("1"));
+        assert_eq!(
+            entry.base[&ContactField::City].as_deref(),
+            Some("Base"),
+            "neither ours nor the person's: later edits are checked against the same base"
+        );
+        assert_eq!(
+            entry.sync.seen_in_crm,
+            [(ContactField::City, Some("Person".to_string()))].into()
+        );
+        assert_eq!(
+            entry.contact.city.as_deref(),
+            Some("Ours"),
+            "the record shows ours"
+        );
+        assert!(
+            entry.contact.local_was_updated,
+            "until the letter is settled"
+        );
+
+        // A pull shows ours too, while the letter holds it, and keeps the base.
+        let mut pulled = entry.contact.clone();
+        pulled.city = Some("Person again".into());
+        pulled.zip = Some("2".into());
+        let entry = register(Some(entry), &pulled, "crm");
+        assert_eq!(entry.contact.city.as_deref(), Some("Ours"));
+        assert!(entry.contact.local_was_updated);
+        assert_eq!(entry.base[&ContactField::City].as_deref(), Some("Base"));
+        assert_eq!(entry.base[&ContactField::Zip].as_deref(), Some("2"));
+        assert_eq!(
+            entry.sync.seen_in_crm[&ContactField::City].as_deref(),
+            Some("Person again")
+        );
+    }
+
+    #[test]
+    fn a_later_letter_dropped_while_a_conflict_is_open_restores_the_persons_value() {
+        let (mut entry, conflict_letter) = held_city();
+        complete(&mut entry, &ConfirmedContact::default(), None, NOW);
+        accept_at(&mut entry, &[(ContactField::City, "Later")], 2);
+        claim_now(&mut entry);
+        let (refused_letter, _) = dead_letter(&mut entry, &refused(), false, "dl-2", NOW);
+        drop_letter(&mut entry, &refused_letter);
+        assert_eq!(
+            entry.contact.city.as_deref(),
+            Some("Person"),
+            "what the CRM holds, not the base the conflict keeps"
+        );
+        assert_eq!(entry.base[&ContactField::City].as_deref(), Some("Base"));
+
+        // The conflict letter, superseded by the later value, is settled: with nothing of the
+        // city open or on its way, its base is the CRM's latest value again.
+        let (replayed, _) = replay(&mut entry, &conflict_letter, NOW);
+        assert!(replayed.superseded());
+        assert_eq!(entry.base[&ContactField::City].as_deref(), Some("Person"));
+        assert!(entry.sync.seen_in_crm.is_empty());
+        assert!(!entry.contact.local_was_updated);
+    }
+
+    #[test]
+    fn a_conflict_on_a_field_not_in_flight_holds_nothing() {
+        let (mut entry, _) = held_city();
+        let before = entry.clone();
+        let conflicts = [(ContactField::Phone, conflict("1", "2", "3"))].into();
+        let (letter, change) = hold_conflicts(&mut entry, &conflicts, "dl-2", NOW);
+        assert_eq!((letter, change), (None, QueueChange::Leave));
+        assert_eq!(entry, before);
+    }
+
+    #[test]
+    fn holding_every_field_in_flight_empties_the_slot_and_lets_what_is_pending_go() {
+        let mut entry = entry();
+        entry.sync.attempts = 1;
+        accept_at(&mut entry, &[(ContactField::City, "Ours")], 1);
+        claim_now(&mut entry);
+        accept_at(&mut entry, &[(ContactField::Zip, "2")], 2);
+        let conflicts = [(ContactField::City, conflict("Base", "Person", "Ours"))].into();
+        let (letter, change) = hold_conflicts(&mut entry, &conflicts, "dl-1", NOW);
+        assert!(letter.is_some());
+        assert_eq!(change, QueueChange::Enqueue { not_before: NOW });
+        assert_eq!(entry.sync.in_flight, None);
+        assert!(entry.sync.in_flight_seqs.is_empty());
+        assert_eq!(entry.sync.attempts, 0);
+        assert_eq!(entry.sync.pending, Some(patch(&[(ContactField::Zip, "2")])));
+    }
+
+    #[test]
+    fn retrying_a_conflict_letter_writes_ours_against_the_crms_value() {
+        let (mut entry, letter) = held_city();
+        complete(&mut entry, &ConfirmedContact::default(), None, NOW);
+        assert_eq!(entry.base[&ContactField::City].as_deref(), Some("Base"));
+
+        let (replayed, change) = replay(&mut entry, &letter, NOW);
+        assert_eq!(replayed.replayed, patch(&[(ContactField::City, "Ours")]));
+        assert_eq!(change, QueueChange::Enqueue { not_before: NOW });
+        assert_eq!(
+            entry.base[&ContactField::City].as_deref(),
+            Some("Person"),
+            "the next check sees no change since the base"
+        );
+        assert!(entry.sync.held.is_empty());
+        assert_eq!(entry.sync.open_dead_letters, 0);
+        let edit = claim_now(&mut entry);
+        assert_eq!(edit.patch, patch(&[(ContactField::City, "Ours")]));
+    }
+
+    #[test]
+    fn a_conflict_letter_with_a_later_value_is_superseded_and_keeps_the_base() {
+        let (mut entry, letter) = held_city();
+        complete(&mut entry, &ConfirmedContact::default(), None, NOW);
+        accept_at(&mut entry, &[(ContactField::City, "Later")], 2);
+        let (replayed, _) = replay(&mut entry, &letter, NOW);
+        assert!(replayed.superseded());
+        assert_eq!(entry.base[&ContactField::City].as_deref(), Some("Base"));
+        assert_eq!(entry.contact.city.as_deref(), Some("Later"));
+    }
+
+    #[test]
+    fn dropping_a_conflict_letter_takes_the_crms_value_unless_a_later_edit_is_on_its_way() {
+        let (mut entry, letter) = held_city();
+        complete(&mut entry, &ConfirmedContact::default(), None, NOW);
+        drop_letter(&mut entry, &letter);
+        assert_eq!(entry.contact.city.as_deref(), Some("Person"));
+        assert_eq!(entry.base[&ContactField::City].as_deref(), Some("Person"));
+        assert!(!entry.contact.local_was_updated);
+        assert!(entry.sync.held.is_empty());
+        assert!(entry.sync.seen_in_crm.is_empty());
+
+        // The CRM's value read since the conflict (a pull) is the one taken.
+        let (entry, letter) = held_city();
+        let mut pulled = entry.contact.clone();
+        pulled.city = Some("Person again".into());
+        let mut entry = register(Some(entry), &pulled, "crm");
+        drop_letter(&mut entry, &letter);
+        assert_eq!(entry.contact.city.as_deref(), Some("Person again"));
+        assert_eq!(
+            entry.base[&ContactField::City].as_deref(),
+            Some("Person again")
+        );
+
+        let (mut entry, letter) = held_city();
+        accept_at(&mut entry, &[(ContactField::City, "Later")], 2);
+        drop_letter(&mut entry, &letter);
+        assert_eq!(entry.contact.city.as_deref(), Some("Later"));
+        assert_eq!(entry.base[&ContactField::City].as_deref(), Some("Base"));
     }
 
     #[test]

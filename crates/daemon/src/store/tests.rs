@@ -8,6 +8,7 @@ use unisync_core::{AdapterError, ConfirmedContact, ContactField, ContactPatch, U
 
 use super::model::SyncState;
 use super::*;
+use crate::conflict::FieldConflict;
 
 fn open() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
@@ -376,6 +377,176 @@ async fn dead_letters_keep_the_crms_error_and_can_be_replayed_or_dropped() {
 }
 
 #[tokio::test]
+async fn a_merged_record_is_followed_in_one_step() {
+    let (_dir, store) = open();
+    register(&store, "c1");
+    store
+        .accept("c1", &edit(&[(ContactField::City, Some("X"))]), "crm")
+        .unwrap();
+    store.claim("crm", store.now(), 10).unwrap();
+    let failure = AdapterError::retryable("HTTP_503", "down");
+    store
+        .retry_later("c1", store.now(), true, &failure)
+        .unwrap();
+    store.claim("crm", store.now(), 10).unwrap();
+    store
+        .accept("c1", &edit(&[(ContactField::Zip, Some("9"))]), "crm")
+        .unwrap();
+
+    let merged = AdapterError::record_merged("MERGED", "merged into src-survivor", "src-survivor");
+    assert_eq!(
+        store.repoint("c1", "src-survivor", &merged).unwrap(),
+        MergeOutcome::Followed
+    );
+    assert_eq!(
+        store
+            .id_for_source("crm", "src-survivor")
+            .unwrap()
+            .as_deref(),
+        Some("c1")
+    );
+    assert_eq!(store.id_for_source("crm", "src-c1").unwrap(), None);
+    let entry = store.contact("c1").unwrap().unwrap();
+    assert_eq!(entry.contact.source_id, "src-survivor", "what GET shows");
+    assert_eq!(
+        entry.sync.last_error.as_ref().unwrap().class,
+        "record_merged"
+    );
+    let claimed = store.claim("crm", store.now(), 10).unwrap();
+    assert_eq!(claimed.len(), 1, "queued to go now");
+    assert_eq!(claimed[0].source_id, "src-survivor");
+    assert_eq!(claimed[0].attempts, 1, "the merge cost no attempt");
+    assert_eq!(
+        claimed[0].patch,
+        edit(&[
+            (ContactField::City, Some("X")),
+            (ContactField::Zip, Some("9"))
+        ])
+    );
+    // The old record's id is free for an import again.
+    store
+        .upsert_contact("crm", UnifiedContact::new("c9", "hubspot", "src-c1"))
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_merge_into_a_record_of_another_contact_is_a_dead_letter() {
+    let (_dir, store) = open();
+    register(&store, "c1");
+    register(&store, "c2");
+    store
+        .accept("c1", &edit(&[(ContactField::City, Some("X"))]), "crm")
+        .unwrap();
+    store.claim("crm", store.now(), 10).unwrap();
+    let merged = AdapterError::record_merged("MERGED", "merged into src-c2", "src-c2");
+    let MergeOutcome::SurvivorRegistered(letter) = store.repoint("c1", "src-c2", &merged).unwrap()
+    else {
+        panic!("the survivor is c2's record");
+    };
+    assert_eq!(letter.error.code, rules::MERGED_INTO_REGISTERED);
+    assert!(
+        letter.error.message.contains("c2"),
+        "{}",
+        letter.error.message
+    );
+    assert_eq!(store.dead_letters().unwrap(), vec![*letter]);
+    assert_eq!(
+        store.id_for_source("crm", "src-c2").unwrap().as_deref(),
+        Some("c2")
+    );
+    assert_eq!(
+        store.id_for_source("crm", "src-c1").unwrap().as_deref(),
+        Some("c1")
+    );
+    let entry = store.contact("c1").unwrap().unwrap();
+    assert_eq!(entry.contact.source_id, "src-c1");
+    assert_eq!(entry.sync.open_dead_letters, 1);
+    assert!(entry.sync.in_flight.is_none());
+    assert!(matches!(
+        store.repoint("nope", "x", &merged),
+        Err(StoreError::UnknownContact(_))
+    ));
+}
+
+/// A person's value of a field, and ours, for the conflict of `field` a check found.
+fn person_changed(
+    field: ContactField,
+    crm: &str,
+    ours: &str,
+) -> BTreeMap<ContactField, FieldConflict> {
+    let conflict = FieldConflict {
+        base: Some("555".into()),
+        crm: Some(crm.into()),
+        ours: Some(ours.into()),
+    };
+    [(field, conflict)].into()
+}
+
+#[tokio::test]
+async fn held_conflicts_wait_for_an_operator_who_writes_ours_or_takes_the_crms() {
+    let (_dir, store) = open();
+    register(&store, "c1");
+    store
+        .accept(
+            "c1",
+            &edit(&[
+                (ContactField::Phone, Some("ours")),
+                (ContactField::City, Some("Porto")),
+            ]),
+            "crm",
+        )
+        .unwrap();
+    store.claim("crm", store.now(), 10).unwrap();
+    let conflicts = person_changed(ContactField::Phone, "person", "ours");
+    let held = store.hold_conflicts("c1", &conflicts).unwrap();
+    assert!(held.in_flight_left, "the city still goes");
+    assert_eq!(held.letter.kind(), LetterKind::Conflict);
+    assert_eq!(held.letter.conflict.as_ref(), Some(&conflicts));
+    assert_eq!(store.dead_letters().unwrap(), vec![held.letter.clone()]);
+    assert_eq!(store.counts(store.now()).unwrap()["crm"].dead_letters, 1);
+    store
+        .complete("c1", &ConfirmedContact::default(), None)
+        .unwrap();
+    let entry = store.contact("c1").unwrap().unwrap();
+    assert_eq!(entry.base[&ContactField::City].as_deref(), Some("Porto"));
+    assert_eq!(entry.base[&ContactField::Phone].as_deref(), Some("555"));
+    assert_eq!(entry.contact.phone.as_deref(), Some("ours"));
+    assert!(entry.contact.local_was_updated);
+
+    // retry: ours goes again, checked against the person's value.
+    let replay = store.replay_dead_letter(&held.letter.id).unwrap();
+    assert_eq!(
+        replay.replayed,
+        edit(&[(ContactField::Phone, Some("ours"))])
+    );
+    let entry = store.contact("c1").unwrap().unwrap();
+    assert_eq!(entry.base[&ContactField::Phone].as_deref(), Some("person"));
+    let claimed = store.claim("crm", store.now(), 10).unwrap();
+    assert_eq!(
+        claimed[0].patch,
+        edit(&[(ContactField::Phone, Some("ours"))])
+    );
+
+    // The person changes it again: held again, every field this time; then dropped.
+    let conflicts = person_changed(ContactField::Phone, "person again", "ours");
+    let held = store.hold_conflicts("c1", &conflicts).unwrap();
+    assert!(!held.in_flight_left, "nothing left to push");
+    assert!(matches!(
+        store.hold_conflicts("c1", &conflicts),
+        Err(StoreError::NotInFlight(_))
+    ));
+    store.drop_dead_letter(&held.letter.id).unwrap();
+    let entry = store.contact("c1").unwrap().unwrap();
+    assert_eq!(entry.contact.phone.as_deref(), Some("person again"));
+    assert_eq!(
+        entry.base[&ContactField::Phone].as_deref(),
+        Some("person again")
+    );
+    assert!(!entry.contact.local_was_updated);
+    assert!(store.claim("crm", store.now(), 10).unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn a_replay_never_puts_back_a_value_older_than_one_accepted_since() {
     let (_dir, store) = open();
     register(&store, "c1");
@@ -702,9 +873,11 @@ async fn wall_clock_steps_across_restarts_neither_stall_nor_strand_the_queue() {
 }
 
 mod model {
-    //! Random interleavings of accepts, pushes that land, fail for a while or are refused for
-    //! good, crashes, replays and drops of dead letters, checked against what the acceptance
-    //! order says the CRM must hold.
+    //! Random interleavings of accepts, pushes that land, fail for a while, are refused for
+    //! good, meet a person's change of a field (held as a conflict letter) or a merge of the
+    //! record (followed, or into another contact's record: a dead letter), crashes, replays
+    //! and drops of dead letters, checked against what the acceptance order, the people and
+    //! the operator say the CRM must hold.
 
     use std::collections::{BTreeMap, BTreeSet};
 
@@ -720,6 +893,13 @@ mod model {
         Lands,
         FailsForAWhile,
         Refused,
+        /// A person changed the edit's first field in the CRM since its base: that field is
+        /// held (`on_conflict = hold`) and the rest lands.
+        PersonChangedIt,
+        /// The CRM merged the record into a new one, which the contact follows.
+        Merged,
+        /// The CRM merged the record into another contact's record.
+        MergedIntoAnother,
     }
 
     #[derive(Clone, Debug)]
@@ -740,9 +920,12 @@ mod model {
 
     fn step() -> impl Strategy<Value = Step> {
         let outcome = prop_oneof![
-            3 => Just(Outcome::Lands),
-            1 => Just(Outcome::FailsForAWhile),
-            1 => Just(Outcome::Refused),
+            6 => Just(Outcome::Lands),
+            2 => Just(Outcome::FailsForAWhile),
+            2 => Just(Outcome::Refused),
+            2 => Just(Outcome::PersonChangedIt),
+            1 => Just(Outcome::Merged),
+            1 => Just(Outcome::MergedIntoAnother),
         ];
         prop_oneof![
             4 => (0..CONTACTS.len(), 0..FIELDS.len()).prop_map(|(c, f)| Step::Accept(c, f)),
@@ -758,8 +941,7 @@ mod model {
     type Slot = (String, ContactField);
 
     /// The model: every accepted value is unique (`v<n>`, n its acceptance order), so a value
-    /// says when it was accepted.
-    #[derive(Default)]
+    /// says when it was accepted; a person's value in the CRM is `p<n>`.
     struct Model {
         accepted: u64,
         /// The latest accepted value of each field.
@@ -767,16 +949,41 @@ mod model {
         /// Values an operator dropped (with their dead letter).
         dropped: BTreeSet<u64>,
         /// What the CRM holds.
-        crm: BTreeMap<Slot, u64>,
+        crm: BTreeMap<Slot, String>,
+        /// People's edits in the CRM so far.
+        people: u64,
+        /// Merges so far.
+        merges: u64,
+        /// Each contact's record in the CRM.
+        source_ids: BTreeMap<String, String>,
         /// Edits claimed and not yet answered, per contact.
         in_flight: BTreeMap<String, ContactPatch>,
     }
 
-    fn order(value: &str) -> u64 {
-        value[1..].parse().expect("a model value")
+    /// When an accepted value was accepted; `None` for a person's value.
+    fn order(value: &str) -> Option<u64> {
+        value
+            .strip_prefix('v')
+            .map(|n| n.parse().expect("a model value"))
     }
 
     impl Model {
+        fn new() -> Model {
+            Model {
+                accepted: 0,
+                latest: BTreeMap::new(),
+                dropped: BTreeSet::new(),
+                crm: BTreeMap::new(),
+                people: 0,
+                merges: 0,
+                source_ids: CONTACTS
+                    .iter()
+                    .map(|id| (id.to_string(), format!("src-{id}")))
+                    .collect(),
+                in_flight: BTreeMap::new(),
+            }
+        }
+
         fn accept(&mut self, store: &Store, contact: &str, field: ContactField) {
             self.accepted += 1;
             let value = format!("v{}", self.accepted);
@@ -787,10 +994,12 @@ mod model {
                 .insert((contact.to_string(), field), self.accepted);
         }
 
-        /// Claims everything ready at `at`; checks no contact is claimed while in flight.
+        /// Claims everything ready at `at`; checks no contact is claimed while in flight, and
+        /// that each edit goes to the contact's record as merges left it.
         fn claim(&mut self, store: &Store, at: u64) -> Vec<ClaimedEdit> {
             let claimed = store.claim("crm", at, 100).unwrap();
             for edit in &claimed {
+                assert_eq!(edit.source_id, self.source_ids[&edit.contact_id]);
                 assert!(
                     self.in_flight
                         .insert(edit.contact_id.clone(), edit.patch.clone())
@@ -802,19 +1011,20 @@ mod model {
             claimed
         }
 
-        /// The CRM applies a push, which must never put back a value older than one it holds.
+        /// The CRM applies a push, which must never put back a value older than one of ours
+        /// it holds.
         fn land(&mut self, store: &Store, edit: &ClaimedEdit) {
             self.in_flight.remove(&edit.contact_id);
             for (field, value) in edit.patch.iter() {
-                let pushed = order(value.expect("the model only sets values"));
+                let pushed = order(value.expect("the model only sets values")).unwrap();
                 let slot = (edit.contact_id.clone(), field);
-                if let Some(held) = self.crm.get(&slot) {
+                if let Some(held) = self.crm.get(&slot).and_then(|held| order(held)) {
                     assert!(
-                        pushed >= *held,
+                        pushed >= held,
                         "{slot:?}: v{pushed} pushed over the newer v{held}"
                     );
                 }
-                self.crm.insert(slot, pushed);
+                self.crm.insert(slot, format!("v{pushed}"));
             }
             store
                 .complete(&edit.contact_id, &ConfirmedContact::default(), None)
@@ -823,37 +1033,84 @@ mod model {
 
         fn push(&mut self, store: &Store, at: u64, outcome: Outcome) {
             for claimed in self.claim(store, at) {
+                let id = claimed.contact_id.clone();
                 match outcome {
                     Outcome::Lands => self.land(store, &claimed),
                     Outcome::FailsForAWhile => {
-                        self.in_flight.remove(&claimed.contact_id);
+                        self.in_flight.remove(&id);
                         let error = AdapterError::retryable("HTTP_503", "down");
-                        store
-                            .retry_later(&claimed.contact_id, at + 500, true, &error)
-                            .unwrap();
+                        store.retry_later(&id, at + 500, true, &error).unwrap();
                     }
                     Outcome::Refused => {
-                        self.in_flight.remove(&claimed.contact_id);
+                        self.in_flight.remove(&id);
                         let error = AdapterError::permanent("INVALID", "refused", None);
-                        let letter = store
-                            .dead_letter(&claimed.contact_id, &error, false)
-                            .unwrap();
+                        let letter = store.dead_letter(&id, &error, false).unwrap();
                         assert_eq!(letter.patch, claimed.patch);
                     }
+                    Outcome::PersonChangedIt => self.person_changes_first_field(store, claimed),
+                    Outcome::Merged => {
+                        self.in_flight.remove(&id);
+                        self.merges += 1;
+                        let survivor = format!("merged-{}", self.merges);
+                        let error = AdapterError::record_merged("MERGED", "merged", &survivor);
+                        let outcome = store.repoint(&id, &survivor, &error).unwrap();
+                        assert_eq!(outcome, MergeOutcome::Followed);
+                        self.source_ids.insert(id, survivor);
+                    }
+                    Outcome::MergedIntoAnother => {
+                        self.in_flight.remove(&id);
+                        let other = CONTACTS.iter().find(|other| **other != id).unwrap();
+                        let survivor = self.source_ids[*other].clone();
+                        let error = AdapterError::record_merged("MERGED", "merged", &survivor);
+                        match store.repoint(&id, &survivor, &error).unwrap() {
+                            MergeOutcome::SurvivorRegistered(letter) => {
+                                assert_eq!(letter.patch, claimed.patch)
+                            }
+                            followed => panic!("{id} took {other}'s record: {followed:?}"),
+                        }
+                    }
                 }
+            }
+        }
+
+        /// A person changes the claimed edit's first field in the CRM: it is held, and the
+        /// rest of the edit lands.
+        fn person_changes_first_field(&mut self, store: &Store, claimed: ClaimedEdit) {
+            let id = &claimed.contact_id;
+            let mut rest = claimed.clone();
+            let field = claimed.patch.fields().next().expect("claims carry a field");
+            let ours = rest.patch.take(field).unwrap();
+            self.people += 1;
+            let person = format!("p{}", self.people);
+            self.crm.insert((id.clone(), field), person.clone());
+            let base = store.contact(id).unwrap().unwrap().base[&field].clone();
+            let conflict = FieldConflict {
+                base,
+                crm: Some(person),
+                ours: ours.clone(),
+            };
+            let held = store
+                .hold_conflicts(id, &[(field, conflict)].into())
+                .unwrap();
+            assert_eq!(held.letter.patch, [(field, ours)].into_iter().collect());
+            assert_eq!(held.in_flight_left, !rest.patch.is_empty());
+            if held.in_flight_left {
+                self.land(store, &rest);
+            } else {
+                self.in_flight.remove(id);
             }
         }
 
         fn drop_letter(&mut self, store: &Store, letter: &DeadLetter) {
             store.drop_dead_letter(&letter.id).unwrap();
             for (_, value) in letter.patch.iter() {
-                self.dropped.insert(order(value.unwrap()));
+                self.dropped.insert(order(value.unwrap()).unwrap());
             }
         }
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(64))]
+        #![proptest_config(ProptestConfig::with_cases(256))]
 
         #[test]
         fn the_crm_ends_with_what_the_acceptance_order_says(steps in proptest::collection::vec(step(), 1..60)) {
@@ -863,7 +1120,7 @@ mod model {
                 for id in CONTACTS {
                     register(&store, id);
                 }
-                let mut model = Model::default();
+                let mut model = Model::new();
                 // Time only moves forward by these steps, so retries and grace periods are
                 // reached by claiming "later" rather than by sleeping.
                 let mut clock = store.now();
@@ -899,7 +1156,8 @@ mod model {
                         }
                     }
                 }
-                // The operator replays what is left, and every push now lands.
+                // The operator replays what is left (writing ours over people's values), and
+                // every push now lands.
                 for attempt in store.replay_all_dead_letters().unwrap() {
                     attempt.outcome.unwrap();
                 }
@@ -916,19 +1174,25 @@ mod model {
                 assert!(store.dead_letters().unwrap().is_empty());
                 for id in CONTACTS {
                     let entry = store.contact(id).unwrap().unwrap();
+                    let source_id = &model.source_ids[id];
+                    assert_eq!(&entry.contact.source_id, source_id, "{id} follows its merges");
+                    assert_eq!(store.id_for_source("crm", source_id).unwrap().as_deref(), Some(id));
                     assert!(!entry.contact.local_was_updated, "{id} is synced");
                     assert!(entry.sync.pending.is_none() && entry.sync.in_flight.is_none());
+                    assert!(entry.sync.held.is_empty() && entry.sync.seen_in_crm.is_empty());
                     for field in FIELDS {
                         let slot = (id.to_string(), field);
-                        let held = model.crm.get(&slot).copied();
-                        let record = entry.contact.field(field).map(order);
-                        assert_eq!(record, held, "{slot:?}: the record shows what the CRM holds");
+                        let held = model.crm.get(&slot).cloned();
+                        assert_eq!(entry.contact.field(field), held.as_deref(), "{slot:?}: the record shows what the CRM holds");
+                        assert_eq!(entry.base[&field], held, "{slot:?}: the base is what the CRM holds");
                         match model.latest.get(&slot) {
-                            // A dropped value is forgotten: the CRM keeps what it had before.
+                            // A dropped value is forgotten: the CRM keeps what it had before,
+                            // an older value of ours or a person's.
                             Some(latest) if model.dropped.contains(latest) => {
-                                assert!(held.is_none_or(|held| held < *latest), "{slot:?}");
+                                let ours = held.as_deref().and_then(order);
+                                assert!(ours.is_none_or(|ours| ours < *latest), "{slot:?}: {held:?}");
                             }
-                            latest => assert_eq!(held, latest.copied(), "{slot:?}: the last accepted value wins"),
+                            latest => assert_eq!(held, latest.map(|n| format!("v{n}")), "{slot:?}: the last accepted value wins"),
                         }
                     }
                 }
