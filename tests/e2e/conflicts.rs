@@ -15,6 +15,8 @@ against_each_crm!(
     under_crm_wins_a_persons_edit_stays_and_reaches_the_unified_record,
     a_persons_edit_of_another_field_is_no_conflict_and_stays,
     an_edit_of_a_merged_record_follows_it_to_the_record_that_remains,
+    under_hold_a_persons_edit_stays_and_the_conflict_waits_until_retry_writes_ours,
+    under_hold_dropping_the_conflict_takes_the_persons_value,
 );
 
 async fn put(daemon: &Daemon, body: serde_json::Value) {
@@ -170,4 +172,65 @@ async fn an_edit_of_a_merged_record_follows_it_to_the_record_that_remains<C: Crm
     assert_eq!(letters["dead_letters"], json!([]), "{letters}");
     let sync = daemon.sync_state(CONTACT).await;
     assert_eq!(sync["attempts"], 0, "{sync}");
+}
+
+/// Under `hold`: a person renamed Ann "Anne" in the CRM, the edit renames her "Ours" and moves
+/// her to Porto. Answers the world, the daemon and the conflict letter once the city landed.
+async fn held_conflict<C: Crm>() -> (World<C>, Daemon, serde_json::Value) {
+    let world = World::<C>::with_connection_keys("on_conflict = \"hold\"").await;
+    world
+        .crm
+        .edit_as_person(&world.source_id, &[("first_name", "Anne")]);
+    let daemon = world.setup.serve();
+    put(
+        &daemon,
+        json!({"email": ANN_EMAIL, "first_name": "Ours", "city": "Porto"}),
+    )
+    .await;
+    let sync = daemon.wait_dead_letter(CONTACT).await;
+    crate::harness::wait_for("the city to land", || async {
+        (world.crm_value("city").as_deref() == Some("Porto")).then_some(())
+    })
+    .await;
+    assert_eq!(
+        world.crm_value("first_name").as_deref(),
+        Some("Anne"),
+        "the person's edit is kept"
+    );
+    assert_eq!(
+        sync["fields"]["first_name"]["last_conflict"]["crm"], "Anne",
+        "{sync}"
+    );
+    let letters = world.setup.run_json(&["dead-letters", "list"]);
+    let letters = letters["dead_letters"].as_array().unwrap().clone();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let letter = letters[0].clone();
+    assert_eq!(letter["kind"], "conflict", "{letter}");
+    assert_eq!(
+        letter["conflict"]["first_name"],
+        json!({"base": "Ann", "crm": "Anne", "ours": "Ours"}),
+        "{letter}"
+    );
+    (world, daemon, letter)
+}
+
+async fn under_hold_a_persons_edit_stays_and_the_conflict_waits_until_retry_writes_ours<C: Crm>() {
+    let (world, daemon, letter) = held_conflict::<C>().await;
+    let id = letter["id"].as_str().unwrap();
+    world.setup.run_json(&["dead-letters", "retry", id]);
+    let synced = daemon.wait_synced(CONTACT).await;
+    assert_eq!(synced["first_name"], "Ours");
+    assert_eq!(world.crm_value("first_name").as_deref(), Some("Ours"));
+    let letters = world.setup.run_json(&["dead-letters", "list"]);
+    assert_eq!(letters["dead_letters"], json!([]), "{letters}");
+}
+
+async fn under_hold_dropping_the_conflict_takes_the_persons_value<C: Crm>() {
+    let (world, daemon, letter) = held_conflict::<C>().await;
+    let id = letter["id"].as_str().unwrap();
+    world.setup.run_json(&["dead-letters", "drop", id]);
+    let synced = daemon.wait_synced(CONTACT).await;
+    assert_eq!(synced["first_name"], "Anne");
+    assert_eq!(synced["city"], "Porto");
+    assert_eq!(world.crm_value("first_name").as_deref(), Some("Anne"));
 }

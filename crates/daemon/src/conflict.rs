@@ -21,10 +21,13 @@ pub enum OnConflict {
     Overwrite,
     /// Read before writing; the CRM's value wins a conflict and goes into the unified record.
     CrmWins,
+    /// Read before writing; a conflict is held as a conflict letter for an operator, who
+    /// writes ours (`dead-letters retry`) or takes the CRM's (`dead-letters drop`).
+    Hold,
 }
 
 impl OnConflict {
-    pub const NAMES: &str = "overwrite, crm_wins";
+    pub const NAMES: &str = "overwrite, crm_wins, hold";
 
     /// Whether the policy reads the CRM's current values before each write.
     pub fn reads_first(self) -> bool {
@@ -35,6 +38,7 @@ impl OnConflict {
         match self {
             OnConflict::Overwrite => "overwrite",
             OnConflict::CrmWins => "crm_wins",
+            OnConflict::Hold => "hold",
         }
     }
 }
@@ -46,6 +50,7 @@ impl FromStr for OnConflict {
         match text {
             "overwrite" => Ok(OnConflict::Overwrite),
             "crm_wins" => Ok(OnConflict::CrmWins),
+            "hold" => Ok(OnConflict::Hold),
             other => Err(format!("`{other}` is none of {}", OnConflict::NAMES)),
         }
     }
@@ -158,6 +163,7 @@ mod tests {
     #[test]
     fn policies_parse_by_name() {
         assert_eq!("crm_wins".parse::<OnConflict>(), Ok(OnConflict::CrmWins));
+        assert_eq!("hold".parse::<OnConflict>(), Ok(OnConflict::Hold));
         assert!(
             "ours"
                 .parse::<OnConflict>()

@@ -75,6 +75,8 @@ pub struct ConnectionMetrics {
     pub conflicts: AtomicU64,
     /// Conditional writes the CRM refused because the record changed after the read.
     pub modified_since_read: AtomicU64,
+    /// Contacts re-pointed at the record that remained after the CRM merged theirs.
+    pub merges_followed: AtomicU64,
 }
 
 impl ConnectionMetrics {

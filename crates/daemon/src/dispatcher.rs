@@ -16,10 +16,10 @@ use unisync_core::{
     PushItem, PushResult, SourceAdapter, SourceContact,
 };
 
-use crate::conflict::find_conflicts;
+use crate::conflict::{FieldConflict, OnConflict, find_conflicts};
 use crate::connections::{Connection, ConnectionMetrics, Connections, Pause, PauseReason};
 use crate::retry_policy::RetryPolicy;
-use crate::store::{ClaimedEdit, LinkFailure, Store, StoreError, now_ms};
+use crate::store::{ClaimedEdit, LinkFailure, MergeOutcome, Store, StoreError, now_ms};
 
 #[cfg(test)]
 mod tests;
@@ -478,17 +478,10 @@ async fn keep_what_people_changed(
             let values = &record.values;
             prepared.version = record.crm_version.clone();
             let conflicts = find_conflicts(&prepared.item.patch, &prepared.base, values, same);
-            for (field, conflict) in conflicts {
-                ConnectionMetrics::add(&metrics.conflicts, 1);
-                tracing::info!(
-                    connection = connection.name(),
-                    contact = %prepared.edit.contact_id,
-                    field = field.name(),
-                    policy = connection.settings.on_conflict.name(),
-                    "a person changed the field in the CRM since it was last synced; the CRM's value is kept"
-                );
-                prepared.item.patch.take(field);
-                prepared.unchanged.insert(field, conflict.crm);
+            if !conflicts.is_empty()
+                && !settle_conflicts(store, connection, &mut prepared, conflicts)
+            {
+                continue;
             }
             let now_held = prepared.item.patch.take_unchanged(values, same);
             prepared.unchanged.extend(now_held);
@@ -501,6 +494,69 @@ async fn keep_what_people_changed(
         }
     }
     to_push
+}
+
+/// Applies the connection's policy to the fields a person changed in the CRM: they leave
+/// the push, and either the CRM's value goes into the unified record (`crm_wins`) or they
+/// wait in a conflict letter for an operator (`hold`). Answers whether anything of the edit
+/// is still in flight.
+fn settle_conflicts(
+    store: &Store,
+    connection: &Connection,
+    prepared: &mut Outgoing,
+    conflicts: BTreeMap<ContactField, FieldConflict>,
+) -> bool {
+    let id = &prepared.edit.contact_id;
+    let policy = connection.settings.on_conflict;
+    ConnectionMetrics::add(&connection.metrics.conflicts, conflicts.len() as u64);
+    for field in conflicts.keys() {
+        tracing::info!(
+            connection = connection.name(),
+            contact = %id,
+            field = field.name(),
+            policy = policy.name(),
+            "a person changed the field in the CRM since it was last synced; ours is not written"
+        );
+        prepared.item.patch.take(*field);
+    }
+    if policy != OnConflict::Hold {
+        for (field, conflict) in conflicts {
+            prepared.unchanged.insert(field, conflict.crm);
+        }
+        return true;
+    }
+    match store.hold_conflicts(id, &conflicts) {
+        Ok(held) => held.in_flight_left,
+        Err(error) => {
+            tracing::error!(connection = connection.name(), contact = %id, %error, "holding a conflict failed; the edit goes back to the queue");
+            let error = AdapterError::retryable("STORE", error.to_string());
+            reconcile(store, connection, &prepared.edit, None, Err(error));
+            false
+        }
+    }
+}
+
+/// The CRM merged the contact's record into `survivor`: the contact follows it and its edit
+/// goes there next, unless the survivor is another contact's record (a dead letter then).
+fn follow_merge(
+    store: &Store,
+    connection: &Connection,
+    id: &str,
+    survivor: &str,
+    error: &AdapterError,
+) -> Result<(), StoreError> {
+    match store.repoint(id, survivor, error)? {
+        MergeOutcome::Followed => {
+            ConnectionMetrics::add(&connection.metrics.merges_followed, 1);
+            tracing::info!(connection = connection.name(), contact = %id, %survivor, "the CRM merged the contact's record; following it to the record that remains");
+            connection.wake.notify_one();
+        }
+        MergeOutcome::SurvivorRegistered(letter) => {
+            ConnectionMetrics::add(&connection.metrics.pushed_dead_letter, 1);
+            tracing::warn!(connection = connection.name(), contact = %id, %survivor, code = %letter.error.code, "the CRM merged the contact into another contact's record; kept as a dead letter");
+        }
+    }
+    Ok(())
 }
 
 /// Records one item's outcome: confirmed, back to the queue, or a dead letter.
@@ -544,16 +600,21 @@ fn reconcile(
                 }
             }
         }
-        Err(error) => match decide(connection, id, edit.attempts, &error) {
-            Decision::RetryAt {
-                not_before,
-                count_attempt,
-            } => store
-                .retry_later(id, not_before, count_attempt, &error)
-                .map(drop),
-            Decision::DeadLetter { retries_exhausted } => {
-                store.dead_letter(id, &error, retries_exhausted).map(drop)
+        Err(error) => match &error.kind {
+            ErrorKind::RecordMerged { survivor } => {
+                follow_merge(store, connection, id, survivor, &error)
             }
+            _ => match decide(connection, id, edit.attempts, &error) {
+                Decision::RetryAt {
+                    not_before,
+                    count_attempt,
+                } => store
+                    .retry_later(id, not_before, count_attempt, &error)
+                    .map(drop),
+                Decision::DeadLetter { retries_exhausted } => {
+                    store.dead_letter(id, &error, retries_exhausted).map(drop)
+                }
+            },
         },
     };
     if let Err(error) = outcome {
@@ -629,8 +690,8 @@ fn decide(connection: &Connection, id: &str, attempts: u32, error: &AdapterError
         ErrorKind::Misconfigured => {
             pause_until_probe(connection, PauseReason::Misconfigured, error)
         }
-        // Interim, until the store re-points contacts: a merge is kept like a deleted
-        // record, as before adapters told the two apart.
+        // A contact's own merge is followed before this; a merge reaching here is its
+        // customer link's, which cannot be followed.
         ErrorKind::Permanent { .. } | ErrorKind::RecordGone | ErrorKind::RecordMerged { .. } => {
             ConnectionMetrics::add(&metrics.pushed_dead_letter, 1);
             tracing::warn!(

@@ -102,6 +102,12 @@ pub fn render(store: &Store, connections: &Connections) -> Result<String, StoreE
         per_connection(&|c| c.metrics.read_calls.load(Ordering::Relaxed) as f64),
     );
     family(
+        "unisync_merges_followed_total",
+        "counter",
+        "Contacts re-pointed at the record that remained after the CRM merged theirs.",
+        per_connection(&|c| c.metrics.merges_followed.load(Ordering::Relaxed) as f64),
+    );
+    family(
         "unisync_modified_since_read_total",
         "counter",
         "Conditional writes refused because a person changed the record after the read.",

@@ -559,8 +559,6 @@ impl Store {
     /// (see [`rules::hold_conflicts`]), so that the later [`Store::complete`] neither confirms
     /// nor writes them. Answers the letter and whether anything is left in flight to push.
     /// [`StoreError::NotInFlight`] when none of the fields is in flight (nothing changes).
-    // The dispatcher calls it once connections can hold conflicts (issue 8, point 2).
-    #[allow(dead_code)]
     pub fn hold_conflicts(
         &self,
         id: &str,
@@ -585,8 +583,6 @@ impl Store {
     /// [`rules::repoint`]). When the survivor is already another unified contact's record, the
     /// contact is left as it is and the edit becomes a `MERGED_INTO_REGISTERED` dead letter
     /// naming both.
-    // The dispatcher calls it once it follows merges (issue 8, point 3).
-    #[allow(dead_code)]
     pub fn repoint(
         &self,
         id: &str,
