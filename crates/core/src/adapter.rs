@@ -240,6 +240,13 @@ pub trait SourceAdapter: Send + Sync {
         Ok(id.to_string())
     }
 
+    /// How full the CRM's short rate-limit window is now, from 0 (empty) to 1 (no room):
+    /// while it binds, a call is scarce, and the dispatcher lingers to fill each batch.
+    /// Defaults to 0 (no short window known).
+    fn rate_limit_pressure(&self) -> f64 {
+        0.0
+    }
+
     /// The CRM's count of calls against its budget, when the CRM reports one.
     fn api_usage(&self) -> Option<ApiUsage> {
         None

@@ -16,6 +16,9 @@ use crate::store::{Store, now_ms};
 
 /// The longest an adaptive linger stretches to.
 pub const MAX_LINGER: Duration = Duration::from_secs(30);
+/// The linger of a connection whose short rate-limit window is full: a call is scarce then,
+/// and a batch that waits this long for company costs no more.
+pub const PRESSURE_LINGER: Duration = Duration::from_secs(2);
 
 /// Why a connection is not pushing right now.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -127,8 +130,15 @@ impl Connection {
 
     /// How long a ready edit may wait for its batch to fill now: the connection's linger,
     /// stretched up to four times as the CRM's daily budget runs from half used to spent (a
-    /// call then carries more edits when calls are scarce), never past [`MAX_LINGER`].
+    /// call then carries more edits when calls are scarce), never past [`MAX_LINGER`]; and
+    /// while the CRM's short rate-limit window is more than half full, at least a share of
+    /// [`PRESSURE_LINGER`] growing with it, whatever the configured linger.
     pub fn linger(&self) -> Duration {
+        let pressure = ((self.adapter.rate_limit_pressure() - 0.5) * 2.0).clamp(0.0, 1.0);
+        self.budget_linger().max(PRESSURE_LINGER.mul_f64(pressure))
+    }
+
+    fn budget_linger(&self) -> Duration {
         let base = self
             .settings
             .dispatch

@@ -145,6 +145,10 @@ impl SourceAdapter for HubspotAdapter {
     fn api_usage(&self) -> Option<ApiUsage> {
         self.client.api_usage()
     }
+
+    fn rate_limit_pressure(&self) -> f64 {
+        self.client.rate_limit_pressure()
+    }
 }
 
 /// What a batch read answered for one of the ids asked for.

@@ -84,6 +84,11 @@ impl HubspotClient {
     }
 
     /// The daily budget as HubSpot last reported it.
+    /// How full HubSpot's short window is, from the pacer's view.
+    pub fn rate_limit_pressure(&self) -> f64 {
+        self.pacer.pressure()
+    }
+
     pub fn api_usage(&self) -> Option<ApiUsage> {
         *self.usage.lock().unwrap()
     }

@@ -121,6 +121,14 @@ impl Pacer {
         u32::try_from(scaled).unwrap_or(u32::MAX).max(1)
     }
 
+    /// How full the window is: requests in flight and finished within it, over the limit.
+    pub fn pressure(&self) -> f64 {
+        let mut state = self.state.lock().unwrap();
+        state.prune(Instant::now());
+        let used = state.in_flight as usize + state.finished.len();
+        (used as f64 / f64::from(state.limit.max(1))).min(1.0)
+    }
+
     /// Holds every request back for `wait` (HubSpot said the window is full).
     pub fn pause_for(&self, wait: Duration) {
         let until = Instant::now() + wait;
@@ -184,6 +192,16 @@ mod tests {
             headers.insert(name, HeaderValue::from(value));
         }
         headers
+    }
+
+    #[test]
+    fn pressure_is_the_share_of_the_window_in_use() {
+        let pacer = Pacer::new(4);
+        assert_eq!(pacer.pressure(), 0.0);
+        let first = pacer.state.lock().unwrap().try_take(Instant::now());
+        assert!(first.is_none());
+        let _ = pacer.state.lock().unwrap().try_take(Instant::now());
+        assert_eq!(pacer.pressure(), 0.5);
     }
 
     #[test]

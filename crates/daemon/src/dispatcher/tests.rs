@@ -15,6 +15,7 @@ use unisync_core::{
 use super::*;
 use crate::config::{ConnectionSettings, DispatchConfig};
 use crate::conflict::OnConflict;
+use crate::connections::PRESSURE_LINGER;
 
 /// How one push item is answered: by the call's number (from 0) and the item.
 type Respond = dyn Fn(u32, &PushItem) -> PushResult + Send + Sync;
@@ -30,6 +31,8 @@ struct ScriptedCrm {
     conditional_versions: Mutex<Vec<String>>,
     /// The daily budget as the CRM last reported it.
     usage: Mutex<Option<ApiUsage>>,
+    /// How full the short rate-limit window is.
+    pressure: Mutex<f64>,
     calls: AtomicU32,
     log: Mutex<Vec<Call>>,
     respond: Box<Respond>,
@@ -48,6 +51,7 @@ impl ScriptedCrm {
             modified_since: AtomicU32::new(0),
             conditional_versions: Mutex::new(Vec::new()),
             usage: Mutex::new(None),
+            pressure: Mutex::new(0.0),
             mapping: FieldMapping::new([
                 FieldRule::new(ContactField::Email, "email"),
                 FieldRule::new(ContactField::FirstName, "first"),
@@ -117,6 +121,10 @@ impl SourceAdapter for ScriptedCrm {
 
     fn api_usage(&self) -> Option<ApiUsage> {
         *self.usage.lock().unwrap()
+    }
+
+    fn rate_limit_pressure(&self) -> f64 {
+        *self.pressure.lock().unwrap()
     }
 
     async fn push_if_unmodified(
@@ -426,6 +434,24 @@ fn the_linger_stretches_as_the_daily_budget_runs_low() {
     assert_eq!(at(50), Duration::from_secs(1));
     assert_eq!(at(75), Duration::from_millis(2500));
     assert_eq!(at(100), Duration::from_secs(4), "at most four times");
+}
+
+#[test]
+fn a_connection_without_linger_lingers_while_its_rate_limit_binds() {
+    let crm = Arc::new(ScriptedCrm::new(|_, item| landed(item)));
+    let no_linger = DispatchConfig {
+        max_linger_ms: Some(0),
+        ..fast_dispatch()
+    };
+    let connection = Connection::new(settings(no_linger, OnConflict::Overwrite), crm.clone());
+    let at = |pressure: f64| {
+        *crm.pressure.lock().unwrap() = pressure;
+        connection.linger()
+    };
+    assert_eq!(at(0.0), Duration::ZERO);
+    assert_eq!(at(0.5), Duration::ZERO, "half the window left: no wait");
+    assert_eq!(at(0.75), PRESSURE_LINGER / 2);
+    assert_eq!(at(1.0), PRESSURE_LINGER);
 }
 
 /// A patch from field values (`None` clears).
