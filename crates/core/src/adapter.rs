@@ -240,6 +240,13 @@ pub trait SourceAdapter: Send + Sync {
         Ok(id.to_string())
     }
 
+    /// How long until the CRM's daily budget resets, when it resets at a known time
+    /// (HubSpot: midnight in the account's time zone). `None` for a rolling budget
+    /// (Salesforce's last 24 hours) or when unknown.
+    fn budget_resets_in(&self) -> Option<Duration> {
+        None
+    }
+
     /// How full the CRM's short rate-limit window is now, from 0 (empty) to 1 (no room):
     /// while it binds, a call is scarce, and the dispatcher lingers to fill each batch.
     /// Defaults to 0 (no short window known).

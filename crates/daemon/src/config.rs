@@ -94,6 +94,10 @@ pub struct DispatchConfig {
     /// HubSpot none: it batches while its rate limit binds).
     #[serde(default)]
     pub max_linger_ms: Option<u64>,
+    /// The share of the CRM's daily API budget left to the account's other integrations and
+    /// users: pushing pauses once the rest is used, until the budget resets.
+    #[serde(default = "default_reserve_share")]
+    pub reserve_share: f64,
 }
 
 fn default_listen() -> SocketAddr {
@@ -119,6 +123,9 @@ fn default_retry_initial_ms() -> u64 {
 }
 fn default_retry_max_ms() -> u64 {
     300_000
+}
+fn default_reserve_share() -> f64 {
+    0.1
 }
 fn default_recovery_grace_ms() -> u64 {
     3_000
@@ -154,6 +161,7 @@ impl Default for DispatchConfig {
             recovery_grace_ms: default_recovery_grace_ms(),
             settle_ms: None,
             max_linger_ms: None,
+            reserve_share: default_reserve_share(),
         }
     }
 }
@@ -174,7 +182,7 @@ pub struct ConnectionSettings {
 }
 
 /// Keys of a connection table that the daemon reads itself; the rest go to the provider.
-const DAEMON_CONNECTION_KEYS: [&str; 11] = [
+const DAEMON_CONNECTION_KEYS: [&str; 12] = [
     "system",
     "on_conflict",
     "provider_id",
@@ -185,6 +193,7 @@ const DAEMON_CONNECTION_KEYS: [&str; 11] = [
     "retry_max_ms",
     "settle_ms",
     "max_linger_ms",
+    "reserve_share",
     "enabled",
 ];
 
@@ -207,6 +216,12 @@ impl Config {
         config.connections().map_err(|err| err.to_string())?;
         if config.dispatch.concurrency == 0 {
             return Err("dispatch.concurrency: must be at least 1".into());
+        }
+        if !(0.0..1.0).contains(&config.dispatch.reserve_share) {
+            return Err(
+                "dispatch.reserve_share: must be a number from 0.0 up to (not including) 1.0"
+                    .into(),
+            );
         }
         Ok(config)
     }
@@ -260,6 +275,16 @@ impl Config {
             recovery_grace_ms: self.dispatch.recovery_grace_ms,
             settle_ms: optional_number("settle_ms", self.dispatch.settle_ms)?,
             max_linger_ms: optional_number("max_linger_ms", self.dispatch.max_linger_ms)?,
+            reserve_share: match table.get("reserve_share") {
+                None => self.dispatch.reserve_share,
+                Some(toml::Value::Float(share)) if (0.0..1.0).contains(share) => *share,
+                Some(_) => {
+                    return Err(invalid(
+                        "reserve_share",
+                        "must be a number from 0.0 up to (not including) 1.0",
+                    ));
+                }
+            },
         };
         let mut settings = serde_json::Map::new();
         for (key, value) in table {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::Notify;
-use unisync_core::{CredentialStore, SourceAdapter, UnifiedContact};
+use unisync_core::{ApiUsage, CredentialStore, SourceAdapter, UnifiedContact};
 
 use crate::config::ConnectionSettings;
 use crate::providers;
@@ -16,6 +16,9 @@ use crate::store::{Store, now_ms};
 
 /// The longest an adaptive linger stretches to.
 pub const MAX_LINGER: Duration = Duration::from_secs(30);
+/// How long a connection that reached its budget's reserve waits before a push brings a
+/// fresh reading, when the CRM's budget has no fixed reset (Salesforce's rolling 24 hours).
+pub const RESERVE_RECHECK: Duration = Duration::from_secs(15 * 60);
 /// The linger of a connection whose short rate-limit window is full: a call is scarce then,
 /// and a batch that waits this long for company costs no more.
 pub const PRESSURE_LINGER: Duration = Duration::from_secs(2);
@@ -96,6 +99,8 @@ pub struct Connection {
     pub wake: Notify,
     pub metrics: ConnectionMetrics,
     pause: Mutex<Option<Pause>>,
+    /// The budget reading the reserve last paused the connection on.
+    reserve_paused_on: Mutex<Option<ApiUsage>>,
 }
 
 impl Connection {
@@ -106,6 +111,7 @@ impl Connection {
             wake: Notify::new(),
             metrics: ConnectionMetrics::default(),
             pause: Mutex::new(None),
+            reserve_paused_on: Mutex::new(None),
         }
     }
 
@@ -152,6 +158,27 @@ impl Connection {
             .unwrap_or(0.0);
         let stretch = 1.0 + 3.0 * ((used - 0.5) * 2.0).clamp(0.0, 1.0);
         base.mul_f64(stretch).min(MAX_LINGER.max(base))
+    }
+
+    /// Whether pushing must stop to leave the reserve of the CRM's daily budget to others:
+    /// answers how long to pause. A reading that already paused the connection once lets
+    /// one batch through after the pause, so that a fresh reading comes back (the budget may
+    /// have reset, or be rolling). Answers the pause and the reading it stands on.
+    pub fn reserve_pause(&self) -> Option<(Duration, ApiUsage)> {
+        let usage = self.adapter.api_usage()?;
+        let line = usage.limit as f64 * (1.0 - self.settings.dispatch.reserve_share);
+        let mut paused_on = self.reserve_paused_on.lock().unwrap();
+        if (usage.used as f64) < line || *paused_on == Some(usage) {
+            *paused_on = None;
+            return None;
+        }
+        *paused_on = Some(usage);
+        let wait = self
+            .adapter
+            .budget_resets_in()
+            .unwrap_or(RESERVE_RECHECK)
+            .max(Duration::from_secs(1));
+        Some((wait, usage))
     }
 
     /// How long edits a stopped process left in flight wait at the next start: at least the

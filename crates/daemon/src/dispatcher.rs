@@ -86,6 +86,20 @@ async fn run(store: Store, connection: Arc<Connection>, mut shutdown: watch::Rec
             }
             continue;
         }
+        if let Some((wait, usage)) = connection.reserve_pause() {
+            let error = AdapterError::quota_exhausted(
+                "BUDGET_RESERVE",
+                format!(
+                    "{} of {} daily API requests used: the last {:.0} % are left to the account's other integrations",
+                    usage.used,
+                    usage.limit,
+                    connection.settings.dispatch.reserve_share * 100.0
+                ),
+                Some(wait),
+            );
+            pause_connection(&connection, PauseReason::QuotaExhausted, wait, &error);
+            continue;
+        }
         let permit = tokio::select! {
             permit = pushes.clone().acquire_owned() => permit.expect("semaphore is never closed"),
             _ = shutdown.changed() => continue,

@@ -149,6 +149,10 @@ impl SourceAdapter for HubspotAdapter {
     fn rate_limit_pressure(&self) -> f64 {
         self.client.rate_limit_pressure()
     }
+
+    fn budget_resets_in(&self) -> Option<Duration> {
+        Some(self.client.budget_resets_in())
+    }
 }
 
 /// What a batch read answered for one of the ids asked for.

@@ -11,7 +11,7 @@ use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 use unisync_core::{AdapterError, ApiUsage, CredentialStore, ErrorKind, FieldMapping};
 
-use crate::account::AccountZone;
+use crate::account::{AccountZone, until_daily_reset};
 use crate::auth::{Credentials, OAuthSession};
 use crate::config::{HubspotAuth, HubspotConfig};
 use crate::error::{Effect, parse_error, redacted, transport_error};
@@ -81,6 +81,12 @@ impl HubspotClient {
     /// Waits until the rate limit leaves room for a request.
     pub async fn wait_for_room(&self) {
         self.pacer.wait_for_room().await;
+    }
+
+    /// How long until the daily budget resets: midnight in the account's time zone (or the
+    /// next quarter hour while the zone is unknown, which is never past the real reset).
+    pub fn budget_resets_in(&self) -> Duration {
+        until_daily_reset(jiff::Timestamp::now(), self.zone.get().as_ref())
     }
 
     /// The daily budget as HubSpot last reported it.

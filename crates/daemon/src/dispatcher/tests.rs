@@ -33,6 +33,8 @@ struct ScriptedCrm {
     usage: Mutex<Option<ApiUsage>>,
     /// How full the short rate-limit window is.
     pressure: Mutex<f64>,
+    /// When the daily budget resets.
+    resets_in: Mutex<Option<Duration>>,
     calls: AtomicU32,
     log: Mutex<Vec<Call>>,
     respond: Box<Respond>,
@@ -52,6 +54,7 @@ impl ScriptedCrm {
             conditional_versions: Mutex::new(Vec::new()),
             usage: Mutex::new(None),
             pressure: Mutex::new(0.0),
+            resets_in: Mutex::new(None),
             mapping: FieldMapping::new([
                 FieldRule::new(ContactField::Email, "email"),
                 FieldRule::new(ContactField::FirstName, "first"),
@@ -125,6 +128,10 @@ impl SourceAdapter for ScriptedCrm {
 
     fn rate_limit_pressure(&self) -> f64 {
         *self.pressure.lock().unwrap()
+    }
+
+    fn budget_resets_in(&self) -> Option<Duration> {
+        *self.resets_in.lock().unwrap()
     }
 
     async fn push_if_unmodified(
@@ -283,6 +290,7 @@ fn fast_dispatch() -> DispatchConfig {
         recovery_grace_ms: 0,
         settle_ms: None,
         max_linger_ms: None,
+        reserve_share: 0.1,
     }
 }
 
@@ -670,4 +678,38 @@ async fn a_partial_batch_lingers_for_more_edits_and_a_full_one_goes_at_once() {
         calls[1].0 - started >= linger,
         "the partial batch waited for more edits"
     );
+}
+
+#[tokio::test]
+async fn the_reserve_of_the_daily_budget_is_left_to_others_until_it_resets() {
+    let crm = ScriptedCrm::new(|_, item| landed(item));
+    *crm.usage.lock().unwrap() = Some(ApiUsage {
+        used: 95,
+        limit: 100,
+    });
+    *crm.resets_in.lock().unwrap() = Some(Duration::from_millis(300));
+    let world = World::new(crm, fast_dispatch());
+    world.edit("c1", "Ann").await;
+    wait_until("the connection pauses at the reserve", || {
+        world
+            .connection
+            .pause()
+            .is_some_and(|pause| pause.code == "BUDGET_RESERVE")
+    })
+    .await;
+    let pause = world.connection.pause().unwrap();
+    assert_eq!(pause.reason, PauseReason::QuotaExhausted);
+    assert!(pause.message.contains("95 of 100"), "{}", pause.message);
+    assert!(
+        world.crm.calls().is_empty(),
+        "nothing pushed into the reserve"
+    );
+
+    // The budget resets: the next reading shows it.
+    *world.crm.usage.lock().unwrap() = Some(ApiUsage {
+        used: 0,
+        limit: 100,
+    });
+    wait_until("the edit lands after the reset", || world.synced("c1")).await;
+    assert_eq!(world.crm.calls().len(), 1);
 }
