@@ -631,11 +631,11 @@ impl SalesforceAdapter {
         let rows = addressed(items, &ids);
         let outcomes = rows
             .iter()
-            .map(|(_, id)| match reported.remove(*id) {
+            .map(|(_, id)| match reported.get(*id) {
                 Some(Reported::Landed) => Ok(()),
                 Some(Reported::Refused(error)) => Err(classify(
                     Origin::RecordResult { whole_batch },
-                    &error,
+                    error,
                     &self.mapping,
                 )),
                 Some(Reported::Unprocessed) => Err(not_processed.clone()),
@@ -894,7 +894,7 @@ impl SourceAdapter for SalesforceAdapter {
             .collect()
     }
 
-    /// Creates an ingest job updating Contacts, uploads its CSV ([`crate::bulk`]: one header
+    /// Creates an ingest job updating Contacts, uploads its CSV (one header
     /// for all items, an untouched field an empty cell, a clear `#N/A`) and closes it
     /// (`UploadComplete`): three calls. An item whose id is no Salesforce id is left out of
     /// the CSV and fails alone when the job is polled.
