@@ -10,14 +10,15 @@ use reqwest::header::{HeaderName, IF_UNMODIFIED_SINCE};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use unisync_core::{
-    AdapterError, ApiUsage, Capabilities, ConditionalPush, ConfirmedContact, ContactField,
-    ContactPage, CredentialStore, ErrorKind, FieldMapping, PushItem, PushResult, SourceAdapter,
-    SourceContact,
+    AdapterError, ApiUsage, BulkProgress, Capabilities, ConditionalPush, ConfirmedContact,
+    ContactField, ContactPage, CredentialStore, ErrorKind, FieldMapping, PushItem, PushResult,
+    SourceAdapter, SourceContact,
 };
 
+use crate::bulk::{JobInfo, ResultRow, create_job_body, job_csv, record_error, result_rows};
 use crate::client::{Answer, SalesforceClient};
 use crate::config::SalesforceConfig;
-use crate::error::{Origin, SalesforceError, Scope, classify, parse_error};
+use crate::error::{Origin, SalesforceError, Scope, classify, classify_job_failure, parse_error};
 use crate::id::canonical_id;
 use crate::mapping::{
     ContactRecord, contact_query, http_date, id_filter, record_fields, sent_values, stored_form,
@@ -30,7 +31,22 @@ const MAX_COLLECTION_RECORDS: usize = 200;
 /// (each costs one `queryAll`). A longer chain is taken for a record gone.
 const MAX_MERGE_HOPS: usize = 5;
 
-/// The code of a record a collections answer has no result for.
+/// The most items one Bulk API 2.0 job takes. Salesforce processes a job in internal batches
+/// of 10,000 records, each counted against the org's 15,000 batches a day (shared with every
+/// integration): a job of 10,000 uses exactly one. Its CSV stays far below the 100 MB an
+/// upload may hold (a row of every mapped field at its longest is under 2 KB), and a job that
+/// fails as a whole leaves at most this many edits to retry.
+pub const MAX_BULK_ITEMS: usize = 10_000;
+
+/// Bulk API 2.0 job states.
+const JOB_OPEN: &str = "Open";
+const JOB_UPLOAD_COMPLETE: &str = "UploadComplete";
+const JOB_IN_PROGRESS: &str = "InProgress";
+const JOB_COMPLETE: &str = "JobComplete";
+const JOB_FAILED: &str = "Failed";
+const JOB_ABORTED: &str = "Aborted";
+
+/// The code of a record an answer (a collections call's, a job's results) has no result for.
 const MISSING_RESULT: &str = "MISSING_RESULT";
 
 /// How long a budget reading stops pushes. The daily budget is a rolling 24 hours, so usage
@@ -486,6 +502,236 @@ impl SalesforceAdapter {
         contact
     }
 
+    /// See [`SourceAdapter::start_bulk_job`].
+    async fn start_job(&self, items: &[PushItem]) -> Result<String, AdapterError> {
+        if let Some(stop) = self.budget_stop() {
+            return Err(stop);
+        }
+        let ids = canonical_ids(items);
+        let rows = addressed(items, &ids);
+        if rows.is_empty() {
+            // No item names a record: each fails alone, and a job of no record is no job.
+            return Err(ids.into_iter().find_map(Result::err).unwrap_or_else(|| {
+                AdapterError::permanent("NO_ITEMS", "a bulk job needs at least one item", None)
+            }));
+        }
+        let csv = job_csv(&self.mapping, &rows);
+        let path = self.client.data_path("jobs/ingest");
+        let created = self
+            .client
+            .send(Method::POST, &path, &[], Some(&create_job_body()))
+            .await
+            .and_then(|answer| self.job_answer(&answer))
+            .map_err(lands_nothing)?;
+        let job = created.id;
+        let path = self.client.data_path(&format!("jobs/ingest/{job}/batches"));
+        let uploaded = self
+            .client
+            .send_csv(Method::PUT, &path, &csv)
+            .await
+            .and_then(|answer| self.check(&answer, Scope::ManyRecords));
+        if let Err(error) = uploaded {
+            self.abandon(&job).await;
+            return Err(lands_nothing(error));
+        }
+        match self.set_job_state(&job, JOB_UPLOAD_COMPLETE).await {
+            Ok(()) => Ok(job),
+            Err(error) if error.kind == ErrorKind::OutcomeUnknown => {
+                match self.job_info(&job).await {
+                    Ok(info) if info.state != JOB_OPEN => Ok(job),
+                    Ok(_) => {
+                        self.abandon(&job).await;
+                        Err(lands_nothing(error))
+                    }
+                    // Whether the job was closed, and runs, stays unknown.
+                    Err(_) => Err(error),
+                }
+            }
+            Err(error) => {
+                self.abandon(&job).await;
+                Err(error)
+            }
+        }
+    }
+
+    /// See [`SourceAdapter::poll_bulk_job`].
+    async fn poll_job(
+        &self,
+        job_id: &str,
+        items: &[PushItem],
+    ) -> Result<BulkProgress, AdapterError> {
+        // The id goes into URLs: it must be an id (letters and digits).
+        if job_id.is_empty() || !job_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(AdapterError::permanent(
+                "INVALID_JOB_ID",
+                format!("`{job_id}` is not a Salesforce job id"),
+                None,
+            ));
+        }
+        let every_item =
+            |error: AdapterError| BulkProgress::Finished(vec![Err(error); items.len()]);
+        let info = match self.job_info(job_id).await {
+            Err(error) if error.code == "NOT_FOUND" => {
+                return Ok(every_item(AdapterError::outcome_unknown(
+                    "BULK_JOB_NOT_FOUND",
+                    format!(
+                        "Salesforce has no job {job_id} (it deletes jobs 7 days after they end): \
+                         whether its records landed is unknown ({})",
+                        error.message
+                    ),
+                )));
+            }
+            info => info?,
+        };
+        let ending = match info.state.as_str() {
+            JOB_UPLOAD_COMPLETE | JOB_IN_PROGRESS => return Ok(BulkProgress::Running),
+            JOB_COMPLETE => Ending::Complete,
+            JOB_FAILED => Ending::Failed,
+            JOB_ABORTED => Ending::Aborted,
+            JOB_OPEN => {
+                return Ok(every_item(AdapterError::retryable(
+                    "BULK_JOB_NOT_CLOSED",
+                    format!("job {job_id} was never closed, so Salesforce will not run it"),
+                )));
+            }
+            other => {
+                return Err(AdapterError::retryable(
+                    "UNKNOWN_JOB_STATE",
+                    format!("job {job_id} is in a state unisync does not know: {other}"),
+                ));
+            }
+        };
+        let mut reported: HashMap<String, Reported> = HashMap::new();
+        if ending != Ending::Complete {
+            for row in self.job_results(job_id, "unprocessedrecords").await? {
+                reported.extend(row.id.map(|id| (id, Reported::Unprocessed)));
+            }
+        }
+        let failed = self.job_results(job_id, "failedResults").await?;
+        let successful = self.job_results(job_id, "successfulResults").await?;
+        // Every record refused with one code: the job was refused, not the records (as in a
+        // collections answer).
+        let codes: Vec<Option<&str>> = failed
+            .iter()
+            .map(|row| row.error.as_ref().map(|error| error.code.as_str()))
+            .collect();
+        let whole_batch =
+            successful.is_empty() && codes.len() > 1 && codes.iter().all(|code| *code == codes[0]);
+        for row in failed {
+            if let Some(id) = row.id {
+                let error = row.error.unwrap_or_else(|| record_error(""));
+                reported.insert(id, Reported::Refused(error));
+            }
+        }
+        for row in successful {
+            reported.extend(row.id.map(|id| (id, Reported::Landed)));
+        }
+        let not_processed = classify_job_failure(
+            ending == Ending::Aborted,
+            info.error_message.as_deref(),
+            &self.mapping,
+        );
+        let ids = canonical_ids(items);
+        let rows = addressed(items, &ids);
+        let outcomes = rows
+            .iter()
+            .map(|(_, id)| match reported.get(*id) {
+                Some(Reported::Landed) => Ok(()),
+                Some(Reported::Refused(error)) => Err(classify(
+                    Origin::RecordResult { whole_batch },
+                    error,
+                    &self.mapping,
+                )),
+                Some(Reported::Unprocessed) => Err(not_processed.clone()),
+                None => Err(AdapterError::outcome_unknown(
+                    MISSING_RESULT,
+                    format!("the results of job {job_id} have no row for this record"),
+                )),
+            })
+            .collect();
+        let outcomes = self
+            .follow_merges(rows.iter().map(|(_, id)| *id), outcomes)
+            .await;
+        Ok(BulkProgress::Finished(
+            items
+                .iter()
+                .zip(rejoin(&ids, outcomes))
+                .map(|(item, outcome)| {
+                    outcome?;
+                    Ok(ConfirmedContact {
+                        values: sent_values(&self.mapping, item),
+                        ..ConfirmedContact::default()
+                    })
+                })
+                .collect(),
+        ))
+    }
+
+    /// The job `job_id` as Salesforce describes it (one call).
+    async fn job_info(&self, job_id: &str) -> Result<JobInfo, AdapterError> {
+        let path = self.client.data_path(&format!("jobs/ingest/{job_id}"));
+        let answer = self.client.send(Method::GET, &path, &[], None).await?;
+        self.job_answer(&answer)
+    }
+
+    /// A job description from `answer`, whose id is fit for URLs.
+    fn job_answer(&self, answer: &Answer) -> Result<JobInfo, AdapterError> {
+        self.check(answer, Scope::ManyRecords)?;
+        serde_json::from_str::<JobInfo>(&answer.body)
+            .ok()
+            .filter(|info| {
+                !info.id.is_empty() && info.id.bytes().all(|b| b.is_ascii_alphanumeric())
+            })
+            .ok_or_else(|| {
+                AdapterError::retryable(
+                    "UNREADABLE_ANSWER",
+                    "the job description is not the JSON Salesforce sends",
+                )
+            })
+    }
+
+    /// Moves job `job_id` to `state` (`UploadComplete`, `Aborted`): one call.
+    async fn set_job_state(&self, job_id: &str, state: &str) -> Result<(), AdapterError> {
+        let path = self.client.data_path(&format!("jobs/ingest/{job_id}"));
+        let body = json!({ "state": state });
+        let answer = self
+            .client
+            .send(Method::PATCH, &path, &[], Some(&body))
+            .await?;
+        self.check(&answer, Scope::ManyRecords)
+    }
+
+    /// Aborts a job that was not closed, so that it cannot linger open; a failure is only
+    /// logged, as an open job never runs anyway.
+    async fn abandon(&self, job_id: &str) {
+        if let Err(error) = self.set_job_state(job_id, JOB_ABORTED).await {
+            tracing::warn!(job_id, code = %error.code, message = %error.message,
+                "could not abort a Salesforce Bulk API job that was never closed");
+        }
+    }
+
+    /// The rows of one of job `job_id`'s results (`successfulResults`, `failedResults`,
+    /// `unprocessedrecords`): one call.
+    async fn job_results(
+        &self,
+        job_id: &str,
+        resource: &str,
+    ) -> Result<Vec<ResultRow>, AdapterError> {
+        let path = self
+            .client
+            .data_path(&format!("jobs/ingest/{job_id}/{resource}/"));
+        let answer = self.client.send(Method::GET, &path, &[], None).await?;
+        self.check(&answer, Scope::ManyRecords)?;
+        result_rows(&answer.body).map_err(|problem| {
+            AdapterError::retryable(
+                "UNREADABLE_ANSWER",
+                format!(
+                    "the {resource} of job {job_id} are not the CSV Salesforce sends: {problem}"
+                ),
+            )
+        })
+    }
+
     /// `Ok` for a successful answer, else its error classified for a request about `scope`.
     fn check(&self, answer: &Answer, scope: Scope) -> Result<(), AdapterError> {
         if answer.is_success() {
@@ -500,6 +746,71 @@ impl SalesforceAdapter {
             ))
         }
     }
+}
+
+/// Each item's canonical id, by which it goes into URLs, SOQL and job data and is matched to
+/// Salesforce's answers (which carry 18-character ids); an id Salesforce could never have
+/// issued fails alone as `Permanent` `MALFORMED_ID`.
+fn canonical_ids(items: &[PushItem]) -> Vec<Result<String, AdapterError>> {
+    items
+        .iter()
+        .map(|item| {
+            canonical_id(&item.source_id)
+                .map_err(|problem| AdapterError::permanent("MALFORMED_ID", problem, None))
+        })
+        .collect()
+}
+
+/// The items that have a canonical id (`ids`, one per item), with it.
+fn addressed<'a>(
+    items: &'a [PushItem],
+    ids: &'a [Result<String, AdapterError>],
+) -> Vec<(&'a PushItem, &'a str)> {
+    items
+        .iter()
+        .zip(ids)
+        .filter_map(|(item, id)| Some((item, id.as_deref().ok()?)))
+        .collect()
+}
+
+/// One outcome per item: the `outcomes` of the addressed items (in order) put back among the
+/// items whose id failed; a landed item's outcome is its canonical id.
+fn rejoin(
+    ids: &[Result<String, AdapterError>],
+    outcomes: Vec<Result<(), AdapterError>>,
+) -> Vec<Result<&str, AdapterError>> {
+    let mut outcomes = outcomes.into_iter();
+    ids.iter()
+        .map(|id| {
+            let id = id.as_deref().map_err(Clone::clone)?;
+            outcomes.next().expect("one outcome per addressed item")?;
+            Ok(id)
+        })
+        .collect()
+}
+
+/// `error` of a request made before a job was closed: the job cannot run, so nothing of it
+/// lands even when the answer was lost.
+fn lands_nothing(error: AdapterError) -> AdapterError {
+    match error.kind {
+        ErrorKind::OutcomeUnknown => AdapterError::retryable(error.code, error.message),
+        _ => error,
+    }
+}
+
+/// What a job's results say about one record.
+enum Reported {
+    Landed,
+    Refused(SalesforceError),
+    Unprocessed,
+}
+
+/// How a job ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Complete,
+    Failed,
+    Aborted,
 }
 
 /// One page of a query answer.
@@ -549,7 +860,7 @@ impl SourceAdapter for SalesforceAdapter {
             request_timeout: self.request_timeout,
             reads_records: true,
             conditional_update: true,
-            max_bulk_items: 0,
+            max_bulk_items: MAX_BULK_ITEMS,
             default_linger: DEFAULT_LINGER,
         }
     }
@@ -570,29 +881,9 @@ impl SourceAdapter for SalesforceAdapter {
         if let Some(stop) = self.budget_stop() {
             return vec![Err(stop); items.len()];
         }
-        // Ids go into URLs and SOQL, and the read-back answers 18-character ids: each item is
-        // addressed by its canonical id, and one that is no id fails alone.
-        let ids: Vec<Result<String, AdapterError>> = items
-            .iter()
-            .map(|item| {
-                canonical_id(&item.source_id)
-                    .map_err(|problem| AdapterError::permanent("MALFORMED_ID", problem, None))
-            })
-            .collect();
-        let to_write: Vec<(&PushItem, &str)> = items
-            .iter()
-            .zip(&ids)
-            .filter_map(|(item, id)| Some((item, id.as_deref().ok()?)))
-            .collect();
-        let mut written = self.write(&to_write).await.into_iter();
-        let outcomes: Vec<Result<&str, AdapterError>> = ids
-            .iter()
-            .map(|id| {
-                let id = id.as_deref().map_err(Clone::clone)?;
-                written.next().expect("one outcome per write")?;
-                Ok(id)
-            })
-            .collect();
+        let ids = canonical_ids(items);
+        let to_write = addressed(items, &ids);
+        let outcomes = rejoin(&ids, self.write(&to_write).await);
         let landed: Vec<(&PushItem, &str)> = items
             .iter()
             .zip(&outcomes)
@@ -606,6 +897,43 @@ impl SourceAdapter for SalesforceAdapter {
                 Ok(confirmed.next().expect("one confirmation per landed write"))
             })
             .collect()
+    }
+
+    /// Creates an ingest job updating Contacts, uploads its CSV (one header
+    /// for all items, an untouched field an empty cell, a clear `#N/A`) and closes it
+    /// (`UploadComplete`): three calls. An item whose id is no Salesforce id is left out of
+    /// the CSV and fails alone when the job is polled.
+    ///
+    /// A job runs only once closed, so a failure before the close lands nothing: it is never
+    /// `OutcomeUnknown`, and the job is aborted. A close whose answer was lost is checked with
+    /// one more call: a job no longer `Open` runs, and its id is answered.
+    async fn start_bulk_job(&self, items: &[PushItem]) -> Result<String, AdapterError> {
+        self.start_job(items).await
+    }
+
+    /// Reads the job (one call); while it is `UploadComplete` or `InProgress`, `Running`.
+    /// Once it ended, reads its `successfulResults/` and `failedResults/`, and for a `Failed`
+    /// or `Aborted` job its `unprocessedrecords/` (one call each), and maps each row back to
+    /// its item by the record's 18-character id:
+    /// - successful: confirmed with the values sent (Bulk answers carry no stored values, and
+    ///   reading them back would cost a query per 200 records, more calls than the job);
+    /// - failed: Salesforce's `sf__Error` classified like a collections result, a record a
+    ///   merge deleted followed to the record that survives;
+    /// - unprocessed: why the job did not process it ([`crate::classify_job_failure`]), never a
+    ///   dead letter;
+    /// - in no result (Salesforce keeps no results for batches past the daily allocation):
+    ///   `OutcomeUnknown`.
+    ///
+    /// Nothing is kept between start and poll: a new adapter polls any job by its id. A job
+    /// Salesforce no longer has (it deletes jobs 7 days after they end) leaves every item
+    /// `OutcomeUnknown`; a job still `Open` (never closed) will never run, and leaves every
+    /// item `Retryable`.
+    async fn poll_bulk_job(
+        &self,
+        job_id: &str,
+        items: &[PushItem],
+    ) -> Result<BulkProgress, AdapterError> {
+        self.poll_job(job_id, items).await
     }
 
     async fn pull(&self, cursor: Option<&str>) -> Result<ContactPage, AdapterError> {

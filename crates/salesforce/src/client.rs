@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use reqwest::header::{HeaderMap, HeaderName};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName};
 use reqwest::{Method, RequestBuilder};
 use serde_json::Value;
 use unisync_core::{AdapterError, ApiUsage, CredentialStore, Secret};
@@ -48,6 +48,14 @@ struct Session {
     instance_url: String,
     /// The renewal that made it.
     generation: u64,
+}
+
+/// A request body.
+#[derive(Clone, Copy)]
+enum Body<'a> {
+    Json(&'a Value),
+    /// Bulk API 2.0 job data.
+    Csv(&'a str),
 }
 
 /// A Salesforce answer, read whole.
@@ -134,6 +142,29 @@ impl SalesforceClient {
         body: Option<&Value>,
         headers: &[(HeaderName, &str)],
     ) -> Result<Answer, AdapterError> {
+        self.send_body(method, path, query, body.map(Body::Json), headers)
+            .await
+    }
+
+    /// [`send`](Self::send) with a CSV body (`text/csv`), as Bulk API 2.0 uploads job data.
+    pub async fn send_csv(
+        &self,
+        method: Method,
+        path: &str,
+        csv: &str,
+    ) -> Result<Answer, AdapterError> {
+        self.send_body(method, path, &[], Some(Body::Csv(csv)), &[])
+            .await
+    }
+
+    async fn send_body(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<Body<'_>>,
+        headers: &[(HeaderName, &str)],
+    ) -> Result<Answer, AdapterError> {
         let session = self.session(None).await?;
         let build = |session: &Session| {
             let mut request = self
@@ -146,8 +177,14 @@ impl SalesforceClient {
             if !query.is_empty() {
                 request = request.query(query);
             }
-            if let Some(body) = body {
-                request = request.json(body);
+            match body {
+                Some(Body::Json(json)) => request = request.json(json),
+                Some(Body::Csv(csv)) => {
+                    request = request
+                        .header(CONTENT_TYPE, "text/csv")
+                        .body(csv.to_string());
+                }
+                None => {}
             }
             request
         };

@@ -214,6 +214,49 @@ fn blamed_field(error: &SalesforceError, mapping: &FieldMapping) -> Option<Strin
     Some(unified.map_or_else(|| crm_field.clone(), |field| field.name().to_string()))
 }
 
+/// Classifies why a Bulk API 2.0 job left `unprocessed` records unprocessed: `aborted`
+/// (someone aborted the job), or the `Failed` job's `errorMessage`, which Salesforce writes
+/// as `Code : message` (`InvalidBatch : Field name not found : Foo__c`). The records were not
+/// written, so nothing is a dead letter:
+/// - a column Salesforce does not know (`Field name not found`) that the connection's mapping
+///   writes, or Bulk API not enabled / not permitted (`FeatureNotEnabled`, `InvalidUser`):
+///   `Misconfigured`;
+/// - the org's daily Bulk record allowance spent (`ExceededQuota`): `QuotaExhausted`;
+/// - anything else (an abort, timeouts, lock contention, retries exhausted): `Retryable`.
+pub fn classify_job_failure(
+    aborted: bool,
+    error_message: Option<&str>,
+    mapping: &FieldMapping,
+) -> AdapterError {
+    if aborted {
+        return AdapterError::retryable(
+            "BULK_JOB_ABORTED",
+            "the Bulk API job was aborted before Salesforce processed this record",
+        );
+    }
+    let text = error_message.unwrap_or("the Bulk API job failed without a message");
+    let (code, message) = match text.split_once(" : ") {
+        Some((code, message)) if !code.is_empty() && !code.contains(' ') => (code, message),
+        _ => ("BULK_JOB_FAILED", text),
+    };
+    let unknown_column = message
+        .strip_prefix("Field name not found : ")
+        .map(str::trim)
+        .is_some_and(|column| {
+            let error = SalesforceError {
+                fields: vec![column.to_string()],
+                ..SalesforceError::default()
+            };
+            column == ACCOUNT_ID || names_a_mapped_field(&error, mapping)
+        });
+    match code {
+        _ if unknown_column => AdapterError::misconfigured(code, message),
+        "FeatureNotEnabled" | "InvalidUser" => AdapterError::misconfigured(code, message),
+        "ExceededQuota" => AdapterError::quota_exhausted(code, message, None),
+        _ => AdapterError::retryable(code, message),
+    }
+}
+
 /// The wait a `Retry-After` header asks for: seconds, or an HTTP date (`now` or past: no
 /// wait), at most [`MAX_RETRY_AFTER`]. `None` without the header or with one that is neither.
 pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
@@ -757,6 +800,46 @@ mod tests {
             parse_token_error(404, "").kind,
             ErrorKind::Misconfigured,
             "no token endpoint at the login_url"
+        );
+    }
+
+    #[test]
+    fn failed_jobs_are_classified_by_their_error_message() {
+        let mapping = default_mapping();
+        let failure = |message: &str| classify_job_failure(false, Some(message), &mapping);
+        let column = failure("InvalidBatch : Field name not found : MailingPostalCode");
+        assert_eq!(column.kind, ErrorKind::Misconfigured);
+        assert_eq!(column.code, "InvalidBatch");
+        assert_eq!(column.message, "Field name not found : MailingPostalCode");
+        assert_eq!(
+            failure("InvalidBatch : Field name not found : AccountId").kind,
+            ErrorKind::Misconfigured
+        );
+        assert_eq!(
+            failure("FeatureNotEnabled : Bulk API 2.0 is not enabled").kind,
+            ErrorKind::Misconfigured
+        );
+        assert_eq!(
+            failure("ExceededQuota : daily Bulk API record limit exceeded").kind,
+            ErrorKind::QuotaExhausted { retry_after: None }
+        );
+        let retryable = ErrorKind::Retryable { retry_after: None };
+        for transient in [
+            "TooManyLockFailure : too many lock failures",
+            "InvalidBatch : Field name not found : Birthdate",
+            "something went wrong",
+        ] {
+            assert_eq!(failure(transient).kind, retryable, "{transient}");
+        }
+        let wordless = classify_job_failure(false, None, &mapping);
+        assert_eq!(
+            (wordless.kind, wordless.code.as_str()),
+            (retryable.clone(), "BULK_JOB_FAILED")
+        );
+        let aborted = classify_job_failure(true, None, &mapping);
+        assert_eq!(
+            (aborted.kind, aborted.code.as_str()),
+            (retryable, "BULK_JOB_ABORTED")
         );
     }
 

@@ -19,6 +19,11 @@
 //! - [`SourceAdapter::read`](unisync_core::SourceAdapter::read) reads a batch's current values
 //!   in one SOQL query, for the conflict check; `same_value` holds values Salesforce stores
 //!   alike (trimmed, empty as none, Email in lower case) for the same.
+//! - Big work goes as Bulk API 2.0 ingest jobs (`SourceAdapter::start_bulk_job`,
+//!   `poll_bulk_job`; up to [`MAX_BULK_ITEMS`] a job): create, upload one CSV, close; then
+//!   poll, and map the job's successful, failed and unprocessed records back to each item,
+//!   classified like collections results. Nothing is kept between start and poll, so a job
+//!   survives a restart by its id alone.
 //! - [`SalesforceAdapter::push_if_unmodified`] writes one record only if it was not modified
 //!   after a given version (`If-Unmodified-Since`, one-second precision), and tells a refusal
 //!   for that reason ([`ConditionalPush::ModifiedSince`]) from every other outcome.
@@ -29,6 +34,7 @@
 
 mod adapter;
 mod auth;
+mod bulk;
 mod client;
 pub mod config;
 mod error;
@@ -39,9 +45,9 @@ use std::sync::Arc;
 
 use unisync_core::{AdapterFactory, ConfigError, ConnectionConfig, CredentialStore, SourceAdapter};
 
-pub use adapter::SalesforceAdapter;
+pub use adapter::{MAX_BULK_ITEMS, SalesforceAdapter};
 pub use config::{Grant, SalesforceConfig};
-pub use error::{SalesforceError, classify, parse_error, parse_token_error};
+pub use error::{SalesforceError, classify, classify_job_failure, parse_error, parse_token_error};
 pub use mapping::default_mapping;
 
 /// The `system` value of Salesforce connections.

@@ -508,3 +508,309 @@ async fn if_unmodified_since_refuses_a_write_to_a_record_changed_after_it() {
         Some("Chief")
     );
 }
+
+/// Bulk API 2.0 calls on a sandbox, by hand.
+struct Bulk<'a> {
+    sandbox: &'a SalesforceSandbox,
+    http: reqwest::Client,
+    token: String,
+}
+
+impl Bulk<'_> {
+    fn url(&self, path: &str) -> String {
+        format!(
+            "{}/services/data/v62.0/jobs/ingest{path}",
+            self.sandbox.instance_url()
+        )
+    }
+
+    async fn create(&self, request: Value) -> reqwest::Response {
+        let url = self.url("");
+        self.http
+            .post(url)
+            .bearer_auth(&self.token)
+            .json(&request)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A new update job on Contact; its id.
+    async fn job(&self) -> String {
+        let request = json!({"object": "Contact", "operation": "update", "contentType": "CSV",
+                             "lineEnding": "LF"});
+        let created: Value = self.create(request).await.json().await.unwrap();
+        created["id"].as_str().unwrap().to_string()
+    }
+
+    async fn upload(&self, job: &str, csv: &str) -> reqwest::Response {
+        let url = self.url(&format!("/{job}/batches"));
+        self.http
+            .put(url)
+            .bearer_auth(&self.token)
+            .header("Content-Type", "text/csv")
+            .body(csv.to_string())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn set_state(&self, job: &str, state: &str) -> reqwest::Response {
+        let url = self.url(&format!("/{job}"));
+        self.http
+            .patch(url)
+            .bearer_auth(&self.token)
+            .json(&json!({ "state": state }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        let url = self.url(path);
+        self.http
+            .get(url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The job's description once it has ended, within a generous deadline.
+    async fn ended(&self, job: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let info: Value = self.get(&format!("/{job}")).await.json().await.unwrap();
+            if ["JobComplete", "Failed", "Aborted"].contains(&info["state"].as_str().unwrap()) {
+                return info;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{info}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn text(&self, path: &str) -> String {
+        self.get(path).await.text().await.unwrap()
+    }
+}
+
+async fn bulk(sandbox: &SalesforceSandbox) -> Bulk<'_> {
+    let (http, token) = raw_client(sandbox).await;
+    Bulk {
+        sandbox,
+        http,
+        token,
+    }
+}
+
+#[tokio::test]
+async fn ingest_jobs_move_through_their_states_and_answer_csv_results() {
+    let sandbox = common::sandbox().await;
+    let bulk = bulk(&sandbox).await;
+    let ok = common::contact(&sandbox, &[("Phone", "1"), ("Title", "Old")]);
+    let gone = common::contact(&sandbox, &[]);
+    assert!(sandbox.delete_contact(&gone));
+    sandbox.set_bulk_processing_time(Duration::from_secs(3600));
+
+    let answer = bulk
+        .create(json!({"object": "Contact", "operation": "update", "lineEnding": "LF"}))
+        .await;
+    assert_eq!(answer.status(), 200);
+    let created: Value = answer.json().await.unwrap();
+    let job = created["id"].as_str().unwrap().to_string();
+    assert!(job.starts_with("750") && job.len() == 18, "{job}");
+    assert_eq!(created["state"], "Open");
+    assert_eq!(created["contentType"], "CSV");
+    assert_eq!(created["apiVersion"], json!(62.0));
+    assert_eq!(
+        created["contentUrl"],
+        format!("services/data/v62.0/jobs/ingest/{job}/batches")
+    );
+    // Results exist only once the job has ended.
+    let early = bulk.get(&format!("/{job}/successfulResults/")).await;
+    assert_eq!(early.status(), 409);
+    let body: Value = early.json().await.unwrap();
+    assert_eq!(body[0]["errorCode"], "INVALIDJOBSTATE");
+
+    let csv = format!(
+        "Id,Title,Phone,Email\n{ok},\"CTO, acting\",#N/A,\n{gone},x,,\nnope,x,,\n{},,,bad\n",
+        sandbox.short_id(&ok)
+    );
+    assert_eq!(bulk.upload(&job, &csv).await.status(), 201);
+    let again = bulk.upload(&job, &csv).await;
+    assert_eq!(again.status(), 409);
+    let body: Value = again.json().await.unwrap();
+    assert!(
+        body[0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Found multiple contents for job"),
+        "{body}"
+    );
+    let closed = bulk.set_state(&job, "UploadComplete").await;
+    assert_eq!(closed.status(), 200);
+    let closed: Value = closed.json().await.unwrap();
+    assert_eq!(closed["state"], "UploadComplete");
+    let info: Value = bulk.get(&format!("/{job}")).await.json().await.unwrap();
+    assert_eq!(info["state"], "InProgress");
+    assert_eq!(info["jobType"], "V2Ingest");
+    assert_eq!(
+        common::stored(&sandbox, &ok, "Title").as_deref(),
+        Some("Old")
+    );
+
+    sandbox.set_bulk_processing_time(Duration::ZERO);
+    let info = bulk.ended(&job).await;
+    assert_eq!(info["state"], "JobComplete");
+    assert_eq!(info["numberRecordsProcessed"], 4);
+    assert_eq!(info["numberRecordsFailed"], 3);
+    assert_eq!(
+        common::stored(&sandbox, &ok, "Title").as_deref(),
+        Some("CTO, acting")
+    );
+    assert_eq!(common::stored(&sandbox, &ok, "Phone"), None, "#N/A clears");
+    assert_eq!(sandbox.stats().bulk_records_processed, 4);
+    assert_eq!(sandbox.bulk_records_used(), 4);
+
+    assert_eq!(
+        bulk.text(&format!("/{job}/successfulResults/")).await,
+        format!(
+            "\"sf__Id\",\"sf__Created\",Id,Title,Phone,Email\n\"{ok}\",\"false\",{ok},\"CTO, acting\",#N/A,\n"
+        )
+    );
+    assert_eq!(
+        bulk.text(&format!("/{job}/failedResults")).await,
+        format!(
+            "\"sf__Id\",\"sf__Error\",Id,Title,Phone,Email\n\
+             \"{gone}\",\"ENTITY_IS_DELETED:entity is deleted:--\",{gone},x,,\n\
+             \"\",\"MALFORMED_ID:Contact ID: id value of incorrect type: nope:Id --\",nope,x,,\n\
+             \"{ok}\",\"INVALID_EMAIL_ADDRESS:Email: invalid email address: bad:Email --\",{},,,bad\n",
+            sandbox.short_id(&ok)
+        )
+    );
+    assert_eq!(
+        bulk.text(&format!("/{job}/unprocessedrecords/")).await,
+        "Id,Title,Phone,Email\n"
+    );
+    let abort = bulk.set_state(&job, "Aborted").await;
+    assert_eq!(abort.status(), 409);
+    let body: Value = abort.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!([{"message": "Aborting already Completed Job not allowed",
+                "errorCode": "INVALIDJOBSTATE", "fields": []}])
+    );
+    assert_eq!(sandbox.stats().bulk_jobs_created, 1);
+}
+
+#[tokio::test]
+async fn ingest_jobs_refuse_what_salesforce_refuses() {
+    let sandbox = common::sandbox().await;
+    let bulk = bulk(&sandbox).await;
+    for (request, message) in [
+        (
+            json!({"object": "Contac", "operation": "update"}),
+            "Invalid object: Contac",
+        ),
+        (
+            json!({"object": "Contact", "operation": "updte"}),
+            "Invalid operation: updte",
+        ),
+        (
+            json!({"object": "Contact", "operation": "update", "lineEnding": "CR"}),
+            "Invalid lineEnding: CR",
+        ),
+    ] {
+        let answer = bulk.create(request).await;
+        assert_eq!(answer.status(), 400);
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!(body[0]["errorCode"], "INVALIDJOB");
+        assert_eq!(body[0]["message"], message);
+    }
+    let missing = bulk.get("/750SB0000000099AAA").await;
+    assert_eq!(missing.status(), 404);
+    let body: Value = missing.json().await.unwrap();
+    assert_eq!(body[0]["errorCode"], "NOT_FOUND");
+
+    // Data Salesforce cannot read fails the job as a whole; its records are unprocessed.
+    let id = common::contact(&sandbox, &[]);
+    for (csv, error_message) in [
+        (
+            format!("Id,Titel\n{id},CTO\n"),
+            "InvalidBatch : Field name not found : Titel",
+        ),
+        (
+            "Title\nCTO\n".to_string(),
+            "InvalidBatch : Field name not found : Id",
+        ),
+        (
+            format!("Id,Title\r\n{id},CTO\r\n"),
+            "ClientInputError : LineEnding is invalid on user data. Current LineEnding setting \
+             is LF",
+        ),
+    ] {
+        let job = bulk.job().await;
+        assert_eq!(bulk.upload(&job, &csv).await.status(), 201);
+        assert_eq!(bulk.set_state(&job, "UploadComplete").await.status(), 200);
+        let info = bulk.ended(&job).await;
+        assert_eq!(info["state"], "Failed");
+        assert_eq!(info["errorMessage"], error_message);
+        assert_eq!(info["numberRecordsProcessed"], 0);
+        let unprocessed = bulk.text(&format!("/{job}/unprocessedrecords/")).await;
+        if !error_message.starts_with("ClientInputError") {
+            assert_eq!(unprocessed, csv, "{error_message}");
+        }
+    }
+    assert_eq!(common::stored(&sandbox, &id, "Title"), None);
+    assert_eq!(sandbox.stats().bulk_records_processed, 0);
+}
+
+#[tokio::test]
+async fn bulk_calls_count_as_api_requests_and_see_the_faults() {
+    let sandbox = common::sandbox().await;
+    let bulk = bulk(&sandbox).await;
+    let job = bulk.job().await;
+    let answer = bulk.get(&format!("/{job}")).await;
+    assert_eq!(
+        answer.headers()["Sforce-Limit-Info"].to_str().unwrap(),
+        "api-usage=2/100000"
+    );
+    sandbox.faults().fail_next(1, Fault::DailyLimit);
+    let refused = bulk.upload(&job, "Id\n").await;
+    assert_eq!(refused.status(), 403);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body[0]["errorCode"], "REQUEST_LIMIT_EXCEEDED");
+    sandbox.faults().fail_next(1, Fault::ServerError(503));
+    assert_eq!(bulk.set_state(&job, "UploadComplete").await.status(), 503);
+    assert_eq!(sandbox.bulk_job_state(&job), Some("Open"));
+    assert_eq!(sandbox.stats().requests, 2, "refused calls are not served");
+}
+
+#[tokio::test]
+async fn a_job_past_the_daily_bulk_allowance_fails_with_its_records_unprocessed() {
+    let sandbox = common::sandbox().await;
+    let bulk = bulk(&sandbox).await;
+    let id = common::contact(&sandbox, &[]);
+    sandbox.set_bulk_daily_record_limit(10);
+    sandbox.set_bulk_records_used(10);
+    let job = bulk.job().await;
+    let csv = format!("Id,Title\n{id},CTO\n");
+    bulk.upload(&job, &csv).await;
+    bulk.set_state(&job, "UploadComplete").await;
+    let info = bulk.ended(&job).await;
+    assert_eq!(info["state"], "Failed");
+    assert!(
+        info["errorMessage"]
+            .as_str()
+            .unwrap()
+            .starts_with("ExceededQuota : "),
+        "{info}"
+    );
+    assert_eq!(bulk.text(&format!("/{job}/unprocessedrecords/")).await, csv);
+    assert_eq!(
+        bulk.text(&format!("/{job}/successfulResults/")).await,
+        "\"sf__Id\",\"sf__Created\",Id,Title\n"
+    );
+    assert_eq!(common::stored(&sandbox, &id, "Title"), None);
+    assert_eq!(sandbox.bulk_records_used(), 10);
+}

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Form, Path, Query, Request, State};
 use axum::http::header::IF_UNMODIFIED_SINCE;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post};
+use axum::routing::{get, patch, post, put};
 use axum::{Json, Router};
 use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
@@ -19,11 +20,14 @@ use serde_json::{Map, Value, json};
 
 use super::ids::resolve;
 use super::org::{Refusal, SfError, is_contact_field};
-use super::{Org, OrgState, random_token, soql};
+use super::{Org, OrgState, bulk, random_token, soql};
 use crate::Fault;
 
 /// Salesforce's cap on records in one collections call.
 const MAX_COLLECTION_RECORDS: usize = 200;
+
+/// The most job data one upload may carry.
+const MAX_JOB_DATA_BYTES: usize = 150 * 1024 * 1024;
 
 /// The API versions served. Versions from the REST API's first (20.0) up to the oldest served
 /// are retired (410); any other version never existed and its URLs name nothing (404).
@@ -46,6 +50,27 @@ pub(super) fn router(org: Arc<Org>) -> Router {
             "/services/data/{version}/composite/sobjects",
             patch(update_collection),
         )
+        .route(
+            "/services/data/{version}/jobs/ingest",
+            post(bulk::create_job),
+        )
+        .route(
+            "/services/data/{version}/jobs/ingest/{job}",
+            get(bulk::describe).patch(bulk::change_state),
+        )
+        .route(
+            "/services/data/{version}/jobs/ingest/{job}/batches",
+            // A job's data may be up to 150 MB (Salesforce's limit), past axum's default.
+            put(bulk::upload).layer(DefaultBodyLimit::max(MAX_JOB_DATA_BYTES)),
+        )
+        .route(
+            "/services/data/{version}/jobs/ingest/{job}/{resource}",
+            get(bulk::results),
+        )
+        .route(
+            "/services/data/{version}/jobs/ingest/{job}/{resource}/",
+            get(bulk::results),
+        )
         .route("/services/data/{version}/query", get(query))
         .route("/services/data/{version}/query/{locator}", get(query_more))
         .route("/services/data/{version}/queryAll", get(query_all))
@@ -63,18 +88,18 @@ pub(super) fn router(org: Arc<Org>) -> Router {
 
 /// Salesforce's answer to a URL it does not serve (a wrong API version, object or path). Its
 /// body is the one a missing record's URL gets, without `fields`.
-fn uri_not_found() -> Response {
+pub(super) fn uri_not_found() -> Response {
     let body =
         json!([{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}]);
     (StatusCode::NOT_FOUND, Json(body)).into_response()
 }
 
-fn refused(refusal: Refusal) -> Response {
+pub(super) fn refused(refusal: Refusal) -> Response {
     let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST);
     (status, Json(refusal.errors)).into_response()
 }
 
-fn refused_one(status: u16, code: &str, message: &str) -> Response {
+pub(super) fn refused_one(status: u16, code: &str, message: &str) -> Response {
     refused(Refusal::one(status, SfError::new(code, message, &[])))
 }
 
@@ -84,8 +109,8 @@ struct LockedRows;
 
 /// What every data request goes through before its handler.
 async fn admit(State(org): State<Arc<Org>>, mut request: Request, next: Next) -> Response {
-    // Writes take their delay inside their write window (see `write_window`).
-    if request.method() != Method::PATCH {
+    // Record writes take their delay inside their write window (see `write_window`).
+    if request.method() != Method::PATCH || request.uri().path().contains("/jobs/") {
         tokio::time::sleep(org.faults.latency()).await;
     }
     let version = request.uri().path().split('/').nth(3).unwrap_or_default();
@@ -192,7 +217,7 @@ fn session_refused() -> Response {
     refused_one(401, "INVALID_SESSION_ID", "Session expired or invalid")
 }
 
-fn json_body(body: &Bytes) -> Result<Value, Refusal> {
+pub(super) fn json_body(body: &Bytes) -> Result<Value, Refusal> {
     serde_json::from_slice(body).map_err(|err| {
         Refusal::one(
             400,

@@ -9,7 +9,9 @@
 //! second, 400 for a value that is no HTTP date); `Sforce-Limit-Info` on every data answer and
 //! `REQUEST_LIMIT_EXCEEDED` past the daily limit; OAuth refresh-token, client-credentials and
 //! JWT-bearer grants, sessions that end (401 `INVALID_SESSION_ID`), optional refresh-token
-//! rotation. Versions v41.0 to v68.0 are served; v20.0 (the REST API's first) to v40.0 are
+//! rotation; Bulk API 2.0 ingest jobs on Contact (`jobs/ingest`: create, upload one CSV,
+//! close or abort, describe, successful / failed / unprocessed records; see `bulk.rs`), with
+//! the org's daily Bulk record allowance. Versions v41.0 to v68.0 are served; v20.0 (the REST API's first) to v40.0 are
 //! retired and answer 410; any other version, like any path the API does not have, answers
 //! 404 `NOT_FOUND` "The requested resource does not exist", the body a missing record gets.
 //!
@@ -46,7 +48,9 @@
 //! - `EndpointNotFound`: 404 `NOT_FOUND` for the URI, as for a version not served.
 //!
 //! Every fault reaches every data call alike: sObject reads and writes, collections, queries
-//! (so an adapter's read-back after a write sees it too).
+//! (so an adapter's read-back after a write sees it too), and every Bulk API 2.0 call (a
+//! `Locked` fault there answers 400 `UNABLE_TO_LOCK_ROW` for the call). Every Bulk API call
+//! counts as one API request, like any other.
 //!
 //! Latency ([`Faults::set_latency`]) delays every request, token requests included; a write
 //! holds its records "in flight" during the delay, so overlapping writes to one record show in
@@ -71,7 +75,13 @@
 //! [`set_refresh_token_rotation`](SalesforceSandbox::set_refresh_token_rotation),
 //! [`register_jwt_public_key`](SalesforceSandbox::register_jwt_public_key),
 //! [`credentials`](SalesforceSandbox::credentials),
-//! [`set_query_page_size`](SalesforceSandbox::set_query_page_size), and the fault switches
+//! [`set_query_page_size`](SalesforceSandbox::set_query_page_size),
+//! [`set_bulk_processing_time`](SalesforceSandbox::set_bulk_processing_time),
+//! [`set_bulk_daily_record_limit`](SalesforceSandbox::set_bulk_daily_record_limit) /
+//! [`set_bulk_records_used`](SalesforceSandbox::set_bulk_records_used) /
+//! [`bulk_records_used`](SalesforceSandbox::bulk_records_used),
+//! [`bulk_job_state`](SalesforceSandbox::bulk_job_state),
+//! [`abort_bulk_job`](SalesforceSandbox::abort_bulk_job), and the fault switches
 //! through [`SandboxCrm::faults`].
 //!
 //! Differences from a real org worth knowing: LastModifiedDate has millisecond precision and
@@ -87,6 +97,7 @@
 //! as sent, in lower case (Salesforce's Spring '25 notes say it now puts such a local part in quotes; not
 //! confirmed).
 
+mod bulk;
 mod email;
 mod http;
 mod ids;
@@ -135,6 +146,11 @@ pub struct SalesforceStats {
     pub records_written: u64,
     /// Times a write to a record began while another write to it was in flight.
     pub overlapping_writes: u64,
+    /// Bulk API 2.0 ingest jobs created.
+    pub bulk_jobs_created: u64,
+    /// Records Bulk API 2.0 jobs processed (stored or refused), as counted against the
+    /// org's daily Bulk record allowance.
+    pub bulk_records_processed: u64,
 }
 
 /// A running fake Salesforce org. Dropping it stops the server.
@@ -170,6 +186,7 @@ struct OrgState {
     /// Query locator → the resource that ran the query and its whole result, paged by
     /// `nextRecordsUrl`.
     query_results: HashMap<String, (http::Resource, Arc<Vec<Value>>)>,
+    bulk: bulk::BulkState,
 }
 
 impl Org {
@@ -207,6 +224,7 @@ impl SalesforceSandbox {
                 writes_in_flight: HashMap::new(),
                 query_page_size: DEFAULT_QUERY_PAGE_SIZE,
                 query_results: HashMap::new(),
+                bulk: bulk::BulkState::default(),
             }),
         });
         seed(&mut org.state().data, demo_records);
@@ -368,6 +386,43 @@ impl SalesforceSandbox {
     /// The credentials the org accepts now.
     pub fn credentials(&self) -> SalesforceCredentials {
         self.org.state().credentials.clone()
+    }
+
+    /// How long a closed Bulk API 2.0 job takes before its records are processed (default:
+    /// none, processed at once). Jobs running already wait for the new time, so a test can
+    /// hold a job `InProgress` with a long time and let it finish by setting zero.
+    pub fn set_bulk_processing_time(&self, time: Duration) {
+        self.org.state().bulk.processing_time = time;
+    }
+
+    /// Sets the records the org may process by Bulk API in a day (Salesforce: 150,000,000). A
+    /// job whose next internal batch of 10,000 would pass it fails, that batch and the ones
+    /// after it unprocessed.
+    pub fn set_bulk_daily_record_limit(&self, limit: u64) {
+        self.org.state().bulk.daily_record_limit = limit;
+    }
+
+    /// Sets the records processed by Bulk API today.
+    pub fn set_bulk_records_used(&self, used: u64) {
+        self.org.state().bulk.records_used = used;
+    }
+
+    /// Records processed by Bulk API today.
+    pub fn bulk_records_used(&self) -> u64 {
+        self.org.state().bulk.records_used
+    }
+
+    /// The state of Bulk API 2.0 job `id` (`Open`, `UploadComplete`, `InProgress`,
+    /// `JobComplete`, `Failed`, `Aborted`); `None` when there is no such job.
+    pub fn bulk_job_state(&self, id: &str) -> Option<&'static str> {
+        self.org.state().bulk.job_state(id)
+    }
+
+    /// Aborts Bulk API 2.0 job `id` as a person with "Manage Data Integrations" does in
+    /// Setup: its records not yet processed stay unprocessed. Not an API request. False when
+    /// there is no such job or it has ended.
+    pub fn abort_bulk_job(&self, id: &str) -> bool {
+        self.org.state().bulk.abort(id)
     }
 
     /// Records per query page (Salesforce allows 200 to 2000).

@@ -419,11 +419,21 @@ impl OrgData {
         }
     }
 
-    /// A new id with the object's key prefix (`003` Contact, `001` Account), in its
-    /// 18-character form.
-    fn new_id(&mut self, prefix: &str) -> String {
+    /// A new id with the object's key prefix (`003` Contact, `001` Account, `750` Bulk API
+    /// job), in its 18-character form.
+    pub fn new_id(&mut self, prefix: &str) -> String {
         self.next_serial += 1;
         case_safe(&format!("{prefix}SB{:010}", self.next_serial))
+    }
+
+    /// The org's time now, in Salesforce's datetime format.
+    pub fn timestamp(&mut self) -> String {
+        datetime(self.tick())
+    }
+
+    /// Whether Contact `id` (either form) exists, live or in the recycle bin.
+    pub fn knows(&self, id: &str) -> bool {
+        self.contacts.contains_key(&key(id))
     }
 
     /// The org's clock. Strictly increasing (by a millisecond if need be), so LastModifiedDate
