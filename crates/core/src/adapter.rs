@@ -3,6 +3,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     AdapterError, ConfigError, ConnectionConfig, ContactField, ContactPatch, FieldMapping,
@@ -58,7 +59,8 @@ pub enum ConditionalPush {
 }
 
 /// The contact's relation to its customer (company, account), in the CRM's ids.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
 pub enum CustomerLink {
     /// The edit does not touch the relation.
     #[default]
@@ -73,8 +75,9 @@ pub enum CustomerLink {
     Unlink { previous: Option<String> },
 }
 
-/// One contact's edit, ready for the CRM.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One contact's edit, ready for the CRM. Serialisable, so that a daemon can keep the items
+/// of a bulk job across a restart.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushItem {
     /// The record's id in the CRM.
     pub source_id: String,

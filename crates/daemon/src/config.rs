@@ -98,6 +98,10 @@ pub struct DispatchConfig {
     /// users: pushing pauses once the rest is used, until the budget resets.
     #[serde(default = "default_reserve_share")]
     pub reserve_share: f64,
+    /// Ready edits of one connection above which they go as a bulk job (Salesforce Bulk API
+    /// 2.0), for adapters that run bulk jobs.
+    #[serde(default = "default_bulk_threshold")]
+    pub bulk_threshold: u64,
 }
 
 fn default_listen() -> SocketAddr {
@@ -123,6 +127,9 @@ fn default_retry_initial_ms() -> u64 {
 }
 fn default_retry_max_ms() -> u64 {
     300_000
+}
+fn default_bulk_threshold() -> u64 {
+    2_000
 }
 fn default_reserve_share() -> f64 {
     0.1
@@ -162,6 +169,7 @@ impl Default for DispatchConfig {
             settle_ms: None,
             max_linger_ms: None,
             reserve_share: default_reserve_share(),
+            bulk_threshold: default_bulk_threshold(),
         }
     }
 }
@@ -182,7 +190,7 @@ pub struct ConnectionSettings {
 }
 
 /// Keys of a connection table that the daemon reads itself; the rest go to the provider.
-const DAEMON_CONNECTION_KEYS: [&str; 12] = [
+const DAEMON_CONNECTION_KEYS: [&str; 13] = [
     "system",
     "on_conflict",
     "provider_id",
@@ -194,6 +202,7 @@ const DAEMON_CONNECTION_KEYS: [&str; 12] = [
     "settle_ms",
     "max_linger_ms",
     "reserve_share",
+    "bulk_threshold",
     "enabled",
 ];
 
@@ -275,6 +284,7 @@ impl Config {
             recovery_grace_ms: self.dispatch.recovery_grace_ms,
             settle_ms: optional_number("settle_ms", self.dispatch.settle_ms)?,
             max_linger_ms: optional_number("max_linger_ms", self.dispatch.max_linger_ms)?,
+            bulk_threshold: number("bulk_threshold", self.dispatch.bulk_threshold)?,
             reserve_share: match table.get("reserve_share") {
                 None => self.dispatch.reserve_share,
                 Some(toml::Value::Float(share)) if (0.0..1.0).contains(share) => *share,

@@ -83,6 +83,8 @@ pub struct ConnectionMetrics {
     pub modified_since_read: AtomicU64,
     /// Contacts re-pointed at the record that remained after the CRM merged theirs.
     pub merges_followed: AtomicU64,
+    /// Bulk jobs started.
+    pub bulk_jobs: AtomicU64,
 }
 
 impl ConnectionMetrics {

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, watch};
 use unisync_core::{
-    AdapterError, ConditionalPush, ConfirmedContact, ContactField, CustomerLink, ErrorKind,
-    PushItem, PushResult, SourceAdapter, SourceContact,
+    AdapterError, BulkProgress, ConditionalPush, ConfirmedContact, ContactField, CustomerLink,
+    ErrorKind, PushItem, PushResult, SourceAdapter, SourceContact,
 };
 
 use crate::conflict::{FieldConflict, OnConflict, find_conflicts};
@@ -21,6 +21,7 @@ use crate::connections::{Connection, ConnectionMetrics, Connections, Pause, Paus
 use crate::retry_policy::RetryPolicy;
 use crate::store::{ClaimedEdit, LinkFailure, MergeOutcome, Store, StoreError, now_ms};
 
+pub mod bulk;
 #[cfg(test)]
 mod tests;
 
@@ -68,6 +69,7 @@ async fn run(store: Store, connection: Arc<Connection>, mut shutdown: watch::Rec
     let concurrency = connection.settings.dispatch.concurrency;
     let pushes = Arc::new(Semaphore::new(concurrency));
     let batch_size = connection.adapter.capabilities().max_batch_size.max(1);
+    resume_bulk_jobs(&store, &connection, &pushes).await;
     while !*shutdown.borrow() {
         if let Some(pause) = connection.pause() {
             let wait = Duration::from_millis(pause.until_ms.saturating_sub(now_ms()));
@@ -109,6 +111,21 @@ async fn run(store: Store, connection: Arc<Connection>, mut shutdown: watch::Rec
         tokio::select! {
             _ = connection.adapter.wait_for_capacity() => {}
             _ = shutdown.changed() => continue,
+        }
+        if let Some(bulk_size) = bulk::bulk_size(&store, &connection) {
+            let claimed = match store.claim(connection.name(), now_ms(), bulk_size) {
+                Ok(claimed) => claimed,
+                Err(error) => {
+                    tracing::error!(connection = connection.name(), %error, "claiming from the queue failed");
+                    continue;
+                }
+            };
+            let (store, connection) = (store.clone(), connection.clone());
+            tokio::spawn(async move {
+                bulk::run(&store, &connection, claimed).await;
+                drop(permit);
+            });
+            continue;
         }
         if let Some(wait) = linger_wait(&store, &connection, batch_size) {
             drop(permit);
@@ -154,6 +171,34 @@ async fn run(store: Store, connection: Arc<Connection>, mut shutdown: watch::Rec
         pushes.acquire_many(concurrency as u32),
     )
     .await;
+}
+
+/// Goes on polling the bulk jobs of this connection that a stopped daemon left running, each
+/// holding a push slot until it is reconciled.
+async fn resume_bulk_jobs(store: &Store, connection: &Arc<Connection>, pushes: &Arc<Semaphore>) {
+    let jobs = match bulk::stored_jobs(store) {
+        Ok(jobs) => jobs,
+        Err(error) => {
+            tracing::error!(connection = connection.name(), %error, "reading the running bulk jobs failed");
+            return;
+        }
+    };
+    for job in jobs
+        .into_iter()
+        .filter(|job| job.connection == connection.name())
+    {
+        let permit = pushes
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore is never closed");
+        tracing::info!(connection = connection.name(), job_id = %job.job_id, "resuming a bulk job left running");
+        let (store, connection) = (store.clone(), connection.clone());
+        tokio::spawn(async move {
+            bulk::follow(&store, &connection, job).await;
+            drop(permit);
+        });
+    }
 }
 
 /// How much longer to wait before claiming, so that the batch fills: while fewer edits than
@@ -271,19 +316,31 @@ impl Outgoing {
 
     /// The CRM's answer with the unchanged fields confirmed beside the sent ones.
     fn with_unchanged(&self, result: PushResult) -> PushResult {
-        result.map(|mut confirmed| {
-            for (field, value) in &self.unchanged {
-                confirmed
-                    .values
-                    .entry(*field)
-                    .or_insert_with(|| value.clone());
-            }
-            confirmed
-        })
+        with_crm_values(result, &self.unchanged)
     }
 }
 
-async fn push_batch(store: &Store, connection: &Connection, claimed: Vec<ClaimedEdit>) {
+/// The CRM's answer with `unchanged` (fields not sent, with the CRM's values) confirmed
+/// beside the sent ones.
+fn with_crm_values(
+    result: PushResult,
+    unchanged: &BTreeMap<ContactField, Option<String>>,
+) -> PushResult {
+    result.map(|mut confirmed| {
+        for (field, value) in unchanged {
+            confirmed
+                .values
+                .entry(*field)
+                .or_insert_with(|| value.clone());
+        }
+        confirmed
+    })
+}
+
+/// Prepares every claimed edit for the CRM; an edit the CRM holds entirely already is
+/// confirmed at once, without a call, and one that cannot be prepared is reconciled as its
+/// error says. Answers what is left to send.
+fn prepare_all(store: &Store, connection: &Connection, claimed: Vec<ClaimedEdit>) -> Vec<Outgoing> {
     let metrics = &connection.metrics;
     let mut outgoing = Vec::with_capacity(claimed.len());
     for edit in claimed {
@@ -291,7 +348,6 @@ async fn push_batch(store: &Store, connection: &Connection, claimed: Vec<Claimed
             Ok(prepared) => {
                 ConnectionMetrics::add(&metrics.fields_unchanged, prepared.unchanged.len() as u64);
                 if prepared.is_no_op() {
-                    // Nothing to write: confirmed at once, without a call.
                     ConnectionMetrics::add(&metrics.edits_unchanged, 1);
                     let result = prepared.with_unchanged(Ok(ConfirmedContact::default()));
                     reconcile(store, connection, &prepared.edit, None, result);
@@ -302,6 +358,12 @@ async fn push_batch(store: &Store, connection: &Connection, claimed: Vec<Claimed
             Err(error) => reconcile(store, connection, &edit, None, Err(error)),
         }
     }
+    outgoing
+}
+
+async fn push_batch(store: &Store, connection: &Connection, claimed: Vec<ClaimedEdit>) {
+    let metrics = &connection.metrics;
+    let mut outgoing = prepare_all(store, connection, claimed);
     if connection.settings.on_conflict.reads_first() && !outgoing.is_empty() {
         outgoing = keep_what_people_changed(store, connection, outgoing).await;
     }

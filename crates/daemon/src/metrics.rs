@@ -102,6 +102,12 @@ pub fn render(store: &Store, connections: &Connections) -> Result<String, StoreE
         per_connection(&|c| c.metrics.read_calls.load(Ordering::Relaxed) as f64),
     );
     family(
+        "unisync_bulk_jobs_total",
+        "counter",
+        "Bulk jobs started (edits above bulk_threshold go as one job of the CRM).",
+        per_connection(&|c| c.metrics.bulk_jobs.load(Ordering::Relaxed) as f64),
+    );
+    family(
         "unisync_merges_followed_total",
         "counter",
         "Contacts re-pointed at the record that remained after the CRM merged theirs.",

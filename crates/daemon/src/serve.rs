@@ -113,14 +113,19 @@ pub fn recover_in_flight(
     default_grace_ms: u64,
 ) -> Result<(), String> {
     let now = now_ms();
+    // Edits a running bulk job holds stay in flight: the job answers for them.
+    let held = crate::dispatcher::bulk::held_contacts(store).map_err(|e| e.to_string())?;
     let recovered = store
-        .recover_in_flight(|name| {
-            now + connections
-                .get(name)
-                .map_or(default_grace_ms, |connection| {
-                    connection.recovery_grace().as_millis() as u64
-                })
-        })
+        .recover_in_flight(
+            |name| {
+                now + connections
+                    .get(name)
+                    .map_or(default_grace_ms, |connection| {
+                        connection.recovery_grace().as_millis() as u64
+                    })
+            },
+            |contact| held.contains(contact),
+        )
         .map_err(|e| e.to_string())?;
     if recovered > 0 {
         tracing::info!(

@@ -291,6 +291,7 @@ fn fast_dispatch() -> DispatchConfig {
         settle_ms: None,
         max_linger_ms: None,
         reserve_share: 0.1,
+        bulk_threshold: 2_000,
     }
 }
 

@@ -274,12 +274,16 @@ impl Store {
     /// ready queue (delivery is at least once), to go at `not_before(connection)`: each
     /// connection's own grace, long enough for the dead process's last requests to settle.
     /// Returns how many. An unreadable record is skipped (its claim dead-letters it).
-    pub fn recover_in_flight(&self, not_before: impl Fn(&str) -> u64) -> Result<usize, StoreError> {
+    pub fn recover_in_flight(
+        &self,
+        not_before: impl Fn(&str) -> u64,
+        still_in_flight: impl Fn(&str) -> bool,
+    ) -> Result<usize, StoreError> {
         // Collect first: a transaction on a tree that is being iterated can deadlock in sled.
         let mut in_flight = Vec::new();
         for entry in self.readable_contacts() {
             let entry = entry?;
-            if entry.sync.in_flight.is_some() {
+            if entry.sync.in_flight.is_some() && !still_in_flight(&entry.contact.id) {
                 let connection = entry.sync.connection.as_deref().unwrap_or_default();
                 in_flight.push((entry.contact.id.clone(), not_before(connection)));
             }
@@ -889,6 +893,29 @@ impl Store {
             .meta
             .get(key)?
             .map(|value| String::from_utf8_lossy(&value).into_owned()))
+    }
+
+    /// Every value the daemon keeps for itself under keys starting with `prefix`.
+    pub fn meta_under(&self, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
+        self.meta
+            .scan_prefix(prefix)
+            .map(|item| {
+                let (key, value) = item?;
+                Ok((
+                    String::from_utf8_lossy(&key).into_owned(),
+                    String::from_utf8_lossy(&value).into_owned(),
+                ))
+            })
+            .collect()
+    }
+
+    /// Forgets a value the daemon kept for itself, durably before returning.
+    pub fn remove_meta(&self, key: &str) -> Result<(), StoreError> {
+        self.write(|| {
+            self.meta.remove(key)?;
+            self.db.flush()?;
+            Ok(())
+        })
     }
 
     /// Writes a value the daemon keeps for itself, durably before returning.

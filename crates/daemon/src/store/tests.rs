@@ -181,7 +181,10 @@ async fn in_flight_edits_go_back_to_the_queue_on_recovery() {
         .accept("c1", &edit(&[(ContactField::Zip, Some("9"))]), "crm")
         .unwrap();
     let grace_ends = now_ms() + 60_000;
-    assert_eq!(store.recover_in_flight(|_| grace_ends).unwrap(), 1);
+    assert_eq!(
+        store.recover_in_flight(|_| grace_ends, |_| false).unwrap(),
+        1
+    );
     assert!(
         store.claim("crm", now_ms(), 10).unwrap().is_empty(),
         "waits out the grace"
@@ -194,7 +197,7 @@ async fn in_flight_edits_go_back_to_the_queue_on_recovery() {
             (ContactField::Zip, Some("9"))
         ])
     );
-    assert_eq!(store.recover_in_flight(|_| now_ms()).unwrap(), 1);
+    assert_eq!(store.recover_in_flight(|_| now_ms(), |_| false).unwrap(), 1);
     assert_eq!(
         store.claim("crm", now_ms(), 10).unwrap().len(),
         1,
@@ -225,14 +228,37 @@ async fn each_connection_recovers_at_its_own_time() {
     store.claim("fast_crm", store.now(), 10).unwrap();
     let now = store.now();
     let recovered = store
-        .recover_in_flight(|connection| match connection {
-            "slow_crm" => now + 30_000,
-            _ => now + 1_000,
-        })
+        .recover_in_flight(
+            |connection| match connection {
+                "slow_crm" => now + 30_000,
+                _ => now + 1_000,
+            },
+            |_| false,
+        )
         .unwrap();
     assert_eq!(recovered, 2);
     assert_eq!(store.next_ready_at("slow_crm").unwrap(), Some(now + 30_000));
     assert_eq!(store.next_ready_at("fast_crm").unwrap(), Some(now + 1_000));
+}
+
+#[tokio::test]
+async fn an_edit_a_running_bulk_job_holds_stays_in_flight_at_recovery() {
+    let (_dir, store) = open();
+    for id in ["held", "loose"] {
+        register(&store, id);
+        store
+            .accept(id, &edit(&[(ContactField::FirstName, Some("Bo"))]), "crm")
+            .unwrap();
+    }
+    assert_eq!(store.claim("crm", store.now(), 10).unwrap().len(), 2);
+    let recovered = store
+        .recover_in_flight(|_| 0, |contact| contact == "held")
+        .unwrap();
+    assert_eq!(recovered, 1);
+    let held = store.contact("held").unwrap().unwrap();
+    assert!(held.sync.in_flight.is_some(), "the job will answer for it");
+    let loose = store.contact("loose").unwrap().unwrap();
+    assert!(loose.sync.in_flight.is_none() && loose.sync.pending.is_some());
 }
 
 #[tokio::test]
@@ -664,7 +690,7 @@ async fn an_unreadable_record_becomes_a_dead_letter_instead_of_blocking_its_queu
     assert_eq!(counts["crm"].dead_letters, 1);
     assert!(store.claim("crm", store.now(), 10).unwrap().is_empty());
     // Scans of every record skip it too.
-    assert_eq!(store.recover_in_flight(|_| 0).unwrap(), 1);
+    assert_eq!(store.recover_in_flight(|_| 0, |_| false).unwrap(), 1);
     assert_eq!(store.in_flight_counts().unwrap().len(), 0);
     assert!(matches!(
         store.replay_dead_letter(&letters[0].id),
@@ -1135,7 +1161,7 @@ mod model {
                             model.claim(&store, clock);
                             model.in_flight.clear();
                             clock += 1_000;
-                            store.recover_in_flight(|_| clock).unwrap();
+                            store.recover_in_flight(|_| clock, |_| false).unwrap();
                         }
                         Step::Replay(n) => {
                             let letters = store.dead_letters().unwrap();
