@@ -13,6 +13,7 @@ use unisync_core::{ApiUsage, CredentialStore, SourceAdapter, UnifiedContact};
 use crate::config::ConnectionSettings;
 use crate::providers;
 use crate::store::{Store, now_ms};
+use crate::traffic::RecentTraffic;
 
 /// The longest an adaptive linger stretches to.
 pub const MAX_LINGER: Duration = Duration::from_secs(30);
@@ -85,6 +86,8 @@ pub struct ConnectionMetrics {
     pub merges_followed: AtomicU64,
     /// Bulk jobs started.
     pub bulk_jobs: AtomicU64,
+    /// Calls and landings of the last minutes.
+    pub recent: RecentTraffic,
 }
 
 impl ConnectionMetrics {

@@ -392,6 +392,7 @@ async fn push_batch(store: &Store, connection: &Connection, claimed: Vec<Claimed
         None => connection.adapter.push(&items).await,
     };
     ConnectionMetrics::add(&metrics.push_calls, 1);
+    metrics.recent.call();
     ConnectionMetrics::add(
         &metrics.push_micros_total,
         started.elapsed().as_micros() as u64,
@@ -534,6 +535,7 @@ async fn keep_what_people_changed(
     let same = |field, crm: Option<&str>, ours: Option<&str>| adapter.same_value(field, crm, ours);
     let ids: Vec<String> = outgoing.iter().map(|o| o.item.source_id.clone()).collect();
     ConnectionMetrics::add(&metrics.read_calls, 1);
+    metrics.recent.call();
     let current: HashMap<String, SourceContact> = match adapter.read(&ids).await {
         Ok(records) => records
             .into_iter()
@@ -649,6 +651,7 @@ fn reconcile(
         Ok(confirmed) => {
             connection.clear_pause();
             ConnectionMetrics::add(&metrics.pushed_ok, 1);
+            metrics.recent.landed();
             match &confirmed.link_error {
                 None => store.complete(id, &confirmed, link_change),
                 Some(error) => {

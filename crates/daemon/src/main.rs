@@ -17,6 +17,7 @@ mod retry_policy;
 mod serve;
 mod store;
 mod timefmt;
+mod traffic;
 
 fn main() -> std::process::ExitCode {
     cli::main()

@@ -101,6 +101,40 @@ pub fn render(store: &Store, connections: &Connections) -> Result<String, StoreE
         "Reads of the CRM's current values before a write (on_conflict crm_wins or hold).",
         per_connection(&|c| c.metrics.read_calls.load(Ordering::Relaxed) as f64),
     );
+    let recent: Vec<(&str, crate::traffic::Totals, u64)> = connections
+        .iter()
+        .map(|c| {
+            let queued = counts
+                .get(c.name())
+                .map_or(0, |counts| counts.ready + counts.retry_waiting);
+            (c.name(), c.metrics.recent.totals(), queued)
+        })
+        .collect();
+    family(
+        "unisync_calls_per_landed_edit",
+        "gauge",
+        "Calls to the CRM (batch writes, reads, bulk jobs) per edit landed, over the last 5 minutes.",
+        recent
+            .iter()
+            .filter_map(|(name, totals, _)| {
+                Some((format!("connection=\"{name}\""), totals.calls_per_landed()?))
+            })
+            .collect(),
+    );
+    family(
+        "unisync_queue_drain_seconds",
+        "gauge",
+        "Estimated time until the queued edits have landed, at the pace of the last 5 minutes.",
+        recent
+            .iter()
+            .filter_map(|(name, totals, queued)| {
+                Some((
+                    format!("connection=\"{name}\""),
+                    totals.seconds_to_drain(*queued)?,
+                ))
+            })
+            .collect(),
+    );
     family(
         "unisync_bulk_jobs_total",
         "counter",

@@ -49,9 +49,6 @@ const JOB_ABORTED: &str = "Aborted";
 /// The code of a record an answer (a collections call's, a job's results) has no result for.
 const MISSING_RESULT: &str = "MISSING_RESULT";
 
-/// How long a budget reading stops pushes. The daily budget is a rolling 24 hours, so usage
-/// falls again; after this long a push goes through and brings a fresh reading.
-const BUDGET_RECHECK: Duration = Duration::from_secs(15 * 60);
 /// How long a ready edit waits for others to fill its collections call: Salesforce counts
 /// calls against the org's daily budget, not records, so a call of 200 costs what a call of 1
 /// does. Measured in docs/benchmarks.md.
@@ -61,7 +58,6 @@ const DEFAULT_LINGER: Duration = Duration::from_millis(1000);
 pub struct SalesforceAdapter {
     client: SalesforceClient,
     mapping: FieldMapping,
-    budget_stop_share: f64,
     request_timeout: Duration,
 }
 
@@ -73,29 +69,8 @@ impl SalesforceAdapter {
     ) -> Result<Self, reqwest::Error> {
         Ok(SalesforceAdapter {
             client: SalesforceClient::new(&config, credentials)?,
-            budget_stop_share: config.budget_stop_share,
             request_timeout: config.timeout,
             mapping: config.mapping,
-        })
-    }
-
-    /// `QuotaExhausted` when a recent reading shows the stop share of the daily budget used:
-    /// the rest of the budget is left to the org's other integrations and users.
-    fn budget_stop(&self) -> Option<AdapterError> {
-        let (usage, read_at) = self.client.api_usage()?;
-        let age = read_at.elapsed();
-        let share = usage.used as f64 / usage.limit.max(1) as f64;
-        (age < BUDGET_RECHECK && share >= self.budget_stop_share).then(|| {
-            AdapterError::quota_exhausted(
-                "API_BUDGET_STOP",
-                format!(
-                    "{}/{} of the daily API requests used; pushes stop at {:.0}%",
-                    usage.used,
-                    usage.limit,
-                    self.budget_stop_share * 100.0
-                ),
-                Some(BUDGET_RECHECK - age),
-            )
         })
     }
 
@@ -113,9 +88,6 @@ impl SalesforceAdapter {
         item: &PushItem,
         unmodified_since: &str,
     ) -> Result<ConditionalPush, AdapterError> {
-        if let Some(stop) = self.budget_stop() {
-            return Err(stop);
-        }
         let id = canonical_id(&item.source_id)
             .map_err(|problem| AdapterError::permanent("MALFORMED_ID", problem, None))?;
         let since = http_date(unmodified_since).ok_or_else(|| {
@@ -504,9 +476,6 @@ impl SalesforceAdapter {
 
     /// See [`SourceAdapter::start_bulk_job`].
     async fn start_job(&self, items: &[PushItem]) -> Result<String, AdapterError> {
-        if let Some(stop) = self.budget_stop() {
-            return Err(stop);
-        }
         let ids = canonical_ids(items);
         let rows = addressed(items, &ids);
         if rows.is_empty() {
@@ -878,9 +847,6 @@ impl SourceAdapter for SalesforceAdapter {
     }
 
     async fn push(&self, items: &[PushItem]) -> Vec<PushResult> {
-        if let Some(stop) = self.budget_stop() {
-            return vec![Err(stop); items.len()];
-        }
         let ids = canonical_ids(items);
         let to_write = addressed(items, &ids);
         let outcomes = rejoin(&ids, self.write(&to_write).await);
@@ -964,9 +930,6 @@ impl SourceAdapter for SalesforceAdapter {
     /// Records come in the order asked, by their canonical (18-character) ids, each once; an
     /// id that is no Salesforce id names no record and is left out like a missing one.
     async fn read(&self, source_ids: &[String]) -> Result<Vec<SourceContact>, AdapterError> {
-        if let Some(stop) = self.budget_stop() {
-            return Err(stop);
-        }
         let mut seen = HashSet::new();
         let ids: Vec<String> = source_ids
             .iter()

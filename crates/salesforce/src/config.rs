@@ -9,14 +9,12 @@ use crate::mapping::{default_mapping, is_field_name};
 
 const DEFAULT_LOGIN_URL: &str = "https://login.salesforce.com";
 const DEFAULT_API_VERSION: &str = "v62.0";
-const DEFAULT_BUDGET_STOP_SHARE: f64 = 0.9;
 const DEFAULT_TIMEOUT_SECS: u64 = 30;
 
 const KEYS: &[&str] = &[
     "login_url",
     "api_version",
     "username",
-    "budget_stop_share",
     "timeout_secs",
     "fields",
     "extra_fields",
@@ -65,8 +63,6 @@ pub struct SalesforceConfig {
     /// `vNN.N`, as it appears in API paths.
     pub api_version: String,
     pub grant: Grant,
-    /// The share of the daily API budget (from `Sforce-Limit-Info`) at which pushes stop.
-    pub budget_stop_share: f64,
     pub timeout: Duration,
     pub mapping: FieldMapping,
 }
@@ -74,6 +70,12 @@ pub struct SalesforceConfig {
 impl SalesforceConfig {
     /// Reads and checks the connection's table; every problem names its key.
     pub fn from_connection(config: &ConnectionConfig) -> Result<Self, ConfigError> {
+        if config.settings.contains_key("budget_stop_share") {
+            return Err(config.error(
+                "budget_stop_share",
+                "replaced by the connection's `reserve_share` (the share of the daily budget left to others: 1 - budget_stop_share)",
+            ));
+        }
         config.check_keys(KEYS, SECRETS)?;
         let login_url = config
             .string_or("login_url", DEFAULT_LOGIN_URL)?
@@ -87,12 +89,6 @@ impl SalesforceConfig {
         if version_number.parse::<f64>().is_err() || !version_number.contains('.') {
             return Err(config.error("api_version", "must look like v62.0"));
         }
-        let budget_stop_share = config
-            .f64("budget_stop_share")?
-            .unwrap_or(DEFAULT_BUDGET_STOP_SHARE);
-        if !(budget_stop_share > 0.0 && budget_stop_share <= 1.0) {
-            return Err(config.error("budget_stop_share", "must be above 0 and at most 1"));
-        }
         let timeout_secs = config.u64("timeout_secs")?.unwrap_or(DEFAULT_TIMEOUT_SECS);
         if timeout_secs == 0 {
             return Err(config.error("timeout_secs", "must be at least 1"));
@@ -101,7 +97,6 @@ impl SalesforceConfig {
             login_url,
             api_version,
             grant: read_grant(config)?,
-            budget_stop_share,
             timeout: Duration::from_secs(timeout_secs),
             mapping: read_mapping(config)?,
         })
@@ -197,7 +192,6 @@ mod tests {
         .unwrap();
         assert_eq!(config.login_url, "https://login.salesforce.com");
         assert_eq!(config.api_version, "v62.0");
-        assert_eq!(config.budget_stop_share, 0.9);
         assert!(matches!(config.grant, Grant::RefreshToken { .. }));
         assert!(!format!("{config:?}").contains("\"s\""));
     }

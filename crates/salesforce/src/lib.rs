@@ -7,8 +7,8 @@
 //!   SOQL query reads back what Salesforce stored.
 //! - Sessions come from the OAuth token endpoint (refresh token, client credentials or JWT
 //!   bearer) and are renewed on `INVALID_SESSION_ID`, once per expiry for all callers.
-//! - `Sforce-Limit-Info` is read from every answer; pushes stop at `budget_stop_share` of the
-//!   daily budget.
+//! - `Sforce-Limit-Info` is read from every answer and reported as the connection's API usage;
+//!   the daemon's budget governor (`reserve_share`) stops pushing before the budget is spent.
 //! - Record ids are kept in their 18-character, case-safe form
 //!   ([`SourceAdapter::normalize_source_id`]): a 15-character id is the same record.
 //! - A write that landed is confirmed even when reading it back fails (with the values sent);

@@ -172,27 +172,6 @@ async fn read_errors_are_classified_like_the_rest() {
 }
 
 #[tokio::test]
-async fn reads_stop_at_the_budget_share_like_pushes() {
-    let sandbox = common::sandbox().await;
-    let adapter = common::refresh_token_adapter(&sandbox, json!({"budget_stop_share": 0.8})).0;
-    let ids = vec![contact(&sandbox, &[])];
-    sandbox.set_daily_limit(100);
-    sandbox.set_api_usage(79);
-    adapter.read(&ids).await.expect("under the share");
-    let requests = sandbox.stats().requests;
-    let error = adapter.read(&ids).await.unwrap_err();
-    assert!(
-        matches!(error.kind, ErrorKind::QuotaExhausted { .. }),
-        "{error:?}"
-    );
-    assert_eq!(
-        sandbox.stats().requests,
-        requests,
-        "Salesforce was not called"
-    );
-}
-
-#[tokio::test]
 async fn a_write_to_a_merged_contact_names_the_record_that_survives() {
     let sandbox = common::sandbox().await;
     let adapter = adapter(&sandbox);

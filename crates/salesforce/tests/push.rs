@@ -3,7 +3,6 @@
 
 mod common;
 
-use serde_json::json;
 use unisync_core::{ContactField, ContactPatch, CustomerLink, ErrorKind, PushItem};
 use unisync_sandbox::{Fault, SandboxCrm};
 
@@ -149,49 +148,6 @@ async fn links_set_and_clear_account_id_in_the_same_write() {
     };
     adapter.push(&[unlink]).await.remove(0).expect("unlink");
     assert_eq!(stored(&sandbox, &id, "AccountId"), None);
-}
-
-#[tokio::test]
-async fn pushes_stop_at_the_budget_share() {
-    let sandbox = common::sandbox().await;
-    let adapter = common::refresh_token_adapter(&sandbox, json!({"budget_stop_share": 0.8})).0;
-    sandbox.set_daily_limit(100);
-    sandbox.set_api_usage(78);
-    let id = contact(&sandbox, &[]);
-    // A write and its read-back: 80 of 100 used afterwards.
-    adapter
-        .push(&[item(&id, &[(ContactField::City, Some("Faro"))])])
-        .await
-        .remove(0)
-        .expect("under the share");
-    let usage = adapter.api_usage().unwrap();
-    assert_eq!((usage.used, usage.limit), (80, 100));
-    let requests = sandbox.stats().requests;
-    let items = vec![
-        item(&id, &[(ContactField::City, Some("Braga"))]),
-        item(
-            &contact(&sandbox, &[]),
-            &[(ContactField::City, Some("Braga"))],
-        ),
-    ];
-    let results = adapter.push(&items).await;
-    assert_eq!(results.len(), 2);
-    for result in results {
-        let error = result.unwrap_err();
-        assert!(
-            matches!(error.kind, ErrorKind::QuotaExhausted { .. }),
-            "{error:?}"
-        );
-    }
-    assert_eq!(
-        sandbox.stats().requests,
-        requests,
-        "Salesforce was not called"
-    );
-    assert_eq!(
-        stored(&sandbox, &id, "MailingCity").as_deref(),
-        Some("Faro")
-    );
 }
 
 #[tokio::test]

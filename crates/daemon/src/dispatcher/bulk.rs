@@ -94,6 +94,7 @@ pub async fn run(store: &Store, connection: &Connection, claimed: Vec<ClaimedEdi
     }
     let items: Vec<PushItem> = outgoing.iter().map(|o| o.item.clone()).collect();
     ConnectionMetrics::add(&connection.metrics.push_calls, 1);
+    connection.metrics.recent.call();
     let job_id = match connection.adapter.start_bulk_job(&items).await {
         Ok(job_id) => job_id,
         Err(error) => {
