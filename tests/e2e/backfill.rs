@@ -150,8 +150,9 @@ async fn a_bulk_job_left_running_by_a_kill_is_resumed_without_sending_its_record
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    crate::harness::wait_for("the bulk job to start", || async {
-        (crm.stats().bulk_jobs_created == 1).then_some(())
+    crate::harness::wait_for("the bulk job to run", || async {
+        let jobs = crm.bulk_jobs();
+        (jobs.len() == 1 && jobs[0].1 == "InProgress").then_some(())
     })
     .await;
     first.kill().unwrap();

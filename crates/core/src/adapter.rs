@@ -186,12 +186,24 @@ pub trait SourceAdapter: Send + Sync {
         ))
     }
 
-    /// Starts a bulk job writing `items` (up to `capabilities().max_bulk_items`, each to a
-    /// different record) and answers its id. The job runs in the CRM; nothing is known of
-    /// its records until [`poll_bulk_job`](Self::poll_bulk_job) says it finished. Adapters
-    /// that declare `max_bulk_items` implement it; the default refuses.
+    /// Prepares a bulk job writing `items` (up to `capabilities().max_bulk_items`, each to a
+    /// different record) and answers its id. The job does not run until
+    /// [`close_bulk_job`](Self::close_bulk_job): between the two the daemon keeps the id, so
+    /// that a job that runs is always one it knows of. Adapters that declare
+    /// `max_bulk_items` implement it; the default refuses.
     async fn start_bulk_job(&self, items: &[PushItem]) -> Result<String, AdapterError> {
         let _ = items;
+        Err(AdapterError::misconfigured(
+            "BULK_NOT_SUPPORTED",
+            format!("the {} adapter runs no bulk jobs", self.system()),
+        ))
+    }
+
+    /// Lets the prepared job `job_id` run. An error whose class is not `OutcomeUnknown`
+    /// means the job will never run (its items go back to the queue); after
+    /// `OutcomeUnknown`, [`poll_bulk_job`](Self::poll_bulk_job) finds out.
+    async fn close_bulk_job(&self, job_id: &str) -> Result<(), AdapterError> {
+        let _ = job_id;
         Err(AdapterError::misconfigured(
             "BULK_NOT_SUPPORTED",
             format!("the {} adapter runs no bulk jobs", self.system()),

@@ -503,13 +503,18 @@ impl SalesforceAdapter {
             self.abandon(&job).await;
             return Err(lands_nothing(error));
         }
-        match self.set_job_state(&job, JOB_UPLOAD_COMPLETE).await {
-            Ok(()) => Ok(job),
+        Ok(job)
+    }
+
+    /// See [`SourceAdapter::close_bulk_job`].
+    async fn close_job(&self, job: &str) -> Result<(), AdapterError> {
+        match self.set_job_state(job, JOB_UPLOAD_COMPLETE).await {
+            Ok(()) => Ok(()),
             Err(error) if error.kind == ErrorKind::OutcomeUnknown => {
-                match self.job_info(&job).await {
-                    Ok(info) if info.state != JOB_OPEN => Ok(job),
+                match self.job_info(job).await {
+                    Ok(info) if info.state != JOB_OPEN => Ok(()),
                     Ok(_) => {
-                        self.abandon(&job).await;
+                        self.abandon(job).await;
                         Err(lands_nothing(error))
                     }
                     // Whether the job was closed, and runs, stays unknown.
@@ -517,7 +522,7 @@ impl SalesforceAdapter {
                 }
             }
             Err(error) => {
-                self.abandon(&job).await;
+                self.abandon(job).await;
                 Err(error)
             }
         }
@@ -865,16 +870,20 @@ impl SourceAdapter for SalesforceAdapter {
             .collect()
     }
 
-    /// Creates an ingest job updating Contacts, uploads its CSV (one header
-    /// for all items, an untouched field an empty cell, a clear `#N/A`) and closes it
-    /// (`UploadComplete`): three calls. An item whose id is no Salesforce id is left out of
-    /// the CSV and fails alone when the job is polled.
-    ///
-    /// A job runs only once closed, so a failure before the close lands nothing: it is never
-    /// `OutcomeUnknown`, and the job is aborted. A close whose answer was lost is checked with
-    /// one more call: a job no longer `Open` runs, and its id is answered.
+    /// Creates an ingest job updating Contacts and uploads its CSV (one header for all
+    /// items, an untouched field an empty cell, a clear `#N/A`): two calls. An item whose id
+    /// is no Salesforce id is left out of the CSV and fails alone when the job is polled. A
+    /// job runs only once closed, so a failure here lands nothing: it is never
+    /// `OutcomeUnknown`, and a job whose upload failed is aborted.
     async fn start_bulk_job(&self, items: &[PushItem]) -> Result<String, AdapterError> {
         self.start_job(items).await
+    }
+
+    /// Closes the job (`UploadComplete`): one call. A close whose answer was lost is checked
+    /// with one more call: a job no longer `Open` runs; one still `Open` is aborted and lands
+    /// nothing.
+    async fn close_bulk_job(&self, job_id: &str) -> Result<(), AdapterError> {
+        self.close_job(job_id).await
     }
 
     /// Reads the job (one call); while it is `UploadComplete` or `InProgress`, `Running`.

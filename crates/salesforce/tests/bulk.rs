@@ -31,6 +31,13 @@ fn item(source_id: &str, changes: &[(ContactField, Option<&str>)]) -> PushItem {
     }
 }
 
+/// Prepares a job of `items` and lets it run: its id.
+async fn start_and_close(adapter: &Arc<dyn SourceAdapter>, items: &[PushItem]) -> String {
+    let job = adapter.start_bulk_job(items).await.expect("the job starts");
+    adapter.close_bulk_job(&job).await.expect("the job closes");
+    job
+}
+
 /// Polls job `job` until it finishes, within a generous deadline: its results, and the polls
 /// it took.
 async fn finish(
@@ -113,10 +120,7 @@ async fn a_job_lands_every_record_with_its_values_and_clears() {
             },
         })
         .collect();
-    let job = adapter
-        .start_bulk_job(&items)
-        .await
-        .expect("the job starts");
+    let job = start_and_close(&adapter, &items).await;
     assert_eq!(sandbox.stats().bulk_jobs_created, 1);
     let (results, _) = finish(adapter.as_ref(), &job, &items).await;
     for (n, (result, item)) in results.iter().zip(&items).enumerate() {
@@ -181,7 +185,7 @@ async fn a_refused_record_is_a_permanent_error_and_the_others_land() {
             _ => item(id, &[(ContactField::City, Some("Faro"))]),
         })
         .collect();
-    let job = adapter.start_bulk_job(&items).await.unwrap();
+    let job = start_and_close(&adapter, &items).await;
     let (results, _) = finish(adapter.as_ref(), &job, &items).await;
     let error = results[2].as_ref().unwrap_err();
     assert_eq!(
@@ -212,7 +216,7 @@ async fn a_job_in_progress_is_running_until_salesforce_has_processed_it() {
         .map(|id| item(id, &[(ContactField::City, Some("Faro"))]))
         .collect();
     sandbox.set_bulk_processing_time(HELD);
-    let job = adapter.start_bulk_job(&items).await.unwrap();
+    let job = start_and_close(&adapter, &items).await;
     assert_eq!(
         adapter.poll_bulk_job(&job, &items).await.unwrap(),
         BulkProgress::Running
@@ -244,7 +248,7 @@ async fn a_new_adapter_finishes_a_job_by_its_id_alone() {
         })
         .collect();
     sandbox.set_bulk_processing_time(HELD);
-    let job = adapter(&sandbox).start_bulk_job(&items).await.unwrap();
+    let job = start_and_close(&adapter(&sandbox), &items).await;
     // As after a restart: another adapter, with its own session, knows only the job's id and
     // the items.
     sandbox.set_bulk_processing_time(Duration::ZERO);
@@ -273,7 +277,7 @@ async fn an_aborted_jobs_unprocessed_records_are_retryable() {
         .map(|id| item(id, &[(ContactField::City, Some("Faro"))]))
         .collect();
     sandbox.set_bulk_processing_time(HELD);
-    let job = adapter.start_bulk_job(&items).await.unwrap();
+    let job = start_and_close(&adapter, &items).await;
     assert!(sandbox.abort_bulk_job(&job), "an admin aborts it in Setup");
     let (results, polls) = finish(adapter.as_ref(), &job, &items).await;
     assert_eq!(polls, 1);
@@ -299,7 +303,7 @@ async fn a_job_costs_a_handful_of_calls_whatever_its_size() {
         .map(|id| item(id, &[(ContactField::Zip, Some("1000-001"))]))
         .collect();
     let before = sandbox.stats().requests;
-    let job = adapter.start_bulk_job(&items).await.unwrap();
+    let job = start_and_close(&adapter, &items).await;
     assert_eq!(
         sandbox.stats().requests - before,
         3,
@@ -326,7 +330,7 @@ async fn a_record_merged_away_is_followed_to_the_survivor() {
         .iter()
         .map(|id| item(id, &[(ContactField::City, Some("Faro"))]))
         .collect();
-    let job = adapter.start_bulk_job(&items).await.unwrap();
+    let job = start_and_close(&adapter, &items).await;
     let (results, _) = finish(adapter.as_ref(), &job, &items).await;
     assert!(results[0].is_ok() && results[3].is_ok(), "{results:?}");
     let merged = results[1].as_ref().unwrap_err();
@@ -351,7 +355,7 @@ async fn a_job_past_the_daily_bulk_allowance_leaves_its_records_unwritten() {
         .collect();
     sandbox.set_bulk_daily_record_limit(1_000);
     sandbox.set_bulk_records_used(999);
-    let job = adapter.start_bulk_job(&items).await.unwrap();
+    let job = start_and_close(&adapter, &items).await;
     let (results, _) = finish(adapter.as_ref(), &job, &items).await;
     assert_eq!(sandbox.bulk_job_state(&job), Some("Failed"));
     for result in &results {
@@ -376,7 +380,7 @@ async fn a_mapped_field_the_org_lacks_fails_the_job_and_refuses_the_connection()
         .iter()
         .map(|id| item(id, &[(ContactField::Position, Some("CTO"))]))
         .collect();
-    let job = adapter.start_bulk_job(&items).await.unwrap();
+    let job = start_and_close(&adapter, &items).await;
     let (results, _) = finish(adapter.as_ref(), &job, &items).await;
     for result in &results {
         let error = result.as_ref().unwrap_err();
@@ -398,7 +402,7 @@ async fn an_item_that_names_no_record_fails_alone() {
             &[(ContactField::City, Some("Faro"))],
         ),
     ];
-    let job = adapter.start_bulk_job(&items).await.unwrap();
+    let job = start_and_close(&adapter, &items).await;
     let (results, _) = finish(adapter.as_ref(), &job, &items).await;
     assert_eq!(results[0].as_ref().unwrap_err().code, "MALFORMED_ID");
     assert!(results[1].is_ok(), "{:?}", results[1]);
@@ -463,10 +467,9 @@ fn stub_items() -> [PushItem; 1] {
 async fn a_job_whose_close_answer_was_lost_is_answered_if_it_runs() {
     let (stub, calls) = stub_org(true, &[None, Some("InProgress")]).await;
     let adapter = common::stub_adapter(&stub.url());
-    assert_eq!(
-        adapter.start_bulk_job(&stub_items()).await.unwrap(),
-        STUB_JOB
-    );
+    let job = adapter.start_bulk_job(&stub_items()).await.unwrap();
+    assert_eq!(job, STUB_JOB);
+    adapter.close_bulk_job(&job).await.unwrap();
     assert_eq!(
         calls.lock().unwrap().len(),
         4,
@@ -478,7 +481,8 @@ async fn a_job_whose_close_answer_was_lost_is_answered_if_it_runs() {
 async fn a_job_whose_close_answer_was_lost_is_aborted_if_still_open_and_lands_nothing() {
     let (stub, calls) = stub_org(true, &[None, Some("Open"), Some("Aborted")]).await;
     let adapter = common::stub_adapter(&stub.url());
-    let error = adapter.start_bulk_job(&stub_items()).await.unwrap_err();
+    let job = adapter.start_bulk_job(&stub_items()).await.unwrap();
+    let error = adapter.close_bulk_job(&job).await.unwrap_err();
     assert_eq!(
         error.kind,
         ErrorKind::Retryable { retry_after: None },
@@ -496,7 +500,8 @@ async fn a_job_whose_close_answer_was_lost_is_aborted_if_still_open_and_lands_no
 async fn a_job_whose_close_answer_was_lost_and_state_unknown_stays_unknown() {
     let (stub, _) = stub_org(true, &[None, None]).await;
     let adapter = common::stub_adapter(&stub.url());
-    let error = adapter.start_bulk_job(&stub_items()).await.unwrap_err();
+    let job = adapter.start_bulk_job(&stub_items()).await.unwrap();
+    let error = adapter.close_bulk_job(&job).await.unwrap_err();
     assert_eq!(error.kind, ErrorKind::OutcomeUnknown, "{error:?}");
 }
 
@@ -552,7 +557,7 @@ async fn faults_reach_bulk_calls_and_are_classified_as_any_answer() {
     let error = adapter.start_bulk_job(&items).await.unwrap_err();
     assert_eq!(error.code, "SERVER_UNAVAILABLE");
     assert!(matches!(error.kind, ErrorKind::Retryable { .. }));
-    let job = adapter.start_bulk_job(&items).await.unwrap();
+    let job = start_and_close(&adapter, &items).await;
     sandbox.faults().fail_next(1, Fault::AccessRevoked);
     let error = adapter.poll_bulk_job(&job, &items).await.unwrap_err();
     assert_eq!(error.kind, ErrorKind::Misconfigured);

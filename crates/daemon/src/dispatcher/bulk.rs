@@ -120,11 +120,23 @@ pub async fn run(store: &Store, connection: &Connection, claimed: Vec<ClaimedEdi
             })
             .collect(),
     };
+    // Kept before the job may run: a job that runs is always one a restart resumes.
     let record = serde_json::to_string(&job).expect("a bulk job serialises");
     if let Err(error) = store.set_meta(&key(&job.connection, &job.job_id), &record) {
-        // The job runs in the CRM whatever happens here; it is polled now all the same. Only
-        // a restart before it ends would send its edits again.
-        tracing::error!(connection = connection.name(), job_id = %job.job_id, %error, "keeping the bulk job in the store failed");
+        tracing::error!(connection = connection.name(), job_id = %job.job_id, %error, "keeping the bulk job in the store failed; it is not run");
+        let error = AdapterError::retryable("STORE", error.to_string());
+        let results = vec![Err(error); job.edits.len()];
+        return settle(store, connection, &job, results);
+    }
+    match connection.adapter.close_bulk_job(&job.job_id).await {
+        Ok(()) => {}
+        // Whether the job runs is unknown: polling finds out.
+        Err(error) if error.kind == ErrorKind::OutcomeUnknown => {}
+        Err(error) => {
+            // The job will never run: its edits go on as the error's class says.
+            let results = vec![Err(error); job.edits.len()];
+            return settle(store, connection, &job, results);
+        }
     }
     follow(store, connection, job).await;
 }
@@ -163,6 +175,11 @@ pub async fn follow(store: &Store, connection: &Connection, job: BulkJob) {
             vec![Err(error); items.len()]
         }
     };
+    settle(store, connection, &job, results);
+}
+
+/// Reconciles each edit of a job with its result, then forgets the job.
+fn settle(store: &Store, connection: &Connection, job: &BulkJob, results: Vec<PushResult>) {
     for (edit, result) in job.edits.iter().zip(results) {
         let result = with_crm_values(result, &edit.unchanged);
         reconcile(
@@ -176,6 +193,6 @@ pub async fn follow(store: &Store, connection: &Connection, job: BulkJob) {
     if let Err(error) = store.remove_meta(&key(&job.connection, &job.job_id)) {
         tracing::error!(connection = connection.name(), job_id = %job.job_id, %error, "forgetting a finished bulk job failed");
     }
-    tracing::info!(connection = connection.name(), job_id = %job.job_id, edits = items.len(), "bulk job reconciled");
+    tracing::info!(connection = connection.name(), job_id = %job.job_id, edits = job.edits.len(), "bulk job reconciled");
     connection.wake.notify_one();
 }

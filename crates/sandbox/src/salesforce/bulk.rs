@@ -90,6 +90,14 @@ impl BulkState {
         self.jobs.get(&job_key(id)).map(|job| job.state.name())
     }
 
+    /// The states of every job, by id.
+    pub fn job_states(&self) -> Vec<(String, &'static str)> {
+        self.jobs
+            .iter()
+            .map(|(id, job)| (id.clone(), job.state.name()))
+            .collect()
+    }
+
     /// Aborts job `id` as a person with "Manage Data Integrations" does in Setup; false when
     /// there is no such job or it has ended.
     pub fn abort(&mut self, id: &str) -> bool {

@@ -418,6 +418,11 @@ impl SalesforceSandbox {
         self.org.state().bulk.job_state(id)
     }
 
+    /// Every Bulk API 2.0 job's id and state.
+    pub fn bulk_jobs(&self) -> Vec<(String, &'static str)> {
+        self.org.state().bulk.job_states()
+    }
+
     /// Aborts Bulk API 2.0 job `id` as a person with "Manage Data Integrations" does in
     /// Setup: its records not yet processed stay unprocessed. Not an API request. False when
     /// there is no such job or it has ended.
