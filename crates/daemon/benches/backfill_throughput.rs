@@ -6,7 +6,8 @@
 //!
 //! `cargo bench -p unisync --bench backfill_throughput`. Sizes: `UNISYNC_BENCH_HUBSPOT_EDITS`
 //! (default 30000: 300 batch calls, 30 s at HubSpot's 100 per 10 s) and
-//! `UNISYNC_BENCH_SALESFORCE_EDITS` (default 10000).
+//! `UNISYNC_BENCH_SALESFORCE_EDITS` (default 10000), `UNISYNC_BENCH_SALESFORCE_BULK_EDITS`
+//! (default 100000: one Salesforce backfill through Bulk API 2.0 and one in collections).
 
 // The end-to-end tests' helpers; the benchmark uses a part of them.
 #[allow(dead_code)]
@@ -166,6 +167,34 @@ async fn salesforce(edits: usize) {
     );
 }
 
+/// The same Salesforce backfill as one Bulk API 2.0 job per 10,000 edits, and in collections
+/// calls of 200 (the bulk threshold set out of reach): calls and wall time of each.
+async fn salesforce_bulk_against_collections(edits: usize) {
+    println!("salesforce: {edits} edits, Bulk API 2.0 against collections");
+    for (way, threshold) in [("bulk", 2_000u64), ("collections", u64::MAX / 2)] {
+        let crm = <SalesforceSandbox as Crm>::start().await;
+        let (setup, _) = registered_records(&crm, edits);
+        let config = std::fs::read_to_string(&setup.config).unwrap().replace(
+            "[connections.salesforce]\n",
+            &format!("[connections.salesforce]\nbulk_threshold = {threshold}\n"),
+        );
+        std::fs::write(&setup.config, config).unwrap();
+        let before = crm.stats();
+        let started = Instant::now();
+        let pushing = run_backfill(&setup, edits);
+        let stats = crm.stats();
+        println!(
+            "  {way:<11} wall {:.1} s (pushing {:.1} s); {} API requests, {} bulk jobs, {} collections calls, {} records written",
+            started.elapsed().as_secs_f64(),
+            pushing.as_secs_f64(),
+            stats.requests - before.requests,
+            stats.bulk_jobs_created - before.bulk_jobs_created,
+            stats.collection_calls - before.collection_calls,
+            stats.records_written - before.records_written,
+        );
+    }
+}
+
 /// `clients` tasks each PUT `per_client` edits (to distinct contacts) as fast as answers come.
 async fn api(clients: usize, per_client: usize) {
     let crm = <HubspotSandbox as Crm>::start().await;
@@ -225,6 +254,7 @@ async fn api(clients: usize, per_client: usize) {
 async fn main() {
     // The backfills first, so the peak RSS they print is theirs (and their imports').
     salesforce(size("UNISYNC_BENCH_SALESFORCE_EDITS", 10_000)).await;
+    salesforce_bulk_against_collections(size("UNISYNC_BENCH_SALESFORCE_BULK_EDITS", 100_000)).await;
     hubspot(size("UNISYNC_BENCH_HUBSPOT_EDITS", 30_000)).await;
     api(32, 100).await;
 }
