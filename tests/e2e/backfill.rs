@@ -28,6 +28,19 @@ fn backfill(setup: &Setup, file: &str, extra: &[&str]) -> (i32, Value, String) {
     (code, report, format!("{out}\n{err}"))
 }
 
+/// Starts `unisync backfill` on `edits` in the background, for a test to kill.
+fn start_backfill(setup: &Setup, edits: &str) -> std::process::Child {
+    let file = setup.scratch_path("edits.jsonl");
+    std::fs::write(&file, edits).unwrap();
+    setup
+        .command()
+        .args(["backfill", "--input", file.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// Backfills one edit for each of `EDITS` contacts; checks every edit landed once and the
 /// records hold the new values.
 fn backfill_everyone<C: Crm>(crm: &C, setup: &Setup, source_ids: &[String]) {
@@ -141,15 +154,7 @@ async fn a_bulk_job_left_running_by_a_kill_is_resumed_without_sending_its_record
     let (setup, source_ids) = registered_records(&crm, EDITS_OVER_THRESHOLD);
     // The job stays in progress until the test lets it finish.
     crm.set_bulk_processing_time(Duration::from_secs(3600));
-    let file = setup.scratch_path("edits.jsonl");
-    std::fs::write(&file, edits_file(EDITS_OVER_THRESHOLD)).unwrap();
-    let mut first = setup
-        .command()
-        .args(["backfill", "--input", file.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut first = start_backfill(&setup, &edits_file(EDITS_OVER_THRESHOLD));
     crate::harness::wait_for("the bulk job to run", || async {
         let jobs = crm.bulk_jobs();
         (jobs.len() == 1 && jobs[0].1 == "InProgress").then_some(())
@@ -267,16 +272,7 @@ async fn a_backfill_killed_midway_and_run_again_resends_at_most_what_was_in_flig
         })
         .collect::<Vec<_>>()
         .join("\n");
-    let file = setup.scratch_path("edits.jsonl");
-    std::fs::write(&file, &without_edit_ids).unwrap();
-
-    let mut first = setup
-        .command()
-        .args(["backfill", "--input", file.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut first = start_backfill(&setup, &without_edit_ids);
     let half = CONTACTS as u64 / 2;
     crate::harness::wait_for("half the edits to land", || async {
         (crm.writes().written >= half).then_some(())

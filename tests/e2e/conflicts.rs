@@ -19,6 +19,22 @@ against_each_crm!(
     under_hold_dropping_the_conflict_takes_the_persons_value,
 );
 
+/// Under `policy`: a person renamed Ann "Anne" in the CRM, then the edit renames her "Ours"
+/// and moves her to Porto.
+async fn person_and_edit_collide<C: Crm>(policy: &str) -> (World<C>, Daemon) {
+    let world = World::<C>::with_connection_keys(&format!("on_conflict = \"{policy}\"")).await;
+    world
+        .crm
+        .edit_as_person(&world.source_id, &[("first_name", "Anne")]);
+    let daemon = world.setup.serve();
+    put(
+        &daemon,
+        json!({"email": ANN_EMAIL, "first_name": "Ours", "city": "Porto"}),
+    )
+    .await;
+    (world, daemon)
+}
+
 async fn put(daemon: &Daemon, body: serde_json::Value) {
     let answer = daemon.put_contact(CONTACT, &body).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
@@ -91,30 +107,13 @@ async fn under_overwrite_ours_is_written_over_a_persons_edit<C: Crm>() {
 }
 
 async fn under_crm_wins_a_persons_edit_stays_and_reaches_the_unified_record<C: Crm>() {
-    let world = World::<C>::with_connection_keys("on_conflict = \"crm_wins\"").await;
-    world
-        .crm
-        .edit_as_person(&world.source_id, &[("first_name", "Anne")]);
-    let daemon = world.setup.serve();
-    put(
-        &daemon,
-        json!({"email": ANN_EMAIL, "first_name": "Ours", "city": "Porto"}),
-    )
-    .await;
+    let (world, daemon) = person_and_edit_collide::<C>("crm_wins").await;
     let synced = daemon.wait_synced(CONTACT).await;
     assert_eq!(synced["first_name"], "Anne", "the person's value wins");
     assert_eq!(synced["city"], "Porto", "the other field goes through");
     assert_eq!(world.crm_value("first_name").as_deref(), Some("Anne"));
     assert_eq!(world.crm_value("city").as_deref(), Some("Porto"));
-    let metrics = daemon
-        .client
-        .get(daemon.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = daemon.metrics().await;
     assert!(
         metrics.contains(&format!(
             "unisync_conflicts_total{{connection=\"{}\",policy=\"crm_wins\"}} 1",
@@ -174,19 +173,10 @@ async fn an_edit_of_a_merged_record_follows_it_to_the_record_that_remains<C: Crm
     assert_eq!(sync["attempts"], 0, "{sync}");
 }
 
-/// Under `hold`: a person renamed Ann "Anne" in the CRM, the edit renames her "Ours" and moves
-/// her to Porto. Answers the world, the daemon and the conflict letter once the city landed.
+/// [`person_and_edit_collide`] under `hold`: answers the world, the daemon and the conflict
+/// letter once the city landed.
 async fn held_conflict<C: Crm>() -> (World<C>, Daemon, serde_json::Value) {
-    let world = World::<C>::with_connection_keys("on_conflict = \"hold\"").await;
-    world
-        .crm
-        .edit_as_person(&world.source_id, &[("first_name", "Anne")]);
-    let daemon = world.setup.serve();
-    put(
-        &daemon,
-        json!({"email": ANN_EMAIL, "first_name": "Ours", "city": "Porto"}),
-    )
-    .await;
+    let (world, daemon) = person_and_edit_collide::<C>("hold").await;
     let sync = daemon.wait_dead_letter(CONTACT).await;
     crate::harness::wait_for("the city to land", || async {
         (world.crm_value("city").as_deref() == Some("Porto")).then_some(())

@@ -224,6 +224,12 @@ impl Daemon {
             .await
     }
 
+    /// `/metrics`' text.
+    pub async fn metrics(&self) -> String {
+        let response = self.client.get(self.url("/metrics")).send().await;
+        response.expect("request to unisync").text().await.unwrap()
+    }
+
     /// `/readyz`'s body.
     pub async fn readiness(&self) -> Value {
         self.send(self.client.get(self.url("/readyz"))).await.body

@@ -347,15 +347,7 @@ async fn health_and_readiness_answer<C: Crm>() {
     let ready = daemon.send(daemon.client.get(daemon.url("/readyz"))).await;
     assert_eq!(ready.status, 200);
     assert_eq!(ready.body["connections"][world.system()]["state"], "ok");
-    let metrics = daemon
-        .client
-        .get(daemon.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = daemon.metrics().await;
     let queue_ready = format!("unisync_queue_ready{{connection=\"{}\"}} 0", world.system());
     assert!(metrics.contains(&queue_ready), "{metrics}");
 }
