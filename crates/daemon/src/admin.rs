@@ -56,7 +56,7 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiEr
             )
         })
         .collect();
-    let mut status = ops::status(&state.store, &names, &in_flight)?;
+    let mut status = ops::status(&state.store, &names, &in_flight).await?;
     let pauses: serde_json::Map<String, Value> = state
         .connections
         .iter()
@@ -80,7 +80,7 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiEr
 }
 
 async fn list(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(ops::list_dead_letters(&state.store)?))
+    Ok(Json(ops::list_dead_letters(&state.store).await?))
 }
 
 async fn show(
@@ -89,7 +89,8 @@ async fn show(
 ) -> Result<Json<Value>, ApiError> {
     let letter = state
         .store
-        .dead_letter_by_id(&id)?
+        .dead_letter_by_id(&id)
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("no dead letter `{id}`")))?;
     Ok(Json(ops::dead_letter_json(&letter)))
 }
@@ -117,7 +118,7 @@ async fn retry(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let replay = settled(state.store.replay_dead_letter(&id), &id)?;
+    let replay = settled(state.store.replay_dead_letter(&id).await, &id)?;
     state.store.flush().await?;
     let attempts = [ReplayAttempt {
         letter_id: id,
@@ -128,7 +129,7 @@ async fn retry(
 }
 
 async fn retry_all(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
-    let attempts = state.store.replay_all_dead_letters()?;
+    let attempts = state.store.replay_all_dead_letters().await?;
     state.store.flush().await?;
     wake(&state.connections, &attempts);
     Ok(Json(ops::replay_json(&attempts)))
@@ -138,32 +139,33 @@ async fn drop_letter(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let letter = settled(state.store.drop_dead_letter(&id), &id)?;
+    let letter = settled(state.store.drop_dead_letter(&id).await, &id)?;
     state.store.flush().await?;
     Ok(Json(json!({"dropped": [letter.id]})))
 }
 
-async fn import_contacts(state: State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
-    import(state, body, |state, lines| {
-        ops::import_contacts(&state.store, &state.connections, lines)
-    })
-    .await
-}
-
-async fn import_customers(state: State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
-    import(state, body, |state, lines| {
-        ops::import_customers(&state.store, lines)
-    })
-    .await
-}
-
-/// Registers the JSONL body with `run`, durably, and answers its report.
-async fn import(
+async fn import_contacts(
     State(state): State<Arc<AppState>>,
     body: Bytes,
-    run: impl Fn(&AppState, &[u8]) -> Result<ops::ImportReport, StoreError>,
 ) -> Result<Response, ApiError> {
-    let report = run(&state, body.as_ref())?;
+    let report = ops::import_contacts(&state.store, &state.connections, body.as_ref()).await;
+    imported(&state, report).await
+}
+
+async fn import_customers(
+    State(state): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let report = ops::import_customers(&state.store, body.as_ref()).await;
+    imported(&state, report).await
+}
+
+/// Answers an import's report once what it registered is durable.
+async fn imported(
+    state: &AppState,
+    report: Result<ops::ImportReport, StoreError>,
+) -> Result<Response, ApiError> {
+    let report = report?;
     state.store.flush().await?;
     Ok((StatusCode::OK, Json(json!(report))).into_response())
 }

@@ -155,13 +155,14 @@ async fn get_contact(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let entry = load(&state.store, &id)?;
+    let entry = load(&state.store, &id).await?;
     Ok(Json(json!({"data": entry.contact})).into_response())
 }
 
-fn load(store: &Store, id: &str) -> Result<ContactEntry, ApiError> {
+async fn load(store: &Store, id: &str) -> Result<ContactEntry, ApiError> {
     store
-        .contact(id)?
+        .contact(id)
+        .await?
         .ok_or_else(|| ApiError::not_found(format!("no unified contact with id `{id}`")))
 }
 
@@ -205,11 +206,11 @@ async fn put_contact(
             format!("malformed JSON: {err}"),
         )
     })?;
-    let entry = load(&state.store, &id)?;
-    let edit = check_edit(&state.store, &state.connections, &entry.contact, &body)?;
+    let entry = load(&state.store, &id).await?;
+    let edit = check_edit(&state.store, &state.connections, &entry.contact, &body).await?;
     let connection = edit.connection;
     let patch = edit.patch;
-    let accepted = state.store.accept(&id, &patch, connection.name())?;
+    let accepted = state.store.accept(&id, &patch, connection.name()).await?;
     state.store.flush().await?;
     if accepted.queued {
         connection.wake.notify_one();
@@ -221,7 +222,7 @@ async fn get_sync(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let entry = load(&state.store, &id)?;
+    let entry = load(&state.store, &id).await?;
     let sync = &entry.sync;
     let mut pending_fields: Vec<&str> = [&sync.pending, &sync.in_flight]
         .into_iter()
@@ -310,7 +311,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let store_failure = state.store.failure();
     let store = if store_failure.is_some() {
         "failed"
-    } else if state.store.next_ready_at("").is_ok() {
+    } else if state.store.next_ready_at("").await.is_ok() {
         "open"
     } else {
         "unavailable"
@@ -334,7 +335,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
-    match metrics::render(&state.store, &state.connections) {
+    match metrics::render(&state.store, &state.connections).await {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
         Err(error) => ApiError::from(error).into_response(),
     }
@@ -356,7 +357,7 @@ mod tests {
         let store = Store::open(&dir.path().join("db"), 8).unwrap();
         let mut contact = UnifiedContact::new("c1", "hubspot", "1");
         contact.city = Some("Lisbon".into());
-        store.upsert_contact("crm", contact).unwrap();
+        store.upsert_contact("crm", contact).await.unwrap();
         let edit = |pairs: &[(ContactField, Option<&str>)]| -> ContactPatch {
             pairs
                 .iter()
@@ -367,20 +368,21 @@ mod tests {
             (ContactField::City, Some("Faro")),
             (ContactField::Zip, Some("8000")),
         ]);
-        store.accept("c1", &city_and_zip, "crm").unwrap();
-        store.claim("crm", now_ms(), 10).unwrap();
+        store.accept("c1", &city_and_zip, "crm").await.unwrap();
+        store.claim("crm", now_ms(), 10).await.unwrap();
         let conflict = FieldConflict {
             base: Some("Lisbon".into()),
             crm: Some("Porto".into()),
             ours: Some("Faro".into()),
         };
         let conflicts: BTreeMap<_, _> = [(ContactField::City, conflict)].into();
-        let held = store.hold_conflicts("c1", &conflicts).unwrap();
+        let held = store.hold_conflicts("c1", &conflicts).await.unwrap();
         store
             .accept("c1", &edit(&[(ContactField::Phone, None)]), "crm")
+            .await
             .unwrap();
 
-        let fields = field_states(&store.contact("c1").unwrap().unwrap());
+        let fields = field_states(&store.contact("c1").await.unwrap().unwrap());
         assert_eq!(
             fields["city"],
             json!({"base": "Lisbon", "last_conflict": {
@@ -411,6 +413,7 @@ mod tests {
         let connections = Arc::new(Connections::build(settings, &store).unwrap());
         store
             .upsert_contact("crm", UnifiedContact::new("c1", "hubspot", "1"))
+            .await
             .unwrap();
         let state = Arc::new(AppState {
             store: store.clone(),

@@ -68,7 +68,8 @@ pub async fn backfill(
     })?;
     let settings = config.connections().map_err(|e| e.to_string())?;
     let connections = Arc::new(Connections::build(settings, &store)?);
-    crate::serve::recover_in_flight(&store, &connections, config.dispatch.recovery_grace_ms)?;
+    crate::serve::recover_in_flight(&store, &connections, config.dispatch.recovery_grace_ms)
+        .await?;
     let started = Instant::now();
     let started_ms = now_ms();
     let mut report = BackfillReport {
@@ -82,7 +83,7 @@ pub async fn backfill(
         }
         report.lines += 1;
         let number = index as u64 + 1;
-        match accept_line(&store, &connections, line, options.dry_run) {
+        match accept_line(&store, &connections, line, options.dry_run).await {
             Ok(LineOutcome::Accepted(contact_id)) => {
                 report.accepted += 1;
                 touched.insert(contact_id);
@@ -110,7 +111,7 @@ pub async fn backfill(
     report.push_ms = pushing.elapsed().as_millis() as u64;
     store.flush().await.map_err(|e| e.to_string())?;
 
-    for letter in store.dead_letters().map_err(|e| e.to_string())? {
+    for letter in store.dead_letters().await.map_err(|e| e.to_string())? {
         if letter.failed_at >= started_ms && touched.contains(&letter.contact_id) {
             report
                 .dead_letters
@@ -172,7 +173,7 @@ impl From<StoreError> for LineRejected {
     }
 }
 
-fn accept_line(
+async fn accept_line(
     store: &Store,
     connections: &Connections,
     line: &[u8],
@@ -193,30 +194,32 @@ fn accept_line(
         Some(_) => return Err("`edit_id` must be a string".into()),
     };
     if let Some(edit_id) = &edit_id
-        && store.edit_seen(edit_id)?
+        && store.edit_seen(edit_id).await?
     {
         return Ok(LineOutcome::Duplicate);
     }
     let entry = store
-        .contact(&contact_id)?
+        .contact(&contact_id)
+        .await?
         .ok_or_else(|| format!("no unified contact with id `{contact_id}`"))?;
-    let edit =
-        check_edit(store, connections, &entry.contact, &body).map_err(
-            |rejected| match rejected {
-                EditRejected::Invalid(violations) => LineRejected::Invalid(
-                    violations
-                        .iter()
-                        .map(|v| format!("{}: {}", v.field, v.message))
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                ),
-                EditRejected::Store(error) => error.into(),
-            },
-        )?;
+    let edit = check_edit(store, connections, &entry.contact, &body)
+        .await
+        .map_err(|rejected| match rejected {
+            EditRejected::Invalid(violations) => LineRejected::Invalid(
+                violations
+                    .iter()
+                    .map(|v| format!("{}: {}", v.field, v.message))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+            EditRejected::Store(error) => error.into(),
+        })?;
     if !dry_run {
-        store.accept(&contact_id, &edit.patch, edit.connection.name())?;
+        store
+            .accept(&contact_id, &edit.patch, edit.connection.name())
+            .await?;
         if let Some(edit_id) = &edit_id {
-            store.remember_edit(edit_id)?;
+            store.remember_edit(edit_id).await?;
         }
     }
     Ok(LineOutcome::Accepted(contact_id))
@@ -241,7 +244,7 @@ async fn wait_until_settled(
         let mut parked = BTreeSet::new();
         let mut settled = Vec::new();
         for id in &remaining {
-            let Some(entry) = store.contact(id).map_err(|e| e.to_string())? else {
+            let Some(entry) = store.contact(id).await.map_err(|e| e.to_string())? else {
                 settled.push(id.clone());
                 continue;
             };

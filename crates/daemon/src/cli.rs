@@ -210,17 +210,17 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             let settings = config
                 .connections()
                 .map_err(|e| Failure::usage(e.to_string()))?;
-            import(&config, &file, "contacts", |store, lines| {
+            import(&config, &file, "contacts", async |store, lines| {
                 // Each line is routed, and its id normalised, as the daemon would.
                 let connections =
                     Connections::build(settings.clone(), store).map_err(Failure::usage)?;
-                Ok(ops::import_contacts(store, &connections, lines)?)
+                Ok(ops::import_contacts(store, &connections, lines).await?)
             })
             .await
         }
         Command::Customers(CustomersCommand::Import { file }) => {
-            import(&config, &file, "customers", |store, lines| {
-                Ok(ops::import_customers(store, lines)?)
+            import(&config, &file, "customers", async |store, lines| {
+                Ok(ops::import_customers(store, lines).await?)
             })
             .await
         }
@@ -231,7 +231,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             let names: Vec<String> = config.connections.keys().cloned().collect();
             with_store(
                 &config,
-                |store| ops::status(store, &names, &store.in_flight_counts()?),
+                async |store| ops::status(store, &names, &store.in_flight_counts().await?).await,
                 ("GET", "status"),
             )
             .await
@@ -258,7 +258,7 @@ fn open_store(config: &Config) -> Result<Store, StoreError> {
 /// API (`method`, path under `/api/v1/admin/`).
 async fn with_store<E: Into<Failure>>(
     config: &Config,
-    local: impl FnOnce(&Store) -> Result<Value, E>,
+    local: impl AsyncFnOnce(&Store) -> Result<Value, E>,
     remote: (&str, &str),
 ) -> Result<Value, Failure> {
     with_store_body(config, local, remote, None).await
@@ -266,13 +266,13 @@ async fn with_store<E: Into<Failure>>(
 
 async fn with_store_body<E: Into<Failure>>(
     config: &Config,
-    local: impl FnOnce(&Store) -> Result<Value, E>,
+    local: impl AsyncFnOnce(&Store) -> Result<Value, E>,
     (method, path): (&str, &str),
     body: Option<Vec<u8>>,
 ) -> Result<Value, Failure> {
     match open_store(config) {
         Ok(store) => {
-            let value = local(&store).map_err(Into::into)?;
+            let value = local(&store).await.map_err(Into::into)?;
             store
                 .flush()
                 .await
@@ -340,12 +340,16 @@ async fn import(
     config: &Config,
     file: &str,
     what: &str,
-    run: impl Fn(&Store, &[u8]) -> Result<ops::ImportReport, Failure>,
+    run: impl AsyncFn(&Store, &[u8]) -> Result<ops::ImportReport, Failure>,
 ) -> Result<u8, Failure> {
     let bytes = read_input(file)?;
     let value = with_store_body(
         config,
-        |store| run(store, bytes.as_slice()).map(|report| serde_json::json!(report)),
+        async |store| {
+            run(store, bytes.as_slice())
+                .await
+                .map(|report| serde_json::json!(report))
+        },
         ("POST", what),
         Some(bytes.clone()),
     )
@@ -464,7 +468,7 @@ async fn dead_letters(config: &Config, command: DeadLettersCommand) -> Result<u8
             let path = format!("dead-letters/{id}");
             with_store(
                 config,
-                |store| match store.dead_letter_by_id(&id)? {
+                async |store| match store.dead_letter_by_id(&id).await? {
                     Some(letter) => Ok(ops::dead_letter_json(&letter)),
                     None => Err(StoreError::UnknownDeadLetter(id.clone())),
                 },
@@ -476,8 +480,8 @@ async fn dead_letters(config: &Config, command: DeadLettersCommand) -> Result<u8
             let path = format!("dead-letters/{id}/retry");
             with_store(
                 config,
-                |store| {
-                    let replay = store.replay_dead_letter(&id)?;
+                async |store| {
+                    let replay = store.replay_dead_letter(&id).await?;
                     Ok::<_, StoreError>(ops::replay_json(&[ReplayAttempt {
                         letter_id: id.clone(),
                         outcome: Ok(replay),
@@ -493,7 +497,9 @@ async fn dead_letters(config: &Config, command: DeadLettersCommand) -> Result<u8
         } => {
             with_store(
                 config,
-                |store| Ok::<_, StoreError>(ops::replay_json(&store.replay_all_dead_letters()?)),
+                async |store| {
+                    Ok::<_, StoreError>(ops::replay_json(&store.replay_all_dead_letters().await?))
+                },
                 ("POST", "dead-letters/retry-all"),
             )
             .await?
@@ -508,9 +514,10 @@ async fn dead_letters(config: &Config, command: DeadLettersCommand) -> Result<u8
             let path = format!("dead-letters/{id}");
             with_store(
                 config,
-                |store| {
+                async |store| {
                     store
                         .drop_dead_letter(&id)
+                        .await
                         .map(|l| serde_json::json!({"dropped": [l.id]}))
                 },
                 ("DELETE", &path),
@@ -580,7 +587,7 @@ async fn warn_of_unconfigured_connections(config: &Config) {
     let names: Vec<String> = config.connections.keys().cloned().collect();
     let status = with_store(
         config,
-        |store| ops::status(store, &names, &store.in_flight_counts()?),
+        async |store| ops::status(store, &names, &store.in_flight_counts().await?).await,
         ("GET", "status"),
     )
     .await;

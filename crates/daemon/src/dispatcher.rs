@@ -112,8 +112,8 @@ async fn run(store: Store, connection: Arc<Connection>, mut shutdown: watch::Rec
             _ = connection.adapter.wait_for_capacity() => {}
             _ = shutdown.changed() => continue,
         }
-        if let Some(bulk_size) = bulk::bulk_size(&store, &connection) {
-            let claimed = match store.claim(connection.name(), now_ms(), bulk_size) {
+        if let Some(bulk_size) = bulk::bulk_size(&store, &connection).await {
+            let claimed = match store.claim(connection.name(), now_ms(), bulk_size).await {
                 Ok(claimed) => claimed,
                 Err(error) => {
                     tracing::error!(connection = connection.name(), %error, "claiming from the queue failed");
@@ -127,7 +127,7 @@ async fn run(store: Store, connection: Arc<Connection>, mut shutdown: watch::Rec
             });
             continue;
         }
-        if let Some(wait) = linger_wait(&store, &connection, batch_size) {
+        if let Some(wait) = linger_wait(&store, &connection, batch_size).await {
             drop(permit);
             tokio::select! {
                 _ = connection.wake.notified() => {}
@@ -136,7 +136,7 @@ async fn run(store: Store, connection: Arc<Connection>, mut shutdown: watch::Rec
             }
             continue;
         }
-        let claimed = match store.claim(connection.name(), now_ms(), batch_size) {
+        let claimed = match store.claim(connection.name(), now_ms(), batch_size).await {
             Ok(claimed) => claimed,
             Err(error) => {
                 tracing::error!(connection = connection.name(), %error, "claiming from the queue failed");
@@ -146,7 +146,7 @@ async fn run(store: Store, connection: Arc<Connection>, mut shutdown: watch::Rec
         };
         if claimed.is_empty() {
             drop(permit);
-            let wait = match store.next_ready_at(connection.name()) {
+            let wait = match store.next_ready_at(connection.name()).await {
                 Ok(Some(at)) => Duration::from_millis(at.saturating_sub(now_ms())).min(IDLE_POLL),
                 _ => IDLE_POLL,
             };
@@ -204,7 +204,11 @@ async fn resume_bulk_jobs(store: &Store, connection: &Arc<Connection>, pushes: &
 /// How much longer to wait before claiming, so that the batch fills: while fewer edits than
 /// a full batch are ready and the longest-waiting of them has waited less than the linger.
 /// `None`: claim now.
-fn linger_wait(store: &Store, connection: &Connection, batch_size: usize) -> Option<Duration> {
+async fn linger_wait(
+    store: &Store,
+    connection: &Connection,
+    batch_size: usize,
+) -> Option<Duration> {
     let linger = connection.linger().as_millis() as u64;
     if linger == 0 {
         return None;
@@ -212,6 +216,7 @@ fn linger_wait(store: &Store, connection: &Connection, batch_size: usize) -> Opt
     let now = now_ms();
     let (ready, oldest) = store
         .ready_window(connection.name(), now, batch_size)
+        .await
         .ok()?;
     let due = oldest? + linger;
     (ready < batch_size && due > now).then(|| Duration::from_millis(due - now))
@@ -233,7 +238,7 @@ async fn probe(
         .await
         .expect("semaphore is never closed");
     connection.adapter.wait_for_capacity().await;
-    match store.claim(connection.name(), now_ms(), PROBE_BATCH) {
+    match store.claim(connection.name(), now_ms(), PROBE_BATCH).await {
         Ok(claimed) if claimed.is_empty() => {
             // Nothing to probe with: the pause stands until an edit arrives.
             tokio::time::timeout(IDLE_POLL, connection.wake.notified())
@@ -280,9 +285,13 @@ async fn push_supervised(store: &Store, connection: &Arc<Connection>, claimed: V
     for id in ids {
         let still_in_flight = store
             .contact(&id)
+            .await
             .map(|entry| entry.is_some_and(|entry| entry.sync.in_flight.is_some()));
         let outcome = match still_in_flight {
-            Ok(true) => store.retry_later(&id, retry_at, true, &error).map(drop),
+            Ok(true) => store
+                .retry_later(&id, retry_at, true, &error)
+                .await
+                .map(drop),
             Ok(false) => Ok(()),
             Err(error) => Err(error),
         };
@@ -340,22 +349,26 @@ fn with_crm_values(
 /// Prepares every claimed edit for the CRM; an edit the CRM holds entirely already is
 /// confirmed at once, without a call, and one that cannot be prepared is reconciled as its
 /// error says. Answers what is left to send.
-fn prepare_all(store: &Store, connection: &Connection, claimed: Vec<ClaimedEdit>) -> Vec<Outgoing> {
+async fn prepare_all(
+    store: &Store,
+    connection: &Connection,
+    claimed: Vec<ClaimedEdit>,
+) -> Vec<Outgoing> {
     let metrics = &connection.metrics;
     let mut outgoing = Vec::with_capacity(claimed.len());
     for edit in claimed {
-        match prepare(store, connection.adapter.as_ref(), &edit) {
+        match prepare(store, connection.adapter.as_ref(), &edit).await {
             Ok(prepared) => {
                 ConnectionMetrics::add(&metrics.fields_unchanged, prepared.unchanged.len() as u64);
                 if prepared.is_no_op() {
                     ConnectionMetrics::add(&metrics.edits_unchanged, 1);
                     let result = prepared.with_unchanged(Ok(ConfirmedContact::default()));
-                    reconcile(store, connection, &prepared.edit, None, result);
+                    reconcile(store, connection, &prepared.edit, None, result).await;
                 } else {
                     outgoing.push(prepared);
                 }
             }
-            Err(error) => reconcile(store, connection, &edit, None, Err(error)),
+            Err(error) => reconcile(store, connection, &edit, None, Err(error)).await,
         }
     }
     outgoing
@@ -363,7 +376,7 @@ fn prepare_all(store: &Store, connection: &Connection, claimed: Vec<ClaimedEdit>
 
 async fn push_batch(store: &Store, connection: &Connection, claimed: Vec<ClaimedEdit>) {
     let metrics = &connection.metrics;
-    let mut outgoing = prepare_all(store, connection, claimed);
+    let mut outgoing = prepare_all(store, connection, claimed).await;
     if connection.settings.on_conflict.reads_first() && !outgoing.is_empty() {
         outgoing = keep_what_people_changed(store, connection, outgoing).await;
     }
@@ -383,7 +396,7 @@ async fn push_batch(store: &Store, connection: &Connection, claimed: Vec<Claimed
                 Ok(ConditionalPush::Landed(confirmed)) => vec![Ok(confirmed)],
                 Ok(ConditionalPush::ModifiedSince) => {
                     drop(in_flight);
-                    read_again(store, connection, &outgoing[0].edit);
+                    read_again(store, connection, &outgoing[0].edit).await;
                     return;
                 }
                 Err(error) => vec![Err(error)],
@@ -416,7 +429,8 @@ async fn push_batch(store: &Store, connection: &Connection, claimed: Vec<Claimed
             &prepared.edit,
             prepared.link_change,
             result,
-        );
+        )
+        .await;
     }
     connection.wake.notify_one();
 }
@@ -435,13 +449,16 @@ fn conditional_version<'a>(connection: &Connection, outgoing: &'a [Outgoing]) ->
 /// A person changed the record between the read and the conditional write, which wrote
 /// nothing: the edit goes back to the queue at once, without losing an attempt, and its next
 /// push reads the record again.
-fn read_again(store: &Store, connection: &Connection, edit: &ClaimedEdit) {
+async fn read_again(store: &Store, connection: &Connection, edit: &ClaimedEdit) {
     ConnectionMetrics::add(&connection.metrics.modified_since_read, 1);
     let error = AdapterError::retryable(
         "MODIFIED_SINCE_READ",
         "the record changed between the conflict check's read and the write; read again",
     );
-    if let Err(error) = store.retry_later(&edit.contact_id, now_ms(), false, &error) {
+    if let Err(error) = store
+        .retry_later(&edit.contact_id, now_ms(), false, &error)
+        .await
+    {
         tracing::error!(connection = connection.name(), contact = %edit.contact_id, %error, "re-queuing an edit to read its record again failed");
     }
     connection.wake.notify_one();
@@ -470,12 +487,12 @@ impl Drop for InFlight<'_> {
 /// Turns a claimed edit into a push item: fields the CRM holds already (by the adapter's
 /// rules, against the contact's base) are taken out, and the customer link is resolved to
 /// the CRM's id.
-fn prepare(
+async fn prepare(
     store: &Store,
     adapter: &dyn SourceAdapter,
     edit: &ClaimedEdit,
 ) -> Result<Outgoing, AdapterError> {
-    let base = match store.contact(&edit.contact_id) {
+    let base = match store.contact(&edit.contact_id).await {
         Ok(entry) => entry.map(|entry| entry.base).unwrap_or_default(),
         Err(error) => return Err(AdapterError::retryable("STORE", error.to_string())),
     };
@@ -484,7 +501,7 @@ fn prepare(
     let (customer, link_change) = match patch.take(ContactField::UnifiedCustomerId) {
         None => (CustomerLink::Unchanged, None),
         Some(None) => (CustomerLink::Unlink { previous }, Some(None)),
-        Some(Some(customer_id)) => match store.customer(&customer_id) {
+        Some(Some(customer_id)) => match store.customer(&customer_id).await {
             Ok(Some(customer)) => (
                 CustomerLink::Link {
                     id: customer.source_id.clone(),
@@ -544,7 +561,7 @@ async fn keep_what_people_changed(
         Err(error) => {
             // The read failed as a push would have: its class decides for every edit.
             for prepared in &outgoing {
-                reconcile(store, connection, &prepared.edit, None, Err(error.clone()));
+                reconcile(store, connection, &prepared.edit, None, Err(error.clone())).await;
             }
             return Vec::new();
         }
@@ -557,7 +574,7 @@ async fn keep_what_people_changed(
             prepared.version = record.crm_version.clone();
             let conflicts = find_conflicts(&prepared.item.patch, &prepared.base, values, same);
             if !conflicts.is_empty()
-                && !settle_conflicts(store, connection, &mut prepared, conflicts)
+                && !settle_conflicts(store, connection, &mut prepared, conflicts).await
             {
                 continue;
             }
@@ -566,7 +583,7 @@ async fn keep_what_people_changed(
         }
         if prepared.is_no_op() {
             let result = prepared.with_unchanged(Ok(ConfirmedContact::default()));
-            reconcile(store, connection, &prepared.edit, None, result);
+            reconcile(store, connection, &prepared.edit, None, result).await;
         } else {
             to_push.push(prepared);
         }
@@ -578,7 +595,7 @@ async fn keep_what_people_changed(
 /// the push, and either the CRM's value goes into the unified record (`crm_wins`) or they
 /// wait in a conflict letter for an operator (`hold`). Answers whether anything of the edit
 /// is still in flight.
-fn settle_conflicts(
+async fn settle_conflicts(
     store: &Store,
     connection: &Connection,
     prepared: &mut Outgoing,
@@ -603,12 +620,12 @@ fn settle_conflicts(
         }
         return true;
     }
-    match store.hold_conflicts(id, &conflicts) {
+    match store.hold_conflicts(id, &conflicts).await {
         Ok(held) => held.in_flight_left,
         Err(error) => {
             tracing::error!(connection = connection.name(), contact = %id, %error, "holding a conflict failed; the edit goes back to the queue");
             let error = AdapterError::retryable("STORE", error.to_string());
-            reconcile(store, connection, &prepared.edit, None, Err(error));
+            reconcile(store, connection, &prepared.edit, None, Err(error)).await;
             false
         }
     }
@@ -616,14 +633,14 @@ fn settle_conflicts(
 
 /// The CRM merged the contact's record into `survivor`: the contact follows it and its edit
 /// goes there next, unless the survivor is another contact's record (a dead letter then).
-fn follow_merge(
+async fn follow_merge(
     store: &Store,
     connection: &Connection,
     id: &str,
     survivor: &str,
     error: &AdapterError,
 ) -> Result<(), StoreError> {
-    match store.repoint(id, survivor, error)? {
+    match store.repoint(id, survivor, error).await? {
         MergeOutcome::Followed => {
             ConnectionMetrics::add(&connection.metrics.merges_followed, 1);
             tracing::info!(connection = connection.name(), contact = %id, %survivor, "the CRM merged the contact's record; following it to the record that remains");
@@ -638,7 +655,7 @@ fn follow_merge(
 }
 
 /// Records one item's outcome: confirmed, back to the queue, or a dead letter.
-fn reconcile(
+async fn reconcile(
     store: &Store,
     connection: &Connection,
     edit: &ClaimedEdit,
@@ -653,7 +670,7 @@ fn reconcile(
             ConnectionMetrics::add(&metrics.pushed_ok, 1);
             metrics.recent.landed();
             match &confirmed.link_error {
-                None => store.complete(id, &confirmed, link_change),
+                None => store.complete(id, &confirmed, link_change).await,
                 Some(error) => {
                     // The fields landed: they are confirmed, and only the link goes on. A
                     // push that carried the link alone keeps the edit's attempts.
@@ -675,13 +692,14 @@ fn reconcile(
                     };
                     store
                         .complete_except_link(id, &confirmed, failure)
+                        .await
                         .map(drop)
                 }
             }
         }
         Err(error) => match &error.kind {
             ErrorKind::RecordMerged { survivor } => {
-                follow_merge(store, connection, id, survivor, &error)
+                follow_merge(store, connection, id, survivor, &error).await
             }
             _ => match decide(connection, id, edit.attempts, &error) {
                 Decision::RetryAt {
@@ -689,10 +707,12 @@ fn reconcile(
                     count_attempt,
                 } => store
                     .retry_later(id, not_before, count_attempt, &error)
+                    .await
                     .map(drop),
-                Decision::DeadLetter { retries_exhausted } => {
-                    store.dead_letter(id, &error, retries_exhausted).map(drop)
-                }
+                Decision::DeadLetter { retries_exhausted } => store
+                    .dead_letter(id, &error, retries_exhausted)
+                    .await
+                    .map(drop),
             },
         },
     };

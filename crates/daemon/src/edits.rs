@@ -28,7 +28,7 @@ impl From<StoreError> for EditRejected {
 }
 
 /// Checks an update body for `contact`. Nothing is written.
-pub fn check_edit(
+pub async fn check_edit(
     store: &Store,
     connections: &Connections,
     contact: &UnifiedContact,
@@ -44,7 +44,7 @@ pub fn check_edit(
     })?;
     let mut violations = connection.adapter.validate(&patch);
     if let Some(Some(customer_id)) = patch.change(ContactField::UnifiedCustomerId) {
-        match store.customer(customer_id)? {
+        match store.customer(customer_id).await? {
             None => violations.push(FieldViolation::new(
                 "unified_customer_id",
                 "unknown_customer",

@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 use crate::connections::Connections;
 use crate::store::{Store, StoreError, now_ms};
 
-pub fn render(store: &Store, connections: &Connections) -> Result<String, StoreError> {
-    let counts = store.counts(now_ms())?;
+pub async fn render(store: &Store, connections: &Connections) -> Result<String, StoreError> {
+    let counts = store.counts(now_ms()).await?;
     let mut out = String::new();
     let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, f64)>| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");

@@ -33,95 +33,113 @@ pub struct LineError {
 /// line is reported with its number and the import goes on: one that cannot be routed, whose
 /// source id the CRM could not have issued, or whose connection's record is already another
 /// unified contact.
-pub fn import_contacts(
+pub async fn import_contacts(
     store: &Store,
     connections: &Connections,
     input: impl BufRead,
 ) -> Result<ImportReport, StoreError> {
-    import_lines(input, |mut contact: UnifiedContact| {
-        for (key, value) in [
-            ("id", &contact.id),
-            ("source_system", &contact.source_system),
-            ("source_id", &contact.source_id),
-        ] {
-            if value.trim().is_empty() {
-                return Ok(Err(format!("`{key}` must not be empty")));
-            }
-        }
-        let connection = match connections.route(&contact) {
-            Ok(connection) => connection,
-            Err(reason) => return Ok(Err(reason)),
-        };
-        contact.source_id = match connection.adapter.normalize_source_id(&contact.source_id) {
-            Ok(source_id) => source_id,
-            Err(reason) => {
-                return Ok(Err(format!("source_id `{}`: {reason}", contact.source_id)));
-            }
-        };
-        let id = contact.id.clone();
-        match store.upsert_contact(connection.name(), contact) {
-            Ok(()) => Ok(Ok(())),
-            Err(error @ StoreError::SourceIdTaken { .. }) => {
-                Ok(Err(format!("{error}; this line is `{id}`")))
-            }
-            Err(error) => Err(error),
-        }
-    })
-}
-
-/// Registers unified customers from JSONL, upserting by `id`.
-pub fn import_customers(store: &Store, input: impl BufRead) -> Result<ImportReport, StoreError> {
-    import_lines(input, |customer: Customer| {
-        if customer.id.trim().is_empty() || customer.source_id.trim().is_empty() {
-            return Ok(Err("`id` and `source_id` must not be empty".to_string()));
-        }
-        store.upsert_customer(&customer).map(Ok)
-    })
-}
-
-fn import_lines<T: DeserializeOwned>(
-    input: impl BufRead,
-    mut register: impl FnMut(T) -> Result<Result<(), String>, StoreError>,
-) -> Result<ImportReport, StoreError> {
     let mut report = ImportReport::default();
-    for (index, line) in input.lines().enumerate() {
-        let number = index as u64 + 1;
-        let line = match line {
-            Ok(line) => line,
-            Err(err) => {
-                report.failed.push(LineError {
-                    line: number,
-                    message: err.to_string(),
-                });
-                continue;
-            }
+    for (line, contact) in parse_lines(input) {
+        let outcome = match contact {
+            Ok(contact) => import_contact(store, connections, contact).await?,
+            Err(message) => Err(message),
         };
-        if line.trim().is_empty() {
-            continue;
-        }
-        let outcome = match serde_json::from_str::<T>(&line) {
-            Ok(record) => register(record)?,
-            Err(err) => Err(err.to_string()),
-        };
-        match outcome {
-            Ok(()) => report.imported += 1,
-            Err(message) => report.failed.push(LineError {
-                line: number,
-                message,
-            }),
-        }
+        report.add(line, outcome);
     }
     Ok(report)
 }
 
+/// Registers one contact of an import; `Ok(Err(reason))` for a line refused.
+async fn import_contact(
+    store: &Store,
+    connections: &Connections,
+    mut contact: UnifiedContact,
+) -> Result<Result<(), String>, StoreError> {
+    for (key, value) in [
+        ("id", &contact.id),
+        ("source_system", &contact.source_system),
+        ("source_id", &contact.source_id),
+    ] {
+        if value.trim().is_empty() {
+            return Ok(Err(format!("`{key}` must not be empty")));
+        }
+    }
+    let connection = match connections.route(&contact) {
+        Ok(connection) => connection,
+        Err(reason) => return Ok(Err(reason)),
+    };
+    contact.source_id = match connection.adapter.normalize_source_id(&contact.source_id) {
+        Ok(source_id) => source_id,
+        Err(reason) => {
+            return Ok(Err(format!("source_id `{}`: {reason}", contact.source_id)));
+        }
+    };
+    let id = contact.id.clone();
+    match store.upsert_contact(connection.name(), contact).await {
+        Ok(()) => Ok(Ok(())),
+        Err(error @ StoreError::SourceIdTaken { .. }) => {
+            Ok(Err(format!("{error}; this line is `{id}`")))
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Registers unified customers from JSONL, upserting by `id`.
+pub async fn import_customers(
+    store: &Store,
+    input: impl BufRead,
+) -> Result<ImportReport, StoreError> {
+    let mut report = ImportReport::default();
+    for (line, customer) in parse_lines::<Customer>(input) {
+        let outcome = match customer {
+            Ok(customer)
+                if customer.id.trim().is_empty() || customer.source_id.trim().is_empty() =>
+            {
+                Err("`id` and `source_id` must not be empty".to_string())
+            }
+            Ok(customer) => store.upsert_customer(&customer).await.map(Ok)?,
+            Err(message) => Err(message),
+        };
+        report.add(line, outcome);
+    }
+    Ok(report)
+}
+
+impl ImportReport {
+    /// Counts line `line` as imported, or keeps why it was not.
+    fn add(&mut self, line: u64, outcome: Result<(), String>) {
+        match outcome {
+            Ok(()) => self.imported += 1,
+            Err(message) => self.failed.push(LineError { line, message }),
+        }
+    }
+}
+
+/// Each non-blank line of JSONL with its number, parsed, or why it could not be read.
+fn parse_lines<T: DeserializeOwned>(
+    input: impl BufRead,
+) -> impl Iterator<Item = (u64, Result<T, String>)> {
+    input.lines().enumerate().filter_map(|(index, line)| {
+        let number = index as u64 + 1;
+        match line {
+            Err(err) => Some((number, Err(err.to_string()))),
+            Ok(line) if line.trim().is_empty() => None,
+            Ok(line) => Some((
+                number,
+                serde_json::from_str::<T>(&line).map_err(|err| err.to_string()),
+            )),
+        }
+    })
+}
+
 /// Queue figures per connection: every configured one (zeros included), and any other the
 /// queue still names. `in_flight` gives each connection's edits in a push now.
-pub fn status(
+pub async fn status(
     store: &Store,
     configured: &[String],
     in_flight: &BTreeMap<String, u64>,
 ) -> Result<Value, StoreError> {
-    let mut counts = store.counts(now_ms())?;
+    let mut counts = store.counts(now_ms()).await?;
     for name in configured {
         counts.entry(name.clone()).or_default();
     }
@@ -180,8 +198,13 @@ pub fn dead_letter_json(letter: &DeadLetter) -> Value {
     json
 }
 
-pub fn list_dead_letters(store: &Store) -> Result<Value, StoreError> {
-    let letters: Vec<Value> = store.dead_letters()?.iter().map(dead_letter_json).collect();
+pub async fn list_dead_letters(store: &Store) -> Result<Value, StoreError> {
+    let letters: Vec<Value> = store
+        .dead_letters()
+        .await?
+        .iter()
+        .map(dead_letter_json)
+        .collect();
     Ok(json!({ "dead_letters": letters }))
 }
 

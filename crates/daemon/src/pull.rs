@@ -43,10 +43,12 @@ pub async fn pull_contacts(store: &Store, connection: &Connection) -> Result<Pul
             };
             let existing_id = store
                 .id_for_source(name, &source_id)
+                .await
                 .map_err(|e| e.to_string())?;
             let mut contact = match &existing_id {
                 Some(id) => store
                     .contact(id)
+                    .await
                     .map_err(|e| e.to_string())?
                     .map(|entry| entry.contact)
                     .unwrap_or_else(|| UnifiedContact::new(id, system, &source_id)),
@@ -64,7 +66,7 @@ pub async fn pull_contacts(store: &Store, connection: &Connection) -> Result<Pul
             contact.source_data_created_at =
                 source.created_at.clone().or(contact.source_data_created_at);
             contact.is_active = source.is_active;
-            match store.upsert_contact(name, contact) {
+            match store.upsert_contact(name, contact).await {
                 Ok(()) if existing_id.is_some() => report.updated += 1,
                 Ok(()) => report.registered += 1,
                 // Registered meanwhile by an import under another id: that one stands.

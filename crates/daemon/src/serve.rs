@@ -43,7 +43,7 @@ pub async fn serve(config: Config, sandbox: bool) -> Result<(), ServeError> {
     let store =
         Store::open(&config.storage.path, config.storage.cache_mib).map_err(|e| e.to_string())?;
     let connections = Arc::new(Connections::build(settings, &store)?);
-    recover_in_flight(&store, &connections, config.dispatch.recovery_grace_ms)?;
+    recover_in_flight(&store, &connections, config.dispatch.recovery_grace_ms).await?;
     if sandbox {
         for connection in connections.iter() {
             let report = pull_contacts(&store, connection).await?;
@@ -107,7 +107,7 @@ pub async fn serve(config: Config, sandbox: bool) -> Result<(), ServeError> {
 /// recovery grace (`dispatch.recovery_grace_ms`, which a connection may override), so the
 /// dead process's last requests settle first. An edit of a connection no longer configured
 /// waits `default_grace_ms`.
-pub fn recover_in_flight(
+pub async fn recover_in_flight(
     store: &Store,
     connections: &Connections,
     default_grace_ms: u64,
@@ -126,6 +126,7 @@ pub fn recover_in_flight(
             },
             |contact| held.contains(contact),
         )
+        .await
         .map_err(|e| e.to_string())?;
     if recovered > 0 {
         tracing::info!(

@@ -74,7 +74,7 @@ pub fn held_contacts(store: &Store) -> Result<HashSet<String>, StoreError> {
 /// How many edits a bulk job of this connection would take now, when its queue is deep
 /// enough for one: the adapter runs bulk jobs, the connection writes without reading first,
 /// and more than `bulk_threshold` edits are ready.
-pub fn bulk_size(store: &Store, connection: &Connection) -> Option<usize> {
+pub async fn bulk_size(store: &Store, connection: &Connection) -> Option<usize> {
     let max = connection.adapter.capabilities().max_bulk_items;
     if max == 0 || connection.settings.on_conflict.reads_first() {
         return None;
@@ -82,13 +82,14 @@ pub fn bulk_size(store: &Store, connection: &Connection) -> Option<usize> {
     let threshold = usize::try_from(connection.settings.dispatch.bulk_threshold).ok()?;
     let (ready, _) = store
         .ready_window(connection.name(), now_ms(), threshold.saturating_add(1))
+        .await
         .ok()?;
     (ready > threshold).then_some(max)
 }
 
 /// Sends the claimed edits as one bulk job and reconciles each edit once the job is done.
 pub async fn run(store: &Store, connection: &Connection, claimed: Vec<ClaimedEdit>) {
-    let outgoing = prepare_all(store, connection, claimed);
+    let outgoing = prepare_all(store, connection, claimed).await;
     if outgoing.is_empty() {
         return;
     }
@@ -99,7 +100,7 @@ pub async fn run(store: &Store, connection: &Connection, claimed: Vec<ClaimedEdi
         Ok(job_id) => job_id,
         Err(error) => {
             for prepared in &outgoing {
-                reconcile(store, connection, &prepared.edit, None, Err(error.clone()));
+                reconcile(store, connection, &prepared.edit, None, Err(error.clone())).await;
             }
             return;
         }
@@ -126,7 +127,7 @@ pub async fn run(store: &Store, connection: &Connection, claimed: Vec<ClaimedEdi
         tracing::error!(connection = connection.name(), job_id = %job.job_id, %error, "keeping the bulk job in the store failed; it is not run");
         let error = AdapterError::retryable("STORE", error.to_string());
         let results = vec![Err(error); job.edits.len()];
-        return settle(store, connection, &job, results);
+        return settle(store, connection, &job, results).await;
     }
     match connection.adapter.close_bulk_job(&job.job_id).await {
         Ok(()) => {}
@@ -135,7 +136,7 @@ pub async fn run(store: &Store, connection: &Connection, claimed: Vec<ClaimedEdi
         Err(error) => {
             // The job will never run: its edits go on as the error's class says.
             let results = vec![Err(error); job.edits.len()];
-            return settle(store, connection, &job, results);
+            return settle(store, connection, &job, results).await;
         }
     }
     follow(store, connection, job).await;
@@ -175,11 +176,11 @@ pub async fn follow(store: &Store, connection: &Connection, job: BulkJob) {
             vec![Err(error); items.len()]
         }
     };
-    settle(store, connection, &job, results);
+    settle(store, connection, &job, results).await;
 }
 
 /// Reconciles each edit of a job with its result, then forgets the job.
-fn settle(store: &Store, connection: &Connection, job: &BulkJob, results: Vec<PushResult>) {
+async fn settle(store: &Store, connection: &Connection, job: &BulkJob, results: Vec<PushResult>) {
     for (edit, result) in job.edits.iter().zip(results) {
         let result = with_crm_values(result, &edit.unchanged);
         reconcile(
@@ -188,7 +189,8 @@ fn settle(store: &Store, connection: &Connection, job: &BulkJob, results: Vec<Pu
             &edit.claimed(),
             edit.link_change.clone(),
             result,
-        );
+        )
+        .await;
     }
     if let Err(error) = store.remove_meta(&key(&job.connection, &job.job_id)) {
         tracing::error!(connection = connection.name(), job_id = %job.job_id, %error, "forgetting a finished bulk job failed");

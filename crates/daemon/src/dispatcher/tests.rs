@@ -224,31 +224,41 @@ impl World {
     }
 
     /// Registers contact `id` (source id `src-ID`) as the CRM holds it, with `values`.
-    fn register(&self, id: &str, values: &[(ContactField, &str)]) {
+    async fn register(&self, id: &str, values: &[(ContactField, &str)]) {
         let mut contact = UnifiedContact::new(id, "scripted", format!("src-{id}"));
         for (field, value) in values {
             contact.set_field(*field, Some(value.to_string()));
         }
-        self.store.upsert_contact("crm", contact).unwrap();
+        self.store.upsert_contact("crm", contact).await.unwrap();
     }
 
     /// Accepts an edit of contact `id`, registering it first when it is new.
     async fn accept(&self, id: &str, values: &[(ContactField, Option<&str>)]) {
-        if self.store.contact(id).unwrap().is_none() {
-            self.register(id, &[]);
+        if self.store.contact(id).await.unwrap().is_none() {
+            self.register(id, &[]).await;
         }
-        self.store.accept(id, &patch(values), "crm").unwrap();
+        self.store.accept(id, &patch(values), "crm").await.unwrap();
         self.store.flush().await.unwrap();
         self.connection.wake.notify_one();
     }
 
-    fn synced(&self, id: &str) -> bool {
-        let entry = self.store.contact(id).unwrap().unwrap();
+    async fn synced(&self, id: &str) -> bool {
+        let entry = self.store.contact(id).await.unwrap().unwrap();
         entry.sync.last_confirmed_at.is_some() && !entry.sync.has_unconfirmed_changes()
     }
 
-    fn confirmed_first_name(&self, id: &str) -> Option<String> {
-        let entry = self.store.contact(id).unwrap().unwrap();
+    /// Whether contacts `c0` to `c{n-1}` are synced.
+    async fn all_synced(&self, n: usize) -> bool {
+        for n in 0..n {
+            if !self.synced(&format!("c{n}")).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn confirmed_first_name(&self, id: &str) -> Option<String> {
+        let entry = self.store.contact(id).await.unwrap().unwrap();
         entry.base.get(&ContactField::FirstName).cloned().flatten()
     }
 }
@@ -273,9 +283,9 @@ fn settings(dispatch: DispatchConfig, on_conflict: OnConflict) -> ConnectionSett
 }
 
 /// Polls `condition` until it holds; panics with `what` after a generous deadline.
-async fn wait_until(what: &str, condition: impl Fn() -> bool) {
+async fn wait_until(what: &str, condition: impl AsyncFn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !condition() {
+    while !condition().await {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -307,11 +317,14 @@ async fn edits_of_a_push_task_that_panicked_are_queued_again_without_a_restart()
         fast_dispatch(),
     );
     world.edit("c1", "Ann").await;
-    wait_until("the edit landed after the failed task", || {
-        world.synced("c1")
+    wait_until("the edit landed after the failed task", async || {
+        world.synced("c1").await
     })
     .await;
-    assert_eq!(world.confirmed_first_name("c1").as_deref(), Some("Ann"));
+    assert_eq!(
+        world.confirmed_first_name("c1").await.as_deref(),
+        Some("Ann")
+    );
     assert_eq!(world.crm.calls().len(), 2);
     assert_eq!(world.connection.metrics.in_flight.load(Ordering::SeqCst), 0);
 }
@@ -336,7 +349,7 @@ async fn a_connection_the_crm_refuses_pauses_probes_with_one_edit_and_resumes_by
     for n in 0..6 {
         world.edit(&format!("c{n}"), "Ann").await;
     }
-    wait_until("three probes were refused", || {
+    wait_until("three probes were refused", async || {
         world
             .connection
             .pause()
@@ -346,7 +359,7 @@ async fn a_connection_the_crm_refuses_pauses_probes_with_one_edit_and_resumes_by
     let pause = world.connection.pause().unwrap();
     assert_eq!(pause.reason, PauseReason::Misconfigured);
     assert_eq!(pause.code, "MISSING_SCOPES");
-    assert!(world.store.dead_letters().unwrap().is_empty());
+    assert!(world.store.dead_letters().await.unwrap().is_empty());
     let calls = world.crm.calls();
     let probes = &calls[calls.len() - 2..];
     assert!(
@@ -355,7 +368,12 @@ async fn a_connection_the_crm_refuses_pauses_probes_with_one_edit_and_resumes_by
         probes.iter().map(|(_, ids)| ids.len()).collect::<Vec<_>>()
     );
     for n in 0..6 {
-        let entry = world.store.contact(&format!("c{n}")).unwrap().unwrap();
+        let entry = world
+            .store
+            .contact(&format!("c{n}"))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             entry.sync.attempts, 0,
             "a refused connection costs no attempt"
@@ -363,12 +381,9 @@ async fn a_connection_the_crm_refuses_pauses_probes_with_one_edit_and_resumes_by
     }
 
     refusing.store(false, Ordering::SeqCst);
-    wait_until("every edit landed", || {
-        (0..6).all(|n| world.synced(&format!("c{n}")))
-    })
-    .await;
+    wait_until("every edit landed", async || world.all_synced(6).await).await;
     assert!(world.connection.pause().is_none());
-    assert!(world.store.dead_letters().unwrap().is_empty());
+    assert!(world.store.dead_letters().await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -391,10 +406,13 @@ async fn after_an_unknown_outcome_the_contact_waits_the_settle_time_before_its_n
         },
     );
     world.edit("c1", "Old").await;
-    wait_until("the first push went out", || !world.crm.calls().is_empty()).await;
+    wait_until("the first push went out", async || {
+        !world.crm.calls().is_empty()
+    })
+    .await;
     world.edit("c1", "New").await;
-    wait_until("the newer value landed", || {
-        world.confirmed_first_name("c1").as_deref() == Some("New")
+    wait_until("the newer value landed", async || {
+        world.confirmed_first_name("c1").await.as_deref() == Some("New")
     })
     .await;
     let calls = world.crm.calls();
@@ -474,13 +492,15 @@ fn patch(values: &[(ContactField, Option<&str>)]) -> ContactPatch {
 #[tokio::test]
 async fn an_edit_the_crm_holds_already_is_confirmed_without_a_call() {
     let world = World::new(ScriptedCrm::new(|_, item| landed(item)), fast_dispatch());
-    world.register(
-        "c1",
-        &[
-            (ContactField::Email, "ann@example.com"),
-            (ContactField::FirstName, "Ann"),
-        ],
-    );
+    world
+        .register(
+            "c1",
+            &[
+                (ContactField::Email, "ann@example.com"),
+                (ContactField::FirstName, "Ann"),
+            ],
+        )
+        .await;
     world
         .accept(
             "c1",
@@ -491,12 +511,12 @@ async fn an_edit_the_crm_holds_already_is_confirmed_without_a_call() {
             ],
         )
         .await;
-    wait_until("the edit is confirmed", || world.synced("c1")).await;
+    wait_until("the edit is confirmed", async || world.synced("c1").await).await;
     assert!(
         world.crm.calls().is_empty(),
         "no call for values the CRM holds"
     );
-    let entry = world.store.contact("c1").unwrap().unwrap();
+    let entry = world.store.contact("c1").await.unwrap().unwrap();
     assert!(!entry.contact.local_was_updated);
     assert_eq!(entry.contact.city, None, "the CRM's clear stands");
     assert_eq!(
@@ -512,14 +532,16 @@ async fn an_edit_the_crm_holds_already_is_confirmed_without_a_call() {
 #[tokio::test]
 async fn only_the_changed_field_of_an_edit_is_sent() {
     let world = World::new(ScriptedCrm::new(|_, item| landed(item)), fast_dispatch());
-    world.register(
-        "c1",
-        &[
-            (ContactField::Email, "ann@example.com"),
-            (ContactField::FirstName, "Ann"),
-            (ContactField::City, "Lisbon"),
-        ],
-    );
+    world
+        .register(
+            "c1",
+            &[
+                (ContactField::Email, "ann@example.com"),
+                (ContactField::FirstName, "Ann"),
+                (ContactField::City, "Lisbon"),
+            ],
+        )
+        .await;
     world
         .accept(
             "c1",
@@ -530,12 +552,12 @@ async fn only_the_changed_field_of_an_edit_is_sent() {
             ],
         )
         .await;
-    wait_until("the edit is confirmed", || world.synced("c1")).await;
+    wait_until("the edit is confirmed", async || world.synced("c1").await).await;
     assert_eq!(
         world.crm.patches(),
         [patch(&[(ContactField::FirstName, Some("Anna"))])]
     );
-    let entry = world.store.contact("c1").unwrap().unwrap();
+    let entry = world.store.contact("c1").await.unwrap().unwrap();
     assert_eq!(entry.contact.first_name.as_deref(), Some("Anna"));
     assert_eq!(entry.contact.city.as_deref(), Some("Lisbon"));
     assert_eq!(
@@ -568,13 +590,15 @@ async fn person_and_edit_collide_moving(on_conflict: OnConflict, moves: u32) -> 
         .into(),
     );
     let world = World::with_policy(crm, fast_dispatch(), on_conflict);
-    world.register(
-        "c1",
-        &[
-            (ContactField::FirstName, "Ann"),
-            (ContactField::City, "Lisbon"),
-        ],
-    );
+    world
+        .register(
+            "c1",
+            &[
+                (ContactField::FirstName, "Ann"),
+                (ContactField::City, "Lisbon"),
+            ],
+        )
+        .await;
     world
         .accept(
             "c1",
@@ -590,16 +614,19 @@ async fn person_and_edit_collide_moving(on_conflict: OnConflict, moves: u32) -> 
 #[tokio::test]
 async fn under_crm_wins_a_persons_edit_stays_and_goes_into_the_unified_record() {
     let world = person_and_edit_collide(OnConflict::CrmWins).await;
-    wait_until("the edit is confirmed", || world.synced("c1")).await;
+    wait_until("the edit is confirmed", async || world.synced("c1").await).await;
     assert_eq!(
         world.crm.patches(),
         [patch(&[(ContactField::City, Some("Porto"))])],
         "the other field goes through"
     );
-    let entry = world.store.contact("c1").unwrap().unwrap();
+    let entry = world.store.contact("c1").await.unwrap().unwrap();
     assert_eq!(entry.contact.first_name.as_deref(), Some("Anne"));
     assert_eq!(entry.contact.city.as_deref(), Some("Porto"));
-    assert_eq!(world.confirmed_first_name("c1").as_deref(), Some("Anne"));
+    assert_eq!(
+        world.confirmed_first_name("c1").await.as_deref(),
+        Some("Anne")
+    );
     assert_eq!(world.connection.metrics.conflicts.load(Ordering::SeqCst), 1);
     assert_eq!(
         world.connection.metrics.read_calls.load(Ordering::SeqCst),
@@ -610,7 +637,7 @@ async fn under_crm_wins_a_persons_edit_stays_and_goes_into_the_unified_record() 
 #[tokio::test]
 async fn under_overwrite_ours_is_written_without_reading() {
     let world = person_and_edit_collide(OnConflict::Overwrite).await;
-    wait_until("the edit is confirmed", || world.synced("c1")).await;
+    wait_until("the edit is confirmed", async || world.synced("c1").await).await;
     assert_eq!(
         world.crm.patches(),
         [patch(&[
@@ -627,7 +654,7 @@ async fn under_overwrite_ours_is_written_without_reading() {
 #[tokio::test]
 async fn a_lone_edit_is_written_against_the_version_read_and_read_again_when_it_moved() {
     let world = person_and_edit_collide_moving(OnConflict::CrmWins, 1).await;
-    wait_until("the edit is confirmed", || world.synced("c1")).await;
+    wait_until("the edit is confirmed", async || world.synced("c1").await).await;
     assert_eq!(
         *world.crm.conditional_versions.lock().unwrap(),
         ["2026-11-28T12:00:00Z", "2026-11-28T12:00:00Z"],
@@ -645,7 +672,7 @@ async fn a_lone_edit_is_written_against_the_version_read_and_read_again_when_it_
             .load(Ordering::SeqCst),
         1
     );
-    let entry = world.store.contact("c1").unwrap().unwrap();
+    let entry = world.store.contact("c1").await.unwrap().unwrap();
     assert_eq!(entry.sync.attempts, 0, "a moved record costs no attempt");
 }
 
@@ -664,10 +691,7 @@ async fn a_partial_batch_lingers_for_more_edits_and_a_full_one_goes_at_once() {
     for n in 0..13 {
         world.edit(&format!("c{n}"), "Ann").await;
     }
-    wait_until("every edit landed", || {
-        (0..13).all(|n| world.synced(&format!("c{n}")))
-    })
-    .await;
+    wait_until("every edit landed", async || world.all_synced(13).await).await;
     let calls = world.crm.calls();
     let sizes: Vec<usize> = calls.iter().map(|(_, ids)| ids.len()).collect();
     assert_eq!(
@@ -691,7 +715,7 @@ async fn the_reserve_of_the_daily_budget_is_left_to_others_until_it_resets() {
     *crm.resets_in.lock().unwrap() = Some(Duration::from_millis(300));
     let world = World::new(crm, fast_dispatch());
     world.edit("c1", "Ann").await;
-    wait_until("the connection pauses at the reserve", || {
+    wait_until("the connection pauses at the reserve", async || {
         world
             .connection
             .pause()
@@ -711,6 +735,9 @@ async fn the_reserve_of_the_daily_budget_is_left_to_others_until_it_resets() {
         used: 0,
         limit: 100,
     });
-    wait_until("the edit lands after the reset", || world.synced("c1")).await;
+    wait_until("the edit lands after the reset", async || {
+        world.synced("c1").await
+    })
+    .await;
     assert_eq!(world.crm.calls().len(), 1);
 }

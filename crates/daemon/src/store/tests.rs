@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use unisync_core::{AdapterError, ConfirmedContact, ContactField, ContactPatch, UnifiedContact};
 
+use super::clock::Clock;
 use super::model::SyncState;
 use super::*;
 use crate::conflict::FieldConflict;
@@ -22,8 +23,8 @@ async fn open_at(path: &Path, wall_ms: u64) -> Store {
     let clock: &'static Clock = Box::leak(Box::new(Clock::starting_at(wall_ms)));
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match Store::open_with_clock(path, 8, clock) {
-            Ok(store) => return store,
+        match SledStore::open_with_clock(path, 8, clock) {
+            Ok(store) => return Store::from(store),
             Err(StoreError::Locked(_)) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(10)).await
             }
@@ -32,11 +33,11 @@ async fn open_at(path: &Path, wall_ms: u64) -> Store {
     }
 }
 
-fn register(store: &Store, id: &str) {
+async fn register(store: &Store, id: &str) {
     let mut contact = UnifiedContact::new(id, "hubspot", format!("src-{id}"));
     contact.first_name = Some("Ann".into());
     contact.phone = Some("555".into());
-    store.upsert_contact("crm", contact).unwrap();
+    store.upsert_contact("crm", contact).await.unwrap();
 }
 
 fn edit(values: &[(ContactField, Option<&str>)]) -> ContactPatch {
@@ -49,15 +50,17 @@ fn edit(values: &[(ContactField, Option<&str>)]) -> ContactPatch {
 #[tokio::test]
 async fn accept_applies_locally_and_queues_once() {
     let (_dir, store) = open();
-    register(&store, "c1");
+    register(&store, "c1").await;
     let first = store
         .accept("c1", &edit(&[(ContactField::FirstName, Some("Bo"))]), "crm")
+        .await
         .unwrap();
     assert!(first.queued);
     assert!(first.contact.local_was_updated);
     assert_eq!(first.contact.first_name.as_deref(), Some("Bo"));
     let second = store
         .accept("c1", &edit(&[(ContactField::Phone, None)]), "crm")
+        .await
         .unwrap();
     assert!(
         !second.queued,
@@ -65,7 +68,7 @@ async fn accept_applies_locally_and_queues_once() {
     );
     store.flush().await.unwrap();
 
-    let claimed = store.claim("crm", now_ms(), 10).unwrap();
+    let claimed = store.claim("crm", now_ms(), 10).await.unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(
         claimed[0].patch,
@@ -75,11 +78,11 @@ async fn accept_applies_locally_and_queues_once() {
         ])
     );
     assert!(
-        store.claim("crm", now_ms(), 10).unwrap().is_empty(),
+        store.claim("crm", now_ms(), 10).await.unwrap().is_empty(),
         "in flight: not claimable"
     );
     assert!(matches!(
-        store.accept("nope", &ContactPatch::new(), "crm"),
+        store.accept("nope", &ContactPatch::new(), "crm").await,
         Err(StoreError::UnknownContact(_))
     ));
 }
@@ -87,14 +90,16 @@ async fn accept_applies_locally_and_queues_once() {
 #[tokio::test]
 async fn edits_during_a_push_wait_and_follow_it() {
     let (_dir, store) = open();
-    register(&store, "c1");
+    register(&store, "c1").await;
     store
         .accept("c1", &edit(&[(ContactField::FirstName, Some("A"))]), "crm")
+        .await
         .unwrap();
-    let claimed = store.claim("crm", now_ms(), 10).unwrap();
+    let claimed = store.claim("crm", now_ms(), 10).await.unwrap();
     assert_eq!(claimed.len(), 1);
     let during = store
         .accept("c1", &edit(&[(ContactField::FirstName, Some("B"))]), "crm")
+        .await
         .unwrap();
     assert!(!during.queued, "waits for the push in flight");
     let confirmed = ConfirmedContact {
@@ -103,8 +108,8 @@ async fn edits_during_a_push_wait_and_follow_it() {
         created_at: None,
         link_error: None,
     };
-    store.complete("c1", &confirmed, None).unwrap();
-    let entry = store.contact("c1").unwrap().unwrap();
+    store.complete("c1", &confirmed, None).await.unwrap();
+    let entry = store.contact("c1").await.unwrap().unwrap();
     assert_eq!(
         entry.contact.first_name.as_deref(),
         Some("B"),
@@ -112,12 +117,13 @@ async fn edits_during_a_push_wait_and_follow_it() {
     );
     assert!(entry.contact.local_was_updated);
     assert_eq!(entry.crm_version.as_deref(), Some("v1"));
-    let next = store.claim("crm", now_ms(), 10).unwrap();
+    let next = store.claim("crm", now_ms(), 10).await.unwrap();
     assert_eq!(next[0].patch, edit(&[(ContactField::FirstName, Some("B"))]));
     store
         .complete("c1", &ConfirmedContact::default(), None)
+        .await
         .unwrap();
-    let entry = store.contact("c1").unwrap().unwrap();
+    let entry = store.contact("c1").await.unwrap().unwrap();
     assert!(!entry.contact.local_was_updated);
     assert_eq!(entry.base[&ContactField::FirstName].as_deref(), Some("B"));
 }
@@ -125,7 +131,7 @@ async fn edits_during_a_push_wait_and_follow_it() {
 #[tokio::test]
 async fn a_retry_waits_for_its_time_and_keeps_order() {
     let (_dir, store) = open();
-    register(&store, "c1");
+    register(&store, "c1").await;
     store
         .accept(
             "c1",
@@ -135,10 +141,12 @@ async fn a_retry_waits_for_its_time_and_keeps_order() {
             ]),
             "crm",
         )
+        .await
         .unwrap();
-    store.claim("crm", now_ms(), 10).unwrap();
+    store.claim("crm", now_ms(), 10).await.unwrap();
     store
         .accept("c1", &edit(&[(ContactField::City, Some("Y"))]), "crm")
+        .await
         .unwrap();
     let later = now_ms() + 60_000;
     let attempts = store
@@ -148,14 +156,15 @@ async fn a_retry_waits_for_its_time_and_keeps_order() {
             true,
             &AdapterError::retryable("HTTP_503", "down"),
         )
+        .await
         .unwrap();
     assert_eq!(attempts, 1);
     assert!(
-        store.claim("crm", now_ms(), 10).unwrap().is_empty(),
+        store.claim("crm", now_ms(), 10).await.unwrap().is_empty(),
         "not before its time"
     );
-    assert_eq!(store.next_ready_at("crm").unwrap(), Some(later));
-    let claimed = store.claim("crm", later, 10).unwrap();
+    assert_eq!(store.next_ready_at("crm").await.unwrap(), Some(later));
+    let claimed = store.claim("crm", later, 10).await.unwrap();
     assert_eq!(
         claimed[0].patch,
         edit(&[
@@ -172,24 +181,29 @@ async fn in_flight_edits_go_back_to_the_queue_on_recovery() {
     // The state a crash leaves: an edit claimed, its push never reconciled. (Surviving a real
     // kill -9 is the end-to-end tests' job.)
     let (_dir, store) = open();
-    register(&store, "c1");
+    register(&store, "c1").await;
     store
         .accept("c1", &edit(&[(ContactField::City, Some("X"))]), "crm")
+        .await
         .unwrap();
-    assert_eq!(store.claim("crm", now_ms(), 10).unwrap().len(), 1);
+    assert_eq!(store.claim("crm", now_ms(), 10).await.unwrap().len(), 1);
     store
         .accept("c1", &edit(&[(ContactField::Zip, Some("9"))]), "crm")
+        .await
         .unwrap();
     let grace_ends = now_ms() + 60_000;
     assert_eq!(
-        store.recover_in_flight(|_| grace_ends, |_| false).unwrap(),
+        store
+            .recover_in_flight(|_| grace_ends, |_| false)
+            .await
+            .unwrap(),
         1
     );
     assert!(
-        store.claim("crm", now_ms(), 10).unwrap().is_empty(),
+        store.claim("crm", now_ms(), 10).await.unwrap().is_empty(),
         "waits out the grace"
     );
-    let claimed = store.claim("crm", grace_ends, 10).unwrap();
+    let claimed = store.claim("crm", grace_ends, 10).await.unwrap();
     assert_eq!(
         claimed[0].patch,
         edit(&[
@@ -197,9 +211,15 @@ async fn in_flight_edits_go_back_to_the_queue_on_recovery() {
             (ContactField::Zip, Some("9"))
         ])
     );
-    assert_eq!(store.recover_in_flight(|_| now_ms(), |_| false).unwrap(), 1);
     assert_eq!(
-        store.claim("crm", now_ms(), 10).unwrap().len(),
+        store
+            .recover_in_flight(|_| now_ms(), |_| false)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store.claim("crm", now_ms(), 10).await.unwrap().len(),
         1,
         "queued once"
     );
@@ -208,14 +228,15 @@ async fn in_flight_edits_go_back_to_the_queue_on_recovery() {
 #[tokio::test]
 async fn each_connection_recovers_at_its_own_time() {
     let (_dir, store) = open();
-    register(&store, "slow");
-    register(&store, "fast");
+    register(&store, "slow").await;
+    register(&store, "fast").await;
     store
         .accept(
             "slow",
             &edit(&[(ContactField::City, Some("X"))]),
             "slow_crm",
         )
+        .await
         .unwrap();
     store
         .accept(
@@ -223,9 +244,10 @@ async fn each_connection_recovers_at_its_own_time() {
             &edit(&[(ContactField::City, Some("Y"))]),
             "fast_crm",
         )
+        .await
         .unwrap();
-    store.claim("slow_crm", store.now(), 10).unwrap();
-    store.claim("fast_crm", store.now(), 10).unwrap();
+    store.claim("slow_crm", store.now(), 10).await.unwrap();
+    store.claim("fast_crm", store.now(), 10).await.unwrap();
     let now = store.now();
     let recovered = store
         .recover_in_flight(
@@ -235,36 +257,45 @@ async fn each_connection_recovers_at_its_own_time() {
             },
             |_| false,
         )
+        .await
         .unwrap();
     assert_eq!(recovered, 2);
-    assert_eq!(store.next_ready_at("slow_crm").unwrap(), Some(now + 30_000));
-    assert_eq!(store.next_ready_at("fast_crm").unwrap(), Some(now + 1_000));
+    assert_eq!(
+        store.next_ready_at("slow_crm").await.unwrap(),
+        Some(now + 30_000)
+    );
+    assert_eq!(
+        store.next_ready_at("fast_crm").await.unwrap(),
+        Some(now + 1_000)
+    );
 }
 
 #[tokio::test]
 async fn an_edit_a_running_bulk_job_holds_stays_in_flight_at_recovery() {
     let (_dir, store) = open();
     for id in ["held", "loose"] {
-        register(&store, id);
+        register(&store, id).await;
         store
             .accept(id, &edit(&[(ContactField::FirstName, Some("Bo"))]), "crm")
+            .await
             .unwrap();
     }
-    assert_eq!(store.claim("crm", store.now(), 10).unwrap().len(), 2);
+    assert_eq!(store.claim("crm", store.now(), 10).await.unwrap().len(), 2);
     let recovered = store
         .recover_in_flight(|_| 0, |contact| contact == "held")
+        .await
         .unwrap();
     assert_eq!(recovered, 1);
-    let held = store.contact("held").unwrap().unwrap();
+    let held = store.contact("held").await.unwrap().unwrap();
     assert!(held.sync.in_flight.is_some(), "the job will answer for it");
-    let loose = store.contact("loose").unwrap().unwrap();
+    let loose = store.contact("loose").await.unwrap().unwrap();
     assert!(loose.sync.in_flight.is_none() && loose.sync.pending.is_some());
 }
 
 #[tokio::test]
 async fn landed_fields_are_confirmed_when_only_the_customer_link_failed() {
     let (_dir, store) = open();
-    register(&store, "c1");
+    register(&store, "c1").await;
     store
         .accept(
             "c1",
@@ -274,8 +305,9 @@ async fn landed_fields_are_confirmed_when_only_the_customer_link_failed() {
             ]),
             "crm",
         )
+        .await
         .unwrap();
-    store.claim("crm", store.now(), 10).unwrap();
+    store.claim("crm", store.now(), 10).await.unwrap();
     let link_error = AdapterError::retryable("HTTP_502", "association failed");
     let confirmed = ConfirmedContact {
         values: [(ContactField::City, Some("PORTO".to_string()))].into(),
@@ -290,10 +322,13 @@ async fn landed_fields_are_confirmed_when_only_the_customer_link_failed() {
         error: &link_error,
     };
     assert_eq!(
-        store.complete_except_link("c1", &confirmed, retry).unwrap(),
+        store
+            .complete_except_link("c1", &confirmed, retry)
+            .await
+            .unwrap(),
         None
     );
-    let entry = store.contact("c1").unwrap().unwrap();
+    let entry = store.contact("c1").await.unwrap().unwrap();
     assert_eq!(entry.base[&ContactField::City].as_deref(), Some("PORTO"));
     assert_eq!(entry.contact.city.as_deref(), Some("PORTO"));
     assert_eq!(entry.crm_version.as_deref(), Some("v2"));
@@ -305,11 +340,17 @@ async fn landed_fields_are_confirmed_when_only_the_customer_link_failed() {
     assert_eq!(entry.sync.attempts, 1);
     assert_eq!(entry.sync.last_error.as_ref().unwrap().code, "HTTP_502");
     assert!(entry.contact.local_was_updated);
-    assert!(store.claim("crm", store.now(), 10).unwrap().is_empty());
+    assert!(
+        store
+            .claim("crm", store.now(), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // The link alone fails again, while a newer link is accepted: attempts go on counting,
     // and the newer link is the one that waits.
-    let claimed = store.claim("crm", retry_at, 10).unwrap();
+    let claimed = store.claim("crm", retry_at, 10).await.unwrap();
     assert_eq!(
         claimed[0].patch,
         edit(&[(ContactField::UnifiedCustomerId, Some("cust_1"))])
@@ -320,6 +361,7 @@ async fn landed_fields_are_confirmed_when_only_the_customer_link_failed() {
             &edit(&[(ContactField::UnifiedCustomerId, Some("cust_2"))]),
             "crm",
         )
+        .await
         .unwrap();
     let retry = LinkFailure::RetryLater {
         not_before: retry_at,
@@ -330,8 +372,11 @@ async fn landed_fields_are_confirmed_when_only_the_customer_link_failed() {
         link_error: Some(link_error.clone()),
         ..ConfirmedContact::default()
     };
-    store.complete_except_link("c1", &link_only, retry).unwrap();
-    let entry = store.contact("c1").unwrap().unwrap();
+    store
+        .complete_except_link("c1", &link_only, retry)
+        .await
+        .unwrap();
+    let entry = store.contact("c1").await.unwrap().unwrap();
     assert_eq!(entry.sync.attempts, 2);
     assert_eq!(
         entry.sync.pending,
@@ -339,7 +384,7 @@ async fn landed_fields_are_confirmed_when_only_the_customer_link_failed() {
     );
 
     // A link the CRM refuses for good becomes a dead letter of the link alone.
-    let claimed = store.claim("crm", retry_at, 10).unwrap();
+    let claimed = store.claim("crm", retry_at, 10).await.unwrap();
     assert_eq!(claimed.len(), 1);
     let refused = AdapterError::permanent("INVALID_ASSOCIATION", "no", None);
     let letter = store
@@ -351,13 +396,14 @@ async fn landed_fields_are_confirmed_when_only_the_customer_link_failed() {
                 retries_exhausted: false,
             },
         )
+        .await
         .unwrap()
         .expect("a dead letter");
     assert_eq!(
         letter.patch,
         edit(&[(ContactField::UnifiedCustomerId, Some("cust_2"))])
     );
-    let entry = store.contact("c1").unwrap().unwrap();
+    let entry = store.contact("c1").await.unwrap().unwrap();
     assert_eq!(entry.sync.open_dead_letters, 1);
     assert!(entry.sync.in_flight.is_none());
 }
@@ -365,39 +411,40 @@ async fn landed_fields_are_confirmed_when_only_the_customer_link_failed() {
 #[tokio::test]
 async fn dead_letters_keep_the_crms_error_and_can_be_replayed_or_dropped() {
     let (_dir, store) = open();
-    register(&store, "c1");
+    register(&store, "c1").await;
     store
         .accept("c1", &edit(&[(ContactField::Phone, Some("bad"))]), "crm")
+        .await
         .unwrap();
-    store.claim("crm", now_ms(), 10).unwrap();
+    store.claim("crm", now_ms(), 10).await.unwrap();
     let error = AdapterError::permanent("INVALID_PHONE", "Phone is invalid", Some("phone".into()));
-    let letter = store.dead_letter("c1", &error, false).unwrap();
+    let letter = store.dead_letter("c1", &error, false).await.unwrap();
     assert_eq!(letter.error.code, "INVALID_PHONE");
-    let entry = store.contact("c1").unwrap().unwrap();
+    let entry = store.contact("c1").await.unwrap().unwrap();
     assert!(
         entry.contact.local_was_updated,
         "stays true until replayed or dropped"
     );
-    assert_eq!(store.counts(now_ms()).unwrap()["crm"].dead_letters, 1);
+    assert_eq!(store.counts(now_ms()).await.unwrap()["crm"].dead_letters, 1);
 
-    store.replay_dead_letter(&letter.id).unwrap();
-    let claimed = store.claim("crm", now_ms(), 10).unwrap();
+    store.replay_dead_letter(&letter.id).await.unwrap();
+    let claimed = store.claim("crm", now_ms(), 10).await.unwrap();
     assert_eq!(
         claimed[0].patch,
         edit(&[(ContactField::Phone, Some("bad"))])
     );
-    let letter = store.dead_letter("c1", &error, false).unwrap();
-    store.drop_dead_letter(&letter.id).unwrap();
-    let entry = store.contact("c1").unwrap().unwrap();
+    let letter = store.dead_letter("c1", &error, false).await.unwrap();
+    store.drop_dead_letter(&letter.id).await.unwrap();
+    let entry = store.contact("c1").await.unwrap().unwrap();
     assert!(!entry.contact.local_was_updated);
     assert_eq!(
         entry.contact.phone.as_deref(),
         Some("555"),
         "back to the CRM's value"
     );
-    assert!(store.dead_letters().unwrap().is_empty());
+    assert!(store.dead_letters().await.unwrap().is_empty());
     assert!(matches!(
-        store.drop_dead_letter(&letter.id),
+        store.drop_dead_letter(&letter.id).await,
         Err(StoreError::UnknownDeadLetter(_))
     ));
 }
@@ -405,40 +452,44 @@ async fn dead_letters_keep_the_crms_error_and_can_be_replayed_or_dropped() {
 #[tokio::test]
 async fn a_merged_record_is_followed_in_one_step() {
     let (_dir, store) = open();
-    register(&store, "c1");
+    register(&store, "c1").await;
     store
         .accept("c1", &edit(&[(ContactField::City, Some("X"))]), "crm")
+        .await
         .unwrap();
-    store.claim("crm", store.now(), 10).unwrap();
+    store.claim("crm", store.now(), 10).await.unwrap();
     let failure = AdapterError::retryable("HTTP_503", "down");
     store
         .retry_later("c1", store.now(), true, &failure)
+        .await
         .unwrap();
-    store.claim("crm", store.now(), 10).unwrap();
+    store.claim("crm", store.now(), 10).await.unwrap();
     store
         .accept("c1", &edit(&[(ContactField::Zip, Some("9"))]), "crm")
+        .await
         .unwrap();
 
     let merged = AdapterError::record_merged("MERGED", "merged into src-survivor", "src-survivor");
     assert_eq!(
-        store.repoint("c1", "src-survivor", &merged).unwrap(),
+        store.repoint("c1", "src-survivor", &merged).await.unwrap(),
         MergeOutcome::Followed
     );
     assert_eq!(
         store
             .id_for_source("crm", "src-survivor")
+            .await
             .unwrap()
             .as_deref(),
         Some("c1")
     );
-    assert_eq!(store.id_for_source("crm", "src-c1").unwrap(), None);
-    let entry = store.contact("c1").unwrap().unwrap();
+    assert_eq!(store.id_for_source("crm", "src-c1").await.unwrap(), None);
+    let entry = store.contact("c1").await.unwrap().unwrap();
     assert_eq!(entry.contact.source_id, "src-survivor", "what GET shows");
     assert_eq!(
         entry.sync.last_error.as_ref().unwrap().class,
         "record_merged"
     );
-    let claimed = store.claim("crm", store.now(), 10).unwrap();
+    let claimed = store.claim("crm", store.now(), 10).await.unwrap();
     assert_eq!(claimed.len(), 1, "queued to go now");
     assert_eq!(claimed[0].source_id, "src-survivor");
     assert_eq!(claimed[0].attempts, 1, "the merge cost no attempt");
@@ -452,20 +503,23 @@ async fn a_merged_record_is_followed_in_one_step() {
     // The old record's id is free for an import again.
     store
         .upsert_contact("crm", UnifiedContact::new("c9", "hubspot", "src-c1"))
+        .await
         .unwrap();
 }
 
 #[tokio::test]
 async fn a_merge_into_a_record_of_another_contact_is_a_dead_letter() {
     let (_dir, store) = open();
-    register(&store, "c1");
-    register(&store, "c2");
+    register(&store, "c1").await;
+    register(&store, "c2").await;
     store
         .accept("c1", &edit(&[(ContactField::City, Some("X"))]), "crm")
+        .await
         .unwrap();
-    store.claim("crm", store.now(), 10).unwrap();
+    store.claim("crm", store.now(), 10).await.unwrap();
     let merged = AdapterError::record_merged("MERGED", "merged into src-c2", "src-c2");
-    let MergeOutcome::SurvivorRegistered(letter) = store.repoint("c1", "src-c2", &merged).unwrap()
+    let MergeOutcome::SurvivorRegistered(letter) =
+        store.repoint("c1", "src-c2", &merged).await.unwrap()
     else {
         panic!("the survivor is c2's record");
     };
@@ -475,21 +529,29 @@ async fn a_merge_into_a_record_of_another_contact_is_a_dead_letter() {
         "{}",
         letter.error.message
     );
-    assert_eq!(store.dead_letters().unwrap(), vec![*letter]);
+    assert_eq!(store.dead_letters().await.unwrap(), vec![*letter]);
     assert_eq!(
-        store.id_for_source("crm", "src-c2").unwrap().as_deref(),
+        store
+            .id_for_source("crm", "src-c2")
+            .await
+            .unwrap()
+            .as_deref(),
         Some("c2")
     );
     assert_eq!(
-        store.id_for_source("crm", "src-c1").unwrap().as_deref(),
+        store
+            .id_for_source("crm", "src-c1")
+            .await
+            .unwrap()
+            .as_deref(),
         Some("c1")
     );
-    let entry = store.contact("c1").unwrap().unwrap();
+    let entry = store.contact("c1").await.unwrap().unwrap();
     assert_eq!(entry.contact.source_id, "src-c1");
     assert_eq!(entry.sync.open_dead_letters, 1);
     assert!(entry.sync.in_flight.is_none());
     assert!(matches!(
-        store.repoint("nope", "x", &merged),
+        store.repoint("nope", "x", &merged).await,
         Err(StoreError::UnknownContact(_))
     ));
 }
@@ -511,7 +573,7 @@ fn person_changed(
 #[tokio::test]
 async fn held_conflicts_wait_for_an_operator_who_writes_ours_or_takes_the_crms() {
     let (_dir, store) = open();
-    register(&store, "c1");
+    register(&store, "c1").await;
     store
         .accept(
             "c1",
@@ -521,33 +583,41 @@ async fn held_conflicts_wait_for_an_operator_who_writes_ours_or_takes_the_crms()
             ]),
             "crm",
         )
+        .await
         .unwrap();
-    store.claim("crm", store.now(), 10).unwrap();
+    store.claim("crm", store.now(), 10).await.unwrap();
     let conflicts = person_changed(ContactField::Phone, "person", "ours");
-    let held = store.hold_conflicts("c1", &conflicts).unwrap();
+    let held = store.hold_conflicts("c1", &conflicts).await.unwrap();
     assert!(held.in_flight_left, "the city still goes");
     assert_eq!(held.letter.kind(), LetterKind::Conflict);
     assert_eq!(held.letter.conflict.as_ref(), Some(&conflicts));
-    assert_eq!(store.dead_letters().unwrap(), vec![held.letter.clone()]);
-    assert_eq!(store.counts(store.now()).unwrap()["crm"].dead_letters, 1);
+    assert_eq!(
+        store.dead_letters().await.unwrap(),
+        vec![held.letter.clone()]
+    );
+    assert_eq!(
+        store.counts(store.now()).await.unwrap()["crm"].dead_letters,
+        1
+    );
     store
         .complete("c1", &ConfirmedContact::default(), None)
+        .await
         .unwrap();
-    let entry = store.contact("c1").unwrap().unwrap();
+    let entry = store.contact("c1").await.unwrap().unwrap();
     assert_eq!(entry.base[&ContactField::City].as_deref(), Some("Porto"));
     assert_eq!(entry.base[&ContactField::Phone].as_deref(), Some("555"));
     assert_eq!(entry.contact.phone.as_deref(), Some("ours"));
     assert!(entry.contact.local_was_updated);
 
     // retry: ours goes again, checked against the person's value.
-    let replay = store.replay_dead_letter(&held.letter.id).unwrap();
+    let replay = store.replay_dead_letter(&held.letter.id).await.unwrap();
     assert_eq!(
         replay.replayed,
         edit(&[(ContactField::Phone, Some("ours"))])
     );
-    let entry = store.contact("c1").unwrap().unwrap();
+    let entry = store.contact("c1").await.unwrap().unwrap();
     assert_eq!(entry.base[&ContactField::Phone].as_deref(), Some("person"));
-    let claimed = store.claim("crm", store.now(), 10).unwrap();
+    let claimed = store.claim("crm", store.now(), 10).await.unwrap();
     assert_eq!(
         claimed[0].patch,
         edit(&[(ContactField::Phone, Some("ours"))])
@@ -555,27 +625,33 @@ async fn held_conflicts_wait_for_an_operator_who_writes_ours_or_takes_the_crms()
 
     // The person changes it again: held again, every field this time; then dropped.
     let conflicts = person_changed(ContactField::Phone, "person again", "ours");
-    let held = store.hold_conflicts("c1", &conflicts).unwrap();
+    let held = store.hold_conflicts("c1", &conflicts).await.unwrap();
     assert!(!held.in_flight_left, "nothing left to push");
     assert!(matches!(
-        store.hold_conflicts("c1", &conflicts),
+        store.hold_conflicts("c1", &conflicts).await,
         Err(StoreError::NotInFlight(_))
     ));
-    store.drop_dead_letter(&held.letter.id).unwrap();
-    let entry = store.contact("c1").unwrap().unwrap();
+    store.drop_dead_letter(&held.letter.id).await.unwrap();
+    let entry = store.contact("c1").await.unwrap().unwrap();
     assert_eq!(entry.contact.phone.as_deref(), Some("person again"));
     assert_eq!(
         entry.base[&ContactField::Phone].as_deref(),
         Some("person again")
     );
     assert!(!entry.contact.local_was_updated);
-    assert!(store.claim("crm", store.now(), 10).unwrap().is_empty());
+    assert!(
+        store
+            .claim("crm", store.now(), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
 async fn a_replay_never_puts_back_a_value_older_than_one_accepted_since() {
     let (_dir, store) = open();
-    register(&store, "c1");
+    register(&store, "c1").await;
     let refused = AdapterError::permanent("INVALID", "refused", None);
     store
         .accept(
@@ -586,21 +662,24 @@ async fn a_replay_never_puts_back_a_value_older_than_one_accepted_since() {
             ]),
             "crm",
         )
+        .await
         .unwrap();
-    store.claim("crm", store.now(), 10).unwrap();
-    let letter = store.dead_letter("c1", &refused, false).unwrap();
+    store.claim("crm", store.now(), 10).await.unwrap();
+    let letter = store.dead_letter("c1", &refused, false).await.unwrap();
     store
         .accept("c1", &edit(&[(ContactField::City, Some("New"))]), "crm")
+        .await
         .unwrap();
-    store.claim("crm", store.now(), 10).unwrap();
+    store.claim("crm", store.now(), 10).await.unwrap();
     store
         .complete("c1", &ConfirmedContact::default(), None)
+        .await
         .unwrap();
 
-    let replay = store.replay_dead_letter(&letter.id).unwrap();
+    let replay = store.replay_dead_letter(&letter.id).await.unwrap();
     assert_eq!(replay.dropped, vec![ContactField::City]);
     assert!(!replay.superseded());
-    let claimed = store.claim("crm", store.now(), 10).unwrap();
+    let claimed = store.claim("crm", store.now(), 10).await.unwrap();
     assert_eq!(
         claimed[0].patch,
         edit(&[(ContactField::Zip, Some("1"))]),
@@ -608,21 +687,24 @@ async fn a_replay_never_puts_back_a_value_older_than_one_accepted_since() {
     );
     store
         .complete("c1", &ConfirmedContact::default(), None)
+        .await
         .unwrap();
 
     // A letter every field of which was accepted again since is resolved as superseded.
     store
         .accept("c1", &edit(&[(ContactField::Phone, Some("bad"))]), "crm")
+        .await
         .unwrap();
-    store.claim("crm", store.now(), 10).unwrap();
-    let letter = store.dead_letter("c1", &refused, false).unwrap();
+    store.claim("crm", store.now(), 10).await.unwrap();
+    let letter = store.dead_letter("c1", &refused, false).await.unwrap();
     store
         .accept("c1", &edit(&[(ContactField::Phone, Some("good"))]), "crm")
+        .await
         .unwrap();
-    let replay = store.replay_dead_letter(&letter.id).unwrap();
+    let replay = store.replay_dead_letter(&letter.id).await.unwrap();
     assert!(replay.superseded());
-    assert!(store.dead_letters().unwrap().is_empty());
-    let entry = store.contact("c1").unwrap().unwrap();
+    assert!(store.dead_letters().await.unwrap().is_empty());
+    let entry = store.contact("c1").await.unwrap().unwrap();
     assert_eq!(entry.sync.open_dead_letters, 0);
     assert_eq!(entry.contact.phone.as_deref(), Some("good"));
     assert_eq!(
@@ -635,47 +717,51 @@ async fn a_replay_never_puts_back_a_value_older_than_one_accepted_since() {
 #[tokio::test]
 async fn retry_all_replays_in_acceptance_order() {
     let (_dir, store) = open();
-    register(&store, "early");
-    register(&store, "late");
+    register(&store, "early").await;
+    register(&store, "late").await;
     let refused = AdapterError::permanent("INVALID", "refused", None);
     store
         .accept("early", &edit(&[(ContactField::City, Some("A"))]), "crm")
+        .await
         .unwrap();
     store
         .accept("late", &edit(&[(ContactField::City, Some("B"))]), "crm")
+        .await
         .unwrap();
-    store.claim("crm", store.now(), 10).unwrap();
+    store.claim("crm", store.now(), 10).await.unwrap();
     // Refused in the other order: the letter of the later edit is older.
-    let late = store.dead_letter("late", &refused, false).unwrap();
-    let early = store.dead_letter("early", &refused, false).unwrap();
+    let late = store.dead_letter("late", &refused, false).await.unwrap();
+    let early = store.dead_letter("early", &refused, false).await.unwrap();
     assert!(late.id < early.id);
 
-    let attempts = store.replay_all_dead_letters().unwrap();
+    let attempts = store.replay_all_dead_letters().await.unwrap();
     let order: Vec<&str> = attempts.iter().map(|a| a.letter_id.as_str()).collect();
     assert_eq!(order, vec![early.id.as_str(), late.id.as_str()]);
     assert!(attempts.iter().all(|a| a.outcome.is_ok()));
-    assert_eq!(store.claim("crm", store.now(), 10).unwrap().len(), 2);
+    assert_eq!(store.claim("crm", store.now(), 10).await.unwrap().len(), 2);
 }
 
 #[tokio::test]
 async fn an_unreadable_record_becomes_a_dead_letter_instead_of_blocking_its_queue() {
     let (_dir, store) = open();
-    register(&store, "broken");
-    register(&store, "fine");
+    register(&store, "broken").await;
+    register(&store, "fine").await;
     for id in ["broken", "fine"] {
         store
             .accept(id, &edit(&[(ContactField::City, Some("X"))]), "crm")
+            .await
             .unwrap();
     }
     store
+        .sled()
         .contacts
         .insert("broken", &b"{\"contact\": tru"[..])
         .unwrap();
 
-    let claimed = store.claim("crm", store.now(), 10).unwrap();
+    let claimed = store.claim("crm", store.now(), 10).await.unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].contact_id, "fine");
-    let letters = store.dead_letters().unwrap();
+    let letters = store.dead_letters().await.unwrap();
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].contact_id, "broken");
     assert_eq!(letters[0].connection, "crm");
@@ -685,41 +771,55 @@ async fn an_unreadable_record_becomes_a_dead_letter_instead_of_blocking_its_queu
         "{}",
         letters[0].error.message
     );
-    let counts = store.counts(store.now()).unwrap();
+    let counts = store.counts(store.now()).await.unwrap();
     assert_eq!(counts["crm"].ready + counts["crm"].retry_waiting, 0);
     assert_eq!(counts["crm"].dead_letters, 1);
-    assert!(store.claim("crm", store.now(), 10).unwrap().is_empty());
+    assert!(
+        store
+            .claim("crm", store.now(), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // Scans of every record skip it too.
-    assert_eq!(store.recover_in_flight(|_| 0, |_| false).unwrap(), 1);
-    assert_eq!(store.in_flight_counts().unwrap().len(), 0);
+    assert_eq!(store.recover_in_flight(|_| 0, |_| false).await.unwrap(), 1);
+    assert_eq!(store.in_flight_counts().await.unwrap().len(), 0);
     assert!(matches!(
-        store.replay_dead_letter(&letters[0].id),
+        store.replay_dead_letter(&letters[0].id).await,
         Err(StoreError::Corrupt { .. })
     ));
-    store.drop_dead_letter(&letters[0].id).unwrap();
-    assert!(store.dead_letters().unwrap().is_empty());
+    store.drop_dead_letter(&letters[0].id).await.unwrap();
+    assert!(store.dead_letters().await.unwrap().is_empty());
 }
 
 #[tokio::test]
 async fn the_source_index_keeps_each_connection_apart() {
     let (_dir, store) = open();
-    let portal = |id: &str, connection: &str| {
+    let portal = async |id: &str, connection: &str| {
         let contact = UnifiedContact::new(id, "hubspot", "51001");
-        store.upsert_contact(connection, contact)
+        store.upsert_contact(connection, contact).await
     };
-    portal("hs_a_51001", "hs_a").unwrap();
-    portal("hs_b_51001", "hs_b").unwrap();
+    portal("hs_a_51001", "hs_a").await.unwrap();
+    portal("hs_b_51001", "hs_b").await.unwrap();
     assert_eq!(
-        store.id_for_source("hs_a", "51001").unwrap().as_deref(),
+        store
+            .id_for_source("hs_a", "51001")
+            .await
+            .unwrap()
+            .as_deref(),
         Some("hs_a_51001")
     );
     assert_eq!(
-        store.id_for_source("hs_b", "51001").unwrap().as_deref(),
+        store
+            .id_for_source("hs_b", "51001")
+            .await
+            .unwrap()
+            .as_deref(),
         Some("hs_b_51001")
     );
-    assert_eq!(store.id_for_source("hubspot", "51001").unwrap(), None);
+    assert_eq!(store.id_for_source("hubspot", "51001").await.unwrap(), None);
 
-    match portal("other", "hs_a") {
+    match portal("other", "hs_a").await {
         Err(StoreError::SourceIdTaken {
             connection,
             source_id,
@@ -731,16 +831,16 @@ async fn the_source_index_keeps_each_connection_apart() {
         other => panic!("a second unified id for one record: {other:?}"),
     }
     assert!(
-        store.contact("other").unwrap().is_none(),
+        store.contact("other").await.unwrap().is_none(),
         "nothing was written"
     );
 
     // A contact imported again with another record frees its old one.
     let mut moved = UnifiedContact::new("hs_a_51001", "hubspot", "51002");
     moved.first_name = Some("Moved".into());
-    store.upsert_contact("hs_a", moved).unwrap();
-    assert_eq!(store.id_for_source("hs_a", "51001").unwrap(), None);
-    portal("other", "hs_a").unwrap();
+    store.upsert_contact("hs_a", moved).await.unwrap();
+    assert_eq!(store.id_for_source("hs_a", "51001").await.unwrap(), None);
+    portal("other", "hs_a").await.unwrap();
 }
 
 #[tokio::test]
@@ -761,10 +861,12 @@ async fn a_schema_1_store_is_migrated_to_a_source_index_per_connection() {
                 };
                 let entry = serde_json::json!({"contact": contact, "base": {}, "sync": sync});
                 store
+                    .sled()
                     .contacts
                     .insert(id, serde_json::to_vec(&entry).unwrap())
                     .unwrap();
                 store
+                    .sled()
                     .source_index
                     .insert(keys::source_index("hubspot", source_id), id)
                     .unwrap();
@@ -772,7 +874,7 @@ async fn a_schema_1_store_is_migrated_to_a_source_index_per_connection() {
         old_entry("edited", "1", Some("hs_b"), Some("hs_a"));
         old_entry("configured", "2", None, Some("hs_a"));
         old_entry("plain", "3", None, None);
-        store.meta.insert("schema_version", "1").unwrap();
+        store.sled().meta.insert("schema_version", "1").unwrap();
         store.flush().await.unwrap();
     }
     let store = open_at(&path, now_ms()).await;
@@ -785,23 +887,25 @@ async fn a_schema_1_store_is_migrated_to_a_source_index_per_connection() {
         assert_eq!(
             store
                 .id_for_source(connection, source_id)
+                .await
                 .unwrap()
                 .as_deref(),
             Some(id),
             "{connection}/{source_id}"
         );
-        let entry = store.contact(id).unwrap().unwrap();
+        let entry = store.contact(id).await.unwrap().unwrap();
         assert_eq!(entry.source_connection.as_deref(), Some(connection));
     }
-    assert_eq!(store.id_for_source("hubspot", "1").unwrap(), None);
+    assert_eq!(store.id_for_source("hubspot", "1").await.unwrap(), None);
 }
 
 #[tokio::test]
 async fn a_failed_flush_fails_the_store_for_good() {
     let (_dir, store) = open();
-    register(&store, "c1");
+    register(&store, "c1").await;
     store
         .accept("c1", &edit(&[(ContactField::City, Some("X"))]), "crm")
+        .await
         .unwrap();
     assert_eq!(store.failure(), None);
     store.fail_next_flush("No space left on device");
@@ -815,33 +919,40 @@ async fn a_failed_flush_fails_the_store_for_good() {
     // Sticky: no later flush or write is trusted.
     assert!(matches!(store.flush().await, Err(StoreError::Failed(_))));
     assert!(matches!(
-        store.accept("c1", &edit(&[(ContactField::City, Some("Y"))]), "crm"),
+        store
+            .accept("c1", &edit(&[(ContactField::City, Some("Y"))]), "crm")
+            .await,
         Err(StoreError::Failed(_))
     ));
     assert!(matches!(
-        store.claim("crm", store.now(), 10),
+        store.claim("crm", store.now(), 10).await,
         Err(StoreError::Failed(_))
     ));
-    assert!(store.contact("c1").unwrap().is_some(), "reads still answer");
+    assert!(
+        store.contact("c1").await.unwrap().is_some(),
+        "reads still answer"
+    );
 }
 
 #[tokio::test]
 async fn queues_are_per_connection() {
     let (_dir, store) = open();
-    register(&store, "c1");
-    register(&store, "c2");
+    register(&store, "c1").await;
+    register(&store, "c2").await;
     store
         .accept("c1", &edit(&[(ContactField::City, Some("X"))]), "a")
+        .await
         .unwrap();
     store
         .accept("c2", &edit(&[(ContactField::City, Some("Y"))]), "b")
+        .await
         .unwrap();
-    let from_a = store.claim("a", now_ms(), 10).unwrap();
+    let from_a = store.claim("a", now_ms(), 10).await.unwrap();
     assert_eq!(from_a.len(), 1);
     assert_eq!(from_a[0].contact_id, "c1");
-    assert_eq!(store.counts(now_ms()).unwrap()["b"].ready, 1);
+    assert_eq!(store.counts(now_ms()).await.unwrap()["b"].ready, 1);
     assert_eq!(
-        store.in_flight_counts().unwrap(),
+        store.in_flight_counts().await.unwrap(),
         BTreeMap::from([("a".to_string(), 1)])
     );
 }
@@ -856,8 +967,8 @@ async fn wall_clock_steps_across_restarts_neither_stall_nor_strand_the_queue() {
     let error = AdapterError::retryable("HTTP_503", "down");
     // Claims the contact when its turn comes, checks it came one retry wait from now at the
     // latest, and makes it wait one more retry.
-    let retry_once = |store: &Store| {
-        let ready_at = store.next_ready_at("crm").unwrap().expect("queued");
+    let retry_once = async |store: &Store| {
+        let ready_at = store.next_ready_at("crm").await.unwrap().expect("queued");
         assert!(
             ready_at <= store.now() + RETRY,
             "ready at {ready_at}, {} ms after now",
@@ -866,28 +977,31 @@ async fn wall_clock_steps_across_restarts_neither_stall_nor_strand_the_queue() {
         assert_eq!(
             store
                 .claim("crm", ready_at.max(store.now()), 10)
+                .await
                 .unwrap()
                 .len(),
             1
         );
         store
             .retry_later("c1", store.now() + RETRY, true, &error)
+            .await
             .unwrap();
     };
 
     let store = open_at(&path, START).await;
-    register(&store, "c1");
+    register(&store, "c1").await;
     store
         .accept("c1", &edit(&[(ContactField::City, Some("X"))]), "crm")
+        .await
         .unwrap();
-    retry_once(&store);
+    retry_once(&store).await;
     store.flush().await.unwrap();
     drop(store);
 
     // Next start: the wall clock jumped a day ahead. The retry is simply due.
     let store = open_at(&path, START + DAY).await;
     assert!(store.now() >= START + DAY);
-    retry_once(&store);
+    retry_once(&store).await;
     store.flush().await.unwrap();
     drop(store);
 
@@ -895,7 +1009,7 @@ async fn wall_clock_steps_across_restarts_neither_stall_nor_strand_the_queue() {
     // it, so the retry queued a moment ago still waits one retry, not a day more.
     let store = open_at(&path, START).await;
     assert!(store.now() >= START + DAY);
-    retry_once(&store);
+    retry_once(&store).await;
 }
 
 mod model {
@@ -1010,11 +1124,12 @@ mod model {
             }
         }
 
-        fn accept(&mut self, store: &Store, contact: &str, field: ContactField) {
+        async fn accept(&mut self, store: &Store, contact: &str, field: ContactField) {
             self.accepted += 1;
             let value = format!("v{}", self.accepted);
             store
                 .accept(contact, &edit(&[(field, Some(&value))]), "crm")
+                .await
                 .unwrap();
             self.latest
                 .insert((contact.to_string(), field), self.accepted);
@@ -1022,8 +1137,8 @@ mod model {
 
         /// Claims everything ready at `at`; checks no contact is claimed while in flight, and
         /// that each edit goes to the contact's record as merges left it.
-        fn claim(&mut self, store: &Store, at: u64) -> Vec<ClaimedEdit> {
-            let claimed = store.claim("crm", at, 100).unwrap();
+        async fn claim(&mut self, store: &Store, at: u64) -> Vec<ClaimedEdit> {
+            let claimed = store.claim("crm", at, 100).await.unwrap();
             for edit in &claimed {
                 assert_eq!(edit.source_id, self.source_ids[&edit.contact_id]);
                 assert!(
@@ -1039,7 +1154,7 @@ mod model {
 
         /// The CRM applies a push, which must never put back a value older than one of ours
         /// it holds.
-        fn land(&mut self, store: &Store, edit: &ClaimedEdit) {
+        async fn land(&mut self, store: &Store, edit: &ClaimedEdit) {
             self.in_flight.remove(&edit.contact_id);
             for (field, value) in edit.patch.iter() {
                 let pushed = order(value.expect("the model only sets values")).unwrap();
@@ -1054,32 +1169,38 @@ mod model {
             }
             store
                 .complete(&edit.contact_id, &ConfirmedContact::default(), None)
+                .await
                 .unwrap();
         }
 
-        fn push(&mut self, store: &Store, at: u64, outcome: Outcome) {
-            for claimed in self.claim(store, at) {
+        async fn push(&mut self, store: &Store, at: u64, outcome: Outcome) {
+            for claimed in self.claim(store, at).await {
                 let id = claimed.contact_id.clone();
                 match outcome {
-                    Outcome::Lands => self.land(store, &claimed),
+                    Outcome::Lands => self.land(store, &claimed).await,
                     Outcome::FailsForAWhile => {
                         self.in_flight.remove(&id);
                         let error = AdapterError::retryable("HTTP_503", "down");
-                        store.retry_later(&id, at + 500, true, &error).unwrap();
+                        store
+                            .retry_later(&id, at + 500, true, &error)
+                            .await
+                            .unwrap();
                     }
                     Outcome::Refused => {
                         self.in_flight.remove(&id);
                         let error = AdapterError::permanent("INVALID", "refused", None);
-                        let letter = store.dead_letter(&id, &error, false).unwrap();
+                        let letter = store.dead_letter(&id, &error, false).await.unwrap();
                         assert_eq!(letter.patch, claimed.patch);
                     }
-                    Outcome::PersonChangedIt => self.person_changes_first_field(store, claimed),
+                    Outcome::PersonChangedIt => {
+                        self.person_changes_first_field(store, claimed).await
+                    }
                     Outcome::Merged => {
                         self.in_flight.remove(&id);
                         self.merges += 1;
                         let survivor = format!("merged-{}", self.merges);
                         let error = AdapterError::record_merged("MERGED", "merged", &survivor);
-                        let outcome = store.repoint(&id, &survivor, &error).unwrap();
+                        let outcome = store.repoint(&id, &survivor, &error).await.unwrap();
                         assert_eq!(outcome, MergeOutcome::Followed);
                         self.source_ids.insert(id, survivor);
                     }
@@ -1088,7 +1209,7 @@ mod model {
                         let other = CONTACTS.iter().find(|other| **other != id).unwrap();
                         let survivor = self.source_ids[*other].clone();
                         let error = AdapterError::record_merged("MERGED", "merged", &survivor);
-                        match store.repoint(&id, &survivor, &error).unwrap() {
+                        match store.repoint(&id, &survivor, &error).await.unwrap() {
                             MergeOutcome::SurvivorRegistered(letter) => {
                                 assert_eq!(letter.patch, claimed.patch)
                             }
@@ -1101,7 +1222,7 @@ mod model {
 
         /// A person changes the claimed edit's first field in the CRM: it is held, and the
         /// rest of the edit lands.
-        fn person_changes_first_field(&mut self, store: &Store, claimed: ClaimedEdit) {
+        async fn person_changes_first_field(&mut self, store: &Store, claimed: ClaimedEdit) {
             let id = &claimed.contact_id;
             let mut rest = claimed.clone();
             let field = claimed.patch.fields().next().expect("claims carry a field");
@@ -1109,7 +1230,7 @@ mod model {
             self.people += 1;
             let person = format!("p{}", self.people);
             self.crm.insert((id.clone(), field), person.clone());
-            let base = store.contact(id).unwrap().unwrap().base[&field].clone();
+            let base = store.contact(id).await.unwrap().unwrap().base[&field].clone();
             let conflict = FieldConflict {
                 base,
                 crm: Some(person),
@@ -1117,18 +1238,19 @@ mod model {
             };
             let held = store
                 .hold_conflicts(id, &[(field, conflict)].into())
+                .await
                 .unwrap();
             assert_eq!(held.letter.patch, [(field, ours)].into_iter().collect());
             assert_eq!(held.in_flight_left, !rest.patch.is_empty());
             if held.in_flight_left {
-                self.land(store, &rest);
+                self.land(store, &rest).await;
             } else {
                 self.in_flight.remove(id);
             }
         }
 
-        fn drop_letter(&mut self, store: &Store, letter: &DeadLetter) {
-            store.drop_dead_letter(&letter.id).unwrap();
+        async fn drop_letter(&mut self, store: &Store, letter: &DeadLetter) {
+            store.drop_dead_letter(&letter.id).await.unwrap();
             for (_, value) in letter.patch.iter() {
                 self.dropped.insert(order(value.unwrap()).unwrap());
             }
@@ -1144,7 +1266,7 @@ mod model {
             runtime.block_on(async {
                 let (_dir, store) = open();
                 for id in CONTACTS {
-                    register(&store, id);
+                    register(&store, id).await;
                 }
                 let mut model = Model::new();
                 // Time only moves forward by these steps, so retries and grace periods are
@@ -1152,57 +1274,57 @@ mod model {
                 let mut clock = store.now();
                 for step in steps {
                     match step {
-                        Step::Accept(c, f) => model.accept(&store, CONTACTS[c], FIELDS[f]),
+                        Step::Accept(c, f) => model.accept(&store, CONTACTS[c], FIELDS[f]).await,
                         Step::Push(outcome) => {
                             clock += 1_000;
-                            model.push(&store, clock, outcome);
+                            model.push(&store, clock, outcome).await;
                         }
                         Step::Crash => {
-                            model.claim(&store, clock);
+                            model.claim(&store, clock).await;
                             model.in_flight.clear();
                             clock += 1_000;
-                            store.recover_in_flight(|_| clock, |_| false).unwrap();
+                            store.recover_in_flight(|_| clock, |_| false).await.unwrap();
                         }
                         Step::Replay(n) => {
-                            let letters = store.dead_letters().unwrap();
+                            let letters = store.dead_letters().await.unwrap();
                             if !letters.is_empty() {
-                                store.replay_dead_letter(&letters[n % letters.len()].id).unwrap();
+                                store.replay_dead_letter(&letters[n % letters.len()].id).await.unwrap();
                             }
                         }
                         Step::ReplayAll => {
-                            for attempt in store.replay_all_dead_letters().unwrap() {
+                            for attempt in store.replay_all_dead_letters().await.unwrap() {
                                 attempt.outcome.unwrap();
                             }
                         }
                         Step::Drop(n) => {
-                            let letters = store.dead_letters().unwrap();
+                            let letters = store.dead_letters().await.unwrap();
                             if !letters.is_empty() {
-                                model.drop_letter(&store, &letters[n % letters.len()]);
+                                model.drop_letter(&store, &letters[n % letters.len()]).await;
                             }
                         }
                     }
                 }
                 // The operator replays what is left (writing ours over people's values), and
                 // every push now lands.
-                for attempt in store.replay_all_dead_letters().unwrap() {
+                for attempt in store.replay_all_dead_letters().await.unwrap() {
                     attempt.outcome.unwrap();
                 }
                 loop {
                     clock += 1_000;
-                    let claimed = model.claim(&store, clock);
+                    let claimed = model.claim(&store, clock).await;
                     if claimed.is_empty() {
                         break;
                     }
                     for edit in claimed {
-                        model.land(&store, &edit);
+                        model.land(&store, &edit).await;
                     }
                 }
-                assert!(store.dead_letters().unwrap().is_empty());
+                assert!(store.dead_letters().await.unwrap().is_empty());
                 for id in CONTACTS {
-                    let entry = store.contact(id).unwrap().unwrap();
+                    let entry = store.contact(id).await.unwrap().unwrap();
                     let source_id = &model.source_ids[id];
                     assert_eq!(&entry.contact.source_id, source_id, "{id} follows its merges");
-                    assert_eq!(store.id_for_source("crm", source_id).unwrap().as_deref(), Some(id));
+                    assert_eq!(store.id_for_source("crm", source_id).await.unwrap().as_deref(), Some(id));
                     assert!(!entry.contact.local_was_updated, "{id} is synced");
                     assert!(entry.sync.pending.is_none() && entry.sync.in_flight.is_none());
                     assert!(entry.sync.held.is_empty() && entry.sync.seen_in_crm.is_empty());
@@ -1222,7 +1344,7 @@ mod model {
                         }
                     }
                 }
-                let counts = store.counts(clock).unwrap();
+                let counts = store.counts(clock).await.unwrap();
                 assert_eq!(counts.get("crm").map(|c| c.ready + c.retry_waiting).unwrap_or(0), 0);
             });
         }

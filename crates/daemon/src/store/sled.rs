@@ -1,0 +1,943 @@
+//! The sled engine: the store embedded in one process, in one directory.
+//!
+//! Trees: `contacts` (id → [`ContactEntry`]), `ready` (connection, not-before, seq → contact
+//! id), `dead_letters`, `customers`, `source_index` ((connection, source id) → unified id) and
+//! `meta`. Every state change is one transaction; nothing is acknowledged to a client before
+//! [`SledStore::flush`] has made it durable (one flush serves every request waiting for it).
+//! sled's exclusive file lock makes the process the only one: what was in flight when it
+//! stopped is put back in the queue at the next start ([`SledStore::recover_in_flight`]).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use unisync_core::{AdapterError, ConfirmedContact, ContactField, ContactPatch, UnifiedContact};
+
+use super::clock::{CLOCK, Clock};
+use super::flush::{Flusher, Health};
+use super::rules::{self, LinkFailure, QueueChange};
+use super::{
+    Accepted, ClaimedEdit, ConnectionCounts, ContactEntry, Customer, DeadLetter, Held,
+    MergeOutcome, Replay, StoreError, keys, letter_id,
+};
+use crate::conflict::FieldConflict;
+
+type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+
+fn abort<T>(error: StoreError) -> TxResult<T> {
+    Err(ConflictableTransactionError::Abort(error))
+}
+
+fn from_tx(error: TransactionError<StoreError>) -> StoreError {
+    match error {
+        TransactionError::Abort(error) => error,
+        TransactionError::Storage(error) => StoreError::Sled(error),
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("store records always serialise")
+}
+
+fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|err| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        message: err.to_string(),
+    })
+}
+
+/// The sled-backed store. Cheap to clone; clones share the database.
+#[derive(Clone)]
+pub struct SledStore {
+    db: sled::Db,
+    pub(super) contacts: sled::Tree,
+    ready: sled::Tree,
+    dead_letters: sled::Tree,
+    customers: sled::Tree,
+    pub(super) source_index: sled::Tree,
+    pub(super) meta: sled::Tree,
+    flusher: Flusher,
+    health: Health,
+    clock: &'static Clock,
+    /// The clock's high-water mark as last written to `meta`.
+    high_water: Arc<AtomicU64>,
+}
+
+/// Version 2 keys the source index by connection instead of system; a version 1 store is
+/// migrated at open.
+const SCHEMA_VERSION: &[u8] = b"2";
+/// The `meta` key of the clock's high-water mark (8 bytes, big-endian ms).
+const HIGH_WATER_KEY: &str = "clock_high_water";
+/// How far ahead of now the high-water mark is written, so that it is written at most this
+/// often and still covers every time handed out before the next write.
+const HIGH_WATER_STEP_MS: u64 = 1_000;
+
+impl SledStore {
+    /// Opens (creating if missing) the store at `path`. Must be called inside a tokio runtime
+    /// (the group-commit flusher is a task).
+    pub fn open(path: &Path, cache_mib: u64) -> Result<SledStore, StoreError> {
+        SledStore::open_with_clock(path, cache_mib, &CLOCK)
+    }
+
+    /// Opens the store with its own clock instead of the process's (tests that step the wall
+    /// clock).
+    pub fn open_with_clock(
+        path: &Path,
+        cache_mib: u64,
+        clock: &'static Clock,
+    ) -> Result<SledStore, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_mib * 1024 * 1024)
+            .mode(sled::Mode::LowSpace)
+            .open()
+            .map_err(|err| match err {
+                sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                    StoreError::Locked(path.to_path_buf())
+                }
+                sled::Error::Io(ref io) if io.to_string().contains("lock") => {
+                    StoreError::Locked(path.to_path_buf())
+                }
+                other => StoreError::Sled(other),
+            })?;
+        let meta = db.open_tree("meta")?;
+        let version = meta.get("schema_version")?;
+        match version.as_deref() {
+            None => {
+                meta.insert("schema_version", SCHEMA_VERSION)?;
+            }
+            Some(version) if version == SCHEMA_VERSION => {}
+            Some(b"1") => {
+                migrate_source_index(&db.open_tree("contacts")?, &db.open_tree("source_index")?)?;
+                meta.insert("schema_version", SCHEMA_VERSION)?;
+                db.flush()?;
+            }
+            Some(version) => {
+                return Err(StoreError::Corrupt {
+                    key: "meta/schema_version".into(),
+                    message: format!(
+                        "schema version {} is not one this unisync reads ({})",
+                        String::from_utf8_lossy(version),
+                        String::from_utf8_lossy(SCHEMA_VERSION)
+                    ),
+                });
+            }
+        }
+        if let Some(mark) = meta.get(HIGH_WATER_KEY)? {
+            let mark: [u8; 8] = mark.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                key: format!("meta/{HIGH_WATER_KEY}"),
+                message: "not an 8-byte time".into(),
+            })?;
+            clock.raise_to(u64::from_be_bytes(mark));
+        }
+        let health = Health::new();
+        let store = SledStore {
+            contacts: db.open_tree("contacts")?,
+            ready: db.open_tree("ready")?,
+            dead_letters: db.open_tree("dead_letters")?,
+            customers: db.open_tree("customers")?,
+            source_index: db.open_tree("source_index")?,
+            meta,
+            flusher: Flusher::start(db.clone(), health.clone()),
+            health,
+            db,
+            clock,
+            high_water: Arc::new(AtomicU64::new(0)),
+        };
+        store.now();
+        Ok(store)
+    }
+
+    /// Now, by the store's clock. Keeps the clock's high-water mark in `meta` ahead of every
+    /// time handed out, so that after a restart the clock starts no earlier (it is durable
+    /// with the writes that used those times: sled recovers a prefix of its log).
+    pub fn now(&self) -> u64 {
+        let now = self.clock.now();
+        if now >= self.high_water.load(Ordering::Acquire) {
+            let mark = now + HIGH_WATER_STEP_MS;
+            self.high_water.fetch_max(mark, Ordering::AcqRel);
+            if let Err(error) = self.meta.insert(HIGH_WATER_KEY, &mark.to_be_bytes()) {
+                tracing::error!(%error, "writing the clock's high-water mark failed");
+            }
+        }
+        now
+    }
+
+    /// Makes every write so far durable. Concurrent callers share one flush. A failure fails
+    /// the store for good ([`StoreError::Failed`]).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.flusher.flush().await
+    }
+
+    /// Why the store failed, once it has (a flush or a write could not reach the disk): it
+    /// refuses every write from then on, and the process should stop and restart from what
+    /// is durable.
+    pub fn failure(&self) -> Option<String> {
+        self.health.failure()
+    }
+
+    /// Waits until the store fails; answers why.
+    pub async fn failed(&self) -> String {
+        self.health.failed().await
+    }
+
+    /// Test builds only: the next flush fails with `message`, as a full disk would.
+    #[cfg(test)]
+    pub fn fail_next_flush(&self, message: &str) {
+        self.flusher.fail_next(message);
+    }
+
+    /// Runs a write unless the store has failed; an I/O error while writing fails it (and is
+    /// answered as that failure).
+    fn write<T>(&self, write: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+        self.health.check()?;
+        match write() {
+            Err(StoreError::Sled(
+                error @ (sled::Error::Io(_) | sled::Error::Corruption { .. }),
+            )) => {
+                self.health.fail(format!("writing failed: {error}"));
+                self.health
+                    .check()
+                    .map(|()| unreachable!("the store has just failed"))
+            }
+            result => result,
+        }
+    }
+
+    /// Puts every edit that was in flight when the process stopped back in its connection's
+    /// ready queue (delivery is at least once), to go at `not_before(connection)`: each
+    /// connection's own grace, long enough for the dead process's last requests to settle.
+    /// Returns how many. An unreadable record is skipped (its claim dead-letters it).
+    pub fn recover_in_flight(
+        &self,
+        not_before: impl Fn(&str) -> u64,
+        still_in_flight: impl Fn(&str) -> bool,
+    ) -> Result<usize, StoreError> {
+        // Collect first: a transaction on a tree that is being iterated can deadlock in sled.
+        let mut in_flight = Vec::new();
+        for entry in self.readable_contacts() {
+            let entry = entry?;
+            if entry.sync.in_flight.is_some() && !still_in_flight(&entry.contact.id) {
+                let connection = entry.sync.connection.as_deref().unwrap_or_default();
+                in_flight.push((entry.contact.id.clone(), not_before(connection)));
+            }
+        }
+        for (id, not_before) in &in_flight {
+            let seq = self.next_seq();
+            let now = self.now();
+            self.update_contact(id, seq, |entry| {
+                Ok((rules::recover(entry, *not_before, now), ()))
+            })?;
+        }
+        Ok(in_flight.len())
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.db.generate_id().expect("sled id generation")
+    }
+
+    /// Registers or refreshes a contact (import, pull) as a record of `connection` (see
+    /// [`rules::register`]). Refused with [`StoreError::SourceIdTaken`] when the connection's
+    /// record is already registered under another unified id. A record that cannot be read is
+    /// replaced: importing the contact again is how it is repaired.
+    pub fn upsert_contact(
+        &self,
+        connection: &str,
+        contact: UnifiedContact,
+    ) -> Result<(), StoreError> {
+        let id = contact.id.as_bytes();
+        let index_key = keys::source_index(connection, &contact.source_id);
+        self.write(|| {
+            (&self.contacts, &self.source_index)
+            .transaction(|(contacts, index)| {
+                if let Some(owner) = index.get(&index_key)?
+                    && owner != id
+                {
+                    return abort(StoreError::SourceIdTaken {
+                        connection: connection.to_string(),
+                        source_id: contact.source_id.clone(),
+                        owner: String::from_utf8_lossy(&owner).into_owned(),
+                    });
+                }
+                let existing: Option<ContactEntry> = match get(contacts, id) {
+                    Err(ConflictableTransactionError::Abort(
+                        error @ StoreError::Corrupt { .. },
+                    )) => {
+                        tracing::warn!(%error, "an unreadable record is replaced by its import");
+                        None
+                    }
+                    other => other?,
+                };
+                // The record moved (another source id or connection): its old key goes.
+                if let Some(old) = &existing
+                    && let Some(old_connection) = &old.source_connection
+                {
+                    let old_key = keys::source_index(old_connection, &old.contact.source_id);
+                    if old_key != index_key && index.get(&old_key)?.is_some_and(|o| o == id) {
+                        index.remove(old_key)?;
+                    }
+                }
+                let entry = rules::register(existing, &contact, connection);
+                contacts.insert(id, encode(&entry))?;
+                index.insert(index_key.clone(), id)?;
+                Ok(())
+            })
+            .map_err(from_tx)
+        })
+    }
+
+    /// The unified id registered for the record `source_id` of `connection`.
+    pub fn id_for_source(
+        &self,
+        connection: &str,
+        source_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .source_index
+            .get(keys::source_index(connection, source_id))?
+            .map(|id| String::from_utf8_lossy(&id).into_owned()))
+    }
+
+    pub fn contact(&self, id: &str) -> Result<Option<ContactEntry>, StoreError> {
+        self.contacts
+            .get(id)?
+            .map(|bytes| decode(id.as_bytes(), &bytes))
+            .transpose()
+    }
+
+    /// Applies an edit to the stored record and merges it into the contact's pending patch;
+    /// queues the contact on `connection` unless it is already waiting or in flight.
+    /// Not durable until [`SledStore::flush`].
+    pub fn accept(
+        &self,
+        id: &str,
+        patch: &ContactPatch,
+        connection: &str,
+    ) -> Result<Accepted, StoreError> {
+        let seq = self.next_seq();
+        let now = self.now();
+        self.update_contact(id, seq, |entry| {
+            let change = rules::accept(entry, patch, connection, seq, now);
+            let accepted = Accepted {
+                contact: entry.contact.clone(),
+                queued: change != QueueChange::Leave,
+            };
+            Ok((change, accepted))
+        })
+    }
+
+    /// Takes up to `max` contacts of `connection` whose turn has come (not-before ≤ `now`),
+    /// moving each one's pending patch to in flight. Each contact is claimed in one
+    /// transaction (its ready key removed and its patch moved together), so a crash never
+    /// leaves it half claimed. A contact whose record cannot be read is taken out of the
+    /// queue as a `STORE_CORRUPT` dead letter instead of blocking the connection's queue.
+    pub fn claim(
+        &self,
+        connection: &str,
+        now: u64,
+        max: usize,
+    ) -> Result<Vec<ClaimedEdit>, StoreError> {
+        let mut claimed = Vec::new();
+        for item in self.ready.range(keys::ready_range(connection, now)) {
+            if claimed.len() >= max {
+                break;
+            }
+            let (key, id) = item?;
+            let id = String::from_utf8_lossy(&id).into_owned();
+            let edit = self.write(|| {
+                let claim = (&self.contacts, &self.ready).transaction(|(contacts, ready)| {
+                    if ready.remove(&key)?.is_none() {
+                        return Ok(None);
+                    }
+                    let Some(mut entry): Option<ContactEntry> = get(contacts, id.as_bytes())?
+                    else {
+                        return Ok(None);
+                    };
+                    if entry.sync.queued_key.as_deref() != Some(key.as_ref()) {
+                        return Ok(None);
+                    }
+                    let (edit, change) = rules::claim(&mut entry);
+                    apply(&mut entry, ready, change, 0)?;
+                    contacts.insert(id.as_bytes(), encode(&entry))?;
+                    Ok(edit)
+                });
+                claim.map_err(from_tx)
+            });
+            match edit {
+                Ok(edit) => claimed.extend(edit),
+                Err(error @ StoreError::Corrupt { .. }) => {
+                    self.dead_letter_unreadable(&key, &id, connection, &error, now)?
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// Takes a contact whose record cannot be read out of the queue (its ready `key`) and
+    /// keeps a dead letter saying so.
+    fn dead_letter_unreadable(
+        &self,
+        key: &[u8],
+        id: &str,
+        connection: &str,
+        error: &StoreError,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        tracing::error!(%error, "an unreadable record leaves the queue as a dead letter");
+        let letter_id = letter_id(self.next_seq());
+        let letter = rules::unreadable_letter(id, connection, &error.to_string(), &letter_id, now);
+        self.write(|| {
+            (&self.ready, &self.dead_letters)
+                .transaction(|(ready, dead_letters)| {
+                    ready.remove(key)?;
+                    dead_letters.insert(letter_id.as_bytes(), encode(&letter))?;
+                    Ok(())
+                })
+                .map_err(from_tx)
+        })
+    }
+
+    /// When the first waiting contact of `connection` may go (ms since the epoch).
+    pub fn next_ready_at(&self, connection: &str) -> Result<Option<u64>, StoreError> {
+        Ok(
+            match self
+                .ready
+                .range(keys::ready_range(connection, u64::MAX))
+                .next()
+            {
+                Some(item) => Some(keys::ready_not_before(&item?.0)),
+                None => None,
+            },
+        )
+    }
+
+    /// How many contacts of `connection` may go now (counted up to `limit`), and since when
+    /// the longest-waiting of them has been ready: what a lingering dispatcher weighs.
+    pub fn ready_window(
+        &self,
+        connection: &str,
+        now: u64,
+        limit: usize,
+    ) -> Result<(usize, Option<u64>), StoreError> {
+        let mut ready = self
+            .ready
+            .range(keys::ready_range(connection, now))
+            .take(limit);
+        let Some(first) = ready.next() else {
+            return Ok((0, None));
+        };
+        let oldest = keys::ready_not_before(&first?.0);
+        let mut count = 1;
+        for item in ready {
+            item?;
+            count += 1;
+        }
+        Ok((count, Some(oldest)))
+    }
+
+    /// The CRM confirmed the in-flight edit: reconcile its values into the record, and queue
+    /// what is pending behind it. `linked_customer` is the CRM id of the customer the contact
+    /// is now linked to, when the edit changed the link (`Some(None)`: unlinked).
+    pub fn complete(
+        &self,
+        id: &str,
+        confirmed: &ConfirmedContact,
+        linked_customer: Option<Option<String>>,
+    ) -> Result<(), StoreError> {
+        let seq = self.next_seq();
+        let now = self.now();
+        self.update_contact(id, seq, |entry| {
+            Ok((
+                rules::complete(entry, confirmed, linked_customer.clone(), now),
+                (),
+            ))
+        })
+    }
+
+    /// The push failed but may succeed later: the in-flight edit goes back in front of what
+    /// is pending, to be tried at `not_before`. `count_attempt` is false for failures that are
+    /// not the edit's fault (rate limits, paused connections).
+    pub fn retry_later(
+        &self,
+        id: &str,
+        not_before: u64,
+        count_attempt: bool,
+        error: &AdapterError,
+    ) -> Result<u32, StoreError> {
+        let seq = self.next_seq();
+        let now = self.now();
+        self.update_contact(id, seq, |entry| {
+            let (attempts, change) =
+                rules::retry_later(entry, not_before, count_attempt, error, now);
+            Ok((change, attempts))
+        })
+    }
+
+    /// The CRM refused the in-flight edit for good (or its attempts ran out): keep it as a
+    /// dead letter with the CRM's error, and let what is pending behind it go on.
+    pub fn dead_letter(
+        &self,
+        id: &str,
+        error: &AdapterError,
+        retries_exhausted: bool,
+    ) -> Result<DeadLetter, StoreError> {
+        let now = self.now();
+        self.update_contact_lettered(id, |entry, letter_id| {
+            let (letter, change) =
+                rules::dead_letter(entry, error, retries_exhausted, letter_id, now);
+            (Some(letter), change, ())
+        })
+        .map(|(letter, ())| letter.expect("the rule always makes a letter"))
+    }
+
+    /// A person changed fields of the contact's in-flight edit in the CRM since their base
+    /// (`conflicts`, from the check before the write; `on_conflict = hold`). Called before the
+    /// push of the rest: the conflicting fields leave the in-flight edit for a conflict letter
+    /// (see [`rules::hold_conflicts`]), so that the later [`SledStore::complete`] neither confirms
+    /// nor writes them. Answers the letter and whether anything is left in flight to push.
+    /// [`StoreError::NotInFlight`] when none of the fields is in flight (nothing changes).
+    pub fn hold_conflicts(
+        &self,
+        id: &str,
+        conflicts: &BTreeMap<ContactField, FieldConflict>,
+    ) -> Result<Held, StoreError> {
+        let now = self.now();
+        let (letter, in_flight_left) = self.update_contact_lettered(id, |entry, letter_id| {
+            let (letter, change) = rules::hold_conflicts(entry, conflicts, letter_id, now);
+            (letter, change, entry.sync.in_flight.is_some())
+        })?;
+        let letter = letter.ok_or_else(|| StoreError::NotInFlight(id.to_string()))?;
+        Ok(Held {
+            letter,
+            in_flight_left,
+        })
+    }
+
+    /// The CRM merged the contact's record into `survivor` (its canonical id; `error` is the
+    /// CRM's answer saying so). In one transaction the contact is re-pointed at the survivor
+    /// (its `source_id`, and its key in the source index) and its in-flight edit goes back to
+    /// the queue in front of what is pending, now, without counting an attempt (see
+    /// [`rules::repoint`]). When the survivor is already another unified contact's record, the
+    /// contact is left as it is and the edit becomes a `MERGED_INTO_REGISTERED` dead letter
+    /// naming both.
+    pub fn repoint(
+        &self,
+        id: &str,
+        survivor: &str,
+        error: &AdapterError,
+    ) -> Result<MergeOutcome, StoreError> {
+        let seq = self.next_seq();
+        let letter_id = letter_id(seq);
+        let now = self.now();
+        self.write(|| {
+            (
+                &self.contacts,
+                &self.ready,
+                &self.dead_letters,
+                &self.source_index,
+            )
+                .transaction(|(contacts, ready, dead_letters, index)| {
+                    let Some(mut entry): Option<ContactEntry> = get(contacts, id.as_bytes())?
+                    else {
+                        return abort(StoreError::UnknownContact(id.to_string()));
+                    };
+                    let connection = entry
+                        .source_connection
+                        .clone()
+                        .or_else(|| entry.sync.connection.clone())
+                        .unwrap_or_default();
+                    let old_key = keys::source_index(&connection, &entry.contact.source_id);
+                    let new_key = keys::source_index(&connection, survivor);
+                    let owner = index
+                        .get(&new_key)?
+                        .map(|owner| String::from_utf8_lossy(&owner).into_owned());
+                    let (letter, change) = rules::repoint(
+                        &mut entry,
+                        survivor,
+                        owner.as_deref(),
+                        error,
+                        &letter_id,
+                        now,
+                    );
+                    let outcome = match letter {
+                        Some(letter) => {
+                            dead_letters.insert(letter.id.as_bytes(), encode(&letter))?;
+                            MergeOutcome::SurvivorRegistered(Box::new(letter))
+                        }
+                        None => {
+                            if index
+                                .get(&old_key)?
+                                .is_some_and(|owner| owner == id.as_bytes())
+                            {
+                                index.remove(old_key)?;
+                            }
+                            index.insert(new_key, id.as_bytes())?;
+                            entry.source_connection = Some(connection);
+                            MergeOutcome::Followed
+                        }
+                    };
+                    apply(&mut entry, ready, change, seq)?;
+                    contacts.insert(id.as_bytes(), encode(&entry))?;
+                    Ok(outcome)
+                })
+                .map_err(from_tx)
+        })
+    }
+
+    /// The in-flight edit's fields landed but its customer link did not
+    /// (`ConfirmedContact::link_error`): the values are confirmed as by [`SledStore::complete`],
+    /// and only the link change is retried or dead-lettered, as `failure` says (see
+    /// [`rules::complete_except_link`]). Answers the dead letter, if one was made.
+    pub fn complete_except_link(
+        &self,
+        id: &str,
+        confirmed: &ConfirmedContact,
+        failure: LinkFailure<'_>,
+    ) -> Result<Option<DeadLetter>, StoreError> {
+        let now = self.now();
+        self.update_contact_lettered(id, |entry, letter_id| {
+            let (letter, change) =
+                rules::complete_except_link(entry, confirmed, failure, letter_id, now);
+            (letter, change, ())
+        })
+        .map(|(letter, ())| letter)
+    }
+
+    /// Runs `change` on one contact's entry inside a transaction with the ready queue and the
+    /// dead letters; keeps the letter it may make (its id is given to `change`) and answers it
+    /// with what `change` answered besides.
+    fn update_contact_lettered<T>(
+        &self,
+        id: &str,
+        change: impl Fn(&mut ContactEntry, &str) -> (Option<DeadLetter>, QueueChange, T),
+    ) -> Result<(Option<DeadLetter>, T), StoreError> {
+        let seq = self.next_seq();
+        let letter_id = letter_id(seq);
+        self.write(|| {
+            (&self.contacts, &self.ready, &self.dead_letters)
+                .transaction(|(contacts, ready, dead_letters)| {
+                    let Some(mut entry): Option<ContactEntry> = get(contacts, id.as_bytes())?
+                    else {
+                        return abort(StoreError::UnknownContact(id.to_string()));
+                    };
+                    let (letter, queue_change, answer) = change(&mut entry, &letter_id);
+                    apply(&mut entry, ready, queue_change, seq)?;
+                    contacts.insert(id.as_bytes(), encode(&entry))?;
+                    if let Some(letter) = &letter {
+                        dead_letters.insert(letter.id.as_bytes(), encode(letter))?;
+                    }
+                    Ok((letter, answer))
+                })
+                .map_err(from_tx)
+        })
+    }
+
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        self.dead_letters
+            .iter()
+            .map(|item| {
+                let (key, bytes) = item?;
+                decode(&key, &bytes)
+            })
+            .collect()
+    }
+
+    pub fn dead_letter_by_id(&self, letter_id: &str) -> Result<Option<DeadLetter>, StoreError> {
+        self.dead_letters
+            .get(letter_id)?
+            .map(|bytes| decode(letter_id.as_bytes(), &bytes))
+            .transpose()
+    }
+
+    /// Puts a dead letter's values back in the queue, except those of fields accepted again
+    /// since (see [`rules::replay`]); a letter with nothing left is resolved as superseded.
+    /// A conflict letter's values are written over the person's: their base becomes the
+    /// CRM's value the letter recorded.
+    pub fn replay_dead_letter(&self, letter_id: &str) -> Result<Replay, StoreError> {
+        let seq = self.next_seq();
+        let now = self.now();
+        self.settle_dead_letter(letter_id, seq, false, |entry, letter| {
+            let Some(entry) = entry else {
+                return abort(StoreError::UnknownContact(letter.contact_id.clone()));
+            };
+            let (replay, change) = rules::replay(entry, letter, now);
+            Ok((change, replay))
+        })
+    }
+
+    /// Forgets a dead letter: the record's values it touched go back to the CRM's last
+    /// confirmed ones (a conflict letter's: the CRM's value it recorded, which becomes the
+    /// base too), unless a later value was accepted (see [`rules::drop_letter`]). A letter
+    /// whose contact is unknown or unreadable is removed all the same.
+    pub fn drop_dead_letter(&self, letter_id: &str) -> Result<DeadLetter, StoreError> {
+        self.settle_dead_letter(letter_id, 0, true, |entry, letter| {
+            if let Some(entry) = entry {
+                rules::drop_letter(entry, letter);
+            }
+            Ok((QueueChange::Leave, letter.clone()))
+        })
+    }
+
+    /// Removes a dead letter and runs `settle` on its contact (`None` when the contact is
+    /// unknown, or its record unreadable and `past_unreadable`), in one transaction.
+    fn settle_dead_letter<T>(
+        &self,
+        letter_id: &str,
+        seq: u64,
+        past_unreadable: bool,
+        settle: impl Fn(Option<&mut ContactEntry>, &DeadLetter) -> TxResult<(QueueChange, T)>,
+    ) -> Result<T, StoreError> {
+        self.write(|| {
+            (&self.contacts, &self.ready, &self.dead_letters)
+                .transaction(|(contacts, ready, dead_letters)| {
+                    let Some(letter): Option<DeadLetter> = get(dead_letters, letter_id.as_bytes())?
+                    else {
+                        return abort(StoreError::UnknownDeadLetter(letter_id.to_string()));
+                    };
+                    dead_letters.remove(letter_id.as_bytes())?;
+                    let id = letter.contact_id.as_bytes();
+                    let entry = match get::<ContactEntry>(contacts, id) {
+                        Err(ConflictableTransactionError::Abort(StoreError::Corrupt {
+                            ..
+                        })) if past_unreadable => None,
+                        other => other?,
+                    };
+                    let Some(mut entry) = entry else {
+                        return settle(None, &letter).map(|(_, result)| result);
+                    };
+                    let (change, result) = settle(Some(&mut entry), &letter)?;
+                    apply(&mut entry, ready, change, seq)?;
+                    contacts.insert(id, encode(&entry))?;
+                    Ok(result)
+                })
+                .map_err(from_tx)
+        })
+    }
+
+    pub fn upsert_customer(&self, customer: &Customer) -> Result<(), StoreError> {
+        self.write(|| {
+            self.customers
+                .insert(customer.id.as_bytes(), encode(customer))?;
+            Ok(())
+        })
+    }
+
+    pub fn customer(&self, id: &str) -> Result<Option<Customer>, StoreError> {
+        self.customers
+            .get(id)?
+            .map(|bytes| decode(id.as_bytes(), &bytes))
+            .transpose()
+    }
+
+    /// Queue figures per connection (every connection that has anything queued or dead),
+    /// read from the queue and the dead letters only: cheap enough for every `/metrics`
+    /// scrape. `in_flight` is left at zero; see [`SledStore::in_flight_counts`].
+    pub fn counts(&self, now: u64) -> Result<BTreeMap<String, ConnectionCounts>, StoreError> {
+        let mut counts: BTreeMap<String, ConnectionCounts> = BTreeMap::new();
+        for item in self.ready.iter() {
+            let (key, _) = item?;
+            let (connection, not_before) = keys::ready_parts(&key);
+            let entry = counts.entry(connection).or_default();
+            if not_before <= now {
+                entry.ready += 1;
+            } else {
+                entry.retry_waiting += 1;
+            }
+        }
+        for letter in self.dead_letters()? {
+            counts.entry(letter.connection).or_default().dead_letters += 1;
+        }
+        Ok(counts)
+    }
+
+    /// Edits marked in flight, per connection. Reads every contact: for a store no daemon is
+    /// running on (a running daemon counts its pushes itself), where they are the edits the
+    /// last stop left in flight, to be pushed again at the next start.
+    pub fn in_flight_counts(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        let mut counts = BTreeMap::new();
+        for entry in self.readable_contacts() {
+            let entry = entry?;
+            if entry.sync.in_flight.is_some() {
+                *counts
+                    .entry(entry.sync.connection.unwrap_or_default())
+                    .or_default() += 1;
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Every contact whose record can be read. An unreadable one is logged and skipped, so
+    /// that one bad record stops no scan (claiming it makes it a dead letter).
+    fn readable_contacts(&self) -> impl Iterator<Item = Result<ContactEntry, StoreError>> + '_ {
+        self.contacts.iter().filter_map(|item| match item {
+            Err(error) => Some(Err(error.into())),
+            Ok((key, bytes)) => match decode(&key, &bytes) {
+                Ok(entry) => Some(Ok(entry)),
+                Err(error) => {
+                    tracing::error!(%error, "skipping an unreadable record");
+                    None
+                }
+            },
+        })
+    }
+
+    /// Whether an edit with this `edit_id` (from a backfill file) was already accepted.
+    pub fn edit_seen(&self, edit_id: &str) -> Result<bool, StoreError> {
+        Ok(self.meta.contains_key(format!("edit/{edit_id}"))?)
+    }
+
+    /// Remembers that the edit `edit_id` was accepted. Durable with the next flush; a crash
+    /// before it re-applies the edit on a re-run, which lands the same values again.
+    pub fn remember_edit(&self, edit_id: &str) -> Result<(), StoreError> {
+        self.write(|| {
+            self.meta.insert(format!("edit/{edit_id}"), &[])?;
+            Ok(())
+        })
+    }
+
+    /// Reads a value the daemon keeps for itself (e.g. a rotated credential).
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .meta
+            .get(key)?
+            .map(|value| String::from_utf8_lossy(&value).into_owned()))
+    }
+
+    /// Writes a value the daemon keeps for itself, durably before returning.
+    pub fn meta_under(&self, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
+        self.meta
+            .scan_prefix(prefix)
+            .map(|item| {
+                let (key, value) = item?;
+                Ok((
+                    String::from_utf8_lossy(&key).into_owned(),
+                    String::from_utf8_lossy(&value).into_owned(),
+                ))
+            })
+            .collect()
+    }
+
+    pub fn remove_meta(&self, key: &str) -> Result<(), StoreError> {
+        self.write(|| {
+            self.meta.remove(key)?;
+            self.db.flush()?;
+            Ok(())
+        })
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.write(|| {
+            self.meta.insert(key, value.as_bytes())?;
+            self.db.flush()?;
+            Ok(())
+        })
+    }
+
+    /// Runs `change` on one contact's entry inside a transaction with the ready queue, and
+    /// applies the queue change it answers (a new place is keyed with `seq`).
+    fn update_contact<T>(
+        &self,
+        id: &str,
+        seq: u64,
+        change: impl Fn(&mut ContactEntry) -> TxResult<(QueueChange, T)>,
+    ) -> Result<T, StoreError> {
+        self.write(|| {
+            (&self.contacts, &self.ready)
+                .transaction(|(contacts, ready)| {
+                    let Some(mut entry): Option<ContactEntry> = get(contacts, id.as_bytes())?
+                    else {
+                        return abort(StoreError::UnknownContact(id.to_string()));
+                    };
+                    let (queue_change, result) = change(&mut entry)?;
+                    apply(&mut entry, ready, queue_change, seq)?;
+                    contacts.insert(id.as_bytes(), encode(&entry))?;
+                    Ok(result)
+                })
+                .map_err(from_tx)
+        })
+    }
+}
+
+/// Schema 1 → 2: the source index is rebuilt keyed by connection. Each contact's connection
+/// is the one its edits went to, else its `external_system_config_id`, else its
+/// `source_system` (the default connection names equal the systems). Safe to run again if
+/// interrupted: the version is written only after it.
+fn migrate_source_index(contacts: &sled::Tree, index: &sled::Tree) -> Result<(), StoreError> {
+    index.clear()?;
+    let mut migrated = 0u64;
+    for item in contacts.iter() {
+        let (key, bytes) = item?;
+        let mut entry: ContactEntry = match decode(&key, &bytes) {
+            Ok(entry) => entry,
+            Err(error) => {
+                tracing::error!(%error, "migration skips an unreadable record");
+                continue;
+            }
+        };
+        let connection = entry
+            .source_connection
+            .clone()
+            .or_else(|| entry.sync.connection.clone())
+            .or_else(|| entry.contact.external_system_config_id.clone())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| entry.contact.source_system.clone());
+        let index_key = keys::source_index(&connection, &entry.contact.source_id);
+        if let Some(owner) = index.get(&index_key)? {
+            tracing::warn!(
+                contact = %entry.contact.id,
+                owner = %String::from_utf8_lossy(&owner),
+                %connection,
+                source_id = %entry.contact.source_id,
+                "two contacts name the same CRM record; the index keeps the first"
+            );
+        } else {
+            index.insert(index_key, key.as_ref())?;
+        }
+        entry.source_connection = Some(connection);
+        contacts.insert(&key, encode(&entry))?;
+        migrated += 1;
+    }
+    tracing::info!(
+        migrated,
+        "store migrated to schema 2 (source index per connection)"
+    );
+    Ok(())
+}
+
+fn get<T: DeserializeOwned>(tree: &TransactionalTree, key: &[u8]) -> TxResult<Option<T>> {
+    match tree.get(key)? {
+        None => Ok(None),
+        Some(bytes) => match decode(key, &bytes) {
+            Ok(value) => Ok(Some(value)),
+            Err(error) => abort(error),
+        },
+    }
+}
+
+/// Carries out a rule's [`QueueChange`] on the ready queue; a new place is keyed with `seq`.
+fn apply(
+    entry: &mut ContactEntry,
+    ready: &TransactionalTree,
+    change: QueueChange,
+    seq: u64,
+) -> TxResult<()> {
+    if change == QueueChange::Leave {
+        return Ok(());
+    }
+    if let Some(old_key) = entry.sync.queued_key.take() {
+        ready.remove(old_key)?;
+    }
+    if let QueueChange::Enqueue { not_before } = change {
+        let connection = entry.sync.connection.as_deref().unwrap_or_default();
+        let key = keys::ready(connection, not_before, seq);
+        ready.insert(key.clone(), entry.contact.id.as_bytes())?;
+        entry.sync.queued_key = Some(key);
+    }
+    Ok(())
+}
