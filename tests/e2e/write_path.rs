@@ -350,6 +350,27 @@ async fn health_and_readiness_answer<C: Crm>() {
     let metrics = daemon.metrics().await;
     let queue_ready = format!("unisync_queue_ready{{connection=\"{}\"}} 0", world.system());
     assert!(metrics.contains(&queue_ready), "{metrics}");
+
+    // Once an edit landed: what it cost, and how long the (empty) queue takes to drain.
+    rename(&daemon, CONTACT, "Measured").await;
+    daemon.wait_synced(CONTACT).await;
+    let metrics = daemon.metrics().await;
+    let labels = format!("{{connection=\"{}\"}}", world.system());
+    for family in [
+        "unisync_calls_per_landed_edit",
+        "unisync_queue_drain_seconds",
+    ] {
+        let line = metrics
+            .lines()
+            .find(|line| line.starts_with(&format!("{family}{labels}")))
+            .unwrap_or_else(|| panic!("no {family}: {metrics}"));
+        let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(value.is_finite() && value >= 0.0, "{line}");
+    }
+    assert!(
+        metrics.contains(&format!("unisync_queue_drain_seconds{labels} 0")),
+        "{metrics}"
+    );
 }
 
 async fn a_spent_daily_budget_pauses_the_connection_as_quota_exhausted<C: Crm>() {
