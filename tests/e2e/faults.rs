@@ -177,3 +177,34 @@ async fn edits_queued_for_a_renamed_connection_are_named_by_config_check_and_sta
     );
     assert_eq!(status["connections"]["hubspot"]["ready"], 1, "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_connection_keeps_its_edits_and_pushes_them_once_enabled() {
+    use unisync_sandbox::hubspot::HubspotSandbox;
+    let world = World::<HubspotSandbox>::with_connection_keys("enabled = false").await;
+    let mut daemon = world.setup.serve();
+    rename(&daemon, CONTACT, "Kept").await;
+    let (status, body) = readiness(&daemon).await;
+    assert_eq!(status, 200, "disabled by choice is no fault: {body}");
+    assert_eq!(body["connections"]["hubspot"]["state"], "disabled");
+    let status = world.setup.run_json(&["status"]);
+    assert_eq!(
+        status["disabled"],
+        serde_json::json!(["hubspot"]),
+        "{status}"
+    );
+    assert_eq!(status["connections"]["hubspot"]["ready"], 1, "{status}");
+    daemon.stop();
+    assert_eq!(world.crm_value("first_name").as_deref(), Some("Ann"));
+
+    let config = std::fs::read_to_string(&world.setup.config).unwrap();
+    std::fs::write(
+        &world.setup.config,
+        config.replace("enabled = false", "enabled = true"),
+    )
+    .unwrap();
+    let daemon = world.setup.serve();
+    let synced = daemon.wait_synced(CONTACT).await;
+    assert_eq!(synced["first_name"], "Kept");
+    assert_eq!(world.crm_value("first_name").as_deref(), Some("Kept"));
+}

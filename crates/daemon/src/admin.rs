@@ -57,6 +57,12 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiEr
         })
         .collect();
     let mut status = ops::status(&state.store, &names, &in_flight).await?;
+    status["disabled"] = state
+        .connections
+        .iter()
+        .filter(|c| !c.settings.enabled)
+        .map(|c| Value::from(c.name()))
+        .collect();
     let pauses: serde_json::Map<String, Value> = state
         .connections
         .iter()

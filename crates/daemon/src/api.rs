@@ -293,6 +293,8 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         .iter()
         .map(|connection| {
             let status = match connection.pause() {
+                // Its edits are kept; it pushes nothing until enabled again, by choice.
+                _ if !connection.settings.enabled => json!({"state": "disabled"}),
                 None => json!({"state": "ok"}),
                 Some(pause) => {
                     stuck |= pause.reason.lifts_by_probe();

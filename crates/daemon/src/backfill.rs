@@ -256,9 +256,10 @@ async fn wait_until_settled(
                     .connection
                     .as_deref()
                     .and_then(|name| connections.get(name))
-                && connection
-                    .pause()
-                    .is_some_and(|p| p.reason != PauseReason::RateLimited)
+                && (!connection.settings.enabled
+                    || connection
+                        .pause()
+                        .is_some_and(|p| p.reason != PauseReason::RateLimited))
             {
                 parked.insert(id.clone());
             }

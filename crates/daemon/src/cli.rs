@@ -229,13 +229,25 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Status => {
             let names: Vec<String> = config.connections.keys().cloned().collect();
+            let settings = config
+                .connections()
+                .map_err(|e| Failure::usage(e.to_string()))?;
+            let disabled: Vec<&str> = settings
+                .iter()
+                .filter(|connection| !connection.enabled)
+                .map(|connection| connection.name.as_str())
+                .collect();
             with_store(
                 &config,
                 async |store| ops::status(store, &names, &store.in_flight_counts().await?).await,
                 ("GET", "status"),
             )
             .await
-            .map(print_json)
+            .map(|mut status| {
+                // Said from the config, so an idle store (no daemon) says it too.
+                status["disabled"] = serde_json::json!(disabled);
+                print_json(status)
+            })
         }
         Command::DeadLetters(command) => dead_letters(&config, command).await,
         Command::Sandbox { .. } => unreachable!("handled above"),

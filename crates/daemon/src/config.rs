@@ -186,6 +186,9 @@ pub struct ConnectionSettings {
     pub dispatch: DispatchConfig,
     /// What to do with a field a person changed in the CRM since unisync last confirmed it.
     pub on_conflict: OnConflict,
+    /// `enabled = false`: the connection's edits are accepted and kept, and nothing is
+    /// pushed until it is enabled again.
+    pub enabled: bool,
     pub provider: ConnectionConfig,
 }
 
@@ -310,6 +313,11 @@ impl Config {
             provider_id: string("provider_id")?,
             img_url: string("img_url")?,
             dispatch,
+            enabled: match table.get("enabled") {
+                None => true,
+                Some(toml::Value::Boolean(enabled)) => *enabled,
+                Some(_) => return Err(invalid("enabled", "must be true or false")),
+            },
             on_conflict: match string("on_conflict")? {
                 None => OnConflict::default(),
                 Some(name) => name

@@ -44,11 +44,12 @@ pub struct Dispatchers {
 }
 
 impl Dispatchers {
-    /// Starts one dispatcher per connection.
+    /// Starts one dispatcher per enabled connection; a disabled one keeps its queue.
     pub fn start(store: &Store, connections: &Connections) -> Dispatchers {
         let (stop, stopped) = watch::channel(false);
         let tasks = connections
             .iter()
+            .filter(|connection| connection.settings.enabled)
             .map(|connection| tokio::spawn(run(store.clone(), connection.clone(), stopped.clone())))
             .collect();
         Dispatchers { stop, tasks }

@@ -278,6 +278,7 @@ fn settings(dispatch: DispatchConfig, on_conflict: OnConflict) -> ConnectionSett
         img_url: None,
         dispatch,
         on_conflict,
+        enabled: true,
         provider: ConnectionConfig::new("crm", "scripted", Default::default()),
     }
 }
