@@ -40,8 +40,9 @@ pub async fn serve(config: Config, sandbox: bool) -> Result<(), ServeError> {
             sandboxes.push(point_at_sandbox(connection).await?);
         }
     }
-    let store =
-        Store::open(&config.storage.path, config.storage.cache_mib).map_err(|e| e.to_string())?;
+    let store = Store::open_configured(&config.storage)
+        .await
+        .map_err(|e| e.to_string())?;
     let connections = Arc::new(Connections::build(settings, &store)?);
     recover_in_flight(&store, &connections, config.dispatch.recovery_grace_ms).await?;
     if sandbox {

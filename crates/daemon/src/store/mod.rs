@@ -11,6 +11,7 @@ mod clock;
 mod flush;
 mod keys;
 mod model;
+mod postgres;
 mod rules;
 mod sled;
 #[cfg(test)]
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use unisync_core::{AdapterError, ConfirmedContact, ContactField, ContactPatch, UnifiedContact};
 
+use crate::config::{StorageConfig, StorageEngine};
 use crate::conflict::FieldConflict;
 pub use model::{
     ClaimedEdit, ConnectionCounts, ContactEntry, Customer, DeadLetter, Held, LetterKind,
@@ -28,6 +30,8 @@ pub use model::{
 };
 pub use rules::{LinkFailure, class_name};
 
+pub use self::postgres::PgSettings;
+use self::postgres::PgStore;
 use self::sled::SledStore;
 use clock::CLOCK;
 
@@ -57,6 +61,22 @@ pub enum StoreError {
         "the store failed ({0}); it takes no more writes until unisync restarts from what is on disk"
     )]
     Failed(String),
+    #[error("store: cannot reach the database: {0}")]
+    Connect(String),
+    #[error("{0}")]
+    Misconfigured(String),
+    #[error("store: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("store: no database connection: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error(
+        "contact {contact}: this node no longer holds the lease of its edit in flight (held by {})",
+        holder.as_deref().unwrap_or("no node")
+    )]
+    NotLeaseHolder {
+        contact: String,
+        holder: Option<String>,
+    },
 }
 
 /// Milliseconds since the Unix epoch, as the store counts them: never backwards, within a
@@ -92,6 +112,7 @@ pub struct Store {
 #[derive(Clone)]
 enum Engine {
     Sled(SledStore),
+    Postgres(PgStore),
 }
 
 impl From<SledStore> for Store {
@@ -109,12 +130,41 @@ impl Store {
         SledStore::open(path, cache_mib).map(Store::from)
     }
 
+    /// Opens the store `storage` configures: sled's directory, or the PostgreSQL database.
+    pub async fn open_configured(storage: &StorageConfig) -> Result<Store, StoreError> {
+        match storage.engine {
+            StorageEngine::Sled => Store::open(&storage.path, storage.cache_mib),
+            StorageEngine::Postgres => {
+                let url = storage
+                    .postgres_url()
+                    .map_err(|error| StoreError::Misconfigured(error.to_string()))?
+                    .ok_or_else(|| StoreError::Misconfigured("storage.url_env: missing".into()))?;
+                Store::open_postgres(&PgSettings {
+                    url,
+                    schema: None,
+                    pool_size: storage.pool_size,
+                    lease_ms: storage.lease_secs * 1_000,
+                    node_id: node_id(),
+                })
+                .await
+            }
+        }
+    }
+
+    /// Connects to the PostgreSQL store `settings` name, creating or migrating its schema.
+    pub async fn open_postgres(settings: &PgSettings) -> Result<Store, StoreError> {
+        Ok(Store {
+            engine: Engine::Postgres(PgStore::open(settings).await?),
+        })
+    }
+
     /// The sled engine, for tests that reach under the API (an unreadable record, an old
     /// schema).
     #[cfg(test)]
     fn sled(&self) -> &SledStore {
         match &self.engine {
             Engine::Sled(store) => store,
+            Engine::Postgres(_) => panic!("a sled-only test on PostgreSQL"),
         }
     }
 
@@ -123,14 +173,17 @@ impl Store {
     fn now(&self) -> u64 {
         match &self.engine {
             Engine::Sled(store) => store.now(),
+            Engine::Postgres(_) => now_ms(),
         }
     }
 
     /// Makes every write so far durable. Concurrent callers share one flush. A failure fails
-    /// the store for good ([`StoreError::Failed`]).
+    /// the store for good ([`StoreError::Failed`]). PostgreSQL commits each write before
+    /// answering it: nothing is left to flush.
     pub async fn flush(&self) -> Result<(), StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.flush().await,
+            Engine::Postgres(store) => store.flush(),
         }
     }
 
@@ -140,6 +193,8 @@ impl Store {
     pub fn failure(&self) -> Option<String> {
         match &self.engine {
             Engine::Sled(store) => store.failure(),
+            // A failed write is answered as such, and the next one may succeed.
+            Engine::Postgres(_) => None,
         }
     }
 
@@ -147,6 +202,7 @@ impl Store {
     pub async fn failed(&self) -> String {
         match &self.engine {
             Engine::Sled(store) => store.failed().await,
+            Engine::Postgres(_) => std::future::pending().await,
         }
     }
 
@@ -160,12 +216,16 @@ impl Store {
     /// ready queue (delivery is at least once), to go at `not_before(connection)`: each
     /// connection's own grace, long enough for the dead process's last requests to settle.
     /// Returns how many. An unreadable record is skipped (its claim dead-letters it).
+    ///
+    /// PostgreSQL: nothing to do (0). Other nodes may be pushing their edits; an edit whose
+    /// node stopped is claimed again once its lease expires.
     pub async fn recover_in_flight(
         &self,
         not_before: impl Fn(&str) -> u64,
     ) -> Result<usize, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.recover_in_flight(not_before),
+            Engine::Postgres(_) => Ok(0),
         }
     }
 
@@ -180,6 +240,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.upsert_contact(connection, contact),
+            Engine::Postgres(store) => store.upsert_contact(connection, contact).await,
         }
     }
 
@@ -191,12 +252,14 @@ impl Store {
     ) -> Result<Option<String>, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.id_for_source(connection, source_id),
+            Engine::Postgres(store) => store.id_for_source(connection, source_id).await,
         }
     }
 
     pub async fn contact(&self, id: &str) -> Result<Option<ContactEntry>, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.contact(id),
+            Engine::Postgres(store) => store.contact(id).await,
         }
     }
 
@@ -211,6 +274,7 @@ impl Store {
     ) -> Result<Accepted, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.accept(id, patch, connection),
+            Engine::Postgres(store) => store.accept(id, patch, connection, now_ms()).await,
         }
     }
 
@@ -226,6 +290,7 @@ impl Store {
     ) -> Result<Vec<ClaimedEdit>, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.claim(connection, now, max),
+            Engine::Postgres(store) => store.claim(connection, now, max).await,
         }
     }
 
@@ -233,6 +298,7 @@ impl Store {
     pub async fn next_ready_at(&self, connection: &str) -> Result<Option<u64>, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.next_ready_at(connection),
+            Engine::Postgres(store) => store.next_ready_at(connection).await,
         }
     }
 
@@ -246,6 +312,7 @@ impl Store {
     ) -> Result<(usize, Option<u64>), StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.ready_window(connection, now, limit),
+            Engine::Postgres(store) => store.ready_window(connection, now, limit).await,
         }
     }
 
@@ -260,6 +327,11 @@ impl Store {
     ) -> Result<(), StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.complete(id, confirmed, linked_customer),
+            Engine::Postgres(store) => {
+                store
+                    .complete(id, confirmed, linked_customer, now_ms())
+                    .await
+            }
         }
     }
 
@@ -275,6 +347,11 @@ impl Store {
     ) -> Result<u32, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.retry_later(id, not_before, count_attempt, error),
+            Engine::Postgres(store) => {
+                store
+                    .retry_later(id, not_before, count_attempt, error, now_ms())
+                    .await
+            }
         }
     }
 
@@ -288,6 +365,11 @@ impl Store {
     ) -> Result<DeadLetter, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.dead_letter(id, error, retries_exhausted),
+            Engine::Postgres(store) => {
+                store
+                    .dead_letter(id, error, retries_exhausted, now_ms())
+                    .await
+            }
         }
     }
 
@@ -304,6 +386,7 @@ impl Store {
     ) -> Result<Held, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.hold_conflicts(id, conflicts),
+            Engine::Postgres(store) => store.hold_conflicts(id, conflicts, now_ms()).await,
         }
     }
 
@@ -322,6 +405,7 @@ impl Store {
     ) -> Result<MergeOutcome, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.repoint(id, survivor, error),
+            Engine::Postgres(store) => store.repoint(id, survivor, error, now_ms()).await,
         }
     }
 
@@ -337,6 +421,11 @@ impl Store {
     ) -> Result<Option<DeadLetter>, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.complete_except_link(id, confirmed, failure),
+            Engine::Postgres(store) => {
+                store
+                    .complete_except_link(id, confirmed, failure, now_ms())
+                    .await
+            }
         }
     }
 
@@ -344,6 +433,7 @@ impl Store {
     pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.dead_letters(),
+            Engine::Postgres(store) => store.dead_letters().await,
         }
     }
 
@@ -353,6 +443,7 @@ impl Store {
     ) -> Result<Option<DeadLetter>, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.dead_letter_by_id(letter_id),
+            Engine::Postgres(store) => store.dead_letter_by_id(letter_id).await,
         }
     }
 
@@ -363,6 +454,7 @@ impl Store {
     pub async fn replay_dead_letter(&self, letter_id: &str) -> Result<Replay, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.replay_dead_letter(letter_id),
+            Engine::Postgres(store) => store.replay_dead_letter(letter_id, now_ms()).await,
         }
     }
 
@@ -398,18 +490,21 @@ impl Store {
     pub async fn drop_dead_letter(&self, letter_id: &str) -> Result<DeadLetter, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.drop_dead_letter(letter_id),
+            Engine::Postgres(store) => store.drop_dead_letter(letter_id).await,
         }
     }
 
     pub async fn upsert_customer(&self, customer: &Customer) -> Result<(), StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.upsert_customer(customer),
+            Engine::Postgres(store) => store.upsert_customer(customer).await,
         }
     }
 
     pub async fn customer(&self, id: &str) -> Result<Option<Customer>, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.customer(id),
+            Engine::Postgres(store) => store.customer(id).await,
         }
     }
 
@@ -419,6 +514,7 @@ impl Store {
     pub async fn counts(&self, now: u64) -> Result<BTreeMap<String, ConnectionCounts>, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.counts(now),
+            Engine::Postgres(store) => store.counts(now).await,
         }
     }
 
@@ -428,6 +524,7 @@ impl Store {
     pub async fn in_flight_counts(&self) -> Result<BTreeMap<String, u64>, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.in_flight_counts(),
+            Engine::Postgres(store) => store.in_flight_counts().await,
         }
     }
 
@@ -435,6 +532,7 @@ impl Store {
     pub async fn edit_seen(&self, edit_id: &str) -> Result<bool, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.edit_seen(edit_id),
+            Engine::Postgres(store) => store.edit_seen(edit_id).await,
         }
     }
 
@@ -443,14 +541,17 @@ impl Store {
     pub async fn remember_edit(&self, edit_id: &str) -> Result<(), StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.remember_edit(edit_id),
+            Engine::Postgres(store) => store.remember_edit(edit_id).await,
         }
     }
 
     /// Reads a value the daemon keeps for itself (a rotated credential). Synchronous, for
-    /// an adapter's credential store (a synchronous trait).
+    /// an adapter's credential store (a synchronous trait): on PostgreSQL it blocks the
+    /// thread, which must be one of a multi-threaded runtime (the daemon's is).
     pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.meta(key),
+            Engine::Postgres(store) => block_on(store.meta(key)),
         }
     }
 
@@ -459,6 +560,21 @@ impl Store {
     pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.set_meta(key, value),
+            Engine::Postgres(store) => block_on(store.set_meta(key, value)),
         }
     }
+}
+
+/// This process's name in the leases it takes: its host, its pid and when it started, so that
+/// a restarted daemon never takes its predecessor's leases for its own.
+fn node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .unwrap_or_else(|_| "host".into());
+    format!("{host}/{}/{}", std::process::id(), now_ms())
+}
+
+/// Runs `future` to its end from synchronous code inside the runtime.
+fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(future))
 }
