@@ -59,7 +59,7 @@ pub async fn backfill(
     input: &[u8],
     options: &BackfillOptions,
 ) -> Result<BackfillReport, String> {
-    let store = Store::open(&config.storage.path, config.storage.cache_mib).map_err(|error| match error {
+    let store = Store::open_configured(&config.storage).await.map_err(|error| match error {
         StoreError::Locked(path) => format!(
             "the store at {} is held by a running unisync daemon: stop it for the backfill, or send the edits to its API",
             path.display()

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use serde_json::Value;
 
 use crate::backfill::{self, BackfillOptions};
-use crate::config::Config;
+use crate::config::{Config, StorageEngine};
 use crate::connections::{Connections, build_adapter, settle_time};
 use crate::store::{ReplayAttempt, Store, StoreError};
 use crate::{ops, pull, serve};
@@ -262,8 +262,8 @@ fn print_json(value: Value) -> u8 {
     0
 }
 
-fn open_store(config: &Config) -> Result<Store, StoreError> {
-    Store::open(&config.storage.path, config.storage.cache_mib)
+async fn open_store(config: &Config) -> Result<Store, StoreError> {
+    Store::open_configured(&config.storage).await
 }
 
 /// Runs `local` on the store, or — when the daemon holds the store — asks the daemon's admin
@@ -282,7 +282,7 @@ async fn with_store_body<E: Into<Failure>>(
     (method, path): (&str, &str),
     body: Option<Vec<u8>>,
 ) -> Result<Value, Failure> {
-    match open_store(config) {
+    match open_store(config).await {
         Ok(store) => {
             let value = local(&store).await.map_err(Into::into)?;
             store
@@ -437,7 +437,7 @@ async fn backfill_command(config: &Config, options: &BackfillOptions) -> Result<
 }
 
 async fn pull_command(config: &Config, name: &str) -> Result<u8, Failure> {
-    let report = match open_store(config) {
+    let report = match open_store(config).await {
         Ok(store) => {
             let settings = config
                 .connections()
@@ -562,11 +562,24 @@ async fn config_check(config: &Config) -> Result<u8, Failure> {
         tokens.len()
     );
     println!("max_body_bytes = {}", config.server.max_body_bytes);
-    println!(
-        "\n[storage]\npath = \"{}\"\ncache_mib = {}",
-        config.storage.path.display(),
-        config.storage.cache_mib
-    );
+    let storage = &config.storage;
+    match config
+        .storage
+        .postgres_url()
+        .map_err(|e| Failure::usage(e.to_string()))?
+    {
+        None => println!(
+            "\n[storage]\nengine = \"sled\"\npath = \"{}\"\ncache_mib = {}",
+            storage.path.display(),
+            storage.cache_mib
+        ),
+        Some(url) => println!(
+            "\n[storage]\nengine = \"postgres\"\nurl = \"{}\"\npool_size = {}\nlease_secs = {}",
+            crate::config::redacted_url(&url),
+            storage.pool_size,
+            storage.lease_secs
+        ),
+    }
     for (connection, settle) in settings.iter().zip(settle_times) {
         println!(
             "\n[connections.{}]\nsystem = \"{}\"",
@@ -593,7 +606,8 @@ async fn config_check(config: &Config) -> Result<u8, Failure> {
 /// (renamed or removed): those edits are kept but never pushed. Quiet when there is no store
 /// yet or it cannot be read (`config check` checks the config, not the store).
 async fn warn_of_unconfigured_connections(config: &Config) {
-    if !config.storage.path.exists() {
+    // Opening a database migrates it: `config check` leaves that to the daemon.
+    if config.storage.engine != StorageEngine::Sled || !config.storage.path.exists() {
         return;
     }
     let names: Vec<String> = config.connections.keys().cloned().collect();

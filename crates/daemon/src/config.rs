@@ -55,11 +55,38 @@ pub struct ServerConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
+    /// `sled` (embedded, one process: the default) or `postgres` (several daemons on one
+    /// database).
+    #[serde(default)]
+    pub engine: StorageEngine,
+    /// sled: the store's directory.
     #[serde(default = "default_storage_path")]
     pub path: PathBuf,
     /// sled's page cache, in MiB (its default of 1 GiB is far more than a queue needs).
     #[serde(default = "default_cache_mib")]
     pub cache_mib: u64,
+    /// postgres: an environment variable holding the connection URL
+    /// (`postgres://user:password@host:5432/db`, or a libpq key=value string).
+    pub url_env: Option<String>,
+    /// postgres: a file holding the connection URL (its first line).
+    pub url_file: Option<PathBuf>,
+    /// postgres: connections in the pool.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// postgres: how long a claimed edit stays this node's, in seconds. After that any node
+    /// may push it again, so it must be longer than a push can take (its request timeouts
+    /// and rate-limit waits included).
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u64,
+}
+
+/// Which engine holds the store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageEngine {
+    #[default]
+    Sled,
+    Postgres,
 }
 
 /// Defaults for every connection's dispatcher; a connection table may override each key.
@@ -116,6 +143,12 @@ fn default_storage_path() -> PathBuf {
 fn default_cache_mib() -> u64 {
     64
 }
+fn default_pool_size() -> usize {
+    8
+}
+fn default_lease_secs() -> u64 {
+    300
+}
 fn default_max_attempts() -> u32 {
     10
 }
@@ -152,8 +185,13 @@ impl Default for ServerConfig {
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
+            engine: StorageEngine::default(),
             path: default_storage_path(),
             cache_mib: default_cache_mib(),
+            url_env: None,
+            url_file: None,
+            pool_size: default_pool_size(),
+            lease_secs: default_lease_secs(),
         }
     }
 }
@@ -190,6 +228,96 @@ pub struct ConnectionSettings {
     /// pushed until it is enabled again.
     pub enabled: bool,
     pub provider: ConnectionConfig,
+}
+
+impl StorageConfig {
+    /// The keys of one engine are refused with the other's, so that a half-switched config
+    /// is not silently read as the engine it names.
+    fn check(&self) -> Result<(), String> {
+        let url_sources = [self.url_env.is_some(), self.url_file.is_some()];
+        match self.engine {
+            StorageEngine::Sled if url_sources.contains(&true) => Err(
+                "storage.url_env / storage.url_file: set only with engine = \"postgres\"".into(),
+            ),
+            StorageEngine::Postgres if url_sources == [false, false] => {
+                Err("storage.url_env: engine = \"postgres\" needs url_env or url_file".into())
+            }
+            StorageEngine::Postgres if url_sources == [true, true] => {
+                Err("storage.url_env / storage.url_file: set one of them, not both".into())
+            }
+            StorageEngine::Postgres if self.lease_secs == 0 => {
+                Err("storage.lease_secs: must be at least 1".into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The PostgreSQL connection URL, from `url_env` or `url_file`; `None` for sled. Checked
+    /// to parse; the error never shows the URL (it holds the password).
+    pub fn postgres_url(&self) -> Result<Option<Secret>, ConfigLoadError> {
+        let invalid = |key: &str, problem: String| {
+            ConfigLoadError::Invalid(format!("storage.{key}: {problem}"))
+        };
+        let (key, url) = match (&self.url_env, &self.url_file) {
+            (Some(variable), _) => (
+                "url_env",
+                std::env::var(variable).map_err(|_| {
+                    invalid(
+                        "url_env",
+                        format!("environment variable {variable} is not set"),
+                    )
+                })?,
+            ),
+            (None, Some(path)) => (
+                "url_file",
+                std::fs::read_to_string(path)
+                    .map_err(|err| {
+                        invalid("url_file", format!("cannot read {}: {err}", path.display()))
+                    })?
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
+            (None, None) => return Ok(None),
+        };
+        let url = url.trim();
+        url.parse::<tokio_postgres::Config>().map_err(|_| {
+            invalid(
+                key,
+                "not a PostgreSQL connection URL (postgres://user:password@host:port/database)"
+                    .into(),
+            )
+        })?;
+        Ok(Some(Secret::new(url)))
+    }
+}
+
+/// Where a PostgreSQL URL points, without its password: for `config check` and logs.
+pub fn redacted_url(url: &Secret) -> String {
+    let Ok(config) = url.expose().parse::<tokio_postgres::Config>() else {
+        return "(unreadable)".into();
+    };
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .zip(config.get_ports().iter().chain(std::iter::repeat(&5432)))
+        .map(|(host, port)| match host {
+            tokio_postgres::config::Host::Tcp(name) => format!("{name}:{port}"),
+            tokio_postgres::config::Host::Unix(path) => format!("{}:{port}", path.display()),
+        })
+        .collect();
+    let password = if config.get_password().is_some() {
+        ":[redacted]"
+    } else {
+        ""
+    };
+    format!(
+        "postgres://{}{password}@{}/{}",
+        config.get_user().unwrap_or(""),
+        hosts.join(","),
+        config.get_dbname().unwrap_or("")
+    )
 }
 
 /// Keys of a connection table that the daemon reads itself; the rest go to the provider.
@@ -235,6 +363,7 @@ impl Config {
                     .into(),
             );
         }
+        config.storage.check()?;
         Ok(config)
     }
 
@@ -427,6 +556,54 @@ mod tests {
         assert!(
             none.api_tokens().is_err(),
             "a daemon without tokens would accept nobody"
+        );
+    }
+
+    #[test]
+    fn postgres_settings_are_checked_and_the_password_never_shown() {
+        // Variable names only this test uses, so parallel tests do not race on them.
+        unsafe {
+            std::env::set_var(
+                "UNISYNC_TEST_PG_URL_A",
+                "postgres://unisync:s3cret-pw@db.internal:6432/queue",
+            );
+            std::env::set_var("UNISYNC_TEST_PG_URL_BAD", "mysql://s3cret-pw@x");
+        }
+        let config = Config::parse(
+            "[storage]\nengine = \"postgres\"\nurl_env = \"UNISYNC_TEST_PG_URL_A\"\n",
+        )
+        .unwrap();
+        let url = config.storage.postgres_url().unwrap().expect("a URL");
+        let shown = redacted_url(&url);
+        assert_eq!(
+            shown,
+            "postgres://unisync:[redacted]@db.internal:6432/queue"
+        );
+        assert!(!format!("{url:?}").contains("s3cret"));
+
+        let bad = Config::parse(
+            "[storage]\nengine = \"postgres\"\nurl_env = \"UNISYNC_TEST_PG_URL_BAD\"\n",
+        )
+        .unwrap();
+        let error = bad.storage.postgres_url().unwrap_err().to_string();
+        assert!(error.contains("storage.url_env"), "{error}");
+        assert!(!error.contains("s3cret"), "{error}");
+
+        for (text, key) in [
+            ("engine = \"postgres\"\n", "storage.url_env"),
+            ("url_env = \"X\"\n", "only with engine"),
+            (
+                "engine = \"postgres\"\nurl_env = \"X\"\nurl_file = \"f\"\n",
+                "not both",
+            ),
+            ("engine = \"mysql\"\n", "engine"),
+        ] {
+            let error = Config::parse(&format!("[storage]\n{text}")).unwrap_err();
+            assert!(error.contains(key), "{text}: {error}");
+        }
+        assert_eq!(
+            Config::parse("").unwrap().storage.engine,
+            StorageEngine::Sled
         );
     }
 

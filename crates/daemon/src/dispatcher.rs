@@ -177,7 +177,7 @@ async fn run(store: Store, connection: Arc<Connection>, mut shutdown: watch::Rec
 /// Goes on polling the bulk jobs of this connection that a stopped daemon left running, each
 /// holding a push slot until it is reconciled.
 async fn resume_bulk_jobs(store: &Store, connection: &Arc<Connection>, pushes: &Arc<Semaphore>) {
-    let jobs = match bulk::stored_jobs(store) {
+    let jobs = match bulk::stored_jobs(store).await {
         Ok(jobs) => jobs,
         Err(error) => {
             tracing::error!(connection = connection.name(), %error, "reading the running bulk jobs failed");

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::api::{self, AppState};
-use crate::config::{Config, ConnectionSettings};
+use crate::config::{Config, ConnectionSettings, StorageEngine};
 use crate::connections::Connections;
 use crate::dispatcher::Dispatchers;
 use crate::pull::pull_contacts;
@@ -40,8 +40,9 @@ pub async fn serve(config: Config, sandbox: bool) -> Result<(), ServeError> {
             sandboxes.push(point_at_sandbox(connection).await?);
         }
     }
-    let store =
-        Store::open(&config.storage.path, config.storage.cache_mib).map_err(|e| e.to_string())?;
+    let store = Store::open_configured(&config.storage)
+        .await
+        .map_err(|e| e.to_string())?;
     let connections = Arc::new(Connections::build(settings, &store)?);
     recover_in_flight(&store, &connections, config.dispatch.recovery_grace_ms).await?;
     if sandbox {
@@ -69,9 +70,14 @@ pub async fn serve(config: Config, sandbox: bool) -> Result<(), ServeError> {
         tokens,
     });
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let addr_file = daemon_addr_file(&config.storage.path);
-    std::fs::write(&addr_file, addr.to_string())
-        .map_err(|e| format!("writing {}: {e}", addr_file.display()))?;
+    // Only a daemon holding a sled store answers for it; on PostgreSQL the CLI opens the
+    // database itself.
+    let addr_file = (config.storage.engine == StorageEngine::Sled)
+        .then(|| daemon_addr_file(&config.storage.path));
+    if let Some(addr_file) = &addr_file {
+        std::fs::write(addr_file, addr.to_string())
+            .map_err(|e| format!("writing {}: {e}", addr_file.display()))?;
+    }
     tracing::info!(%addr, connections = connections.iter().count(), "unisync is serving");
     println!("unisync listening on http://{addr}");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -93,7 +99,9 @@ pub async fn serve(config: Config, sandbox: bool) -> Result<(), ServeError> {
     }
     dispatchers.stop().await;
     let flushed = store.flush().await;
-    let _ = std::fs::remove_file(&addr_file);
+    if let Some(addr_file) = &addr_file {
+        let _ = std::fs::remove_file(addr_file);
+    }
     drop(sandboxes);
     if let Some(failure) = store.failure() {
         return Err(ServeError::StoreFailed(failure));
@@ -114,7 +122,9 @@ pub async fn recover_in_flight(
 ) -> Result<(), String> {
     let now = now_ms();
     // Edits a running bulk job holds stay in flight: the job answers for them.
-    let held = crate::dispatcher::bulk::held_contacts(store).map_err(|e| e.to_string())?;
+    let held = crate::dispatcher::bulk::held_contacts(store)
+        .await
+        .map_err(|e| e.to_string())?;
     let recovered = store
         .recover_in_flight(
             |name| {

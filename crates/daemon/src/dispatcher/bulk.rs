@@ -51,9 +51,9 @@ fn key(connection: &str, job_id: &str) -> String {
 }
 
 /// Every job a daemon left running, as the store keeps them.
-pub fn stored_jobs(store: &Store) -> Result<Vec<BulkJob>, StoreError> {
+pub async fn stored_jobs(store: &Store) -> Result<Vec<BulkJob>, StoreError> {
     let mut jobs = Vec::new();
-    for (key, value) in store.meta_under(META_PREFIX)? {
+    for (key, value) in store.meta_under(META_PREFIX).await? {
         match serde_json::from_str(&value) {
             Ok(job) => jobs.push(job),
             Err(error) => tracing::error!(%key, %error, "an unreadable bulk job record is skipped"),
@@ -64,8 +64,9 @@ pub fn stored_jobs(store: &Store) -> Result<Vec<BulkJob>, StoreError> {
 
 /// The contacts whose edits running jobs hold: at a restart they stay in flight, for the job
 /// to answer for them.
-pub fn held_contacts(store: &Store) -> Result<HashSet<String>, StoreError> {
-    Ok(stored_jobs(store)?
+pub async fn held_contacts(store: &Store) -> Result<HashSet<String>, StoreError> {
+    Ok(stored_jobs(store)
+        .await?
         .into_iter()
         .flat_map(|job| job.edits.into_iter().map(|edit| edit.contact_id))
         .collect())
@@ -192,7 +193,7 @@ async fn settle(store: &Store, connection: &Connection, job: &BulkJob, results: 
         )
         .await;
     }
-    if let Err(error) = store.remove_meta(&key(&job.connection, &job.job_id)) {
+    if let Err(error) = store.remove_meta(&key(&job.connection, &job.job_id)).await {
         tracing::error!(connection = connection.name(), job_id = %job.job_id, %error, "forgetting a finished bulk job failed");
     }
     tracing::info!(connection = connection.name(), job_id = %job.job_id, edits = job.edits.len(), "bulk job reconciled");

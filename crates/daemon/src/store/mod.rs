@@ -11,6 +11,7 @@ mod clock;
 mod flush;
 mod keys;
 mod model;
+mod postgres;
 mod rules;
 mod sled;
 #[cfg(test)]
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use unisync_core::{AdapterError, ConfirmedContact, ContactField, ContactPatch, UnifiedContact};
 
+use crate::config::{StorageConfig, StorageEngine};
 use crate::conflict::FieldConflict;
 pub use model::{
     ClaimedEdit, ConnectionCounts, ContactEntry, Customer, DeadLetter, Held, LetterKind,
@@ -28,6 +30,8 @@ pub use model::{
 };
 pub use rules::{LinkFailure, class_name};
 
+pub use self::postgres::PgSettings;
+use self::postgres::PgStore;
 use self::sled::SledStore;
 use clock::CLOCK;
 
@@ -57,6 +61,22 @@ pub enum StoreError {
         "the store failed ({0}); it takes no more writes until unisync restarts from what is on disk"
     )]
     Failed(String),
+    #[error("store: cannot reach the database: {0}")]
+    Connect(String),
+    #[error("{0}")]
+    Misconfigured(String),
+    #[error("store: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("store: no database connection: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error(
+        "contact {contact}: this node no longer holds the lease of its edit in flight (held by {})",
+        holder.as_deref().unwrap_or("no node")
+    )]
+    NotLeaseHolder {
+        contact: String,
+        holder: Option<String>,
+    },
 }
 
 /// Milliseconds since the Unix epoch, as the store counts them: never backwards, within a
@@ -92,6 +112,7 @@ pub struct Store {
 #[derive(Clone)]
 enum Engine {
     Sled(SledStore),
+    Postgres(PgStore),
 }
 
 impl From<SledStore> for Store {
@@ -109,12 +130,41 @@ impl Store {
         SledStore::open(path, cache_mib).map(Store::from)
     }
 
+    /// Opens the store `storage` configures: sled's directory, or the PostgreSQL database.
+    pub async fn open_configured(storage: &StorageConfig) -> Result<Store, StoreError> {
+        match storage.engine {
+            StorageEngine::Sled => Store::open(&storage.path, storage.cache_mib),
+            StorageEngine::Postgres => {
+                let url = storage
+                    .postgres_url()
+                    .map_err(|error| StoreError::Misconfigured(error.to_string()))?
+                    .ok_or_else(|| StoreError::Misconfigured("storage.url_env: missing".into()))?;
+                Store::open_postgres(&PgSettings {
+                    url,
+                    schema: None,
+                    pool_size: storage.pool_size,
+                    lease_ms: storage.lease_secs * 1_000,
+                    node_id: node_id(),
+                })
+                .await
+            }
+        }
+    }
+
+    /// Connects to the PostgreSQL store `settings` name, creating or migrating its schema.
+    pub async fn open_postgres(settings: &PgSettings) -> Result<Store, StoreError> {
+        Ok(Store {
+            engine: Engine::Postgres(PgStore::open(settings).await?),
+        })
+    }
+
     /// The sled engine, for tests that reach under the API (an unreadable record, an old
     /// schema).
     #[cfg(test)]
     fn sled(&self) -> &SledStore {
         match &self.engine {
             Engine::Sled(store) => store,
+            Engine::Postgres(_) => panic!("a sled-only test on PostgreSQL"),
         }
     }
 
@@ -123,14 +173,17 @@ impl Store {
     fn now(&self) -> u64 {
         match &self.engine {
             Engine::Sled(store) => store.now(),
+            Engine::Postgres(_) => now_ms(),
         }
     }
 
     /// Makes every write so far durable. Concurrent callers share one flush. A failure fails
-    /// the store for good ([`StoreError::Failed`]).
+    /// the store for good ([`StoreError::Failed`]). PostgreSQL commits each write before
+    /// answering it: nothing is left to flush.
     pub async fn flush(&self) -> Result<(), StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.flush().await,
+            Engine::Postgres(store) => store.flush(),
         }
     }
 
@@ -140,6 +193,8 @@ impl Store {
     pub fn failure(&self) -> Option<String> {
         match &self.engine {
             Engine::Sled(store) => store.failure(),
+            // A failed write is answered as such, and the next one may succeed.
+            Engine::Postgres(_) => None,
         }
     }
 
@@ -147,6 +202,7 @@ impl Store {
     pub async fn failed(&self) -> String {
         match &self.engine {
             Engine::Sled(store) => store.failed().await,
+            Engine::Postgres(_) => std::future::pending().await,
         }
     }
 
@@ -160,6 +216,9 @@ impl Store {
     /// ready queue (delivery is at least once), to go at `not_before(connection)`: each
     /// connection's own grace, long enough for the dead process's last requests to settle.
     /// Returns how many. An unreadable record is skipped (its claim dead-letters it).
+    ///
+    /// PostgreSQL: nothing to do (0). Other nodes may be pushing their edits; an edit whose
+    /// node stopped is claimed again once its lease expires.
     pub async fn recover_in_flight(
         &self,
         not_before: impl Fn(&str) -> u64,
@@ -167,6 +226,7 @@ impl Store {
     ) -> Result<usize, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.recover_in_flight(not_before, still_in_flight),
+            Engine::Postgres(_) => Ok(0),
         }
     }
 
@@ -181,6 +241,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.upsert_contact(connection, contact),
+            Engine::Postgres(store) => store.upsert_contact(connection, contact).await,
         }
     }
 
@@ -192,12 +253,14 @@ impl Store {
     ) -> Result<Option<String>, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.id_for_source(connection, source_id),
+            Engine::Postgres(store) => store.id_for_source(connection, source_id).await,
         }
     }
 
     pub async fn contact(&self, id: &str) -> Result<Option<ContactEntry>, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.contact(id),
+            Engine::Postgres(store) => store.contact(id).await,
         }
     }
 
@@ -212,6 +275,7 @@ impl Store {
     ) -> Result<Accepted, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.accept(id, patch, connection),
+            Engine::Postgres(store) => store.accept(id, patch, connection, now_ms()).await,
         }
     }
 
@@ -227,6 +291,7 @@ impl Store {
     ) -> Result<Vec<ClaimedEdit>, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.claim(connection, now, max),
+            Engine::Postgres(store) => store.claim(connection, now, max).await,
         }
     }
 
@@ -234,6 +299,7 @@ impl Store {
     pub async fn next_ready_at(&self, connection: &str) -> Result<Option<u64>, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.next_ready_at(connection),
+            Engine::Postgres(store) => store.next_ready_at(connection).await,
         }
     }
 
@@ -247,6 +313,7 @@ impl Store {
     ) -> Result<(usize, Option<u64>), StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.ready_window(connection, now, limit),
+            Engine::Postgres(store) => store.ready_window(connection, now, limit).await,
         }
     }
 
@@ -261,6 +328,11 @@ impl Store {
     ) -> Result<(), StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.complete(id, confirmed, linked_customer),
+            Engine::Postgres(store) => {
+                store
+                    .complete(id, confirmed, linked_customer, now_ms())
+                    .await
+            }
         }
     }
 
@@ -276,6 +348,11 @@ impl Store {
     ) -> Result<u32, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.retry_later(id, not_before, count_attempt, error),
+            Engine::Postgres(store) => {
+                store
+                    .retry_later(id, not_before, count_attempt, error, now_ms())
+                    .await
+            }
         }
     }
 
@@ -289,6 +366,11 @@ impl Store {
     ) -> Result<DeadLetter, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.dead_letter(id, error, retries_exhausted),
+            Engine::Postgres(store) => {
+                store
+                    .dead_letter(id, error, retries_exhausted, now_ms())
+                    .await
+            }
         }
     }
 
@@ -305,6 +387,7 @@ impl Store {
     ) -> Result<Held, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.hold_conflicts(id, conflicts),
+            Engine::Postgres(store) => store.hold_conflicts(id, conflicts, now_ms()).await,
         }
     }
 
@@ -323,6 +406,7 @@ impl Store {
     ) -> Result<MergeOutcome, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.repoint(id, survivor, error),
+            Engine::Postgres(store) => store.repoint(id, survivor, error, now_ms()).await,
         }
     }
 
@@ -338,6 +422,11 @@ impl Store {
     ) -> Result<Option<DeadLetter>, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.complete_except_link(id, confirmed, failure),
+            Engine::Postgres(store) => {
+                store
+                    .complete_except_link(id, confirmed, failure, now_ms())
+                    .await
+            }
         }
     }
 
@@ -345,6 +434,7 @@ impl Store {
     pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.dead_letters(),
+            Engine::Postgres(store) => store.dead_letters().await,
         }
     }
 
@@ -354,6 +444,7 @@ impl Store {
     ) -> Result<Option<DeadLetter>, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.dead_letter_by_id(letter_id),
+            Engine::Postgres(store) => store.dead_letter_by_id(letter_id).await,
         }
     }
 
@@ -364,6 +455,7 @@ impl Store {
     pub async fn replay_dead_letter(&self, letter_id: &str) -> Result<Replay, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.replay_dead_letter(letter_id),
+            Engine::Postgres(store) => store.replay_dead_letter(letter_id, now_ms()).await,
         }
     }
 
@@ -399,18 +491,21 @@ impl Store {
     pub async fn drop_dead_letter(&self, letter_id: &str) -> Result<DeadLetter, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.drop_dead_letter(letter_id),
+            Engine::Postgres(store) => store.drop_dead_letter(letter_id).await,
         }
     }
 
     pub async fn upsert_customer(&self, customer: &Customer) -> Result<(), StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.upsert_customer(customer),
+            Engine::Postgres(store) => store.upsert_customer(customer).await,
         }
     }
 
     pub async fn customer(&self, id: &str) -> Result<Option<Customer>, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.customer(id),
+            Engine::Postgres(store) => store.customer(id).await,
         }
     }
 
@@ -420,6 +515,7 @@ impl Store {
     pub async fn counts(&self, now: u64) -> Result<BTreeMap<String, ConnectionCounts>, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.counts(now),
+            Engine::Postgres(store) => store.counts(now).await,
         }
     }
 
@@ -429,6 +525,7 @@ impl Store {
     pub async fn in_flight_counts(&self) -> Result<BTreeMap<String, u64>, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.in_flight_counts(),
+            Engine::Postgres(store) => store.in_flight_counts().await,
         }
     }
 
@@ -436,6 +533,7 @@ impl Store {
     pub async fn edit_seen(&self, edit_id: &str) -> Result<bool, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.edit_seen(edit_id),
+            Engine::Postgres(store) => store.edit_seen(edit_id).await,
         }
     }
 
@@ -444,28 +542,33 @@ impl Store {
     pub async fn remember_edit(&self, edit_id: &str) -> Result<(), StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.remember_edit(edit_id),
+            Engine::Postgres(store) => store.remember_edit(edit_id).await,
         }
     }
 
     /// Reads a value the daemon keeps for itself (a rotated credential). Synchronous, for
-    /// an adapter's credential store (a synchronous trait).
+    /// an adapter's credential store (a synchronous trait): on PostgreSQL it blocks the
+    /// thread, which must be one of a multi-threaded runtime (the daemon's is).
     pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.meta(key),
+            Engine::Postgres(store) => block_on(store.meta(key)),
         }
     }
 
     /// Every value the daemon keeps for itself under keys starting with `prefix`.
-    pub fn meta_under(&self, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
+    pub async fn meta_under(&self, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.meta_under(prefix),
+            Engine::Postgres(store) => store.meta_under(prefix).await,
         }
     }
 
     /// Forgets a value the daemon kept for itself, durably before returning.
-    pub fn remove_meta(&self, key: &str) -> Result<(), StoreError> {
+    pub async fn remove_meta(&self, key: &str) -> Result<(), StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.remove_meta(key),
+            Engine::Postgres(store) => store.remove_meta(key).await,
         }
     }
 
@@ -474,6 +577,21 @@ impl Store {
     pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.set_meta(key, value),
+            Engine::Postgres(store) => block_on(store.set_meta(key, value)),
         }
     }
+}
+
+/// This process's name in the leases it takes: its host, its pid and when it started, so that
+/// a restarted daemon never takes its predecessor's leases for its own.
+fn node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .unwrap_or_else(|_| "host".into());
+    format!("{host}/{}/{}", std::process::id(), now_ms())
+}
+
+/// Runs `future` to its end from synchronous code inside the runtime.
+fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(future))
 }

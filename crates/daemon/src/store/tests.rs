@@ -1,7 +1,10 @@
-//! The store's state changes, checked against a real sled database in a temp dir.
+//! The store's state changes, checked against a real sled database in a temp dir and, for
+//! the tests taking a `Store`, against PostgreSQL too when `UNISYNC_TEST_DATABASE_URL` names a
+//! database (each test in a schema of its own, dropped after it): see `engine_tests!`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use unisync_core::{AdapterError, ConfirmedContact, ContactField, ContactPatch, UnifiedContact};
@@ -16,6 +19,133 @@ fn open() -> (tempfile::TempDir, Store) {
     let store = Store::open(&dir.path().join("db"), 8).unwrap();
     (dir, store)
 }
+
+/// The variable naming the database the PostgreSQL tests use.
+const TEST_DATABASE_URL: &str = "UNISYNC_TEST_DATABASE_URL";
+
+/// How long a PostgreSQL test store's claims hold: one step of the tests' clocks.
+const TEST_LEASE_MS: u64 = 1_000;
+
+#[derive(Clone)]
+/// A schema of its own in the test database, dropped after the test ([`TestSchema::run`]).
+struct TestSchema {
+    url: String,
+    name: String,
+}
+
+impl TestSchema {
+    /// `None` (the test is skipped) when `UNISYNC_TEST_DATABASE_URL` is not set.
+    async fn create() -> Option<TestSchema> {
+        let Ok(url) = std::env::var(TEST_DATABASE_URL) else {
+            eprintln!("{TEST_DATABASE_URL} is not set: skipping the PostgreSQL run");
+            return None;
+        };
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "unisync_test_{}_{}_{}",
+            std::process::id(),
+            now_ms(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let client = connect(&url).await;
+        client
+            .batch_execute(&format!("CREATE SCHEMA {name}"))
+            .await
+            .unwrap();
+        Some(TestSchema { url, name })
+    }
+
+    /// A store on this schema, as a node of its own (a new node id each time).
+    async fn store(&self) -> Store {
+        static NODE: AtomicU64 = AtomicU64::new(0);
+        Store::open_postgres(&PgSettings {
+            url: unisync_core::Secret::new(self.url.clone()),
+            schema: Some(self.name.clone()),
+            pool_size: 4,
+            lease_ms: TEST_LEASE_MS,
+            node_id: format!("node-{}", NODE.fetch_add(1, Ordering::Relaxed)),
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Runs `test` on a store of this schema, then drops the schema, whatever the test did.
+    /// The test runs as a task, so that a panic in it drops its store (and ends its
+    /// transactions) before the schema is dropped.
+    async fn run<F>(self, test: impl FnOnce(Store) -> F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let outcome = tokio::spawn(test(self.store().await)).await;
+        connect(&self.url)
+            .await
+            .batch_execute(&format!("DROP SCHEMA {} CASCADE", self.name))
+            .await
+            .unwrap();
+        if let Err(error) = outcome {
+            std::panic::resume_unwind(error.into_panic());
+        }
+    }
+
+    /// A connection to the schema, to reach under the store's API.
+    async fn client(&self) -> tokio_postgres::Client {
+        let client = connect(&self.url).await;
+        client
+            .batch_execute(&format!("SET search_path = {}", self.name))
+            .await
+            .unwrap();
+        client
+    }
+}
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|error| panic!("{TEST_DATABASE_URL}: cannot connect: {error}"));
+    tokio::spawn(connection);
+    client
+}
+
+/// Runs each `async fn name(store: Store)` on a sled store and, when a test database is set,
+/// on a PostgreSQL one: `sled_engine::name` and `postgres_engine::name`.
+macro_rules! engine_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sled_engine {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let (_dir, store) = super::open();
+                    super::$name(store).await;
+                }
+            )*
+        }
+        mod postgres_engine {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if let Some(schema) = super::TestSchema::create().await {
+                        schema.run(super::$name).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+engine_tests!(
+    accept_applies_locally_and_queues_once,
+    edits_during_a_push_wait_and_follow_it,
+    a_retry_waits_for_its_time_and_keeps_order,
+    landed_fields_are_confirmed_when_only_the_customer_link_failed,
+    dead_letters_keep_the_crms_error_and_can_be_replayed_or_dropped,
+    a_merged_record_is_followed_in_one_step,
+    a_merge_into_a_record_of_another_contact_is_a_dead_letter,
+    held_conflicts_wait_for_an_operator_who_writes_ours_or_takes_the_crms,
+    a_replay_never_puts_back_a_value_older_than_one_accepted_since,
+    retry_all_replays_in_acceptance_order,
+    the_source_index_keeps_each_connection_apart,
+    queues_are_per_connection,
+);
 
 /// Opens the store at `path` with its own clock reading `wall_ms` (the wall clock at this
 /// start); waits (bounded) for a store dropped just before to let go of the files.
@@ -47,9 +177,7 @@ fn edit(values: &[(ContactField, Option<&str>)]) -> ContactPatch {
         .collect()
 }
 
-#[tokio::test]
-async fn accept_applies_locally_and_queues_once() {
-    let (_dir, store) = open();
+async fn accept_applies_locally_and_queues_once(store: Store) {
     register(&store, "c1").await;
     let first = store
         .accept("c1", &edit(&[(ContactField::FirstName, Some("Bo"))]), "crm")
@@ -87,9 +215,7 @@ async fn accept_applies_locally_and_queues_once() {
     ));
 }
 
-#[tokio::test]
-async fn edits_during_a_push_wait_and_follow_it() {
-    let (_dir, store) = open();
+async fn edits_during_a_push_wait_and_follow_it(store: Store) {
     register(&store, "c1").await;
     store
         .accept("c1", &edit(&[(ContactField::FirstName, Some("A"))]), "crm")
@@ -128,9 +254,7 @@ async fn edits_during_a_push_wait_and_follow_it() {
     assert_eq!(entry.base[&ContactField::FirstName].as_deref(), Some("B"));
 }
 
-#[tokio::test]
-async fn a_retry_waits_for_its_time_and_keeps_order() {
-    let (_dir, store) = open();
+async fn a_retry_waits_for_its_time_and_keeps_order(store: Store) {
     register(&store, "c1").await;
     store
         .accept(
@@ -292,9 +416,7 @@ async fn an_edit_a_running_bulk_job_holds_stays_in_flight_at_recovery() {
     assert!(loose.sync.in_flight.is_none() && loose.sync.pending.is_some());
 }
 
-#[tokio::test]
-async fn landed_fields_are_confirmed_when_only_the_customer_link_failed() {
-    let (_dir, store) = open();
+async fn landed_fields_are_confirmed_when_only_the_customer_link_failed(store: Store) {
     register(&store, "c1").await;
     store
         .accept(
@@ -408,9 +530,7 @@ async fn landed_fields_are_confirmed_when_only_the_customer_link_failed() {
     assert!(entry.sync.in_flight.is_none());
 }
 
-#[tokio::test]
-async fn dead_letters_keep_the_crms_error_and_can_be_replayed_or_dropped() {
-    let (_dir, store) = open();
+async fn dead_letters_keep_the_crms_error_and_can_be_replayed_or_dropped(store: Store) {
     register(&store, "c1").await;
     store
         .accept("c1", &edit(&[(ContactField::Phone, Some("bad"))]), "crm")
@@ -449,9 +569,7 @@ async fn dead_letters_keep_the_crms_error_and_can_be_replayed_or_dropped() {
     ));
 }
 
-#[tokio::test]
-async fn a_merged_record_is_followed_in_one_step() {
-    let (_dir, store) = open();
+async fn a_merged_record_is_followed_in_one_step(store: Store) {
     register(&store, "c1").await;
     store
         .accept("c1", &edit(&[(ContactField::City, Some("X"))]), "crm")
@@ -507,9 +625,7 @@ async fn a_merged_record_is_followed_in_one_step() {
         .unwrap();
 }
 
-#[tokio::test]
-async fn a_merge_into_a_record_of_another_contact_is_a_dead_letter() {
-    let (_dir, store) = open();
+async fn a_merge_into_a_record_of_another_contact_is_a_dead_letter(store: Store) {
     register(&store, "c1").await;
     register(&store, "c2").await;
     store
@@ -570,9 +686,7 @@ fn person_changed(
     [(field, conflict)].into()
 }
 
-#[tokio::test]
-async fn held_conflicts_wait_for_an_operator_who_writes_ours_or_takes_the_crms() {
-    let (_dir, store) = open();
+async fn held_conflicts_wait_for_an_operator_who_writes_ours_or_takes_the_crms(store: Store) {
     register(&store, "c1").await;
     store
         .accept(
@@ -648,9 +762,7 @@ async fn held_conflicts_wait_for_an_operator_who_writes_ours_or_takes_the_crms()
     );
 }
 
-#[tokio::test]
-async fn a_replay_never_puts_back_a_value_older_than_one_accepted_since() {
-    let (_dir, store) = open();
+async fn a_replay_never_puts_back_a_value_older_than_one_accepted_since(store: Store) {
     register(&store, "c1").await;
     let refused = AdapterError::permanent("INVALID", "refused", None);
     store
@@ -714,9 +826,7 @@ async fn a_replay_never_puts_back_a_value_older_than_one_accepted_since() {
     assert_eq!(entry.contact.city.as_deref(), Some("New"));
 }
 
-#[tokio::test]
-async fn retry_all_replays_in_acceptance_order() {
-    let (_dir, store) = open();
+async fn retry_all_replays_in_acceptance_order(store: Store) {
     register(&store, "early").await;
     register(&store, "late").await;
     let refused = AdapterError::permanent("INVALID", "refused", None);
@@ -792,9 +902,7 @@ async fn an_unreadable_record_becomes_a_dead_letter_instead_of_blocking_its_queu
     assert!(store.dead_letters().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn the_source_index_keeps_each_connection_apart() {
-    let (_dir, store) = open();
+async fn the_source_index_keeps_each_connection_apart(store: Store) {
     let portal = async |id: &str, connection: &str| {
         let contact = UnifiedContact::new(id, "hubspot", "51001");
         store.upsert_contact(connection, contact).await
@@ -934,9 +1042,7 @@ async fn a_failed_flush_fails_the_store_for_good() {
     );
 }
 
-#[tokio::test]
-async fn queues_are_per_connection() {
-    let (_dir, store) = open();
+async fn queues_are_per_connection(store: Store) {
     register(&store, "c1").await;
     register(&store, "c2").await;
     store
@@ -1010,6 +1116,189 @@ async fn wall_clock_steps_across_restarts_neither_stall_nor_strand_the_queue() {
     let store = open_at(&path, START).await;
     assert!(store.now() >= START + DAY);
     retry_once(&store).await;
+}
+
+#[tokio::test]
+async fn on_postgres_an_expired_lease_lets_another_node_claim_the_edit() {
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    let other = schema.clone();
+    schema
+        .run(|first| async move {
+            let second = other.store().await;
+            register(&first, "c1").await;
+            first
+                .accept("c1", &edit(&[(ContactField::City, Some("X"))]), "crm")
+                .await
+                .unwrap();
+            let claimed_at = now_ms();
+            assert_eq!(first.claim("crm", claimed_at, 10).await.unwrap().len(), 1);
+            assert!(
+                second
+                    .claim("crm", claimed_at, 10)
+                    .await
+                    .unwrap()
+                    .is_empty(),
+                "leased to the first node"
+            );
+            assert_eq!(second.in_flight_counts().await.unwrap()["crm"], 1);
+            let lease_ends = claimed_at + TEST_LEASE_MS;
+            assert_eq!(
+                second.next_ready_at("crm").await.unwrap(),
+                Some(lease_ends),
+                "the other node looks again when the lease ends"
+            );
+            // An edit accepted meanwhile waits behind the one in flight.
+            second
+                .accept("c1", &edit(&[(ContactField::Zip, Some("9"))]), "crm")
+                .await
+                .unwrap();
+            assert!(
+                second
+                    .claim("crm", lease_ends - 1, 10)
+                    .await
+                    .unwrap()
+                    .is_empty(),
+                "not before the lease ends"
+            );
+            let taken = second.claim("crm", lease_ends, 10).await.unwrap();
+            assert_eq!(
+                taken.len(),
+                1,
+                "the first node stopped: its edit is claimed again"
+            );
+            assert_eq!(
+                taken[0].patch,
+                edit(&[
+                    (ContactField::City, Some("X")),
+                    (ContactField::Zip, Some("9"))
+                ])
+            );
+            assert_eq!(second.in_flight_counts().await.unwrap()["crm"], 1);
+            second
+                .complete("c1", &ConfirmedContact::default(), None)
+                .await
+                .unwrap();
+            let entry = second.contact("c1").await.unwrap().unwrap();
+            assert!(!entry.contact.local_was_updated);
+            assert!(second.in_flight_counts().await.unwrap().is_empty());
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn on_postgres_only_the_lease_holder_settles_an_edit() {
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    let other = schema.clone();
+    schema
+        .run(|stale| async move {
+            let current = other.store().await;
+            register(&stale, "c1").await;
+            stale
+                .accept("c1", &edit(&[(ContactField::City, Some("Old"))]), "crm")
+                .await
+                .unwrap();
+            let claimed_at = now_ms();
+            stale.claim("crm", claimed_at, 10).await.unwrap();
+            // The stale node's push outlives its lease; the current node takes the edit over.
+            let taken = current
+                .claim("crm", claimed_at + TEST_LEASE_MS, 10)
+                .await
+                .unwrap();
+            assert_eq!(taken.len(), 1);
+            let before = current.contact("c1").await.unwrap().unwrap();
+
+            let landed = ConfirmedContact {
+                values: [(ContactField::City, Some("Old".to_string()))].into(),
+                ..ConfirmedContact::default()
+            };
+            let refused = |result: Result<(), StoreError>| match result {
+                Err(StoreError::NotLeaseHolder { contact, .. }) => assert_eq!(contact, "c1"),
+                other => panic!("a stale node settled an edit: {other:?}"),
+            };
+            refused(stale.complete("c1", &landed, None).await);
+            let error = AdapterError::retryable("HTTP_503", "down");
+            refused(
+                stale
+                    .retry_later("c1", now_ms(), true, &error)
+                    .await
+                    .map(drop),
+            );
+            let permanent = AdapterError::permanent("INVALID", "refused", None);
+            refused(stale.dead_letter("c1", &permanent, false).await.map(drop));
+            let merged = AdapterError::record_merged("MERGED", "merged", "src-2");
+            refused(stale.repoint("c1", "src-2", &merged).await.map(drop));
+            let conflicts = person_changed(ContactField::City, "person", "Old");
+            refused(stale.hold_conflicts("c1", &conflicts).await.map(drop));
+            assert_eq!(
+                current.contact("c1").await.unwrap().unwrap(),
+                before,
+                "nothing the stale node said was kept"
+            );
+            assert!(current.dead_letters().await.unwrap().is_empty());
+
+            current
+                .complete("c1", &ConfirmedContact::default(), None)
+                .await
+                .unwrap();
+            // Settled and out of flight: a late answer is refused all the same.
+            refused(stale.complete("c1", &landed, None).await);
+            let entry = current.contact("c1").await.unwrap().unwrap();
+            assert_eq!(entry.base[&ContactField::City].as_deref(), Some("Old"));
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn on_postgres_an_unreadable_record_becomes_a_dead_letter_instead_of_blocking_its_queue() {
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    let client = schema.client().await;
+    schema
+        .run(|store| async move {
+            register(&store, "broken").await;
+            register(&store, "fine").await;
+            for id in ["broken", "fine"] {
+                store
+                    .accept(id, &edit(&[(ContactField::City, Some("X"))]), "crm")
+                    .await
+                    .unwrap();
+            }
+            client
+                .execute(
+                    "UPDATE contacts SET entry = '{\"contact\": true}' WHERE id = 'broken'",
+                    &[],
+                )
+                .await
+                .unwrap();
+            let claimed = store.claim("crm", store.now(), 10).await.unwrap();
+            assert_eq!(claimed.len(), 1);
+            assert_eq!(claimed[0].contact_id, "fine");
+            let letters = store.dead_letters().await.unwrap();
+            assert_eq!(letters.len(), 1);
+            assert_eq!(letters[0].contact_id, "broken");
+            assert_eq!(letters[0].error.code, "STORE_CORRUPT");
+            let counts = store.counts(store.now()).await.unwrap();
+            assert_eq!(counts["crm"].ready + counts["crm"].retry_waiting, 0);
+            assert!(
+                store
+                    .claim("crm", store.now(), 10)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+            assert!(matches!(
+                store.replay_dead_letter(&letters[0].id).await,
+                Err(StoreError::Corrupt { .. })
+            ));
+            store.drop_dead_letter(&letters[0].id).await.unwrap();
+            assert!(store.dead_letters().await.unwrap().is_empty());
+        })
+        .await;
 }
 
 mod model {
@@ -1257,6 +1546,140 @@ mod model {
         }
     }
 
+    /// How the model's store survives a crash on its engine.
+    enum Restart {
+        /// The process restarts and puts what was in flight back in the queue.
+        Sled,
+        /// Another node takes over: it claims the edits whose leases expired.
+        Postgres(TestSchema),
+    }
+
+    impl Restart {
+        async fn restart(&self, store: Store, clock: u64) -> Store {
+            match self {
+                Restart::Sled => {
+                    store.recover_in_flight(|_| clock, |_| false).await.unwrap();
+                    store
+                }
+                Restart::Postgres(schema) => schema.store().await,
+            }
+        }
+    }
+
+    async fn check_model(mut store: Store, steps: Vec<Step>, restart: Restart) {
+        for id in CONTACTS {
+            register(&store, id).await;
+        }
+        let mut model = Model::new();
+        // Time only moves forward by these steps, so retries and grace periods are
+        // reached by claiming "later" rather than by sleeping.
+        let mut clock = store.now();
+        for step in steps {
+            match step {
+                Step::Accept(c, f) => model.accept(&store, CONTACTS[c], FIELDS[f]).await,
+                Step::Push(outcome) => {
+                    clock += 1_000;
+                    model.push(&store, clock, outcome).await;
+                }
+                Step::Crash => {
+                    model.claim(&store, clock).await;
+                    model.in_flight.clear();
+                    clock += 1_000;
+                    store = restart.restart(store, clock).await;
+                }
+                Step::Replay(n) => {
+                    let letters = store.dead_letters().await.unwrap();
+                    if !letters.is_empty() {
+                        store
+                            .replay_dead_letter(&letters[n % letters.len()].id)
+                            .await
+                            .unwrap();
+                    }
+                }
+                Step::ReplayAll => {
+                    for attempt in store.replay_all_dead_letters().await.unwrap() {
+                        attempt.outcome.unwrap();
+                    }
+                }
+                Step::Drop(n) => {
+                    let letters = store.dead_letters().await.unwrap();
+                    if !letters.is_empty() {
+                        model.drop_letter(&store, &letters[n % letters.len()]).await;
+                    }
+                }
+            }
+        }
+        // The operator replays what is left (writing ours over people's values), and
+        // every push now lands.
+        for attempt in store.replay_all_dead_letters().await.unwrap() {
+            attempt.outcome.unwrap();
+        }
+        loop {
+            clock += 1_000;
+            let claimed = model.claim(&store, clock).await;
+            if claimed.is_empty() {
+                break;
+            }
+            for edit in claimed {
+                model.land(&store, &edit).await;
+            }
+        }
+        assert!(store.dead_letters().await.unwrap().is_empty());
+        for id in CONTACTS {
+            let entry = store.contact(id).await.unwrap().unwrap();
+            let source_id = &model.source_ids[id];
+            assert_eq!(
+                &entry.contact.source_id, source_id,
+                "{id} follows its merges"
+            );
+            assert_eq!(
+                store
+                    .id_for_source("crm", source_id)
+                    .await
+                    .unwrap()
+                    .as_deref(),
+                Some(id)
+            );
+            assert!(!entry.contact.local_was_updated, "{id} is synced");
+            assert!(entry.sync.pending.is_none() && entry.sync.in_flight.is_none());
+            assert!(entry.sync.held.is_empty() && entry.sync.seen_in_crm.is_empty());
+            for field in FIELDS {
+                let slot = (id.to_string(), field);
+                let held = model.crm.get(&slot).cloned();
+                assert_eq!(
+                    entry.contact.field(field),
+                    held.as_deref(),
+                    "{slot:?}: the record shows what the CRM holds"
+                );
+                assert_eq!(
+                    entry.base[&field], held,
+                    "{slot:?}: the base is what the CRM holds"
+                );
+                match model.latest.get(&slot) {
+                    // A dropped value is forgotten: the CRM keeps what it had before,
+                    // an older value of ours or a person's.
+                    Some(latest) if model.dropped.contains(latest) => {
+                        let ours = held.as_deref().and_then(order);
+                        assert!(ours.is_none_or(|ours| ours < *latest), "{slot:?}: {held:?}");
+                    }
+                    latest => assert_eq!(
+                        held,
+                        latest.map(|n| format!("v{n}")),
+                        "{slot:?}: the last accepted value wins"
+                    ),
+                }
+            }
+        }
+        let counts = store.counts(clock).await.unwrap();
+        assert_eq!(
+            counts
+                .get("crm")
+                .map(|c| c.ready + c.retry_waiting)
+                .unwrap_or(0),
+            0
+        );
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -1265,87 +1688,23 @@ mod model {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             runtime.block_on(async {
                 let (_dir, store) = open();
-                for id in CONTACTS {
-                    register(&store, id).await;
+                check_model(store, steps, Restart::Sled).await;
+            });
+        }
+    }
+
+    proptest! {
+        // Fewer cases: each runs in a schema of its own, over the network.
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn on_postgres_the_crm_ends_with_what_the_acceptance_order_says(steps in proptest::collection::vec(step(), 1..60)) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                if let Some(schema) = TestSchema::create().await {
+                    let restart = Restart::Postgres(schema.clone());
+                    schema.run(|store| check_model(store, steps, restart)).await;
                 }
-                let mut model = Model::new();
-                // Time only moves forward by these steps, so retries and grace periods are
-                // reached by claiming "later" rather than by sleeping.
-                let mut clock = store.now();
-                for step in steps {
-                    match step {
-                        Step::Accept(c, f) => model.accept(&store, CONTACTS[c], FIELDS[f]).await,
-                        Step::Push(outcome) => {
-                            clock += 1_000;
-                            model.push(&store, clock, outcome).await;
-                        }
-                        Step::Crash => {
-                            model.claim(&store, clock).await;
-                            model.in_flight.clear();
-                            clock += 1_000;
-                            store.recover_in_flight(|_| clock, |_| false).await.unwrap();
-                        }
-                        Step::Replay(n) => {
-                            let letters = store.dead_letters().await.unwrap();
-                            if !letters.is_empty() {
-                                store.replay_dead_letter(&letters[n % letters.len()].id).await.unwrap();
-                            }
-                        }
-                        Step::ReplayAll => {
-                            for attempt in store.replay_all_dead_letters().await.unwrap() {
-                                attempt.outcome.unwrap();
-                            }
-                        }
-                        Step::Drop(n) => {
-                            let letters = store.dead_letters().await.unwrap();
-                            if !letters.is_empty() {
-                                model.drop_letter(&store, &letters[n % letters.len()]).await;
-                            }
-                        }
-                    }
-                }
-                // The operator replays what is left (writing ours over people's values), and
-                // every push now lands.
-                for attempt in store.replay_all_dead_letters().await.unwrap() {
-                    attempt.outcome.unwrap();
-                }
-                loop {
-                    clock += 1_000;
-                    let claimed = model.claim(&store, clock).await;
-                    if claimed.is_empty() {
-                        break;
-                    }
-                    for edit in claimed {
-                        model.land(&store, &edit).await;
-                    }
-                }
-                assert!(store.dead_letters().await.unwrap().is_empty());
-                for id in CONTACTS {
-                    let entry = store.contact(id).await.unwrap().unwrap();
-                    let source_id = &model.source_ids[id];
-                    assert_eq!(&entry.contact.source_id, source_id, "{id} follows its merges");
-                    assert_eq!(store.id_for_source("crm", source_id).await.unwrap().as_deref(), Some(id));
-                    assert!(!entry.contact.local_was_updated, "{id} is synced");
-                    assert!(entry.sync.pending.is_none() && entry.sync.in_flight.is_none());
-                    assert!(entry.sync.held.is_empty() && entry.sync.seen_in_crm.is_empty());
-                    for field in FIELDS {
-                        let slot = (id.to_string(), field);
-                        let held = model.crm.get(&slot).cloned();
-                        assert_eq!(entry.contact.field(field), held.as_deref(), "{slot:?}: the record shows what the CRM holds");
-                        assert_eq!(entry.base[&field], held, "{slot:?}: the base is what the CRM holds");
-                        match model.latest.get(&slot) {
-                            // A dropped value is forgotten: the CRM keeps what it had before,
-                            // an older value of ours or a person's.
-                            Some(latest) if model.dropped.contains(latest) => {
-                                let ours = held.as_deref().and_then(order);
-                                assert!(ours.is_none_or(|ours| ours < *latest), "{slot:?}: {held:?}");
-                            }
-                            latest => assert_eq!(held, latest.map(|n| format!("v{n}")), "{slot:?}: the last accepted value wins"),
-                        }
-                    }
-                }
-                let counts = store.counts(clock).await.unwrap();
-                assert_eq!(counts.get("crm").map(|c| c.ready + c.retry_waiting).unwrap_or(0), 0);
             });
         }
     }
