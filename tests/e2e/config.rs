@@ -75,3 +75,25 @@ fn a_settle_time_shorter_than_the_request_timeout_is_refused() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("settle_ms = 4000"), "twice the timeout: {out}");
 }
+
+#[test]
+fn a_store_another_daemon_holds_and_a_port_in_use_are_runtime_failures() {
+    let setup = Setup::new(&hubspot_connection(""), &[("CHECK_HUBSPOT_TOKEN", SECRET)]);
+    let mut daemon = setup.serve();
+    let (code, _out, err) = setup.run(&["serve"], None);
+    assert_eq!(code, 1, "the store is locked: {err}");
+    assert!(err.contains("locked"), "{err}");
+    daemon.stop();
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let busy = Setup::new(&hubspot_connection(""), &[("CHECK_HUBSPOT_TOKEN", SECRET)]);
+    let config = std::fs::read_to_string(&busy.config).unwrap().replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
+    std::fs::write(&busy.config, config).unwrap();
+    let (code, _out, err) = busy.run(&["serve"], None);
+    assert_eq!(code, 1, "the port is in use: {err}");
+    assert!(err.contains("server.listen"), "{err}");
+}

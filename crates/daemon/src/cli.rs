@@ -190,6 +190,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 .map(|()| 0)
                 .map_err(|error| match error {
                     serve::ServeError::Start(message) => Failure::usage(message),
+                    serve::ServeError::Unavailable(message) => Failure::runtime(message),
                     serve::ServeError::StoreFailed(message) => Failure::runtime(message),
                 })
         }

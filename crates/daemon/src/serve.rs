@@ -8,7 +8,7 @@ use crate::config::{Config, ConnectionSettings, StorageEngine};
 use crate::connections::Connections;
 use crate::dispatcher::Dispatchers;
 use crate::pull::pull_contacts;
-use crate::store::{Store, now_ms};
+use crate::store::{Store, StoreError, now_ms};
 
 /// Contacts each built-in sandbox CRM starts with in `serve --sandbox`.
 const SANDBOX_DEMO_RECORDS: usize = 25;
@@ -16,8 +16,11 @@ const SANDBOX_DEMO_RECORDS: usize = 25;
 /// Why `serve` stopped with an error.
 #[derive(Debug)]
 pub enum ServeError {
-    /// It could not start: bad config, a port in use, a store it cannot open.
+    /// It could not start for a reason of its config (a bad key, a missing secret).
     Start(String),
+    /// It could not start for a reason of the machine: the store is locked by another
+    /// process or cannot be opened, the port is in use.
+    Unavailable(String),
     /// The store failed while serving (a flush or a write could not reach the disk): the
     /// daemon stopped accepting, answered what was in flight, and exits for its supervisor to
     /// restart it from the durable state.
@@ -42,7 +45,10 @@ pub async fn serve(config: Config, sandbox: bool) -> Result<(), ServeError> {
     }
     let store = Store::open_configured(&config.storage)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|error| match error {
+            StoreError::Misconfigured(message) => ServeError::Start(message),
+            other => ServeError::Unavailable(other.to_string()),
+        })?;
     let connections = Arc::new(Connections::build(settings, &store)?);
     recover_in_flight(&store, &connections, config.dispatch.recovery_grace_ms).await?;
     if sandbox {
@@ -58,10 +64,10 @@ pub async fn serve(config: Config, sandbox: bool) -> Result<(), ServeError> {
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .map_err(|e| {
-            format!(
+            ServeError::Unavailable(format!(
                 "server.listen: cannot listen on {}: {e}",
                 config.server.listen
-            )
+            ))
         })?;
     let dispatchers = Dispatchers::start(&store, &connections);
     let state = Arc::new(AppState {
