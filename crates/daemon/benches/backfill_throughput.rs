@@ -156,10 +156,10 @@ async fn salesforce(edits: usize) {
     let stats = crm.stats();
     let requests = stats.requests - before.requests;
     let calls = stats.collection_calls - before.collection_calls;
+    let jobs = stats.bulk_jobs_created - before.bulk_jobs_created;
     let written = stats.records_written - before.records_written;
     println!(
-        "  collections calls     {calls}: {:.1} records per call",
-        written as f64 / calls.max(1) as f64
+        "  write calls           {calls} collections calls, {jobs} Bulk API jobs, for {written} records"
     );
     println!(
         "  API requests          {requests} with read-backs: {:.4} per contact",

@@ -118,6 +118,7 @@ async fn run(store: Store, connection: Arc<Connection>, mut shutdown: watch::Rec
                 Ok(claimed) => claimed,
                 Err(error) => {
                     tracing::error!(connection = connection.name(), %error, "claiming from the queue failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
             };
