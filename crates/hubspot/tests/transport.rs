@@ -66,10 +66,9 @@ async fn a_write_that_times_out_is_an_unknown_outcome_and_lands_later() {
 
 #[tokio::test]
 async fn a_request_that_never_left_is_retryable() {
-    let closed = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap()
-    };
+    // Port 1 (tcpmux) is served by nothing here: a connection is refused before any byte
+    // leaves. (A port freed by a dropped listener may be taken by a parallel test's server.)
+    let closed = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
     let sandbox = sandbox(0).await;
     let adapter = token_adapter_with(&sandbox, pointed_at(closed));
     let error = adapter
