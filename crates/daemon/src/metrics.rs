@@ -2,10 +2,45 @@
 //! wiring a registry.
 
 use std::fmt::Write;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::connections::Connections;
+use crate::connections::{ConnectionMetrics, Connections};
 use crate::store::{Store, StoreError, now_ms};
+
+/// Per-connection counters of what became of edits on their way: name, help, counter.
+type Counter = fn(&ConnectionMetrics) -> &AtomicU64;
+const EDIT_COUNTERS: [(&str, &str, Counter); 6] = [
+    (
+        "unisync_fields_unchanged_total",
+        "Fields of edits the CRM held already, so not sent.",
+        |m| &m.fields_unchanged,
+    ),
+    (
+        "unisync_edits_unchanged_total",
+        "Edits the CRM held entirely already: confirmed without a call.",
+        |m| &m.edits_unchanged,
+    ),
+    (
+        "unisync_read_calls_total",
+        "Reads of the CRM's current values before a write (on_conflict crm_wins or hold).",
+        |m| &m.read_calls,
+    ),
+    (
+        "unisync_bulk_jobs_total",
+        "Bulk jobs started (edits above bulk_threshold go as one job of the CRM).",
+        |m| &m.bulk_jobs,
+    ),
+    (
+        "unisync_merges_followed_total",
+        "Contacts re-pointed at the record that remained after the CRM merged theirs.",
+        |m| &m.merges_followed,
+    ),
+    (
+        "unisync_modified_since_read_total",
+        "Conditional writes refused because a person changed the record after the read.",
+        |m| &m.modified_since_read,
+    ),
+];
 
 pub async fn render(store: &Store, connections: &Connections) -> Result<String, StoreError> {
     let counts = store.counts(now_ms()).await?;
@@ -83,24 +118,14 @@ pub async fn render(store: &Store, connections: &Connections) -> Result<String, 
         "Calls to the CRM adapter (one per batch).",
         per_connection(&|c| c.metrics.push_calls.load(Ordering::Relaxed) as f64),
     );
-    family(
-        "unisync_fields_unchanged_total",
-        "counter",
-        "Fields of edits the CRM held already, so not sent.",
-        per_connection(&|c| c.metrics.fields_unchanged.load(Ordering::Relaxed) as f64),
-    );
-    family(
-        "unisync_edits_unchanged_total",
-        "counter",
-        "Edits the CRM held entirely already: confirmed without a call.",
-        per_connection(&|c| c.metrics.edits_unchanged.load(Ordering::Relaxed) as f64),
-    );
-    family(
-        "unisync_read_calls_total",
-        "counter",
-        "Reads of the CRM's current values before a write (on_conflict crm_wins or hold).",
-        per_connection(&|c| c.metrics.read_calls.load(Ordering::Relaxed) as f64),
-    );
+    for (name, help, counter) in EDIT_COUNTERS {
+        family(
+            name,
+            "counter",
+            help,
+            per_connection(&|c| counter(&c.metrics).load(Ordering::Relaxed) as f64),
+        );
+    }
     let recent: Vec<(&str, crate::traffic::Totals, u64)> = connections
         .iter()
         .map(|c| {
@@ -134,24 +159,6 @@ pub async fn render(store: &Store, connections: &Connections) -> Result<String, 
                 ))
             })
             .collect(),
-    );
-    family(
-        "unisync_bulk_jobs_total",
-        "counter",
-        "Bulk jobs started (edits above bulk_threshold go as one job of the CRM).",
-        per_connection(&|c| c.metrics.bulk_jobs.load(Ordering::Relaxed) as f64),
-    );
-    family(
-        "unisync_merges_followed_total",
-        "counter",
-        "Contacts re-pointed at the record that remained after the CRM merged theirs.",
-        per_connection(&|c| c.metrics.merges_followed.load(Ordering::Relaxed) as f64),
-    );
-    family(
-        "unisync_modified_since_read_total",
-        "counter",
-        "Conditional writes refused because a person changed the record after the read.",
-        per_connection(&|c| c.metrics.modified_since_read.load(Ordering::Relaxed) as f64),
     );
     let conflicts: Vec<(String, f64)> = connections
         .iter()
