@@ -34,6 +34,7 @@ mod replay;
 mod salesforce;
 mod secrets;
 mod service;
+mod status_page;
 mod store_failure;
 mod world;
 mod write_path;
