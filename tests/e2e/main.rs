@@ -28,6 +28,7 @@ mod faults;
 mod fleet;
 mod harness;
 mod hubspot;
+mod operator;
 mod portals;
 mod readme;
 mod replay;

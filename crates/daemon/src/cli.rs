@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use serde_json::Value;
+use unisync_core::Secret;
 
 use crate::backfill::{self, BackfillOptions};
 use crate::config::{Config, StorageEngine};
@@ -303,10 +304,7 @@ async fn ask_daemon(
     path: &str,
     body: Option<Vec<u8>>,
 ) -> Result<Value, Failure> {
-    let token = config
-        .api_tokens()
-        .map_err(|e| Failure::usage(format!("the daemon holds the store; to ask it: {e}")))?
-        .remove(0);
+    let token = admin_token(config)?;
     let addr = std::fs::read_to_string(serve::daemon_addr_file(&config.storage.path))
         .map(|text| text.trim().to_string())
         .unwrap_or_else(|_| config.server.listen.to_string());
@@ -336,6 +334,27 @@ async fn ask_daemon(
             .to_string();
         Err(Failure::runtime(format!("{status}: {message}")))
     }
+}
+
+/// The token the CLI shows the daemon's admin routes: the first configured admin token, else
+/// the one the daemon made for this run (`<storage.path>/admin.token`, readable by the
+/// daemon's user only).
+fn admin_token(config: &Config) -> Result<Secret, Failure> {
+    let configured = config
+        .admin_tokens()
+        .map_err(|e| Failure::usage(format!("the daemon holds the store; to ask it: {e}")))?;
+    if let Some(token) = configured.into_iter().next() {
+        return Ok(token);
+    }
+    let file = serve::admin_token_file(&config.storage.path);
+    std::fs::read_to_string(&file)
+        .map(|text| Secret::new(text.trim()))
+        .map_err(|e| {
+            Failure::runtime(format!(
+                "the daemon holds the store; to ask it, set server.admin_tokens_env or admin_tokens_file, or run as the daemon's user (cannot read {}: {e})",
+                file.display()
+            ))
+        })
 }
 
 fn read_input(file: &str) -> Result<Vec<u8>, Failure> {
@@ -562,6 +581,13 @@ async fn config_check(config: &Config) -> Result<u8, Failure> {
         config.server.listen,
         tokens.len()
     );
+    let admin_tokens = config
+        .admin_tokens()
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    match admin_tokens.len() {
+        0 => println!("admin_tokens = none: one made per run, in <storage.path>/admin.token"),
+        count => println!("admin_tokens = {count} token(s), redacted"),
+    }
     println!("max_body_bytes = {}", config.server.max_body_bytes);
     let storage = &config.storage;
     match config
