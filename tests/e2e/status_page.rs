@@ -8,9 +8,9 @@ use serde_json::{Value, json};
 use unisync_sandbox::Fault;
 use unisync_sandbox::hubspot::HubspotSandbox;
 
-use crate::crm::Crm;
 use crate::harness::{Daemon, wait_for};
 use crate::world::{ANN_EMAIL, CONTACT, World};
+use unisync_sandbox::SandboxCrm;
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -214,7 +214,10 @@ async fn the_status_page_shows_a_dead_letter_and_retries_it() {
     })
     .await;
     daemon.wait_synced(CONTACT).await;
-    assert_eq!(world.crm_value("first_name").as_deref(), Some("From the page"));
+    assert_eq!(
+        world.crm_value("first_name").as_deref(),
+        Some("From the page")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,7 +233,10 @@ async fn the_status_page_is_self_contained_and_holds_no_data() {
     assert!(policy.contains("default-src 'none'"), "{policy}");
     assert!(policy.contains("script-src 'self'"), "{policy}");
     let html = page.text().await.unwrap();
-    assert!(!html.contains("http://") && !html.contains("https://"), "no external assets");
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "no external assets"
+    );
     assert!(!html.contains(CONTACT), "the page itself carries no data");
     // Its data comes from the admin routes, which refuse a request without the admin token.
     let status = daemon

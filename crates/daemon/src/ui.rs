@@ -26,7 +26,10 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
             "/ui/app.js",
             get(|| asset("text/javascript; charset=utf-8", SCRIPT)),
         )
-        .route("/ui/app.css", get(|| asset("text/css; charset=utf-8", STYLE)))
+        .route(
+            "/ui/app.css",
+            get(|| asset("text/css; charset=utf-8", STYLE)),
+        )
 }
 
 async fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
