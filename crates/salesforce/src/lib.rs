@@ -77,3 +77,22 @@ impl AdapterFactory for SalesforceFactory {
         Ok(Arc::new(adapter))
     }
 }
+
+/// Salesforce as the daemon registers it (one line in its `providers.rs`).
+pub const PROVIDER: unisync_kit::Provider = unisync_kit::Provider {
+    factory: &SalesforceFactory,
+    #[cfg(feature = "sandbox")]
+    sandbox: Some(start_sandbox),
+    #[cfg(not(feature = "sandbox"))]
+    sandbox: None,
+};
+
+/// Starts the fake Salesforce on `listen`, seeded with `demo_records` contacts.
+#[cfg(feature = "sandbox")]
+fn start_sandbox(listen: std::net::SocketAddr, demo_records: usize) -> unisync_kit::SandboxFuture {
+    Box::pin(async move {
+        let sandbox =
+            unisync_sandbox::salesforce::SalesforceSandbox::start(listen, demo_records).await?;
+        Ok(Arc::new(sandbox) as Arc<dyn unisync_sandbox::SandboxCrm>)
+    })
+}

@@ -1,8 +1,8 @@
 //! Faithful fake CRM APIs on loopback, for tests, demos and adapter work.
 //!
 //! Each fake keeps its records in memory, answers in the CRM's own shapes (see
-//! `shared/docs/crm-apis.md`), and takes [`Fault`]s to misbehave on demand. `unisync serve
-//! --sandbox` and `unisync sandbox` start them through [`start`].
+//! `shared/docs/crm-apis.md`), and takes [`Fault`]s to misbehave on demand. The daemon starts them through
+//! each provider's registration (`unisync_kit::Provider`).
 
 mod faults;
 pub mod hubspot;
@@ -10,7 +10,6 @@ pub mod salesforce;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 pub use faults::{Fault, Faults};
 
@@ -27,22 +26,4 @@ pub trait SandboxCrm: Send + Sync {
     fn connection_secrets(&self) -> BTreeMap<String, String>;
     /// The fake's fault switches.
     fn faults(&self) -> &Faults;
-}
-
-/// Starts the fake for `system` on `listen` (port 0 for any), seeded with `demo_records`
-/// contacts. `Ok(None)` when no fake imitates that system.
-pub async fn start(
-    system: &str,
-    listen: SocketAddr,
-    demo_records: usize,
-) -> std::io::Result<Option<Arc<dyn SandboxCrm>>> {
-    Ok(match system {
-        "hubspot" => Some(Arc::new(
-            hubspot::HubspotSandbox::start(listen, demo_records).await?,
-        )),
-        "salesforce" => Some(Arc::new(
-            salesforce::SalesforceSandbox::start(listen, demo_records).await?,
-        )),
-        _ => None,
-    })
 }
