@@ -66,7 +66,8 @@ impl HttpClient {
     }
 
     /// Starts a request (add auth, query, body to it, then [`send`](Self::send) it).
-    pub fn request(&self, method: Method, url: Url) -> RequestBuilder {
+    /// A URL that does not parse fails at [`send`](Self::send) as `Misconfigured`.
+    pub fn request(&self, method: Method, url: impl reqwest::IntoUrl) -> RequestBuilder {
         self.http.request(method, url)
     }
 

@@ -6,7 +6,8 @@
 //!   (`allOrNone: false`, up to 200), each record's result mapped to its own item; then one
 //!   SOQL query reads back what Salesforce stored.
 //! - Sessions come from the OAuth token endpoint (refresh token, client credentials or JWT
-//!   bearer) and are renewed on `INVALID_SESSION_ID`, once per expiry for all callers.
+//!   bearer) and are renewed on `INVALID_SESSION_ID`, once per expiry for all callers (the
+//!   kit's `TokenCache`); a `Retry-After` of any answer, the token endpoint's too, is kept.
 //! - `Sforce-Limit-Info` is read from every answer and reported as the connection's API usage;
 //!   the daemon's budget governor (`reserve_share`) stops pushing before the budget is spent.
 //! - Record ids are kept in their 18-character, case-safe form

@@ -488,7 +488,7 @@ async fn a_job_whose_close_answer_was_lost_is_aborted_if_still_open_and_lands_no
         ErrorKind::Retryable { retry_after: None },
         "{error:?}"
     );
-    assert_eq!(error.code, "TRANSPORT");
+    assert_eq!(error.code, "CONNECTION_LOST");
     assert_eq!(
         calls.lock().unwrap().len(),
         5,
