@@ -19,6 +19,8 @@ mod client;
 pub mod config;
 pub mod error;
 pub mod mapping;
+#[cfg(feature = "sandbox")]
+pub mod sandbox;
 
 use std::sync::Arc;
 
@@ -65,7 +67,7 @@ pub const PROVIDER: unisync_kit::Provider = unisync_kit::Provider {
 #[cfg(feature = "sandbox")]
 fn start_sandbox(listen: std::net::SocketAddr, demo_records: usize) -> unisync_kit::SandboxFuture {
     Box::pin(async move {
-        let sandbox = unisync_sandbox::hubspot::HubspotSandbox::start(listen, demo_records).await?;
+        let sandbox = sandbox::HubspotSandbox::start(listen, demo_records).await?;
         Ok(Arc::new(sandbox) as Arc<dyn unisync_sandbox::SandboxCrm>)
     })
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use unisync_core::{ContactField, ContactPatch, SourceAdapter};
 use unisync_hubspot::mapping::properties_of;
-use unisync_sandbox::hubspot::HubspotSandbox;
+use unisync_hubspot::sandbox::HubspotSandbox;
 use unisync_sandbox::{Faults, SandboxCrm};
 use unisync_testkit::{AdapterHarness, run_behaviour_suite};
 

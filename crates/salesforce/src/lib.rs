@@ -41,6 +41,8 @@ pub mod config;
 mod error;
 mod id;
 pub mod mapping;
+#[cfg(feature = "sandbox")]
+pub mod sandbox;
 
 use std::sync::Arc;
 
@@ -92,8 +94,7 @@ pub const PROVIDER: unisync_kit::Provider = unisync_kit::Provider {
 #[cfg(feature = "sandbox")]
 fn start_sandbox(listen: std::net::SocketAddr, demo_records: usize) -> unisync_kit::SandboxFuture {
     Box::pin(async move {
-        let sandbox =
-            unisync_sandbox::salesforce::SalesforceSandbox::start(listen, demo_records).await?;
+        let sandbox = sandbox::SalesforceSandbox::start(listen, demo_records).await?;
         Ok(Arc::new(sandbox) as Arc<dyn unisync_sandbox::SandboxCrm>)
     })
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use unisync_core::{ContactField, ContactPatch, SourceAdapter};
-use unisync_sandbox::salesforce::SalesforceSandbox;
+use unisync_salesforce::sandbox::SalesforceSandbox;
 use unisync_sandbox::{Faults, SandboxCrm};
 use unisync_testkit::{AdapterHarness, run_behaviour_suite};
 

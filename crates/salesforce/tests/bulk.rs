@@ -11,7 +11,7 @@ use unisync_core::{
     BulkProgress, ContactField, CustomerLink, ErrorKind, PushItem, PushResult, SourceAdapter,
 };
 use unisync_salesforce::MAX_BULK_ITEMS;
-use unisync_sandbox::salesforce::SalesforceSandbox;
+use unisync_salesforce::sandbox::SalesforceSandbox;
 use unisync_sandbox::{Fault, SandboxCrm};
 
 use common::stub::{Reply, Stub, session_on};

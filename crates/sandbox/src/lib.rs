@@ -1,12 +1,13 @@
-//! Faithful fake CRM APIs on loopback, for tests, demos and adapter work.
+//! What every fake CRM shares. The fakes themselves live in their provider's crate (for
+//! example `unisync_hubspot::sandbox`, behind its `sandbox` feature), each faithful to its
+//! CRM's documented API on loopback, for tests, demos and adapter work; the daemon starts
+//! them through each provider's registration (`unisync_kit::Provider`).
 //!
-//! Each fake keeps its records in memory, answers in the CRM's own shapes (see
-//! `shared/docs/crm-apis.md`), and takes [`Fault`]s to misbehave on demand. The daemon starts them through
-//! each provider's registration (`unisync_kit::Provider`).
+//! - [`Faults`] and [`Fault`]: misbehaviour on demand, which each fake shows in its CRM's own
+//!   shape.
+//! - [`SandboxCrm`]: what the daemon needs of a running fake to point a connection at it.
 
 mod faults;
-pub mod hubspot;
-pub mod salesforce;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
