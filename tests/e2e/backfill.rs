@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use unisync_sandbox::hubspot::HubspotSandbox;
-use unisync_sandbox::salesforce::SalesforceSandbox;
+use unisync_hubspot::sandbox::HubspotSandbox;
+use unisync_salesforce::sandbox::SalesforceSandbox;
 
 use crate::crm::Crm;
 use crate::fleet::{edits_file, registered_records};

@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+use unisync_hubspot::sandbox::HubspotSandbox;
+use unisync_salesforce::sandbox::SalesforceSandbox;
 use unisync_sandbox::SandboxCrm;
-use unisync_sandbox::hubspot::HubspotSandbox;
-use unisync_sandbox::salesforce::SalesforceSandbox;
 
 /// Writes a sandbox CRM has seen: how many landed, and how many overlapped another write to
 /// the same record (unisync must never cause one).

@@ -147,8 +147,8 @@ async fn a_write_left_in_flight_by_a_kill_never_lands_after_the_newer_value<C: C
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edits_queued_for_a_renamed_connection_are_named_by_config_check_and_status() {
+    use unisync_hubspot::sandbox::HubspotSandbox;
     use unisync_sandbox::SandboxCrm;
-    use unisync_sandbox::hubspot::HubspotSandbox;
     let world = World::<HubspotSandbox>::new().await;
     world.crm.faults().set_standing(Fault::AccessRevoked);
     let mut daemon = world.setup.serve();
@@ -180,7 +180,7 @@ async fn edits_queued_for_a_renamed_connection_are_named_by_config_check_and_sta
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disabled_connection_keeps_its_edits_and_pushes_them_once_enabled() {
-    use unisync_sandbox::hubspot::HubspotSandbox;
+    use unisync_hubspot::sandbox::HubspotSandbox;
     let world = World::<HubspotSandbox>::with_connection_keys("enabled = false").await;
     let mut daemon = world.setup.serve();
     rename(&daemon, CONTACT, "Kept").await;

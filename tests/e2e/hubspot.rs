@@ -1,7 +1,7 @@
 //! What only HubSpot shows: a mapped property the portal lacks, and its credentials.
 
 use serde_json::{Value, json};
-use unisync_sandbox::hubspot::HubspotSandbox;
+use unisync_hubspot::sandbox::HubspotSandbox;
 use unisync_sandbox::{Fault, SandboxCrm};
 
 use crate::harness::wait_for;

@@ -9,12 +9,12 @@ macro_rules! against_each_crm {
         mod $scenario {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn hubspot() {
-                super::$scenario::<unisync_sandbox::hubspot::HubspotSandbox>().await;
+                super::$scenario::<unisync_hubspot::sandbox::HubspotSandbox>().await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn salesforce() {
-                super::$scenario::<unisync_sandbox::salesforce::SalesforceSandbox>().await;
+                super::$scenario::<unisync_salesforce::sandbox::SalesforceSandbox>().await;
             }
         }
     )*};

@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 
 use serde_json::json;
+use unisync_hubspot::sandbox::HubspotSandbox;
 use unisync_sandbox::SandboxCrm;
-use unisync_sandbox::hubspot::HubspotSandbox;
 
 use crate::harness::Setup;
 

@@ -10,7 +10,7 @@ use crate::world::{CONTACT, World};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hubspot() {
-    a_replay_after_a_newer_edit_keeps_the_newer_values::<unisync_sandbox::hubspot::HubspotSandbox>(
+    a_replay_after_a_newer_edit_keeps_the_newer_values::<unisync_hubspot::sandbox::HubspotSandbox>(
     )
     .await;
 }
@@ -18,7 +18,7 @@ async fn hubspot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn salesforce() {
     a_replay_after_a_newer_edit_keeps_the_newer_values::<
-        unisync_sandbox::salesforce::SalesforceSandbox,
+        unisync_salesforce::sandbox::SalesforceSandbox,
     >()
     .await;
 }

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use unisync_salesforce::sandbox::SalesforceSandbox;
 use unisync_sandbox::SandboxCrm;
-use unisync_sandbox::salesforce::SalesforceSandbox;
 
 use crate::crm::Crm;
 use crate::harness::{Daemon, wait_for};

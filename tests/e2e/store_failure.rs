@@ -5,7 +5,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
 use serde_json::json;
-use unisync_sandbox::hubspot::HubspotSandbox;
+use unisync_hubspot::sandbox::HubspotSandbox;
 
 use crate::crm::Crm;
 use crate::fleet::registered_records;

@@ -22,8 +22,8 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
-use unisync_sandbox::hubspot::HubspotSandbox;
-use unisync_sandbox::salesforce::SalesforceSandbox;
+use unisync_hubspot::sandbox::HubspotSandbox;
+use unisync_salesforce::sandbox::SalesforceSandbox;
 
 use crm::Crm;
 use fleet::{edits_file, registered_records};

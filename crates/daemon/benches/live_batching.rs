@@ -18,8 +18,8 @@ mod harness;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use unisync_sandbox::hubspot::HubspotSandbox;
-use unisync_sandbox::salesforce::SalesforceSandbox;
+use unisync_hubspot::sandbox::HubspotSandbox;
+use unisync_salesforce::sandbox::SalesforceSandbox;
 
 use crm::Crm;
 use fleet::registered_records;

@@ -2,11 +2,12 @@
 //! usage, bad config or bad input.
 
 use std::io::Read;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde_json::Value;
 use unisync_core::Secret;
 
@@ -14,7 +15,7 @@ use crate::backfill::{self, BackfillOptions};
 use crate::config::{Config, StorageEngine};
 use crate::connections::{Connections, build_adapter, settle_time};
 use crate::store::{ReplayAttempt, Store, StoreError};
-use crate::{ops, pull, serve};
+use crate::{ops, providers, pull, serve};
 
 #[derive(Parser)]
 #[command(
@@ -66,10 +67,10 @@ enum Command {
     Config(ConfigCommand),
     /// Run only the sandbox CRMs, for adapter work and demos
     Sandbox {
-        #[arg(long, default_value = "127.0.0.1:8091")]
-        hubspot: std::net::SocketAddr,
-        #[arg(long, default_value = "127.0.0.1:8092")]
-        salesforce: std::net::SocketAddr,
+        /// Where each provider's fake listens, from its `--<system>` flag (see
+        /// [`sandbox_flags`]).
+        #[arg(skip)]
+        listen: Vec<(&'static str, SocketAddr)>,
     },
 }
 
@@ -145,8 +146,67 @@ impl Failure {
     }
 }
 
+/// The first port `unisync sandbox` gives a fake by default; each provider of the registry
+/// takes the next (HubSpot 8091, Salesforce 8092, ...).
+const FIRST_SANDBOX_PORT: u16 = 8091;
+
+/// The `unisync sandbox` flags: one `--<system> ADDR` per registered provider with a fake.
+pub fn sandbox_flags() -> Vec<&'static str> {
+    providers::PROVIDERS
+        .iter()
+        .filter(|provider| provider.sandbox.is_some())
+        .map(|provider| provider.system())
+        .collect()
+}
+
+/// The default address of the `n`th fake.
+fn default_sandbox_addr(n: usize) -> SocketAddr {
+    let port = FIRST_SANDBOX_PORT.saturating_add(u16::try_from(n).unwrap_or(u16::MAX));
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// The command line with the `unisync sandbox` flags of the registered providers.
+fn command() -> clap::Command {
+    Cli::command().mut_subcommand("sandbox", |sandbox| {
+        sandbox_flags()
+            .into_iter()
+            .enumerate()
+            .fold(sandbox, |sandbox, (n, system)| {
+                sandbox.arg(
+                    clap::Arg::new(system)
+                        .long(system)
+                        .value_name("ADDR")
+                        .value_parser(clap::value_parser!(SocketAddr))
+                        .help(format!(
+                            "Where the {system} fake listens [default: {}]",
+                            default_sandbox_addr(n)
+                        )),
+                )
+            })
+    })
+}
+
+/// Parses the command line (exiting with clap's message on bad usage).
+fn parse() -> Cli {
+    let matches = command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+    if let (Command::Sandbox { listen }, Some(flags)) =
+        (&mut cli.command, matches.subcommand_matches("sandbox"))
+    {
+        *listen = sandbox_flags()
+            .into_iter()
+            .enumerate()
+            .map(|(n, system)| {
+                let addr = flags.get_one::<SocketAddr>(system).copied();
+                (system, addr.unwrap_or_else(|| default_sandbox_addr(n)))
+            })
+            .collect();
+    }
+    cli
+}
+
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse();
     init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -176,12 +236,8 @@ fn init_logging() {
 
 async fn run(cli: Cli) -> Result<u8, Failure> {
     let config_path = Config::resolve_path(cli.config);
-    if let Command::Sandbox {
-        hubspot,
-        salesforce,
-    } = cli.command
-    {
-        return run_sandboxes(hubspot, salesforce).await;
+    if let Command::Sandbox { listen } = cli.command {
+        return run_sandboxes(&listen).await;
     }
     let config = Config::load(&config_path).map_err(|e| Failure::usage(e.to_string()))?;
     match cli.command {
@@ -672,16 +728,13 @@ impl unisync_core::CredentialStore for NoCredentials {
     }
 }
 
-async fn run_sandboxes(
-    hubspot: std::net::SocketAddr,
-    salesforce: std::net::SocketAddr,
-) -> Result<u8, Failure> {
+async fn run_sandboxes(listen: &[(&'static str, SocketAddr)]) -> Result<u8, Failure> {
     let mut running = Vec::new();
-    for (system, addr) in [("hubspot", hubspot), ("salesforce", salesforce)] {
-        let sandbox = unisync_sandbox::start(system, addr, 25)
+    for &(system, addr) in listen {
+        let sandbox = providers::start_sandbox(system, addr, 25)
             .await
             .map_err(|e| Failure::usage(format!("{system} sandbox on {addr}: {e}")))?
-            .expect("both systems have a sandbox");
+            .expect("a sandbox flag names a provider with a fake");
         println!("{system} sandbox on http://{}", sandbox.addr());
         for (key, value) in sandbox.connection_secrets() {
             println!("  {key}: {value}");

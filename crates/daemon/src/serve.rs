@@ -7,6 +7,7 @@ use crate::api::{self, AppState};
 use crate::config::{Config, ConnectionSettings, StorageEngine};
 use crate::connections::Connections;
 use crate::dispatcher::Dispatchers;
+use crate::providers;
 use crate::pull::pull_contacts;
 use crate::store::{Store, StoreError, now_ms};
 use unisync_core::Secret;
@@ -228,7 +229,7 @@ async fn point_at_sandbox(
     connection: &mut ConnectionSettings,
 ) -> Result<Arc<dyn unisync_sandbox::SandboxCrm>, String> {
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-    let sandbox = unisync_sandbox::start(&connection.system, loopback, SANDBOX_DEMO_RECORDS)
+    let sandbox = providers::start_sandbox(&connection.system, loopback, SANDBOX_DEMO_RECORDS)
         .await
         .map_err(|e| format!("starting the {} sandbox: {e}", connection.system))?
         .ok_or_else(|| {

@@ -16,7 +16,9 @@ use unisync_core::{
 
 use crate::client::HubspotClient;
 use crate::config::HubspotConfig;
-use crate::error::{Effect, may_blame_one_input, parse_batch_error, refuses_the_connection};
+use unisync_kit::Effect;
+
+use crate::error::{may_blame_one_input, parse_batch_error, refuses_the_connection};
 use crate::mapping::{properties_of, stored_value, values_of};
 
 /// HubSpot's batch limit, for updates and reads alike.

@@ -1,22 +1,39 @@
 //! Bearer tokens for requests: a static private-app token, or OAuth access tokens refreshed
-//! ahead of expiry — one refresh at a time per connection — with a rotated refresh token
-//! persisted through the [`CredentialStore`].
+//! ahead of expiry — one refresh at a time per connection, its outcome shared by every caller
+//! that waited for it — with a rotated refresh token persisted through the
+//! [`CredentialStore`] (both from the kit).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use reqwest::Url;
+use reqwest::{Method, Url};
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::sync::Mutex;
 use unisync_core::{AdapterError, CredentialStore, FieldMapping, Secret};
+use unisync_kit::{Effect, Fresh, HttpClient, RotatingSecret, Token, TokenCache, redacted};
 
-use crate::error::{Effect, parse_error, redacted, transport_error};
+use crate::error::parse_error;
 
 /// The [`CredentialStore`] key of the latest refresh token.
 pub const REFRESH_TOKEN_KEY: &str = "refresh_token";
-/// The most a token is refreshed ahead of its expiry.
-const MAX_REFRESH_MARGIN: Duration = Duration::from_secs(300);
+
+/// The token a request was sent with, to name it when HubSpot refuses it.
+pub enum Bearer {
+    /// The private-app token.
+    Static(Secret),
+    /// An OAuth access token from the session's cache.
+    OAuth(Arc<Token<Secret>>),
+}
+
+impl Bearer {
+    /// The token's value, for the `Authorization` header.
+    pub fn expose(&self) -> &str {
+        match self {
+            Bearer::Static(token) => token.expose(),
+            Bearer::OAuth(token) => token.value().expose(),
+        }
+    }
+}
 
 /// Where a connection's bearer tokens come from.
 pub enum Credentials {
@@ -25,24 +42,32 @@ pub enum Credentials {
 }
 
 impl Credentials {
-    /// The token to send now, refreshing it first when it is (nearly) expired.
-    pub async fn bearer(&self, http: &reqwest::Client) -> Result<Secret, AdapterError> {
+    /// The token to send now, refreshing it first when it is (nearly) expired or when HubSpot
+    /// `refused` the one sent before.
+    pub async fn bearer(
+        &self,
+        http: &HttpClient,
+        refused: Option<&Bearer>,
+    ) -> Result<Bearer, AdapterError> {
         match self {
-            Credentials::Static(token) => Ok(token.clone()),
-            Credentials::OAuth(session) => session.bearer(http).await,
+            Credentials::Static(token) => Ok(Bearer::Static(token.clone())),
+            Credentials::OAuth(session) => {
+                let refused = match refused {
+                    Some(Bearer::OAuth(token)) => Some(token.as_ref()),
+                    _ => None,
+                };
+                let token = session
+                    .tokens
+                    .token(refused, || session.refresh(http))
+                    .await?;
+                Ok(Bearer::OAuth(token))
+            }
         }
     }
 
-    /// HubSpot refused `used`: forget it, so the next [`bearer`](Self::bearer) refreshes.
-    /// False when there is nothing to refresh (a static token).
-    pub async fn reject(&self, used: &Secret) -> bool {
-        match self {
-            Credentials::Static(_) => false,
-            Credentials::OAuth(session) => {
-                session.reject(used).await;
-                true
-            }
-        }
+    /// Whether a refused token can be replaced (false for a static token).
+    pub fn refreshes(&self) -> bool {
+        matches!(self, Credentials::OAuth(_))
     }
 }
 
@@ -51,22 +76,9 @@ pub struct OAuthSession {
     token_url: Url,
     client_id: Secret,
     client_secret: Secret,
-    /// The refresh token from config: the fallback when a stored one is refused.
-    configured_refresh_token: Secret,
-    store: Arc<dyn CredentialStore>,
+    refresh_token: RotatingSecret,
     mapping: FieldMapping,
-    /// Held across a refresh, so concurrent callers wait for the one refresh in flight.
-    state: Mutex<SessionState>,
-}
-
-struct SessionState {
-    refresh_token: Secret,
-    access: Option<AccessToken>,
-}
-
-struct AccessToken {
-    value: Secret,
-    refresh_at: Instant,
+    tokens: TokenCache<Secret>,
 }
 
 #[derive(Deserialize)]
@@ -87,119 +99,70 @@ impl OAuthSession {
         store: Arc<dyn CredentialStore>,
         mapping: FieldMapping,
     ) -> Self {
-        let refresh_token = store
-            .load(REFRESH_TOKEN_KEY)
-            .map(Secret::new)
-            .unwrap_or_else(|| configured_refresh_token.clone());
         OAuthSession {
             token_url,
             client_id,
             client_secret,
-            configured_refresh_token,
-            store,
+            refresh_token: RotatingSecret::new(REFRESH_TOKEN_KEY, configured_refresh_token, store),
             mapping,
-            state: Mutex::new(SessionState {
-                refresh_token,
-                access: None,
-            }),
+            tokens: TokenCache::new(),
         }
     }
 
-    async fn bearer(&self, http: &reqwest::Client) -> Result<Secret, AdapterError> {
-        let mut state = self.state.lock().await;
-        if let Some(access) = &state.access
-            && Instant::now() < access.refresh_at
-        {
-            return Ok(access.value.clone());
-        }
-        let refreshed = match self.refresh(http, &mut state).await {
-            Err(error)
-                if error.kind == unisync_core::ErrorKind::Unauthorized
-                    && state.refresh_token != self.configured_refresh_token =>
-            {
-                tracing::warn!(code = %error.code, "the stored HubSpot refresh token was refused; trying the configured one");
-                state.refresh_token = self.configured_refresh_token.clone();
-                self.refresh(http, &mut state).await
-            }
-            other => other,
-        }?;
-        let value = refreshed.value.clone();
-        state.access = Some(refreshed);
-        Ok(value)
-    }
-
-    async fn reject(&self, used: &Secret) {
-        let mut state = self.state.lock().await;
-        if state
-            .access
-            .as_ref()
-            .is_some_and(|access| access.value == *used)
-        {
-            state.access = None;
-        }
+    /// A new access token; a refused stored refresh token falls back to the configured one.
+    async fn refresh(&self, http: &HttpClient) -> Result<Fresh<Secret>, AdapterError> {
+        self.refresh_token
+            .with_fallback(|refresh_token| self.grant(http, refresh_token))
+            .await
     }
 
     /// One `refresh_token` grant. A refused grant is `Unauthorized` with HubSpot's status
     /// and message; outages and rate limits are classified as for any request. No error
     /// carries the token endpoint's body unchecked: a malformed answer may hold the very
     /// tokens it failed to deliver, and a refusal may echo the refresh token.
-    async fn refresh(
+    async fn grant(
         &self,
-        http: &reqwest::Client,
-        state: &mut SessionState,
-    ) -> Result<AccessToken, AdapterError> {
+        http: &HttpClient,
+        refresh_token: Secret,
+    ) -> Result<Fresh<Secret>, AdapterError> {
         let form = [
             ("grant_type", "refresh_token"),
             ("client_id", self.client_id.expose()),
             ("client_secret", self.client_secret.expose()),
-            ("refresh_token", state.refresh_token.expose()),
+            ("refresh_token", refresh_token.expose()),
         ];
         let secrets = [
             self.client_id.expose(),
             self.client_secret.expose(),
-            state.refresh_token.expose(),
-            self.configured_refresh_token.expose(),
+            refresh_token.expose(),
+            self.refresh_token.configured().expose(),
         ];
         // A token request changes no contact: a lost answer is only a failed try.
-        let response = http
-            .post(self.token_url.clone())
-            .form(&form)
-            .send()
-            .await
-            .map_err(|err| transport_error(&err, Effect::Read))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response
-            .text()
-            .await
-            .map_err(|err| transport_error(&err, Effect::Read))?;
+        let answer = http
+            .send(
+                http.request(Method::POST, self.token_url.clone())
+                    .form(&form),
+                Effect::Read,
+            )
+            .await?;
+        let status = answer.status;
         if matches!(status.as_u16(), 400 | 401 | 403) {
-            return Err(redacted(refused_grant(status, &body), &secrets));
+            return Err(redacted(refused_grant(status, &answer.body), &secrets));
         }
         if !status.is_success() {
-            let error = parse_error(status, &headers, &body, &self.mapping, None);
+            let error = parse_error(status, &answer.headers, &answer.body, &self.mapping, None);
             return Err(redacted(error, &secrets));
         }
-        let answer: TokenAnswer =
-            serde_json::from_str(&body).map_err(|err| malformed_token_answer(status, &err))?;
-        let received_at = Instant::now();
-        if let Some(rotated) = answer
-            .refresh_token
-            .filter(|token| token != state.refresh_token.expose())
-        {
-            if let Err(err) = self.store.save(REFRESH_TOKEN_KEY, &rotated) {
-                tracing::error!(%err, "could not persist HubSpot's new refresh token");
-            }
-            state.refresh_token = Secret::new(rotated);
-        }
+        let token: TokenAnswer = serde_json::from_str(&answer.body)
+            .map_err(|err| malformed_token_answer(status, &err))?;
+        self.refresh_token.rotated(token.refresh_token);
         tracing::debug!(
-            expires_in = answer.expires_in,
+            expires_in = token.expires_in,
             "refreshed the HubSpot access token"
         );
-        let lifetime = Duration::from_secs(answer.expires_in);
-        Ok(AccessToken {
-            value: Secret::new(answer.access_token),
-            refresh_at: received_at + lifetime - (lifetime / 5).min(MAX_REFRESH_MARGIN),
+        Ok(Fresh {
+            value: Secret::new(token.access_token),
+            lifetime: Some(Duration::from_secs(token.expires_in)),
         })
     }
 }

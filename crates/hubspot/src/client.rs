@@ -10,22 +10,19 @@ use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 use unisync_core::{AdapterError, ApiUsage, CredentialStore, ErrorKind, FieldMapping};
+use unisync_kit::{Effect, HttpClient, Pacer, WindowReport, endpoint, redacted};
 
 use crate::account::{AccountZone, until_daily_reset};
 use crate::auth::{Credentials, OAuthSession};
 use crate::config::{HubspotAuth, HubspotConfig};
-use crate::error::{Effect, parse_error, redacted, transport_error};
-use crate::pacer::Pacer;
+use crate::error::{TEN_SECOND_WINDOW, parse_error};
 
 /// The account details API, which names the account's time zone.
 const ACCOUNT_DETAILS: [&str; 3] = ["account-info", "v3", "details"];
-/// The longest a connection attempt may take. Kept apart from the request timeout so that a
-/// request that never reached HubSpot is told from one that may have.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The HTTP client of one HubSpot connection, shared by all its pushes and pulls.
 pub struct HubspotClient {
-    http: reqwest::Client,
+    http: HttpClient,
     base_url: Url,
     credentials: Credentials,
     pacer: Pacer,
@@ -40,11 +37,7 @@ impl HubspotClient {
         config: &HubspotConfig,
         store: Arc<dyn CredentialStore>,
     ) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout.min(CONNECT_TIMEOUT))
-            .user_agent(concat!("unisync/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let http = HttpClient::new(config.timeout)?;
         let credentials = match &config.auth {
             HubspotAuth::AccessToken(token) => Credentials::Static(token.clone()),
             HubspotAuth::OAuth {
@@ -64,7 +57,7 @@ impl HubspotClient {
             http,
             base_url: config.base_url.clone(),
             credentials,
-            pacer: Pacer::new(config.requests_per_10s),
+            pacer: Pacer::new(config.requests_per_10s, TEN_SECOND_WINDOW),
             mapping: config.mapping.clone(),
             usage: Mutex::new(None),
             zone: match &config.daily_reset_tz {
@@ -155,10 +148,13 @@ impl HubspotClient {
         body: Option<&Value>,
     ) -> Result<Value, AdapterError> {
         let url = endpoint(&self.base_url, segments);
-        let mut refreshed = false;
+        let mut refused = None;
         loop {
             let slot = self.pacer.acquire().await;
-            let token = self.credentials.bearer(&self.http).await?;
+            let token = self
+                .credentials
+                .bearer(&self.http, refused.as_ref())
+                .await?;
             let mut request = self
                 .http
                 .request(method.clone(), url.clone())
@@ -169,36 +165,34 @@ impl HubspotClient {
             if let Some(body) = body {
                 request = request.json(body);
             }
-            let response = request
-                .send()
-                .await
-                .map_err(|err| transport_error(&err, effect))?;
-            let status = response.status();
-            let headers = response.headers().clone();
-            let text = response
-                .text()
-                .await
-                .map_err(|err| transport_error(&err, effect))?;
+            let answer = self.http.send(request, effect).await?;
             drop(slot);
-            self.pacer.observe(&headers);
-            self.record_usage(&headers);
+            self.pacer.observe(window_report(&answer.headers));
+            self.record_usage(&answer.headers);
+            let status = answer.status;
             if status.is_success() {
-                if text.trim().is_empty() {
+                if answer.body.trim().is_empty() {
                     return Ok(Value::Null);
                 }
-                return serde_json::from_str(&text).map_err(|err| {
-                    AdapterError::retryable("BAD_RESPONSE", format!("{err}: {text}"))
+                return serde_json::from_str(&answer.body).map_err(|err| {
+                    AdapterError::retryable("BAD_RESPONSE", format!("{err}: {}", answer.body))
                 });
             }
             if status == StatusCode::UNAUTHORIZED
-                && !refreshed
-                && self.credentials.reject(&token).await
+                && refused.is_none()
+                && self.credentials.refreshes()
             {
-                refreshed = true;
+                refused = Some(token);
                 continue;
             }
             let zone = self.zone.get();
-            let error = parse_error(status, &headers, &text, &self.mapping, zone.as_ref());
+            let error = parse_error(
+                status,
+                &answer.headers,
+                &answer.body,
+                &self.mapping,
+                zone.as_ref(),
+            );
             // HubSpot has no reason to echo the token, but an error travels far (status pages,
             // dead letters): make sure it never carries one.
             let error = redacted(error, &[token.expose()]);
@@ -227,28 +221,40 @@ impl HubspotClient {
     }
 }
 
-/// `base` with `segments` appended as percent-encoded path segments (a CRM id can never
-/// reach another route).
-fn endpoint(base: &Url, segments: &[&str]) -> Url {
-    let mut url = base.clone();
-    url.path_segments_mut()
-        .expect("an http(s) base URL has a path")
-        .pop_if_empty()
-        .extend(segments);
-    url
+/// What HubSpot's `X-HubSpot-RateLimit-*` headers say of its short window.
+fn window_report(headers: &HeaderMap) -> WindowReport {
+    let number = |name: &str| -> Option<u64> { headers.get(name)?.to_str().ok()?.parse().ok() };
+    WindowReport {
+        limit: number("x-hubspot-ratelimit-max"),
+        remaining: number("x-hubspot-ratelimit-remaining"),
+        window: number("x-hubspot-ratelimit-interval-milliseconds").map(Duration::from_millis),
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use reqwest::header::HeaderValue;
+
     use super::*;
 
     #[test]
-    fn endpoints_keep_a_base_path_and_encode_ids() {
-        let base = Url::parse("http://127.0.0.1:9/proxy/").unwrap();
-        let url = endpoint(&base, &["crm", "v3", "objects", "contacts", "1/../x"]);
+    fn the_window_is_read_from_hubspots_headers() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("x-hubspot-ratelimit-max", "190"),
+            ("x-hubspot-ratelimit-remaining", "4"),
+            ("x-hubspot-ratelimit-interval-milliseconds", "10000"),
+        ] {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
         assert_eq!(
-            url.as_str(),
-            "http://127.0.0.1:9/proxy/crm/v3/objects/contacts/1%2F..%2Fx"
+            window_report(&headers),
+            WindowReport {
+                limit: Some(190),
+                remaining: Some(4),
+                window: Some(Duration::from_secs(10)),
+            }
         );
+        assert_eq!(window_report(&HeaderMap::new()), WindowReport::default());
     }
 }

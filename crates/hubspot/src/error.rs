@@ -10,16 +10,17 @@ use std::time::{Duration, SystemTime};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::header::HeaderMap;
 use serde_json::Value;
 use unisync_core::{AdapterError, ErrorKind, FieldMapping};
+use unisync_kit::retry_after;
 
 use crate::account::until_daily_reset;
 
 /// HubSpot's short rate-limit window, waited out when a 429 names no other wait.
 pub const TEN_SECOND_WINDOW: Duration = Duration::from_secs(10);
 /// The longest a short-window rate limit holds the connection back, whatever an answer says.
-pub const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(10 * 60);
+pub const MAX_RATE_LIMIT_WAIT: Duration = unisync_kit::LONGEST_WINDOW;
 /// The longest any answer holds an edit back (HubSpot's 477 migrations last "typically up to
 /// 24 hours"); a longer `Retry-After` is a broken header, not a plan.
 const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
@@ -29,17 +30,6 @@ const INTERVAL_HEADER: &str = "x-hubspot-ratelimit-interval-milliseconds";
 /// The refused-value codes that name a property the connection's field table writes but the
 /// portal cannot take: a mapping error that fails every edit of that field.
 const MAPPING_ERRORS: [&str; 2] = ["PROPERTY_DOESNT_EXIST", "READ_ONLY_VALUE"];
-/// What replaces a secret found in a text that is kept.
-const REDACTED: &str = "[redacted]";
-
-/// Whether a request can change records at HubSpot, which decides what a lost answer means.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Effect {
-    /// A read (or a token request): losing its answer changes nothing.
-    Read,
-    /// A write: once sent, it may land even if its answer is lost.
-    Write,
-}
 
 /// Classifies a failed HubSpot answer. `mapping` turns the property HubSpot blames into the
 /// unified field's name; `daily_reset_zone` is the account's time zone, in which the `DAILY`
@@ -77,49 +67,6 @@ pub fn parse_batch_error(entry: &Value, mapping: &FieldMapping) -> AdapterError 
         _ => 500,
     };
     classify(status, &details, &HeaderMap::new(), mapping, None)
-}
-
-/// A request that got no (whole) answer. One that never left (refused connection, unknown
-/// host) is retryable; a write that was, or may have been, sent may still land, so its
-/// outcome is unknown (timeout, connection lost while waiting, answer cut off).
-pub fn transport_error(error: &reqwest::Error, effect: Effect) -> AdapterError {
-    let message = error_chain(error);
-    if error.is_connect() || error.is_builder() {
-        return AdapterError::retryable("CONNECT", message);
-    }
-    let code = if error.is_timeout() {
-        "TIMEOUT"
-    } else if error.is_body() || error.is_decode() {
-        "ANSWER_CUT_OFF"
-    } else {
-        "CONNECTION_LOST"
-    };
-    match effect {
-        Effect::Read => AdapterError::retryable(code, message),
-        Effect::Write => AdapterError::outcome_unknown(code, message),
-    }
-}
-
-/// An error and its causes, `outer: inner: ...` (reqwest's own text hides the cause).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-/// `error` with every occurrence of `secrets` in its code and message replaced, for answers
-/// that may echo what was sent (a token endpoint echoing the refresh token).
-pub(crate) fn redacted(mut error: AdapterError, secrets: &[&str]) -> AdapterError {
-    for secret in secrets.iter().filter(|secret| !secret.is_empty()) {
-        error.code = error.code.replace(secret, REDACTED);
-        error.message = error.message.replace(secret, REDACTED);
-    }
-    error
 }
 
 /// Whether a whole-batch refusal may come from one bad input, so that splitting the batch
@@ -181,7 +128,7 @@ fn classify(
     daily_reset_zone: Option<&TimeZone>,
 ) -> AdapterError {
     let message = details.message.clone();
-    let retry_after = retry_after(headers, SystemTime::now());
+    let retry_after = retry_after(headers, SystemTime::now(), MAX_WAIT);
     match status {
         429 => match details.policy_name.as_deref() {
             Some("DAILY") => {
@@ -297,18 +244,6 @@ fn embedded_property_errors(message: &str) -> Vec<PropertyRefusal> {
             })
         })
         .collect()
-}
-
-/// `Retry-After` in seconds or as an HTTP date, as received: a date in the past is no wait, a
-/// number too large for the clock is the longest wait, anything else (negative, fractions,
-/// words) is no header. Callers cap it.
-fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if !value.is_empty() && value.bytes().all(|byte| byte.is_ascii_digit()) {
-        return Some(value.parse().map_or(Duration::MAX, Duration::from_secs));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or_default())
 }
 
 fn rate_limit_interval(headers: &HeaderMap) -> Option<Duration> {
@@ -569,24 +504,6 @@ mod tests {
 
     #[test]
     fn retry_after_is_bounded_and_never_panics() {
-        let now = SystemTime::now();
-        let read = |value: &str| retry_after(&headers(&[("retry-after", value)]), now);
-        assert_eq!(read("7"), Some(Duration::from_secs(7)));
-        assert_eq!(read(" 7 "), Some(Duration::from_secs(7)));
-        assert_eq!(read("99999999999999999999999999"), Some(Duration::MAX));
-        for garbage in ["-5", "1.5", "soon", "", "0x10"] {
-            assert_eq!(read(garbage), None, "{garbage:?}");
-        }
-        let past = httpdate::fmt_http_date(now - Duration::from_secs(60));
-        assert_eq!(
-            read(&past),
-            Some(Duration::ZERO),
-            "a date in the past is no wait"
-        );
-        let later = httpdate::fmt_http_date(now + Duration::from_secs(120));
-        let wait = read(&later).unwrap();
-        assert!(wait <= Duration::from_secs(120) && wait > Duration::from_secs(110));
-
         let huge = [("retry-after", "99999999999999999999")];
         assert_eq!(
             parse(429, &huge, "{}").kind,
@@ -627,18 +544,6 @@ mod tests {
         assert_eq!(
             parse(503, &[("retry-after", "-1")], "").kind,
             ErrorKind::Retryable { retry_after: None }
-        );
-    }
-
-    #[test]
-    fn redaction_removes_every_secret_from_code_and_message() {
-        let error =
-            AdapterError::unauthorized("tok-1", "refresh token tok-1 (client sec-2) refused");
-        let clean = redacted(error, &["tok-1", "sec-2", ""]);
-        assert_eq!(clean.code, "[redacted]");
-        assert_eq!(
-            clean.message,
-            "refresh token [redacted] (client [redacted]) refused"
         );
     }
 

@@ -7,8 +7,8 @@
 //! - [`config`]: the connection's settings ([`HubspotConfig`]).
 //! - [`mapping`]: unified fields to HubSpot properties, as data.
 //! - [`error`]: [`parse_error`], the one place HubSpot's answers are classified.
-//! - `client`, `auth`, `pacer`: HTTP, bearer tokens (static or OAuth refresh), and pacing to
-//!   HubSpot's rate-limit headers.
+//! - `client`, `auth`: HTTP, bearer tokens (static or OAuth refresh), and pacing to HubSpot's
+//!   rate-limit headers, on the provider toolkit ([`unisync_kit`]).
 //! - `account`: the account's time zone, in which the daily limit resets.
 //! - [`HubspotAdapter`]: the [`SourceAdapter`].
 
@@ -19,7 +19,8 @@ mod client;
 pub mod config;
 pub mod error;
 pub mod mapping;
-mod pacer;
+#[cfg(feature = "sandbox")]
+pub mod sandbox;
 
 use std::sync::Arc;
 
@@ -51,4 +52,22 @@ impl AdapterFactory for HubspotFactory {
         })?;
         Ok(Arc::new(adapter))
     }
+}
+
+/// HubSpot as the daemon registers it (one line in its `providers.rs`).
+pub const PROVIDER: unisync_kit::Provider = unisync_kit::Provider {
+    factory: &HubspotFactory,
+    #[cfg(feature = "sandbox")]
+    sandbox: Some(start_sandbox),
+    #[cfg(not(feature = "sandbox"))]
+    sandbox: None,
+};
+
+/// Starts the fake HubSpot on `listen`, seeded with `demo_records` contacts.
+#[cfg(feature = "sandbox")]
+fn start_sandbox(listen: std::net::SocketAddr, demo_records: usize) -> unisync_kit::SandboxFuture {
+    Box::pin(async move {
+        let sandbox = sandbox::HubspotSandbox::start(listen, demo_records).await?;
+        Ok(Arc::new(sandbox) as Arc<dyn unisync_sandbox::SandboxCrm>)
+    })
 }

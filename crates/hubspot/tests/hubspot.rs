@@ -12,8 +12,8 @@ use unisync_core::{
     AdapterFactory, ContactField, ContactPatch, CredentialStore, CustomerLink, ErrorKind, PushItem,
     SourceAdapter,
 };
+use unisync_hubspot::sandbox::HubspotSandbox;
 use unisync_hubspot::{HubspotFactory, REFRESH_TOKEN_KEY};
-use unisync_sandbox::hubspot::HubspotSandbox;
 use unisync_sandbox::{Fault, SandboxCrm};
 
 use common::{

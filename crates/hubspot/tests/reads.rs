@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use unisync_core::{ContactField, CustomerLink, ErrorKind, PushItem, SourceAdapter};
-use unisync_sandbox::hubspot::HubspotSandbox;
+use unisync_hubspot::sandbox::HubspotSandbox;
 use unisync_sandbox::{Fault, SandboxCrm};
 
 use common::{sandbox, token_adapter};

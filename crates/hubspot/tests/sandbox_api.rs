@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use unisync_sandbox::hubspot::HubspotSandbox;
+use unisync_hubspot::sandbox::HubspotSandbox;
 use unisync_sandbox::{Fault, SandboxCrm};
 
 struct Wire {

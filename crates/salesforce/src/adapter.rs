@@ -16,7 +16,9 @@ use unisync_core::{
 };
 
 use crate::bulk::{JobInfo, ResultRow, create_job_body, job_csv, record_error, result_rows};
-use crate::client::{Answer, SalesforceClient};
+use unisync_kit::Answer;
+
+use crate::client::SalesforceClient;
 use crate::config::SalesforceConfig;
 use crate::error::{Origin, SalesforceError, Scope, classify, classify_job_failure, parse_error};
 use crate::id::canonical_id;
@@ -101,7 +103,7 @@ impl SalesforceAdapter {
             .patch_one(item, &id, &[(IF_UNMODIFIED_SINCE, since.as_str())])
             .await?;
         // Told by the status alone: it is the precondition's answer, whatever its body says.
-        if answer.status == 412 {
+        if answer.status == reqwest::StatusCode::PRECONDITION_FAILED {
             return Ok(ConditionalPush::ModifiedSince);
         }
         let outcome = self.settle_one(&answer, &id).await;
@@ -712,7 +714,7 @@ impl SalesforceAdapter {
             Ok(())
         } else {
             Err(parse_error(
-                answer.status,
+                answer.status.as_u16(),
                 &answer.headers,
                 &answer.body,
                 scope,

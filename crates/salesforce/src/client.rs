@@ -1,53 +1,39 @@
 //! HTTP to one Salesforce org: sessions from the token endpoint, one retry after a refresh
 //! on an expired session, and the API budget read from every answer.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName};
-use reqwest::{Method, RequestBuilder};
+use reqwest::Method;
+use reqwest::header::{CONTENT_TYPE, HeaderName};
 use serde_json::Value;
 use unisync_core::{AdapterError, ApiUsage, CredentialStore, Secret};
+use unisync_kit::{Answer, Effect, Fresh, HttpClient, RotatingSecret, Token, TokenCache};
 
 use crate::auth::{REFRESH_TOKEN_KEY, TokenAnswer, token_form};
 use crate::config::{Grant, SalesforceConfig};
-use crate::error::{parse_token_error, transport_error, unreadable_token_answer};
+use crate::error::{parse_token_error, unreadable_token_answer};
 
 /// A client for one connection. Cheap to share; all state is behind locks. Its `Debug` shows
 /// where it connects and nothing of its credentials or sessions.
 pub struct SalesforceClient {
-    http: reqwest::Client,
+    http: HttpClient,
     login_url: String,
     api_version: String,
     grant: Grant,
-    credentials: Arc<dyn CredentialStore>,
-    /// Held across a token request, so that one renewal runs at a time and callers that
-    /// arrive meanwhile wait for its outcome instead of starting their own.
-    auth: tokio::sync::Mutex<AuthState>,
-    /// `AuthState::generation`, readable without the lock: a caller notes it before waiting,
-    /// and a change means someone renewed while it waited.
-    generation: AtomicU64,
+    /// The newest refresh token of a refresh-token grant (Salesforce may rotate it).
+    refresh_token: Option<RotatingSecret>,
+    /// The session, renewed single-flight: callers that arrive during a renewal wait for its
+    /// outcome instead of starting their own.
+    sessions: TokenCache<Session>,
     /// The last `Sforce-Limit-Info` reading, and when it came.
     usage: Mutex<Option<(ApiUsage, Instant)>>,
-}
-
-#[derive(Default)]
-struct AuthState {
-    /// Bumped by every renewal, successful or not.
-    generation: u64,
-    /// The last renewal's outcome; `None` before the first.
-    outcome: Option<Result<Arc<Session>, AdapterError>>,
-    /// The newest refresh token, when Salesforce rotated it or the store held one.
-    refresh_token: Option<Secret>,
 }
 
 /// A session: the token and the instance it is valid on.
 struct Session {
     access_token: Secret,
     instance_url: String,
-    /// The renewal that made it.
-    generation: u64,
 }
 
 /// A request body.
@@ -58,31 +44,6 @@ enum Body<'a> {
     Csv(&'a str),
 }
 
-/// A Salesforce answer, read whole.
-#[derive(Debug)]
-pub struct Answer {
-    pub status: u16,
-    /// Kept for the error classifier (`Retry-After`).
-    pub headers: HeaderMap,
-    pub body: String,
-}
-
-impl Answer {
-    pub fn is_success(&self) -> bool {
-        (200..300).contains(&self.status)
-    }
-
-    /// A refusal that quotes the session's access token (some gateways echo the request's
-    /// headers) must not carry it into an error, a dead letter or a log.
-    fn without_token(mut self, session: &Session) -> Answer {
-        let token = session.access_token.expose();
-        if !self.is_success() && !token.is_empty() {
-            self.body = self.body.replace(token, "[redacted]");
-        }
-        self
-    }
-}
-
 impl SalesforceClient {
     /// Builds the client; contacts nobody. A refresh token saved in `credentials` by an earlier
     /// rotation wins over the configured one (which Salesforce has revoked by then).
@@ -90,22 +51,21 @@ impl SalesforceClient {
         config: &SalesforceConfig,
         credentials: Arc<dyn CredentialStore>,
     ) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder().timeout(config.timeout).build()?;
-        let refresh_token = match config.grant {
-            Grant::RefreshToken { .. } => credentials.load(REFRESH_TOKEN_KEY).map(Secret::new),
+        let refresh_token = match &config.grant {
+            Grant::RefreshToken { refresh_token, .. } => Some(RotatingSecret::new(
+                REFRESH_TOKEN_KEY,
+                refresh_token.clone(),
+                credentials,
+            )),
             _ => None,
         };
         Ok(SalesforceClient {
-            http,
+            http: HttpClient::new(config.timeout)?,
             login_url: config.login_url.clone(),
             api_version: config.api_version.clone(),
             grant: config.grant.clone(),
-            credentials,
-            auth: tokio::sync::Mutex::new(AuthState {
-                refresh_token,
-                ..AuthState::default()
-            }),
-            generation: AtomicU64::new(0),
+            refresh_token,
+            sessions: TokenCache::new(),
             usage: Mutex::new(None),
         })
     }
@@ -189,122 +149,91 @@ impl SalesforceClient {
             request
         };
         // A lost answer to anything but a read may mean the request landed.
-        let write = method != Method::GET;
-        let answer = self.execute(build(&session), write).await?;
-        if answer.status != 401 {
-            return Ok(answer.without_token(&session));
+        let effect = Effect::of(&method);
+        let answer = self.execute(build(session.value()), effect).await?;
+        if answer.status != reqwest::StatusCode::UNAUTHORIZED {
+            return Ok(answer.without_secrets(&[session.value().access_token.expose()]));
         }
-        let renewed = self.session(Some(session.generation)).await?;
-        let answer = self.execute(build(&renewed), write).await?;
-        Ok(answer.without_token(&renewed))
+        let renewed = self.session(Some(&session)).await?;
+        let answer = self.execute(build(renewed.value()), effect).await?;
+        Ok(answer.without_secrets(&[renewed.value().access_token.expose()]))
     }
 
     /// The current session, or a new one when there is none or the caller's was `refused`.
     /// A caller that waited while someone else renewed takes that renewal's outcome, so a
     /// burst of expired requests costs one token request.
-    async fn session(&self, refused: Option<u64>) -> Result<Arc<Session>, AdapterError> {
-        let seen = self.generation.load(Ordering::Acquire);
-        let mut state = self.auth.lock().await;
-        match &state.outcome {
-            Some(Ok(session)) if refused != Some(session.generation) => {
-                return Ok(session.clone());
-            }
-            Some(outcome) if state.generation != seen => return outcome.clone(),
-            _ => {}
-        }
-        let generation = state.generation + 1;
-        let outcome = self
-            .request_session(&mut state)
-            .await
-            .map(|(access_token, instance_url)| {
-                Arc::new(Session {
-                    access_token,
-                    instance_url,
-                    generation,
-                })
-            });
-        state.generation = generation;
-        state.outcome = Some(outcome.clone());
-        self.generation.store(generation, Ordering::Release);
-        outcome
-    }
-
-    /// A new session. When Salesforce refuses a refresh token that an earlier rotation left in
-    /// the store, the configured one is tried before giving up: the stored one may be stale
-    /// (restored from an old backup, or rotated by another process) while the configured one
-    /// was just replaced by an operator.
-    async fn request_session(
+    async fn session(
         &self,
-        state: &mut AuthState,
-    ) -> Result<(Secret, String), AdapterError> {
-        match self.token_request(state).await {
-            Err(error) if error.code == "invalid_grant" && self.holds_a_newer_token(state) => {
-                tracing::warn!(
-                    code = %error.code,
-                    "the stored Salesforce refresh token was refused; trying the configured one"
-                );
-                state.refresh_token = None;
-                self.token_request(state).await
-            }
-            outcome => outcome,
-        }
+        refused: Option<&Token<Session>>,
+    ) -> Result<Arc<Token<Session>>, AdapterError> {
+        self.sessions
+            .token(refused, || async {
+                match &self.refresh_token {
+                    Some(refresh_token) => {
+                        refresh_token
+                            .with_fallback(|token| self.token_request(Some(token)))
+                            .await
+                    }
+                    None => self.token_request(None).await,
+                }
+            })
+            .await
     }
 
-    /// Whether the refresh token in use came from the store and differs from the configured.
-    fn holds_a_newer_token(&self, state: &AuthState) -> bool {
-        match (&self.grant, &state.refresh_token) {
-            (Grant::RefreshToken { refresh_token, .. }, Some(stored)) => stored != refresh_token,
-            _ => false,
-        }
-    }
-
-    /// One token request with the newest refresh token. A rotated refresh token is kept in
-    /// memory and in the store.
-    async fn token_request(&self, state: &mut AuthState) -> Result<(Secret, String), AdapterError> {
-        let form = token_form(&self.grant, state.refresh_token.as_ref(), &self.login_url)?;
+    /// One token request, with `refresh_token` for a refresh-token grant. A rotated refresh
+    /// token is kept in memory and in the store. Sessions name no lifetime: one lives until
+    /// Salesforce refuses it.
+    async fn token_request(
+        &self,
+        refresh_token: Option<Secret>,
+    ) -> Result<Fresh<Session>, AdapterError> {
+        let form = token_form(&self.grant, refresh_token.as_ref(), &self.login_url)?;
         let request = self
             .http
-            .post(format!("{}/services/oauth2/token", self.login_url))
+            .request(
+                Method::POST,
+                format!("{}/services/oauth2/token", self.login_url),
+            )
             .form(&form);
         // A token request changes no record, so a lost answer is simply retried.
-        let answer = self.execute(request, false).await?;
-        if answer.status != 200 {
-            return Err(parse_token_error(answer.status, &answer.body));
+        let answer = self.execute(request, Effect::Read).await?;
+        if answer.status != reqwest::StatusCode::OK {
+            return Err(parse_token_error(
+                answer.status.as_u16(),
+                &answer.headers,
+                &answer.body,
+            ));
         }
         let token: TokenAnswer =
             serde_json::from_str(&answer.body).map_err(|err| unreadable_token_answer(&err))?;
-        if let (Grant::RefreshToken { .. }, Some(rotated)) = (&self.grant, token.refresh_token) {
-            if let Err(problem) = self.credentials.save(REFRESH_TOKEN_KEY, &rotated) {
-                // The new token still works in memory; only a restart would lose it.
-                tracing::error!(%problem, "could not save the rotated Salesforce refresh token");
-            }
-            state.refresh_token = Some(Secret::new(rotated));
+        if let Some(rotating) = &self.refresh_token {
+            rotating.rotated(token.refresh_token);
         }
-        let instance_url = token.instance_url.trim_end_matches('/').to_string();
-        Ok((Secret::new(token.access_token), instance_url))
+        Ok(Fresh {
+            value: Session {
+                access_token: Secret::new(token.access_token),
+                instance_url: token.instance_url.trim_end_matches('/').to_string(),
+            },
+            lifetime: None,
+        })
     }
 
-    /// Sends a request and reads the answer whole, noting the API budget it reports. `write`:
-    /// the request changes records, so a lost answer leaves its outcome unknown.
-    async fn execute(&self, request: RequestBuilder, write: bool) -> Result<Answer, AdapterError> {
-        let lost = |err: reqwest::Error| transport_error(&err, write);
-        let response = request.send().await.map_err(lost)?;
-        if let Some(usage) = response
-            .headers()
+    /// Sends a request and reads the answer whole, noting the API budget it reports.
+    async fn execute(
+        &self,
+        request: reqwest::RequestBuilder,
+        effect: Effect,
+    ) -> Result<Answer, AdapterError> {
+        let answer = self.http.send(request, effect).await?;
+        if let Some(usage) = answer
+            .headers
             .get("Sforce-Limit-Info")
             .and_then(|value| value.to_str().ok())
             .and_then(parse_limit_info)
         {
             *self.usage.lock().unwrap() = Some((usage, Instant::now()));
         }
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response.text().await.map_err(lost)?;
-        Ok(Answer {
-            status,
-            headers,
-            body,
-        })
+        Ok(answer)
     }
 }
 

@@ -29,9 +29,10 @@
 
 use std::time::{Duration, SystemTime};
 
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use unisync_core::{AdapterError, ContactField, ErrorKind, FieldMapping};
+use unisync_kit::retry_after;
 
 use crate::mapping::{ACCOUNT_ID, contact_columns};
 
@@ -93,7 +94,7 @@ pub fn parse_error(
     let origin = Origin::Answer {
         status,
         scope,
-        retry_after: retry_after(headers, SystemTime::now()),
+        retry_after: retry_after(headers, SystemTime::now(), MAX_RETRY_AFTER),
     };
     let first = serde_json::from_str::<Vec<SalesforceError>>(body)
         .ok()
@@ -257,51 +258,6 @@ pub fn classify_job_failure(
     }
 }
 
-/// The wait a `Retry-After` header asks for: seconds, or an HTTP date (`now` or past: no
-/// wait), at most [`MAX_RETRY_AFTER`]. `None` without the header or with one that is neither.
-pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    let wait = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        // Too many digits for a u64 is a very long wait, not no wait.
-        value.parse().map_or(MAX_RETRY_AFTER, Duration::from_secs)
-    } else {
-        let at = httpdate::parse_http_date(value).ok()?;
-        at.duration_since(now).unwrap_or_default()
-    };
-    Some(wait.min(MAX_RETRY_AFTER))
-}
-
-/// Classifies a request that got no answer. Whether it may have reached Salesforce decides:
-/// a connection that was never made (refused, DNS, TLS) sent nothing and is `Retryable`; a
-/// request that could not even be built names a bad URL (`Misconfigured`); anything else
-/// (a timeout, a connection lost while waiting, an answer cut short) may have been received
-/// and, for a `write`, may still land: `OutcomeUnknown`. A read or token request that is lost
-/// changes nothing and is `Retryable`.
-pub fn transport_error(error: &reqwest::Error, write: bool) -> AdapterError {
-    // reqwest's own words name only the URL; the causes under it say what happened.
-    let mut message = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        message.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    if error.is_builder() {
-        return AdapterError::misconfigured("BAD_URL", message);
-    }
-    let code = if error.is_connect() {
-        "CONNECT"
-    } else if error.is_timeout() {
-        "TIMEOUT"
-    } else {
-        "TRANSPORT"
-    };
-    if write && !error.is_connect() {
-        AdapterError::outcome_unknown(code, message)
-    } else {
-        AdapterError::retryable(code, message)
-    }
-}
-
 /// The OAuth error codes Salesforce's token endpoint answers (its "OAuth 2.0 Authorization
 /// Errors"). Any other `error` value is not repeated: it could be anything, a credential too.
 const TOKEN_ERROR_CODES: &[&str] = &[
@@ -346,10 +302,10 @@ const TOKEN_ERROR_DESCRIPTIONS: &[&str] = &[
 /// without ever repeating the answer's own text beyond Salesforce's known codes and
 /// descriptions: the token endpoint receives the client secret and refresh token, and a
 /// proxy or a misbehaving endpoint may echo them back.
-/// - 5xx and 429: `Retryable`.
+/// - 5xx and 429: `Retryable`, after the wait its `Retry-After` header asks for.
 /// - 404: `Misconfigured`, no token endpoint at `login_url`.
 /// - any other refusal: `Unauthorized`, only new credentials help.
-pub fn parse_token_error(status: u16, body: &str) -> AdapterError {
+pub fn parse_token_error(status: u16, headers: &HeaderMap, body: &str) -> AdapterError {
     #[derive(Deserialize)]
     struct TokenError {
         error: String,
@@ -358,7 +314,10 @@ pub fn parse_token_error(status: u16, body: &str) -> AdapterError {
     }
     let http_code = format!("HTTP_{status}");
     if status >= 500 || status == 429 {
-        return AdapterError::retryable(
+        return AdapterError::new(
+            ErrorKind::Retryable {
+                retry_after: retry_after(headers, SystemTime::now(), MAX_RETRY_AFTER),
+            },
             http_code,
             format!("the token endpoint answered HTTP {status}"),
         );
@@ -708,32 +667,11 @@ mod tests {
 
     fn headers(retry_after: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.insert(RETRY_AFTER, HeaderValue::from_str(retry_after).unwrap());
-        headers
-    }
-
-    #[test]
-    fn retry_after_is_read_as_seconds_or_a_date_and_bounded() {
-        let now = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
-        let wait = |value: &str| retry_after(&headers(value), now);
-        assert_eq!(wait("7"), Some(Duration::from_secs(7)));
-        assert_eq!(wait(" 0 "), Some(Duration::ZERO));
-        assert_eq!(
-            wait("Sun, 06 Nov 1994 08:50:07 GMT"),
-            Some(Duration::from_secs(30))
+        headers.insert(
+            reqwest::header::RETRY_AFTER,
+            HeaderValue::from_str(retry_after).unwrap(),
         );
-        assert_eq!(wait("Sun, 06 Nov 1994 08:00:00 GMT"), Some(Duration::ZERO));
-        for far in [
-            "86400",
-            "99999999999999999999999999",
-            "Fri, 31 Dec 9999 23:59:59 GMT",
-        ] {
-            assert_eq!(wait(far), Some(MAX_RETRY_AFTER), "{far}");
-        }
-        for garbage in ["-5", "1.5", "soon", "", "Sun, 99 Nov 1994 08:49:37 GMT"] {
-            assert_eq!(wait(garbage), None, "{garbage:?}");
-        }
-        assert_eq!(retry_after(&HeaderMap::new(), now), None);
+        headers
     }
 
     #[test]
@@ -775,6 +713,7 @@ mod tests {
     fn refused_grants_keep_salesforces_documented_words_only() {
         let error = parse_token_error(
             400,
+            &HeaderMap::new(),
             r#"{"error":"invalid_grant","error_description":"expired access/refresh token"}"#,
         );
         assert_eq!(error.kind, ErrorKind::Unauthorized);
@@ -782,24 +721,45 @@ mod tests {
         assert_eq!(error.message, "expired access/refresh token");
         let echoed = parse_token_error(
             400,
+            &HeaderMap::new(),
             r#"{"error":"invalid_grant","error_description":"bad token 5Aep861secret"}"#,
         );
         assert_eq!(echoed.code, "invalid_grant");
         assert!(!echoed.message.contains("5Aep861secret"), "{echoed:?}");
-        let odd_code = parse_token_error(400, r#"{"error":"5Aep861secret"}"#);
+        let odd_code = parse_token_error(400, &HeaderMap::new(), r#"{"error":"5Aep861secret"}"#);
         assert_eq!(odd_code.code, "TOKEN_REFUSED");
         assert!(!odd_code.message.contains("5Aep861secret"));
-        let not_json = parse_token_error(401, "refresh_token=5Aep861secret");
+        let not_json = parse_token_error(401, &HeaderMap::new(), "refresh_token=5Aep861secret");
         assert_eq!(not_json.kind, ErrorKind::Unauthorized);
         assert_eq!(not_json.code, "HTTP_401");
         assert!(!not_json.message.contains("5Aep861secret"));
-        let down = parse_token_error(503, "client_secret=s3cr3t");
+        let down = parse_token_error(503, &HeaderMap::new(), "client_secret=s3cr3t");
         assert!(matches!(down.kind, ErrorKind::Retryable { .. }));
         assert!(!down.message.contains("s3cr3t"));
         assert_eq!(
-            parse_token_error(404, "").kind,
+            parse_token_error(404, &HeaderMap::new(), "").kind,
             ErrorKind::Misconfigured,
             "no token endpoint at the login_url"
+        );
+    }
+
+    #[test]
+    fn a_token_endpoint_outage_keeps_its_retry_after() {
+        for status in [429, 503] {
+            assert_eq!(
+                parse_token_error(status, &headers("42"), "").kind,
+                ErrorKind::Retryable {
+                    retry_after: Some(Duration::from_secs(42))
+                },
+                "{status}"
+            );
+        }
+        assert_eq!(
+            parse_token_error(503, &headers("86400"), "").kind,
+            ErrorKind::Retryable {
+                retry_after: Some(MAX_RETRY_AFTER)
+            },
+            "bounded"
         );
     }
 

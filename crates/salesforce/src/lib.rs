@@ -6,7 +6,8 @@
 //!   (`allOrNone: false`, up to 200), each record's result mapped to its own item; then one
 //!   SOQL query reads back what Salesforce stored.
 //! - Sessions come from the OAuth token endpoint (refresh token, client credentials or JWT
-//!   bearer) and are renewed on `INVALID_SESSION_ID`, once per expiry for all callers.
+//!   bearer) and are renewed on `INVALID_SESSION_ID`, once per expiry for all callers (the
+//!   kit's `TokenCache`); a `Retry-After` of any answer, the token endpoint's too, is kept.
 //! - `Sforce-Limit-Info` is read from every answer and reported as the connection's API usage;
 //!   the daemon's budget governor (`reserve_share`) stops pushing before the budget is spent.
 //! - Record ids are kept in their 18-character, case-safe form
@@ -40,6 +41,8 @@ pub mod config;
 mod error;
 mod id;
 pub mod mapping;
+#[cfg(feature = "sandbox")]
+pub mod sandbox;
 
 use std::sync::Arc;
 
@@ -76,4 +79,22 @@ impl AdapterFactory for SalesforceFactory {
         })?;
         Ok(Arc::new(adapter))
     }
+}
+
+/// Salesforce as the daemon registers it (one line in its `providers.rs`).
+pub const PROVIDER: unisync_kit::Provider = unisync_kit::Provider {
+    factory: &SalesforceFactory,
+    #[cfg(feature = "sandbox")]
+    sandbox: Some(start_sandbox),
+    #[cfg(not(feature = "sandbox"))]
+    sandbox: None,
+};
+
+/// Starts the fake Salesforce on `listen`, seeded with `demo_records` contacts.
+#[cfg(feature = "sandbox")]
+fn start_sandbox(listen: std::net::SocketAddr, demo_records: usize) -> unisync_kit::SandboxFuture {
+    Box::pin(async move {
+        let sandbox = sandbox::SalesforceSandbox::start(listen, demo_records).await?;
+        Ok(Arc::new(sandbox) as Arc<dyn unisync_sandbox::SandboxCrm>)
+    })
 }

@@ -196,7 +196,7 @@ async fn when_both_refresh_tokens_are_refused_the_connection_is_unauthorized() {
 }
 
 fn sandbox_secrets_with(
-    sandbox: &unisync_sandbox::salesforce::SalesforceSandbox,
+    sandbox: &unisync_salesforce::sandbox::SalesforceSandbox,
     refresh_token: &str,
 ) -> std::collections::BTreeMap<String, String> {
     let mut secrets = sandbox.connection_secrets();

@@ -11,7 +11,7 @@ use unisync_core::{
     BulkProgress, ContactField, CustomerLink, ErrorKind, PushItem, PushResult, SourceAdapter,
 };
 use unisync_salesforce::MAX_BULK_ITEMS;
-use unisync_sandbox::salesforce::SalesforceSandbox;
+use unisync_salesforce::sandbox::SalesforceSandbox;
 use unisync_sandbox::{Fault, SandboxCrm};
 
 use common::stub::{Reply, Stub, session_on};
@@ -488,7 +488,7 @@ async fn a_job_whose_close_answer_was_lost_is_aborted_if_still_open_and_lands_no
         ErrorKind::Retryable { retry_after: None },
         "{error:?}"
     );
-    assert_eq!(error.code, "TRANSPORT");
+    assert_eq!(error.code, "CONNECTION_LOST");
     assert_eq!(
         calls.lock().unwrap().len(),
         5,

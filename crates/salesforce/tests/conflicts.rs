@@ -25,7 +25,7 @@ fn item(source_id: &str, changes: &[(ContactField, Option<&str>)]) -> PushItem {
 }
 
 /// The record's LastModifiedDate as the adapter writes versions (RFC 3339).
-fn version(sandbox: &unisync_sandbox::salesforce::SalesforceSandbox, id: &str) -> String {
+fn version(sandbox: &unisync_salesforce::sandbox::SalesforceSandbox, id: &str) -> String {
     stored(sandbox, id, "LastModifiedDate")
         .unwrap()
         .replace("+0000", "Z")

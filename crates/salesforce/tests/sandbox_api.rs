@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use unisync_sandbox::salesforce::SalesforceSandbox;
+use unisync_salesforce::sandbox::SalesforceSandbox;
 use unisync_sandbox::{Fault, SandboxCrm};
 
 /// A session token from the sandbox's refresh-token grant.

@@ -67,7 +67,7 @@ async fn a_connection_lost_after_the_write_was_sent_is_of_unknown_outcome() {
         .remove(0)
         .unwrap_err();
     assert_eq!(error.kind, ErrorKind::OutcomeUnknown, "{error:?}");
-    assert_eq!(error.code, "TRANSPORT");
+    assert_eq!(error.code, "CONNECTION_LOST");
 }
 
 #[tokio::test]
@@ -120,4 +120,30 @@ async fn a_retry_after_header_reaches_the_classifier() {
     );
     assert_eq!(error.code, "SERVER_UNAVAILABLE");
     assert_eq!(error.message, "down for maintenance");
+}
+
+#[tokio::test]
+async fn a_retry_after_from_the_token_endpoint_reaches_the_classifier() {
+    let stub = Stub::start(|path, _| match path {
+        "/services/oauth2/token" => Reply::Answer {
+            status: 503,
+            headers: vec![("Retry-After", "9".to_string())],
+            body: String::new(),
+        },
+        _ => Reply::HangUp,
+    })
+    .await;
+    let adapter = stub_adapter(&stub.url());
+    let error = adapter
+        .push(&[city("003SB0000000001", "Faro")])
+        .await
+        .remove(0)
+        .unwrap_err();
+    assert_eq!(
+        error.kind,
+        ErrorKind::Retryable {
+            retry_after: Some(Duration::from_secs(9))
+        },
+        "{error:?}"
+    );
 }

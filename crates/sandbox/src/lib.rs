@@ -1,16 +1,16 @@
-//! Faithful fake CRM APIs on loopback, for tests, demos and adapter work.
+//! What every fake CRM shares. The fakes themselves live in their provider's crate (for
+//! example `unisync_hubspot::sandbox`, behind its `sandbox` feature), each faithful to its
+//! CRM's documented API on loopback, for tests, demos and adapter work; the daemon starts
+//! them through each provider's registration (`unisync_kit::Provider`).
 //!
-//! Each fake keeps its records in memory, answers in the CRM's own shapes (see
-//! `shared/docs/crm-apis.md`), and takes [`Fault`]s to misbehave on demand. `unisync serve
-//! --sandbox` and `unisync sandbox` start them through [`start`].
+//! - [`Faults`] and [`Fault`]: misbehaviour on demand, which each fake shows in its CRM's own
+//!   shape.
+//! - [`SandboxCrm`]: what the daemon needs of a running fake to point a connection at it.
 
 mod faults;
-pub mod hubspot;
-pub mod salesforce;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 pub use faults::{Fault, Faults};
 
@@ -27,22 +27,4 @@ pub trait SandboxCrm: Send + Sync {
     fn connection_secrets(&self) -> BTreeMap<String, String>;
     /// The fake's fault switches.
     fn faults(&self) -> &Faults;
-}
-
-/// Starts the fake for `system` on `listen` (port 0 for any), seeded with `demo_records`
-/// contacts. `Ok(None)` when no fake imitates that system.
-pub async fn start(
-    system: &str,
-    listen: SocketAddr,
-    demo_records: usize,
-) -> std::io::Result<Option<Arc<dyn SandboxCrm>>> {
-    Ok(match system {
-        "hubspot" => Some(Arc::new(
-            hubspot::HubspotSandbox::start(listen, demo_records).await?,
-        )),
-        "salesforce" => Some(Arc::new(
-            salesforce::SalesforceSandbox::start(listen, demo_records).await?,
-        )),
-        _ => None,
-    })
 }

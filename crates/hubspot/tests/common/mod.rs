@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use unisync_core::{AdapterFactory, ConnectionConfig, CredentialStore, SourceAdapter};
 use unisync_hubspot::HubspotFactory;
-use unisync_sandbox::hubspot::HubspotSandbox;
+use unisync_hubspot::sandbox::HubspotSandbox;
 
 /// Enough that the pacer never holds the tests back unless a test sets a limit.
 pub const TEST_REQUESTS_PER_10S: u64 = 10_000;

@@ -12,9 +12,9 @@ use unisync_core::{
     AdapterFactory, ConfigError, ConnectionConfig, ContactField, CredentialStore, CustomerLink,
     PushItem, SourceAdapter,
 };
+use unisync_salesforce::sandbox::SalesforceSandbox;
 use unisync_salesforce::{SalesforceAdapter, SalesforceConfig, SalesforceFactory};
 use unisync_sandbox::SandboxCrm;
-use unisync_sandbox::salesforce::SalesforceSandbox;
 
 /// A credential store in memory, which tests can read.
 #[derive(Default)]

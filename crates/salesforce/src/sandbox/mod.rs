@@ -32,7 +32,7 @@
 //!   a merged-away record answers ENTITY_IS_DELETED to writes and only `queryAll` finds it;
 //!   a person's edit moves LastModifiedDate like any write.
 //!
-//! How it shows [`Fault`](crate::Fault)s:
+//! How it shows [`Fault`](unisync_sandbox::Fault)s:
 //! - `ServerError(503)`: 503 `SERVER_UNAVAILABLE`; another status: that status with
 //!   `UNKNOWN_EXCEPTION`.
 //! - `Locked`: 400 `UNABLE_TO_LOCK_ROW`; in a collections call, 200 with every record failed
@@ -112,8 +112,8 @@ use std::time::{Duration, Instant};
 use jsonwebtoken::DecodingKey;
 use serde_json::{Map, Value};
 
-use crate::{Faults, SandboxCrm};
 use org::OrgData;
+use unisync_sandbox::{Faults, SandboxCrm};
 
 /// The API version of record URLs in answers.
 const LATEST_VERSION: &str = "v62.0";

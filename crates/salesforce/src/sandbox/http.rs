@@ -21,7 +21,7 @@ use serde_json::{Map, Value, json};
 use super::ids::resolve;
 use super::org::{Refusal, SfError, is_contact_field};
 use super::{Org, OrgState, bulk, random_token, soql};
-use crate::Fault;
+use unisync_sandbox::Fault;
 
 /// Salesforce's cap on records in one collections call.
 const MAX_COLLECTION_RECORDS: usize = 200;

@@ -4,7 +4,7 @@
 //!
 //! Tests drive it in-process through [`HubspotSandbox`]'s inspection methods: create and
 //! read records behind the adapter's back, edit them as a person would and merge them as
-//! HubSpot does, switch on rate limits, short-lived tokens and [`Fault`](crate::Fault)s, and
+//! HubSpot does, switch on rate limits, short-lived tokens and [`Fault`](unisync_sandbox::Fault)s, and
 //! read [`HubspotStats`] afterwards.
 //!
 //! Like HubSpot, it applies a write it has received even when the client hangs up before
@@ -22,9 +22,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::{Faults, SandboxCrm};
 use access::{AccountTimeZone, RateLimits, Tokens};
 use store::Store;
+use unisync_sandbox::{Faults, SandboxCrm};
 
 /// Request counts of a running fake HubSpot.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

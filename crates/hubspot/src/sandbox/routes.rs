@@ -20,7 +20,7 @@ use super::store::{
     BATCH_LIMIT, BatchInput, BatchItemError, WriteError, conflict_message,
     invalid_properties_message,
 };
-use crate::Fault;
+use unisync_sandbox::Fault;
 
 /// How long a token request takes: long enough that two overlapping refreshes are seen.
 const TOKEN_REQUEST_TIME: Duration = Duration::from_millis(20);
