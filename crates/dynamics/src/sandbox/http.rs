@@ -394,14 +394,15 @@ fn target(resource: &str) -> Target {
     }
 }
 
-/// A query string's pairs, percent-decoded.
+/// A query string's pairs, decoded (`%XX`, and `+` for a space, as URL forms write it).
 fn query_pairs(query: &str) -> HashMap<String, String> {
     query
         .split('&')
         .filter(|pair| !pair.is_empty())
         .map(|pair| {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(key), percent_decode(value))
+            let decode = |text: &str| percent_decode(&text.replace('+', " "));
+            (decode(key), decode(value))
         })
         .collect()
 }
@@ -968,7 +969,10 @@ mod tests {
             "<cookie pagenumber=\"2\" pagingcookie=\"%3ccookie%20page%3d%221%22%3e%3ccontactid%20last%3d%22%7b{id}%7d%22\" />"
         );
         let link_value = percent_encode(&cookie);
-        let pairs = query_pairs(&format!("$skiptoken={link_value}"));
+        let pairs = query_pairs(&format!(
+            "$skiptoken={link_value}&$filter=contactid+eq+{id}"
+        ));
+        assert_eq!(pairs["$filter"], format!("contactid eq {id}"));
         assert_eq!(paging_cookie(&pairs["$skiptoken"]).as_deref(), Some(id));
         assert_eq!(
             id_filter(&format!(

@@ -405,3 +405,14 @@ fn random_secret() -> String {
         .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
         .collect()
 }
+
+/// Starts the fake Dataverse for the daemon's sandbox mode (the kit's [`SandboxStart`]).
+///
+/// [`SandboxStart`]: unisync_kit::SandboxStart
+pub fn start(listen: SocketAddr, demo_records: usize) -> unisync_kit::SandboxFuture {
+    Box::pin(async move {
+        let sandbox: Arc<dyn SandboxCrm> =
+            Arc::new(DynamicsSandbox::start(listen, demo_records).await?);
+        Ok(sandbox)
+    })
+}
