@@ -7,5 +7,6 @@ pub fn factories() -> Vec<Box<dyn AdapterFactory>> {
     vec![
         Box::new(unisync_hubspot::HubspotFactory),
         Box::new(unisync_salesforce::SalesforceFactory),
+        Box::new(unisync_dynamics::DynamicsFactory),
     ]
 }

@@ -5,8 +5,10 @@
 //! one code means one thing wherever it appears. The class comes from the status and the
 //! code; the message is kept as Dataverse wrote it (and only read for the column it names).
 //!
-//! - 429 (service protection: requests, execution time or concurrent requests in the
-//!   5-minute window): `RateLimited` with the `Retry-After` wait.
+//! - 429 for requests or concurrent requests (service protection): `RateLimited` with the
+//!   `Retry-After` wait; 429 `0x80072321`, the combined execution time of the 5-minute window
+//!   spent, is `QuotaExhausted` until `Retry-After`: a budget rather than a rate, whose wait
+//!   grows while a client keeps sending.
 //! - 401: `Unauthorized` (the client has already fetched a new token once).
 //! - 403: `Misconfigured`: the application user lacks a privilege (`0x80040220`, missing
 //!   `prvWriteContact` and the like) or is disabled; no edit can fix that.
@@ -35,6 +37,9 @@ pub const DOES_NOT_EXIST: &str = "0x80040217";
 
 /// Dataverse's code for a property the entity type does not have.
 const UNKNOWN_PROPERTY: &str = "0x80060888";
+
+/// Dataverse's code for the execution time of the 5-minute window spent.
+const EXECUTION_TIME_SPENT: &str = "0x80072321";
 
 /// Dataverse's code for a URL segment that names nothing.
 const SEGMENT_NOT_FOUND: &str = "0x8006088a";
@@ -85,6 +90,9 @@ pub fn parse_error(answer: &Answer, mapping: &FieldMapping) -> AdapterError {
         code.clone()
     };
     match status {
+        429 if code == EXECUTION_TIME_SPENT => {
+            AdapterError::quota_exhausted(label, message, answer.retry_after(MAX_RETRY_AFTER))
+        }
         429 => AdapterError::rate_limited(label, message, answer.retry_after(MAX_RETRY_AFTER)),
         401 => AdapterError::unauthorized(label, message),
         403 => AdapterError::misconfigured(label, message),
@@ -275,6 +283,19 @@ mod tests {
             parse_error(&limited, &default_mapping()).kind,
             ErrorKind::RateLimited {
                 retry_after: Some(Duration::from_secs(37))
+            }
+        );
+        let mut spent = answer(
+            429,
+            json!({"error": {"code": EXECUTION_TIME_SPENT, "message": "Combined execution time of incoming requests exceeded limit"}}),
+        );
+        spent
+            .headers
+            .insert(RETRY_AFTER, HeaderValue::from_static("300"));
+        assert_eq!(
+            parse_error(&spent, &default_mapping()).kind,
+            ErrorKind::QuotaExhausted {
+                retry_after: Some(Duration::from_secs(300))
             }
         );
         let empty = Answer {
