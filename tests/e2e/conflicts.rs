@@ -59,20 +59,22 @@ async fn an_edit_the_crm_holds_already_makes_no_call<C: Crm>() {
     assert_eq!(world.crm.writes().written, 0);
 }
 
+/// A CRM that stores emails in lower case (HubSpot, Salesforce) holds the edit's email
+/// already and is sent nothing; one that keeps an email as sent (Dataverse) is sent the new
+/// form once. Either way the unified record shows what the CRM stores.
 async fn an_email_differing_only_in_case_sends_nothing<C: Crm>() {
     let world = World::<C>::new().await;
     let daemon = world.setup.serve();
-    put(
-        &daemon,
-        json!({"email": "Ann@Example.COM", "first_name": "Ann"}),
-    )
-    .await;
+    let sent = "Ann@Example.COM";
+    put(&daemon, json!({"email": sent, "first_name": "Ann"})).await;
     let synced = daemon.wait_synced(CONTACT).await;
+    let stored = C::stored_email(sent);
     assert_eq!(
-        synced["email"], ANN_EMAIL,
+        synced["email"], stored,
         "the CRM's stored form is what the unified record shows"
     );
-    assert_eq!(world.crm.api_requests(), 0);
+    let calls = if stored == ANN_EMAIL { 0 } else { 1 };
+    assert_eq!(world.crm.api_requests(), calls);
 }
 
 async fn only_the_changed_field_of_an_edit_is_written<C: Crm>() {

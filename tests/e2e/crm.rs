@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+use unisync_dynamics::sandbox::DynamicsSandbox;
 use unisync_hubspot::sandbox::HubspotSandbox;
 use unisync_salesforce::sandbox::SalesforceSandbox;
 use unisync_sandbox::SandboxCrm;
@@ -273,6 +274,87 @@ impl Crm for SalesforceSandbox {
         // second after anything before it, as it would in an org.
         self.advance_clock(std::time::Duration::from_secs(1));
         SalesforceSandbox::edit_as_person(self, source_id, fields);
+    }
+
+    fn merge_records(&self, kept: &str, merged: &str) -> String {
+        self.merge_contacts(kept, merged);
+        kept.to_string()
+    }
+}
+
+impl Crm for DynamicsSandbox {
+    const FIELDS: &'static [(&'static str, &'static str)] = &[
+        ("email", "emailaddress1"),
+        ("first_name", "firstname"),
+        ("last_name", "lastname"),
+        ("phone", "telephone1"),
+        ("mobile_phone", "mobilephone"),
+        ("fax", "fax"),
+        ("address", "address1_line1"),
+        ("city", "address1_city"),
+        ("state", "address1_stateorprovince"),
+        ("zip", "address1_postalcode"),
+        ("country", "address1_country"),
+        ("position", "jobtitle"),
+    ];
+    const REQUIRED_FIELDS: &'static [&'static str] = &[];
+    const DELETED_RECORD_CODE: &'static str = "0x80040217";
+    const BATCH_LIMIT: usize = 100;
+    const ACCESS_REVOKED_CODE: &'static str = "0x80040220";
+
+    async fn start() -> Self {
+        DynamicsSandbox::start(loopback(), 0)
+            .await
+            .expect("start the Dynamics sandbox")
+    }
+
+    fn create_crm_record(&self, fields: &[(&str, &str)]) -> String {
+        self.create_contact(fields)
+    }
+
+    fn crm_record(&self, source_id: &str) -> Option<BTreeMap<String, String>> {
+        let row = self.contact(source_id)?;
+        Some(
+            row.into_iter()
+                .filter_map(|(name, value)| Some((name, value.as_str()?.to_string())))
+                .collect(),
+        )
+    }
+
+    fn delete_record(&self, source_id: &str) {
+        assert!(self.delete_contact(source_id), "no contact {source_id}");
+    }
+
+    fn create_customer(&self, name: &str) -> String {
+        self.create_account(name)
+    }
+
+    fn customer_links(&self, source_id: &str) -> Vec<String> {
+        self.crm_record(source_id)
+            .and_then(|mut row| row.remove("_parentcustomerid_value"))
+            .into_iter()
+            .collect()
+    }
+
+    fn writes(&self) -> WriteCounts {
+        let stats = self.stats();
+        WriteCounts {
+            written: stats.records_written,
+            overlapping: stats.overlapping_writes,
+        }
+    }
+
+    /// Dataverse keeps an email as it was sent.
+    fn stored_email(sent: &str) -> String {
+        sent.to_string()
+    }
+
+    fn api_requests(&self) -> u64 {
+        self.stats().requests
+    }
+
+    fn edit_as_person_in_crm(&self, source_id: &str, fields: &[(&str, &str)]) {
+        DynamicsSandbox::edit_as_person(self, source_id, fields);
     }
 
     fn merge_records(&self, kept: &str, merged: &str) -> String {

@@ -16,6 +16,11 @@ macro_rules! against_each_crm {
             async fn salesforce() {
                 super::$scenario::<unisync_salesforce::sandbox::SalesforceSandbox>().await;
             }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn dynamics() {
+                super::$scenario::<unisync_dynamics::sandbox::DynamicsSandbox>().await;
+            }
         }
     )*};
 }

@@ -10,7 +10,11 @@ use unisync_kit::Provider;
 use unisync_sandbox::SandboxCrm;
 
 /// Every provider this build of unisync can push to.
-pub const PROVIDERS: &[Provider] = &[unisync_hubspot::PROVIDER, unisync_salesforce::PROVIDER];
+pub const PROVIDERS: &[Provider] = &[
+    unisync_hubspot::PROVIDER,
+    unisync_salesforce::PROVIDER,
+    unisync_dynamics::PROVIDER,
+];
 
 /// Every provider's adapter factory.
 pub fn factories() -> Vec<&'static dyn AdapterFactory> {

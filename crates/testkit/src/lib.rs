@@ -51,6 +51,13 @@ pub trait AdapterHarness: Send + Sync + Sized + 'static {
     /// Whether the adapter's credentials can be refreshed (false for a static token).
     const REFRESHES_TOKENS: bool = true;
 
+    /// A value the CRM itself refuses for a field, by its own validation rules (the adapter
+    /// sends it: the suite pushes without validating first). By default an email without an
+    /// `@`, which HubSpot and Salesforce refuse; a CRM that keeps any email text (Dataverse)
+    /// names another refusal, such as a value longer than the column.
+    fn refused_value() -> (ContactField, String) {
+        (ContactField::Email, "not-an-email".to_string())
+    }
     /// A fresh fake on a loopback port and an adapter pointed at it.
     fn start() -> impl Future<Output = Self> + Send;
     /// The adapter under test.

@@ -390,23 +390,20 @@ pub async fn refused_values_are_permanent_naming_the_field<H: AdapterHarness>(
     harness: &H,
 ) -> Result<(), String> {
     let id = seed(harness, "invalid")?;
-    let edit = item(&id, patch(&[(ContactField::Email, "not-an-email")]));
+    let (field, refused) = H::refused_value();
+    let before = stored(harness, &id)?.get(&field).cloned();
+    let edit = item(&id, patch(&[(field, &refused)]));
     let error = fails(harness.adapter().as_ref(), edit).await?;
-    let field = Some(ContactField::Email.name().to_string());
+    let named = Some(field.name().to_string());
     ensure!(
-        error.kind == ErrorKind::Permanent { field },
-        "an invalid email should be Permanent naming `email`, got {error:?}"
+        error.kind == ErrorKind::Permanent { field: named },
+        "`{refused}` should be Permanent naming `{field}`, got {error:?}"
     );
     ensure!(
         !error.code.is_empty() && !error.message.is_empty(),
         "the CRM's code and message are kept: {error:?}"
     );
-    expect_value(
-        harness,
-        &id,
-        ContactField::Email,
-        Some("invalid@example.com"),
-    )
+    expect_value(harness, &id, field, before.as_deref())
 }
 
 /// An edit of a record the CRM deleted is `RecordGone` — not a permanent refusal, which
