@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::{Value, json};
 use unisync_sandbox::Fault;
-use unisync_sandbox::hubspot::HubspotSandbox;
+use unisync_hubspot::sandbox::HubspotSandbox;
 
 use crate::harness::{Daemon, wait_for};
 use crate::world::{ANN_EMAIL, CONTACT, World};
