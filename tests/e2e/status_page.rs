@@ -5,8 +5,8 @@
 use std::process::{Child, Command, Stdio};
 
 use serde_json::{Value, json};
-use unisync_sandbox::Fault;
 use unisync_hubspot::sandbox::HubspotSandbox;
+use unisync_sandbox::Fault;
 
 use crate::harness::{Daemon, wait_for};
 use crate::world::{ANN_EMAIL, CONTACT, World};

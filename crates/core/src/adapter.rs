@@ -68,11 +68,16 @@ pub enum CustomerLink {
     /// Link the contact to the CRM record `id` (replacing the link to `previous`, the CRM id
     /// of the customer it was linked to, when known).
     Link {
+        /// The CRM id of the customer to link to.
         id: String,
+        /// The CRM id of the customer it was linked to, when known.
         previous: Option<String>,
     },
     /// Remove the contact's link to `previous`, when known.
-    Unlink { previous: Option<String> },
+    Unlink {
+        /// The CRM id of the customer it was linked to, when known.
+        previous: Option<String>,
+    },
 }
 
 /// One contact's edit, ready for the CRM. Serialisable, so that a daemon can keep the items
@@ -83,6 +88,7 @@ pub struct PushItem {
     pub source_id: String,
     /// The field changes. Never holds `unified_customer_id`: that travels as `customer`.
     pub patch: ContactPatch,
+    /// The change of the contact's customer link, in the CRM's ids.
     pub customer: CustomerLink,
 }
 
@@ -90,6 +96,7 @@ pub struct PushItem {
 /// returned (normalised by the CRM, e.g. a lower-cased email), and its record version.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ConfirmedContact {
+    /// The CRM's stored value of each field it knows, after the write (`None`: empty).
     pub values: BTreeMap<ContactField, Option<String>>,
     /// The CRM's last-modified stamp (`updatedAt`, `LastModifiedDate`), kept as the base for
     /// conflict detection.
@@ -108,18 +115,24 @@ pub type PushResult = Result<ConfirmedContact, AdapterError>;
 /// A contact as the CRM holds it, from [`SourceAdapter::pull`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SourceContact {
+    /// The record's id in the CRM.
     pub source_id: String,
+    /// The record's values, by unified field (`None`: empty in the CRM).
     pub values: BTreeMap<ContactField, Option<String>>,
     /// The CRM id of the contact's company or account, when it has one.
     pub customer_source_id: Option<String>,
+    /// When the CRM created the record, as the CRM reports it.
     pub created_at: Option<String>,
+    /// The CRM's version stamp of the record (last modified time, ETag).
     pub crm_version: Option<String>,
+    /// False when the CRM holds the record as deleted or archived.
     pub is_active: bool,
 }
 
 /// One page of a CRM's contacts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ContactPage {
+    /// The page's contacts.
     pub contacts: Vec<SourceContact>,
     /// Pass to the next [`SourceAdapter::pull`] call; `None` on the last page.
     pub next_cursor: Option<String>,
@@ -128,7 +141,9 @@ pub struct ContactPage {
 /// The CRM's own count of API calls against its budget (e.g. Salesforce's daily requests).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ApiUsage {
+    /// Calls counted against the budget so far.
     pub used: u64,
+    /// The budget: calls allowed in its period.
     pub limit: u64,
 }
 
@@ -148,6 +163,7 @@ pub trait SourceAdapter: Send + Sync {
     /// The `source_system` this adapter serves (`hubspot`, `salesforce`).
     fn system(&self) -> &str;
 
+    /// What the CRM allows: batch size, customer links, timeouts, reads.
     fn capabilities(&self) -> Capabilities;
 
     /// The connection's field table.
@@ -278,7 +294,9 @@ pub trait SourceAdapter: Send + Sync {
 /// Durable storage an adapter may use for credentials that change at run time (a rotated
 /// OAuth refresh token). Keys are the adapter's own; the daemon scopes them per connection.
 pub trait CredentialStore: Send + Sync {
+    /// The value saved under `key`, if any.
     fn load(&self, key: &str) -> Option<String>;
+    /// Saves `value` under `key`, durably; an error says why it could not.
     fn save(&self, key: &str, value: &str) -> Result<(), String>;
 }
 

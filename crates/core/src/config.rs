@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a secret value.
     pub fn new(value: impl Into<String>) -> Self {
         Secret(value.into())
     }
@@ -27,8 +28,11 @@ impl std::fmt::Debug for Secret {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("connections.{connection}.{key}: {problem}")]
 pub struct ConfigError {
+    /// The connection's name (`NAME` of `[connections.NAME]`).
     pub connection: String,
+    /// The key at fault.
     pub key: String,
+    /// What is wrong with it.
     pub problem: String,
 }
 
@@ -39,8 +43,11 @@ pub struct ConfigError {
 /// environment variable) or `KEY_file` (a file whose trimmed content is the secret).
 #[derive(Clone, Debug, Default)]
 pub struct ConnectionConfig {
+    /// The connection's name (`NAME` of `[connections.NAME]`).
     pub name: String,
+    /// Its `system` value, which picks the provider.
     pub system: String,
+    /// The table's keys the provider reads.
     pub settings: Map<String, Value>,
     /// Secrets handed over in memory rather than through `_env` / `_file` keys (the built-in
     /// sandbox does this); they win over the table's.
@@ -75,6 +82,7 @@ impl ConnectionConfig {
         self
     }
 
+    /// A [`ConfigError`] of this connection naming `key`.
     pub fn error(&self, key: &str, problem: impl Into<String>) -> ConfigError {
         ConfigError {
             connection: self.name.clone(),
@@ -103,6 +111,7 @@ impl ConnectionConfig {
         Ok(())
     }
 
+    /// The string value of `key`; an error when it is something else.
     pub fn string(&self, key: &str) -> Result<Option<String>, ConfigError> {
         match self.settings.get(key) {
             None => Ok(None),
@@ -111,10 +120,12 @@ impl ConnectionConfig {
         }
     }
 
+    /// The string value of `key`, or `default` without one.
     pub fn string_or(&self, key: &str, default: &str) -> Result<String, ConfigError> {
         Ok(self.string(key)?.unwrap_or_else(|| default.to_string()))
     }
 
+    /// The whole non-negative number value of `key`; an error when it is something else.
     pub fn u64(&self, key: &str) -> Result<Option<u64>, ConfigError> {
         match self.settings.get(key) {
             None => Ok(None),
@@ -125,6 +136,7 @@ impl ConnectionConfig {
         }
     }
 
+    /// The number value of `key`; an error when it is something else.
     pub fn f64(&self, key: &str) -> Result<Option<f64>, ConfigError> {
         match self.settings.get(key) {
             None => Ok(None),
@@ -180,6 +192,7 @@ impl ConnectionConfig {
         Ok(Some(Secret::new(value)))
     }
 
+    /// The secret `key` (see [`ConnectionConfig::secret`]); an error naming `KEY_env` without one.
     pub fn require_secret(&self, key: &str) -> Result<Secret, ConfigError> {
         self.secret(key)?
             .ok_or_else(|| self.error(&format!("{key}_env"), "missing (or give {key}_file)"))

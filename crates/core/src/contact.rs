@@ -4,18 +4,31 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ContactField {
+    /// `email`
     Email,
+    /// `first_name`
     FirstName,
+    /// `last_name`
     LastName,
+    /// `phone`
     Phone,
+    /// `mobile_phone`
     MobilePhone,
+    /// `fax`
     Fax,
+    /// `address` (street)
     Address,
+    /// `city`
     City,
+    /// `country`
     Country,
+    /// `state`
     State,
+    /// `zip` (postal code)
     Zip,
+    /// `position` (job title)
     Position,
+    /// `unified_customer_id`: the company or account the contact belongs to, pushed as a link.
     UnifiedCustomerId,
 }
 
@@ -79,55 +92,82 @@ impl std::fmt::Display for ContactField {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UnifiedContact {
+    /// The unified contact's id.
     pub id: String,
+    /// The connection the contact came from.
     pub source_system: String,
+    /// An image of the source system, for display.
     #[serde(default)]
     pub source_system_img_url: Option<String>,
+    /// The contact's record id in its CRM.
     pub source_id: String,
+    /// The external system provider's id, kept as given.
     #[serde(default)]
     pub external_system_provider_id: Option<String>,
+    /// The external system configuration's id, kept as given.
     #[serde(default)]
     pub external_system_config_id: Option<String>,
+    /// Further data of the external system, kept as given.
     #[serde(default)]
     pub external_system_data: serde_json::Map<String, serde_json::Value>,
+    /// The supporting data definition's id, kept as given.
     #[serde(default)]
     pub supporting_data_definition_id: Option<String>,
+    /// The email address.
     #[serde(default)]
     pub email: Option<String>,
+    /// The first name.
     #[serde(default)]
     pub first_name: Option<String>,
+    /// The last name.
     #[serde(default)]
     pub last_name: Option<String>,
+    /// The phone number.
     #[serde(default)]
     pub phone: Option<String>,
+    /// The mobile phone number.
     #[serde(default)]
     pub mobile_phone: Option<String>,
+    /// The fax number.
     #[serde(default)]
     pub fax: Option<String>,
+    /// The street address.
     #[serde(default)]
     pub address: Option<String>,
+    /// The city.
     #[serde(default)]
     pub city: Option<String>,
+    /// The country.
     #[serde(default)]
     pub country: Option<String>,
+    /// The state or province.
     #[serde(default)]
     pub state: Option<String>,
+    /// The postal code.
     #[serde(default)]
     pub zip: Option<String>,
+    /// The job title.
     #[serde(default)]
     pub position: Option<String>,
+    /// Whether this is the customer's primary contact.
     #[serde(default)]
     pub is_primary: bool,
+    /// The unified customer (company, account) the contact belongs to.
     #[serde(default)]
     pub unified_customer_id: Option<String>,
+    /// That customer's record id in the CRM.
     #[serde(default)]
     pub source_system_customer_id: Option<String>,
+    /// Whether the contact was deleted here.
     #[serde(default)]
     pub local_was_deleted: bool,
+    /// Whether an accepted edit has not reached the CRM yet (or is held as a conflict).
     #[serde(default)]
     pub local_was_updated: bool,
+    /// When the CRM created the record.
     #[serde(default)]
     pub source_data_created_at: Option<String>,
+    /// False once the CRM record is gone.
     #[serde(default = "active_by_default")]
     pub is_active: bool,
 }

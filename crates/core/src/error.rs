@@ -8,26 +8,41 @@ use serde::{Deserialize, Serialize};
 pub enum ErrorKind {
     /// A transient failure (5xx, timeout, locked record): try again after a backoff, or after
     /// `retry_after` when the CRM said how long.
-    Retryable { retry_after: Option<Duration> },
+    Retryable {
+        /// How long the CRM asked to wait, when it said.
+        retry_after: Option<Duration>,
+    },
     /// The CRM's short-window rate limit: the whole connection waits `retry_after` (or the
     /// limit's window), then carries on. Never counts against the edit's attempts.
-    RateLimited { retry_after: Option<Duration> },
+    RateLimited {
+        /// How long the CRM asked to wait, when it said.
+        retry_after: Option<Duration>,
+    },
     /// A long-window budget is spent (HubSpot `DAILY`, Salesforce `REQUEST_LIMIT_EXCEEDED`):
     /// the connection pauses until `retry_after` (or an operator resumes it).
-    QuotaExhausted { retry_after: Option<Duration> },
+    QuotaExhausted {
+        /// How long until the budget resets, when known.
+        retry_after: Option<Duration>,
+    },
     /// Credentials were refused even after the adapter refreshed them once: the connection
     /// pauses until its credentials are fixed.
     Unauthorized,
     /// The CRM refused this edit and will refuse it again: dead-letter it with the CRM's
     /// own code, message and field.
-    Permanent { field: Option<String> },
+    Permanent {
+        /// The unified field the CRM blamed, when it named one.
+        field: Option<String>,
+    },
     /// The CRM record no longer exists (deleted or merged away): dead-letter the edit and mark
     /// the unified record as gone from its source.
     RecordGone,
     /// The record was merged into another one, `survivor` (the CRM's id of the record that
     /// remains): the unified contact is re-pointed at the survivor and the edit pushed there.
     /// Without an attempt lost.
-    RecordMerged { survivor: String },
+    RecordMerged {
+        /// The CRM id of the record that remains.
+        survivor: String,
+    },
     /// The CRM refuses every write of this connection for a reason of the account or the
     /// configuration, not of the edit: a missing scope or permission, an API disabled for the
     /// account, a wrong base URL or a retired API version, a mapped field the CRM does not
@@ -45,6 +60,7 @@ pub enum ErrorKind {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct AdapterError {
+    /// What the dispatcher should do about it.
     pub kind: ErrorKind,
     /// The CRM's error code (`INVALID_EMAIL`, `STRING_TOO_LONG`, ...) or, where the CRM gave
     /// none, a unisync code such as `HTTP_503` or `TRANSPORT`.
@@ -54,6 +70,7 @@ pub struct AdapterError {
 }
 
 impl AdapterError {
+    /// An error of `kind` with the CRM's `code` and `message`.
     pub fn new(kind: ErrorKind, code: impl Into<String>, message: impl Into<String>) -> Self {
         AdapterError {
             kind,
@@ -62,10 +79,12 @@ impl AdapterError {
         }
     }
 
+    /// A [`ErrorKind::Retryable`] failure without a wait.
     pub fn retryable(code: impl Into<String>, message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Retryable { retry_after: None }, code, message)
     }
 
+    /// A [`ErrorKind::RateLimited`] failure, waiting `retry_after` when the CRM said.
     pub fn rate_limited(
         code: impl Into<String>,
         message: impl Into<String>,
@@ -74,6 +93,7 @@ impl AdapterError {
         Self::new(ErrorKind::RateLimited { retry_after }, code, message)
     }
 
+    /// A [`ErrorKind::QuotaExhausted`] failure, until `retry_after` when the CRM said.
     pub fn quota_exhausted(
         code: impl Into<String>,
         message: impl Into<String>,
@@ -82,10 +102,12 @@ impl AdapterError {
         Self::new(ErrorKind::QuotaExhausted { retry_after }, code, message)
     }
 
+    /// A [`ErrorKind::Unauthorized`] failure.
     pub fn unauthorized(code: impl Into<String>, message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Unauthorized, code, message)
     }
 
+    /// A [`ErrorKind::Permanent`] refusal, naming the unified `field` when the CRM blamed one.
     pub fn permanent(
         code: impl Into<String>,
         message: impl Into<String>,
@@ -94,10 +116,12 @@ impl AdapterError {
         Self::new(ErrorKind::Permanent { field }, code, message)
     }
 
+    /// A [`ErrorKind::RecordGone`] failure.
     pub fn record_gone(code: impl Into<String>, message: impl Into<String>) -> Self {
         Self::new(ErrorKind::RecordGone, code, message)
     }
 
+    /// A [`ErrorKind::RecordMerged`] failure, naming the `survivor`.
     pub fn record_merged(
         code: impl Into<String>,
         message: impl Into<String>,
@@ -112,10 +136,12 @@ impl AdapterError {
         )
     }
 
+    /// A [`ErrorKind::Misconfigured`] failure.
     pub fn misconfigured(code: impl Into<String>, message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Misconfigured, code, message)
     }
 
+    /// An [`ErrorKind::OutcomeUnknown`] failure.
     pub fn outcome_unknown(code: impl Into<String>, message: impl Into<String>) -> Self {
         Self::new(ErrorKind::OutcomeUnknown, code, message)
     }

@@ -11,6 +11,8 @@
 //!
 //! This crate knows no HTTP, no storage and no async runtime.
 
+#![warn(missing_docs)]
+
 mod adapter;
 mod config;
 mod contact;

@@ -5,6 +5,7 @@ use crate::{ContactField, ContactPatch, FieldViolation};
 /// How one unified field is stored in a CRM.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FieldRule {
+    /// The unified field.
     pub unified: ContactField,
     /// The CRM's field or property name (`firstname`, `MailingPostalCode`, ...).
     pub crm_field: String,
@@ -15,6 +16,7 @@ pub struct FieldRule {
 }
 
 impl FieldRule {
+    /// `unified` stored in the CRM's `crm_field`, without a limit, clearable.
     pub fn new(unified: ContactField, crm_field: &str) -> Self {
         FieldRule {
             unified,
@@ -24,11 +26,13 @@ impl FieldRule {
         }
     }
 
+    /// The rule with the CRM's length limit, in characters.
     pub fn max_len(mut self, max_len: usize) -> Self {
         self.max_len = Some(max_len);
         self
     }
 
+    /// The rule for a field the CRM refuses to leave empty.
     pub fn required(mut self) -> Self {
         self.clearable = false;
         self
@@ -48,6 +52,7 @@ pub struct FieldMapping {
 }
 
 impl FieldMapping {
+    /// A table of `rules`, one per unified field (a later rule for the same field wins).
     pub fn new(rules: impl IntoIterator<Item = FieldRule>) -> Self {
         FieldMapping {
             rules: rules.into_iter().map(|rule| (rule.unified, rule)).collect(),
@@ -113,10 +118,12 @@ impl FieldMapping {
         self.extra_targets.values().flatten().map(String::as_str)
     }
 
+    /// The rule of `field`, if the table has one.
     pub fn rule(&self, field: ContactField) -> Option<&FieldRule> {
         self.rules.get(&field)
     }
 
+    /// The CRM field `field` is stored in, if the table has a rule for it.
     pub fn crm_field(&self, field: ContactField) -> Option<&str> {
         self.rule(field).map(|rule| rule.crm_field.as_str())
     }
@@ -129,6 +136,7 @@ impl FieldMapping {
             .map(|rule| rule.unified)
     }
 
+    /// Every rule, in unified field order.
     pub fn rules(&self) -> impl Iterator<Item = &FieldRule> {
         self.rules.values()
     }

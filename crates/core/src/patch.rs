@@ -61,10 +61,12 @@ impl ContactPatch {
         self.changes.keys().copied()
     }
 
+    /// Whether the edit changes nothing.
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty()
     }
 
+    /// How many fields the edit changes.
     pub fn len(&self) -> usize {
         self.changes.len()
     }

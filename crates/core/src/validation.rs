@@ -7,12 +7,16 @@ use crate::{ContactField, ContactPatch};
 /// Why one field of an edit is refused. `code` is stable and machine-readable.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FieldViolation {
+    /// The unified field at fault.
     pub field: String,
+    /// A machine-readable code (`too_long`, `required_by_crm`, ...).
     pub code: String,
+    /// What is wrong, for a person.
     pub message: String,
 }
 
 impl FieldViolation {
+    /// A violation of `field`.
     pub fn new(field: impl Into<String>, code: &str, message: impl Into<String>) -> Self {
         FieldViolation {
             field: field.into(),

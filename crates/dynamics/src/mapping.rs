@@ -22,7 +22,7 @@ const SYSTEM_COLUMNS: &[&str] = &[
     "_masterid_value",
 ];
 
-/// Dataverse's contact columns and their maximum lengths (crm-apis.md). Dataverse requires
+/// Dataverse's contact columns and their maximum lengths (Microsoft's contact entity reference). Dataverse requires
 /// no column on update (`lastname` is required in the app's forms only).
 pub fn default_mapping() -> FieldMapping {
     FieldMapping::new([

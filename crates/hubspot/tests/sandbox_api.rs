@@ -1,5 +1,5 @@
 //! The HubSpot sandbox's wire shapes, checked with raw HTTP: what the adapter relies on must
-//! match `shared/docs/crm-apis.md`, and the inspection counters must see what they claim.
+//! match HubSpot's API documentation, and the inspection counters must see what they claim.
 
 mod common;
 

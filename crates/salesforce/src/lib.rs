@@ -17,7 +17,7 @@
 //! - A write to a record a merge deleted is `RecordMerged` with the record that survives,
 //!   found with `queryAll` (`IsDeleted`, `MasterRecordId`) through up to five merges; a record
 //!   deleted without a merge stays `RecordGone`.
-//! - [`SourceAdapter::read`](unisync_core::SourceAdapter::read) reads a batch's current values
+//! - [`SourceAdapter::read`] reads a batch's current values
 //!   in one SOQL query, for the conflict check; `same_value` holds values Salesforce stores
 //!   alike (trimmed, empty as none, Email in lower case) for the same.
 //! - Big work goes as Bulk API 2.0 ingest jobs (`SourceAdapter::start_bulk_job`,
@@ -27,7 +27,7 @@
 //!   survives a restart by its id alone.
 //! - [`SalesforceAdapter::push_if_unmodified`] writes one record only if it was not modified
 //!   after a given version (`If-Unmodified-Since`, one-second precision), and tells a refusal
-//!   for that reason ([`ConditionalPush::ModifiedSince`]) from every other outcome.
+//!   for that reason ([`ConditionalPush::ModifiedSince`](unisync_core::ConditionalPush::ModifiedSince)) from every other outcome.
 //! - [`parse_error`] is the one place Salesforce's answers are classified; refusals of the
 //!   whole connection (API disabled, access to Contacts, a mapped field the org lacks, a URL
 //!   Salesforce does not serve) are `Misconfigured`, never a dead letter. Token endpoint

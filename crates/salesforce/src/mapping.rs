@@ -19,7 +19,7 @@ const EMAIL: &str = "Email";
 const CREATED_DATE: &str = "CreatedDate";
 const LAST_MODIFIED_DATE: &str = "LastModifiedDate";
 
-/// Salesforce's Contact fields and their limits (crm-apis.md).
+/// Salesforce's Contact fields and their limits (Salesforce's Contact object reference).
 pub fn default_mapping() -> FieldMapping {
     FieldMapping::new([
         FieldRule::new(ContactField::Email, "Email").max_len(80),

@@ -1,4 +1,4 @@
-//! The sandbox org answers the way crm-apis.md says Salesforce does, for the parts the adapter
+//! The sandbox org answers the way Salesforce's documentation says it does, for the parts the adapter
 //! never provokes itself.
 
 mod common;

@@ -18,7 +18,7 @@
 //!   row at another version is 412 `0x80060882`. 204 with `OData-EntityId`, or 200 with the
 //!   row under `Prefer: return=representation` (`$select` limits its columns). Every answer
 //!   about a row carries its `ETag` (`W/"<versionnumber>"`), which moves on every write.
-//! - Columns and their maximum lengths as crm-apis.md lists them (400 `0x80044331` naming
+//! - Columns and their maximum lengths as Microsoft's contact entity reference lists them (400 `0x80044331` naming
 //!   the attribute and its limit; an unknown property 400 `0x80060888`); an empty string is
 //!   stored as no value; values are kept as sent (no case folding, no trimming).
 //! - `parentcustomerid_account@odata.bind` takes `/accounts(id)` (or `accounts(id)`, or an

@@ -67,7 +67,7 @@ impl Refusal {
     }
 }
 
-/// The writable contact columns the fake has, with their maximum lengths (crm-apis.md).
+/// The writable contact columns the fake has, with their maximum lengths (Microsoft's contact entity reference).
 const CONTACT_COLUMNS: &[(&str, usize)] = &[
     ("emailaddress1", 100),
     ("firstname", 50),

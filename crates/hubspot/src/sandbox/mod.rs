@@ -1,6 +1,6 @@
 //! The fake HubSpot API: contacts (single and batch update, read, list), company
 //! associations (v4), account details and OAuth refresh, answering in HubSpot's own shapes
-//! (see `shared/docs/crm-apis.md`), in memory, on loopback.
+//! (from HubSpot's API documentation), in memory, on loopback.
 //!
 //! Tests drive it in-process through [`HubspotSandbox`]'s inspection methods: create and
 //! read records behind the adapter's back, edit them as a person would and merge them as

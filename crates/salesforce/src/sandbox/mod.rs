@@ -1,6 +1,6 @@
 //! The fake Salesforce: an org's token endpoint and REST API for Contacts, in memory.
 //!
-//! It answers as crm-apis.md describes Salesforce: `PATCH .../sobjects/Contact/{Id}` (204),
+//! It answers as Salesforce's REST API documentation describes it: `PATCH .../sobjects/Contact/{Id}` (204),
 //! `GET` of one record with `fields=`, collections `PATCH .../composite/sobjects` (200 with
 //! one result per record, at most 200), SOQL over Contact with `WHERE Id IN (...)`,
 //! `ORDER BY Id` and `nextRecordsUrl` paging, through `query` (live records) and `queryAll`
