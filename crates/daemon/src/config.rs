@@ -361,8 +361,15 @@ impl Config {
     pub fn parse(text: &str) -> Result<Config, String> {
         let config: Config = toml::from_str(text).map_err(|err| err.to_string())?;
         config.connections().map_err(|err| err.to_string())?;
-        if config.dispatch.concurrency == 0 {
-            return Err("dispatch.concurrency: must be at least 1".into());
+        // The same rule as for each connection's own keys: no pushes at a time, or no
+        // attempt at all, would keep every edit queued forever.
+        for (key, value) in [
+            ("concurrency", config.dispatch.concurrency as u64),
+            ("max_attempts", config.dispatch.max_attempts.into()),
+        ] {
+            if value == 0 {
+                return Err(format!("dispatch.{key}: must be at least 1"));
+            }
         }
         if !(0.0..1.0).contains(&config.dispatch.reserve_share) {
             return Err(
@@ -410,14 +417,22 @@ impl Config {
                 Some(_) => Err(invalid(key, "must be a non-negative whole number")),
             }
         };
+        let at_least_one = |key: &str, default: u64| match number(key, default)? {
+            0 => Err(invalid(key, "must be at least 1")),
+            n => Ok(n),
+        };
         let optional_number = |key: &str, default: Option<u64>| match table.get(key) {
             None => Ok(default),
             Some(_) => number(key, 0).map(Some),
         };
         let system = string("system")?.ok_or_else(|| invalid("system", "missing"))?;
         let dispatch = DispatchConfig {
-            max_attempts: number("max_attempts", self.dispatch.max_attempts.into())? as u32,
-            concurrency: number("concurrency", self.dispatch.concurrency as u64)?.max(1) as usize,
+            max_attempts: u32::try_from(at_least_one(
+                "max_attempts",
+                self.dispatch.max_attempts.into(),
+            )?)
+            .map_err(|_| invalid("max_attempts", "too large"))?,
+            concurrency: at_least_one("concurrency", self.dispatch.concurrency as u64)? as usize,
             retry_initial_ms: number("retry_initial_ms", self.dispatch.retry_initial_ms)?,
             retry_max_ms: number("retry_max_ms", self.dispatch.retry_max_ms)?,
             recovery_grace_ms: self.dispatch.recovery_grace_ms,
@@ -646,6 +661,25 @@ mod tests {
             Config::parse("").unwrap().storage.engine,
             StorageEngine::Sled
         );
+    }
+
+    #[test]
+    fn concurrency_and_attempts_must_be_at_least_one_everywhere() {
+        for key in ["concurrency", "max_attempts"] {
+            let global = Config::parse(&format!("[dispatch]\n{key} = 0\n")).unwrap_err();
+            assert!(
+                global.contains(&format!("dispatch.{key}: must be at least 1")),
+                "{global}"
+            );
+            let connection = Config::parse(&format!(
+                "[connections.crm]\nsystem = \"hubspot\"\n{key} = 0\n"
+            ))
+            .unwrap_err();
+            assert!(
+                connection.contains(&format!("connections.crm.{key}: must be at least 1")),
+                "{connection}"
+            );
+        }
     }
 
     #[test]
