@@ -164,6 +164,43 @@ impl ConnectionConfig {
             .collect()
     }
 
+    /// The connection's field mapping: the provider's `default` with the connection's
+    /// `fields` (unified field to another CRM field) and `extra_fields` (custom fields)
+    /// applied. Every CRM field named must pass `naming.is_valid`, and neither table may move
+    /// the customer link, which the provider always writes to `naming.customer_field`. Each
+    /// problem names its key.
+    pub fn field_mapping(
+        &self,
+        default: crate::FieldMapping,
+        naming: &CrmFieldNaming,
+    ) -> Result<crate::FieldMapping, ConfigError> {
+        let overrides = self.string_table("fields")?;
+        let extras = self.string_table("extra_fields")?;
+        for (key, table) in [("fields", &overrides), ("extra_fields", &extras)] {
+            for (unified, crm_field) in table {
+                let key = format!("{key}.{unified}");
+                if crate::ContactField::from_name(unified)
+                    == Some(crate::ContactField::UnifiedCustomerId)
+                {
+                    let problem = format!(
+                        "the customer is always the contact's {}",
+                        naming.customer_field
+                    );
+                    return Err(self.error(&key, problem));
+                }
+                if !(naming.is_valid)(crm_field) {
+                    let problem = format!("`{crm_field}` is not {}", naming.name_kind);
+                    return Err(self.error(&key, problem));
+                }
+            }
+        }
+        default
+            .with_overrides(&overrides)
+            .map_err(|problem| self.error("fields", problem))?
+            .with_extra_fields(&extras)
+            .map_err(|problem| self.error("extra_fields", problem))
+    }
+
     /// The secret `key`, from `inline_secrets`, `KEY_env` or `KEY_file`. A named variable or
     /// file that is missing or empty is an error; no key at all is `None`.
     pub fn secret(&self, key: &str) -> Result<Option<Secret>, ConfigError> {
@@ -235,4 +272,15 @@ mod tests {
         );
         assert!(config(json!({})).require_secret("access_token").is_err());
     }
+}
+
+/// How a CRM names its fields, for [`ConnectionConfig::field_mapping`].
+#[derive(Clone, Copy, Debug)]
+pub struct CrmFieldNaming {
+    /// The CRM field (or link) that always holds the contact's customer.
+    pub customer_field: &'static str,
+    /// What a valid name is called in errors, e.g. "a Salesforce field name".
+    pub name_kind: &'static str,
+    /// Whether a text is a valid field name of the CRM (no query syntax, no spaces, ...).
+    pub is_valid: fn(&str) -> bool,
 }

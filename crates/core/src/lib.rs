@@ -25,7 +25,7 @@ pub use adapter::{
     AdapterFactory, ApiUsage, BulkProgress, Capabilities, ConditionalPush, ConfirmedContact,
     ContactPage, CredentialStore, CustomerLink, PushItem, PushResult, SourceAdapter, SourceContact,
 };
-pub use config::{ConfigError, ConnectionConfig, Secret};
+pub use config::{ConfigError, ConnectionConfig, CrmFieldNaming, Secret};
 pub use contact::{ContactField, UnifiedContact};
 pub use error::{AdapterError, ErrorKind};
 pub use mapping::{FieldMapping, FieldRule};

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use reqwest::Url;
-use unisync_core::{ConfigError, ConnectionConfig, ContactField, FieldMapping, Secret};
+use unisync_core::{ConfigError, ConnectionConfig, CrmFieldNaming, FieldMapping, Secret};
 
 use crate::mapping::{default_mapping, is_column_name};
 
@@ -91,7 +91,7 @@ impl DynamicsConfig {
             client_id: config.require_secret("client_id")?,
             client_secret: config.require_secret("client_secret")?,
             timeout: Duration::from_secs(timeout_secs),
-            mapping: read_mapping(config)?,
+            mapping: config.field_mapping(default_mapping(), &NAMING)?,
         })
     }
 
@@ -108,35 +108,17 @@ fn http_url(config: &ConnectionConfig, key: &str, text: &str) -> Result<Url, Con
         .ok_or_else(|| config.error(key, format!("`{text}` is not an http(s) URL")))
 }
 
-fn read_mapping(config: &ConnectionConfig) -> Result<FieldMapping, ConfigError> {
-    let overrides = config.string_table("fields")?;
-    let extras = config.string_table("extra_fields")?;
-    for (key, table) in [("fields", &overrides), ("extra_fields", &extras)] {
-        for (unified, column) in table {
-            if ContactField::from_name(unified) == Some(ContactField::UnifiedCustomerId) {
-                return Err(config.error(
-                    &format!("{key}.{unified}"),
-                    "the customer is always the contact's parentcustomerid_account",
-                ));
-            }
-            if !is_column_name(column) {
-                return Err(config.error(
-                    &format!("{key}.{unified}"),
-                    format!("`{column}` is not a Dataverse column logical name"),
-                ));
-            }
-        }
-    }
-    default_mapping()
-        .with_overrides(&overrides)
-        .map_err(|problem| config.error("fields", problem))?
-        .with_extra_fields(&extras)
-        .map_err(|problem| config.error("extra_fields", problem))
-}
+/// How the connection's `fields` and `extra_fields` may name the CRM's fields.
+const NAMING: CrmFieldNaming = CrmFieldNaming {
+    customer_field: "parentcustomerid_account",
+    name_kind: "a Dataverse column logical name",
+    is_valid: is_column_name,
+};
 
 #[cfg(test)]
 mod tests {
     use serde_json::{Value, json};
+    use unisync_core::ContactField;
 
     use super::*;
 

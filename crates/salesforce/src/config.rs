@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use jsonwebtoken::EncodingKey;
-use unisync_core::{ConfigError, ConnectionConfig, ContactField, FieldMapping, Secret};
+use unisync_core::{ConfigError, ConnectionConfig, CrmFieldNaming, FieldMapping, Secret};
 
 use crate::mapping::{default_mapping, is_field_name};
 
@@ -98,7 +98,7 @@ impl SalesforceConfig {
             api_version,
             grant: read_grant(config)?,
             timeout: Duration::from_secs(timeout_secs),
-            mapping: read_mapping(config)?,
+            mapping: config.field_mapping(default_mapping(), &NAMING)?,
         })
     }
 }
@@ -141,36 +141,17 @@ fn read_grant(config: &ConnectionConfig) -> Result<Grant, ConfigError> {
     })
 }
 
-fn read_mapping(config: &ConnectionConfig) -> Result<FieldMapping, ConfigError> {
-    let overrides = config.string_table("fields")?;
-    let extras = config.string_table("extra_fields")?;
-    for (key, table) in [("fields", &overrides), ("extra_fields", &extras)] {
-        for (unified, crm_field) in table {
-            if ContactField::from_name(unified) == Some(ContactField::UnifiedCustomerId) {
-                return Err(config.error(
-                    &format!("{key}.{unified}"),
-                    "the customer is always the contact's AccountId",
-                ));
-            }
-            if !is_field_name(crm_field) {
-                return Err(config.error(
-                    &format!("{key}.{unified}"),
-                    format!("`{crm_field}` is not a Salesforce field name"),
-                ));
-            }
-        }
-    }
-    default_mapping()
-        .with_overrides(&overrides)
-        .map_err(|problem| config.error("fields", problem))?
-        .with_extra_fields(&extras)
-        .map_err(|problem| config.error("extra_fields", problem))
-}
+/// How the connection's `fields` and `extra_fields` may name the CRM's fields.
+const NAMING: CrmFieldNaming = CrmFieldNaming {
+    customer_field: "AccountId",
+    name_kind: "a Salesforce field name",
+    is_valid: is_field_name,
+};
 
 #[cfg(test)]
 mod tests {
-
     use serde_json::{Value, json};
+    use unisync_core::ContactField;
 
     use super::*;
 
