@@ -207,7 +207,8 @@ impl World {
         let settings = settings(dispatch, on_conflict);
         let connection = Arc::new(Connection::new(settings, crm.clone()));
         let (stop, stopped) = watch::channel(false);
-        tokio::spawn(run(store.clone(), connection.clone(), stopped));
+        let seat = Arc::new(leadership::Seat::new(Role::Lead));
+        tokio::spawn(run(store.clone(), connection.clone(), seat, stopped));
         World {
             _dir: dir,
             store,

@@ -30,7 +30,7 @@ pub use model::{
 };
 pub use rules::{LinkFailure, class_name};
 
-pub use self::postgres::PgSettings;
+pub use self::postgres::{NodeSession, PgSettings};
 use self::postgres::PgStore;
 use self::sled::SledStore;
 use clock::CLOCK;
@@ -210,6 +210,46 @@ impl Store {
     #[cfg(test)]
     pub fn fail_next_flush(&self, message: &str) {
         self.sled().fail_next_flush(message);
+    }
+
+    /// How long a claim holds, in ms, on an engine several nodes share (PostgreSQL); `None`
+    /// on sled, whose one process holds every edit it claimed until it stops.
+    pub fn lease_ms(&self) -> Option<u64> {
+        match &self.engine {
+            Engine::Sled(_) => None,
+            Engine::Postgres(store) => Some(store.lease_ms()),
+        }
+    }
+
+    /// Extends this node's leases on the in-flight edits of `ids`; answers the contacts it
+    /// still holds (see [`PgStore::renew_leases`]). sled: every one of them.
+    pub async fn renew_leases(&self, ids: &[String]) -> Result<Vec<String>, StoreError> {
+        match &self.engine {
+            Engine::Sled(_) => Ok(ids.to_vec()),
+            Engine::Postgres(store) => store.renew_leases(ids, now_ms()).await,
+        }
+    }
+
+    /// Takes the leases on the in-flight edits of `ids` over, for a running bulk job this
+    /// node follows on (see [`PgStore::adopt_leases`]). sled: nothing to take over.
+    pub async fn adopt_leases(&self, ids: &[String]) -> Result<Vec<String>, StoreError> {
+        match &self.engine {
+            Engine::Sled(_) => Ok(ids.to_vec()),
+            Engine::Postgres(store) => store.adopt_leases(ids, now_ms()).await,
+        }
+    }
+
+    /// Opens this node's session on a shared store (see [`PgStore::node_session`]); `None` on
+    /// sled, where the one process that holds the store leads every connection.
+    pub async fn node_session(
+        &self,
+        member: bool,
+        notified: impl Fn(&str) + Send + 'static,
+    ) -> Option<Result<NodeSession, StoreError>> {
+        match &self.engine {
+            Engine::Sled(_) => None,
+            Engine::Postgres(store) => Some(store.node_session(member, notified).await),
+        }
     }
 
     /// Puts every edit that was in flight when the process stopped back in its connection's
