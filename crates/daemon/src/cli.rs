@@ -240,7 +240,15 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 .collect();
             with_store(
                 &config,
-                async |store| ops::status(store, &names, &store.in_flight_counts().await?).await,
+                async |store| {
+                    let in_flight = store.in_flight_counts().await?;
+                    let mut status = ops::status(store, &names, &in_flight).await?;
+                    // On a shared store, the daemons' leaders report what only they know.
+                    if store.lease_ms().is_some() {
+                        crate::dispatcher::leadership::add_reports(store, &mut status).await?;
+                    }
+                    Ok::<_, StoreError>(status)
+                },
                 ("GET", "status"),
             )
             .await

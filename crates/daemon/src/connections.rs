@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use unisync_core::{ApiUsage, CredentialStore, SourceAdapter, UnifiedContact};
 
@@ -25,7 +25,7 @@ pub const RESERVE_RECHECK: Duration = Duration::from_secs(15 * 60);
 pub const PRESSURE_LINGER: Duration = Duration::from_secs(2);
 
 /// Why a connection is not pushing right now.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PauseReason {
     /// The CRM's short-window rate limit: resumes by itself.
@@ -50,7 +50,7 @@ impl PauseReason {
 }
 
 /// A pause, with the CRM's own words.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pause {
     pub reason: PauseReason,
     /// When the pause ends; for a pause that lifts by probe, when the next probe goes.
@@ -106,6 +106,9 @@ pub struct Connection {
     credentials: Option<Arc<dyn CredentialStore>>,
     /// Rung when an edit joins the connection's queue.
     pub wake: Notify,
+    /// Rung when the connection's pause begins or ends: a leader on a shared store reports
+    /// it then (see `dispatcher::leadership`).
+    pub pause_changed: Notify,
     pub metrics: ConnectionMetrics,
     pause: Mutex<Option<Pause>>,
     /// The budget reading the reserve last paused the connection on.
@@ -119,6 +122,7 @@ impl Connection {
             adapter: RwLock::new(adapter),
             credentials: None,
             wake: Notify::new(),
+            pause_changed: Notify::new(),
             metrics: ConnectionMetrics::default(),
             pause: Mutex::new(None),
             reserve_paused_on: Mutex::new(None),
@@ -255,13 +259,16 @@ impl Connection {
             .is_some_and(|old| old.until_ms > pause.until_ms && old.until_ms > now);
         if !keep {
             *current = Some(pause);
+            self.pause_changed.notify_one();
         }
         running
     }
 
     /// A push went through: whatever paused the connection is over.
     pub fn clear_pause(&self) {
-        *self.pause.lock().unwrap() = None;
+        if self.pause.lock().unwrap().take().is_some() {
+            self.pause_changed.notify_one();
+        }
     }
 
     /// Ends `probed`, the pause a probe was sent under, unless the probe's own answer paused
@@ -271,6 +278,7 @@ impl Connection {
         let mut current = self.pause.lock().unwrap();
         if current.as_ref() == Some(probed) {
             *current = None;
+            self.pause_changed.notify_one();
         }
     }
 }

@@ -23,7 +23,7 @@ use crate::store::{ClaimedEdit, LinkFailure, MergeOutcome, Store, StoreError, no
 pub use leadership::Role;
 
 pub mod bulk;
-mod leadership;
+pub mod leadership;
 #[cfg(test)]
 mod tests;
 
@@ -283,12 +283,8 @@ impl Term {
                 }
                 continue;
             }
-            if first_alone {
-                first_alone = false;
-                push_supervised(store, connection, claimed, claimed_at).await;
-                drop(permit);
-                continue;
-            }
+            // The first push of a term holds every slot until it is done.
+            first_alone = false;
             let (store, connection) = (store.clone(), connection.clone());
             self.spawn(permit, async move {
                 push_supervised(&store, &connection, claimed, claimed_at).await;

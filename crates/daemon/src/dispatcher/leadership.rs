@@ -16,13 +16,95 @@
 //! for queue notifications and wakes the connection's dispatcher.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::connections::{Connection, Connections};
-use crate::store::{NodeSession, Store, StoreError};
+use crate::connections::{Connection, Connections, Pause};
+use crate::store::{NodeSession, Store, StoreError, now_ms};
+
+/// Where each connection's leader reports its state in the store: `leader/CONNECTION`.
+const REPORT_PREFIX: &str = "leader/";
+
+/// What the leader of a connection says of it, every [`TICK`], for `status` run anywhere.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LeaderReport {
+    /// The leading node (host, pid, start).
+    pub node: String,
+    /// When it said so (ms since the epoch): a report much older than a tick is of a leader
+    /// that stopped.
+    pub at_ms: u64,
+    pub pause: Option<Pause>,
+    pub api_usage: Option<UsageReport>,
+}
+
+/// The CRM's count of calls against its budget, as the leader last read it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UsageReport {
+    pub used: u64,
+    pub limit: u64,
+}
+
+/// Adds what the connections' leaders report to `status` (on a shared store, where no one
+/// daemon knows every connection's state): per connection its `leader` (node and when it last
+/// reported), its `pauses` and the CRM's `api_usage`, as a daemon's own status shows them. A
+/// report older than a few ticks is of a leader that stopped: the connection has none.
+pub async fn add_reports(store: &Store, status: &mut serde_json::Value) -> Result<(), StoreError> {
+    let mut leaders = serde_json::Map::new();
+    let mut pauses = serde_json::Map::new();
+    let mut usage = serde_json::Map::new();
+    let fresh_after = now_ms().saturating_sub(5 * TICK.as_millis() as u64);
+    for (key, value) in store.meta_under(REPORT_PREFIX).await? {
+        let Ok(report) = serde_json::from_str::<LeaderReport>(&value) else {
+            continue;
+        };
+        if report.at_ms < fresh_after {
+            continue;
+        }
+        let name = key[REPORT_PREFIX.len()..].to_string();
+        leaders.insert(name.clone(), serde_json::json!({"node": report.node, "reported_at_ms": report.at_ms}));
+        pauses.insert(name.clone(), serde_json::json!(report.pause));
+        if let Some(api_usage) = report.api_usage {
+            usage.insert(name.clone(), serde_json::json!(api_usage));
+        }
+    }
+    status["leaders"] = serde_json::Value::Object(leaders);
+    status["pauses"] = serde_json::Value::Object(pauses);
+    status["api_usage"] = serde_json::Value::Object(usage);
+    Ok(())
+}
+
+/// Reports the state of every connection this node leads.
+async fn report(
+    store: &Store,
+    wakes: &BTreeMap<String, Arc<Connection>>,
+    seats: &BTreeMap<String, Arc<Seat>>,
+) {
+    for (name, seat) in seats {
+        let Some(connection) = wakes.get(name).filter(|_| seat.role() == Role::Lead) else {
+            continue;
+        };
+        let report = LeaderReport {
+            node: store.node_id().to_string(),
+            at_ms: now_ms(),
+            pause: connection.pause(),
+            api_usage: connection
+                .adapter()
+                .api_usage()
+                .map(|usage| UsageReport {
+                    used: usage.used,
+                    limit: usage.limit,
+                }),
+        };
+        let value = serde_json::to_string(&report).expect("a report serialises");
+        if let Err(error) = store.put_meta(&format!("{REPORT_PREFIX}{name}"), &value).await {
+            tracing::warn!(connection = %name, %error, "reporting the connection's state failed");
+        }
+    }
+}
 
 /// How often a node looks at its leaderships and its session.
 const TICK: Duration = Duration::from_secs(1);
@@ -101,9 +183,14 @@ async fn lead(
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = ticks.tick() => {}
+        let tick = tokio::select! {
+            _ = ticks.tick() => true,
+            _ = pause_changed(&wakes) => false,
             _ = stop.wait_for(|stop| *stop) => break,
+        };
+        if !tick {
+            report(&store, &wakes, &seats).await;
+            continue;
         }
         if session.as_ref().is_some_and(NodeSession::is_closed) {
             lose_all(&seats, "the node's session to the database ended");
@@ -118,7 +205,7 @@ async fn lead(
         // A look that does not come back within a few ticks means the session is as good
         // as gone: another node may take the leaderships over meanwhile.
         match tokio::time::timeout(3 * TICK, balance(current, &seats, member)).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => report(&store, &wakes, &seats).await,
             Ok(Err(error)) => {
                 tracing::warn!(%error, "the node session failed");
                 lose_all(&seats, "the node's session to the database failed");
@@ -130,6 +217,23 @@ async fn lead(
             }
         }
     }
+}
+
+/// Waits until the pause of any connection begins or ends.
+async fn pause_changed(connections: &BTreeMap<String, Arc<Connection>>) {
+    let mut changes: Vec<_> = connections
+        .values()
+        .map(|connection| Box::pin(connection.pause_changed.notified()))
+        .collect();
+    std::future::poll_fn(|cx| {
+        for change in &mut changes {
+            if change.as_mut().poll(cx).is_ready() {
+                return std::task::Poll::Ready(());
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// Opens the node's session; every connection looks at its queue once it is open, for what

@@ -212,6 +212,14 @@ impl Store {
         self.sled().fail_next_flush(message);
     }
 
+    /// This process's name in the leases it takes (PostgreSQL); `sled` on sled.
+    pub fn node_id(&self) -> &str {
+        match &self.engine {
+            Engine::Sled(_) => "sled",
+            Engine::Postgres(store) => store.node_id(),
+        }
+    }
+
     /// How long a claim holds, in ms, on an engine several nodes share (PostgreSQL); `None`
     /// on sled, whose one process holds every edit it claimed until it stops.
     pub fn lease_ms(&self) -> Option<u64> {
@@ -609,6 +617,14 @@ impl Store {
         match &self.engine {
             Engine::Sled(store) => store.remove_meta(key),
             Engine::Postgres(store) => store.remove_meta(key).await,
+        }
+    }
+
+    /// Writes a value the daemon keeps for itself, durably before returning, from async code.
+    pub async fn put_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        match &self.engine {
+            Engine::Sled(store) => store.set_meta(key, value),
+            Engine::Postgres(store) => store.set_meta(key, value).await,
         }
     }
 

@@ -172,6 +172,11 @@ impl PgStore {
         Ok(())
     }
 
+    /// This node's name in the leases it takes.
+    pub fn node_id(&self) -> &str {
+        &self.node
+    }
+
     /// How long a claim holds, in ms.
     pub fn lease_ms(&self) -> u64 {
         self.lease_ms
