@@ -63,16 +63,14 @@ impl TestSchema {
             self.url, self.name
         )
     }
-
-    /// Runs `sql` on the schema; answers every row's first column as text.
-    pub fn query(&self, sql: &str) -> Vec<String> {
-        run_sql(&self.url(), sql)
-    }
 }
 
 impl Drop for TestSchema {
     fn drop(&mut self) {
-        run_sql(&self.url, &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
+        run_sql(
+            &self.url,
+            &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name),
+        );
     }
 }
 
@@ -381,6 +379,11 @@ impl Daemon {
             (sync["open_dead_letters"] == 1).then_some(sync)
         })
         .await
+    }
+
+    /// The daemon's process id (part of its node id on a shared store).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Kills the daemon with SIGKILL: no shutdown code runs.

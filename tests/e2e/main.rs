@@ -50,6 +50,7 @@ mod portals;
 mod readme;
 mod replay;
 mod salesforce;
+mod scale_out;
 mod secrets;
 mod service;
 mod store_failure;

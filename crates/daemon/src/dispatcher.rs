@@ -72,7 +72,12 @@ impl Dispatchers {
             .iter()
             .map(|connection| {
                 let seat = seats[connection.name()].clone();
-                tokio::spawn(run(store.clone(), connection.clone(), seat, stopped.clone()))
+                tokio::spawn(run(
+                    store.clone(),
+                    connection.clone(),
+                    seat,
+                    stopped.clone(),
+                ))
             })
             .collect();
         let leadership =
@@ -114,7 +119,10 @@ async fn run(
         }
         seat.serving.send_replace(true);
         if shared {
-            tracing::info!(connection = connection.name(), "this node leads the connection: it pushes its edits");
+            tracing::info!(
+                connection = connection.name(),
+                "this node leads the connection: it pushes its edits"
+            );
             if let Err(error) = connection.renew_adapter() {
                 tracing::error!(connection = connection.name(), %error, "building the connection's adapter failed");
             }
@@ -133,7 +141,10 @@ async fn run(
             // node may lead already, so this one stops pushing at once. What it had in
             // flight is leased to it, and pushed again once the leases expire.
             Role::Follow => {
-                tracing::warn!(connection = connection.name(), "this node lost the connection's leadership: its pushes in flight are abandoned");
+                tracing::warn!(
+                    connection = connection.name(),
+                    "this node lost the connection's leadership: its pushes in flight are abandoned"
+                );
                 term.abandon();
             }
         }

@@ -169,7 +169,11 @@ pub async fn follow(store: &Store, connection: &Connection, job: BulkJob) {
             failed => waits.delay(failed),
         };
         tokio::time::sleep(wait).await;
-        match connection.adapter().poll_bulk_job(&job.job_id, &items).await {
+        match connection
+            .adapter()
+            .poll_bulk_job(&job.job_id, &items)
+            .await
+        {
             Ok(BulkProgress::Running) => failed_polls = 0,
             Ok(BulkProgress::Finished(results)) => break results,
             Err(error) => {

@@ -65,7 +65,10 @@ pub async fn add_reports(store: &Store, status: &mut serde_json::Value) -> Resul
             continue;
         }
         let name = key[REPORT_PREFIX.len()..].to_string();
-        leaders.insert(name.clone(), serde_json::json!({"node": report.node, "reported_at_ms": report.at_ms}));
+        leaders.insert(
+            name.clone(),
+            serde_json::json!({"node": report.node, "reported_at_ms": report.at_ms}),
+        );
         pauses.insert(name.clone(), serde_json::json!(report.pause));
         if let Some(api_usage) = report.api_usage {
             usage.insert(name.clone(), serde_json::json!(api_usage));
@@ -91,16 +94,16 @@ async fn report(
             node: store.node_id().to_string(),
             at_ms: now_ms(),
             pause: connection.pause(),
-            api_usage: connection
-                .adapter()
-                .api_usage()
-                .map(|usage| UsageReport {
-                    used: usage.used,
-                    limit: usage.limit,
-                }),
+            api_usage: connection.adapter().api_usage().map(|usage| UsageReport {
+                used: usage.used,
+                limit: usage.limit,
+            }),
         };
         let value = serde_json::to_string(&report).expect("a report serialises");
-        if let Err(error) = store.put_meta(&format!("{REPORT_PREFIX}{name}"), &value).await {
+        if let Err(error) = store
+            .put_meta(&format!("{REPORT_PREFIX}{name}"), &value)
+            .await
+        {
             tracing::warn!(connection = %name, %error, "reporting the connection's state failed");
         }
     }
@@ -299,7 +302,10 @@ async fn balance(
     if member
         && leading > share
         && held(Role::HandOff) == 0
-        && let Some((name, seat)) = seats.iter().rev().find(|(_, seat)| seat.role() == Role::Lead)
+        && let Some((name, seat)) = seats
+            .iter()
+            .rev()
+            .find(|(_, seat)| seat.role() == Role::Lead)
     {
         tracing::info!(connection = %name, share, "this node leads more than its share: handing the connection on");
         seat.role.send_replace(Role::HandOff);

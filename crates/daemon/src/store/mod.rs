@@ -30,8 +30,8 @@ pub use model::{
 };
 pub use rules::{LinkFailure, class_name};
 
-pub use self::postgres::{NodeSession, PgSettings};
 use self::postgres::PgStore;
+pub use self::postgres::{NodeSession, PgSettings};
 use self::sled::SledStore;
 use clock::CLOCK;
 

@@ -228,7 +228,11 @@ impl PgStore {
     ) -> Result<NodeSession, StoreError> {
         let mut config = (*self.config).clone();
         let name = member_name(&self.schema);
-        config.application_name(if member { name.as_str() } else { "unisync one-shot" });
+        config.application_name(if member {
+            name.as_str()
+        } else {
+            "unisync one-shot"
+        });
         // A session whose peer vanished (a network partition) is found dead in seconds,
         // not after the kernel's two hours.
         config.keepalives_idle(std::time::Duration::from_secs(5));
