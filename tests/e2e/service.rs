@@ -43,3 +43,110 @@ async fn systemd_hears_ready_watchdog_pings_and_stopping() {
     daemon.stop();
     wait_for_notification(&socket, "STOPPING=1");
 }
+
+/// The store holds every contact's values and rotated OAuth tokens, and `daemon.addr` tells
+/// the CLI where the admin routes listen: neither is for other local users.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_and_the_daemons_address_are_private_to_its_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let world = World::<HubspotSandbox>::new().await;
+    let mut daemon = world.setup.serve();
+    let store = world.setup.scratch_path("data");
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(&store), 0o700, "store directory");
+    assert_eq!(mode(&store.join("daemon.addr")), 0o600, "daemon.addr");
+    assert!(
+        !store.join("daemon.partial").exists(),
+        "the address is written through a temporary file that is renamed into place"
+    );
+    daemon.stop();
+}
+
+/// What the example unit's sandbox takes away, applied without systemd (the test machines do
+/// not run it as PID 1): a private mount namespace where every mount is read-only but the
+/// state directory (ProtectSystem=strict with StateDirectory), empty /home and /root
+/// (ProtectHome), a fresh /tmp (PrivateTmp), then an unprivileged user with no capabilities
+/// and no way to gain any (DynamicUser, CapabilityBoundingSet=, NoNewPrivileges) and
+/// UMask=0077. The system call filter and MemoryDenyWriteExecute need systemd itself; they
+/// are checked by `systemd-analyze security` (docs/operations.md).
+const UNIT_SANDBOX: &str = r#"
+set -eu
+mount --make-rprivate /
+mount --bind "$STATE" /mnt
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+mkdir -p "$STATE"
+mount --move /mnt "$STATE"
+awk '{print $5}' /proc/self/mountinfo | sort -u | while read -r point; do
+    case "$point" in
+        /proc|/proc/*|/sys|/sys/*|/dev|/dev/*|/tmp|"$STATE") ;;
+        *) mount -o remount,bind,ro "$point" 2>/dev/null || [ "$point" != / ] ;;
+    esac
+done
+for home in /home /root; do
+    if [ -d "$home" ]; then mount -t tmpfs -o ro,mode=0755 tmpfs "$home"; fi
+done
+umask 0077
+exec setpriv --reuid=65534 --regid=65534 --clear-groups --no-new-privs \
+    --bounding-set=-all --inh-caps=-all -- "$@"
+"#;
+
+/// The example unit's `ExecStart`, with the binary and config of this test.
+fn unit_exec_start(binary: &str, config: &std::path::Path) -> Vec<String> {
+    let unit = include_str!("../../config/unisync.service");
+    let line = unit
+        .lines()
+        .find_map(|line| line.strip_prefix("ExecStart="))
+        .expect("the unit has an ExecStart");
+    line.split_whitespace()
+        .map(|word| match word {
+            "/usr/local/bin/unisync" => binary.to_string(),
+            "/etc/unisync/unisync.toml" => config.display().to_string(),
+            other => other.to_string(),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_unit_runs_unisync_inside_its_sandbox() {
+    // Mount namespaces and changing user need root; CI runs as root.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: the unit's sandbox needs root to be built without systemd");
+        return;
+    }
+    let world = World::<HubspotSandbox>::new().await;
+    let scratch = world.setup.config.parent().unwrap().to_path_buf();
+    let chown = std::process::Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(&scratch)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let mut command = std::process::Command::new("unshare");
+    command
+        .args(["--mount", "--propagation", "private", "/bin/sh", "-c"])
+        .arg(UNIT_SANDBOX)
+        .arg("unit-sandbox")
+        .args(unit_exec_start(
+            env!("CARGO_BIN_EXE_unisync"),
+            &world.setup.config,
+        ))
+        .env("STATE", &scratch)
+        .env("UNISYNC_LOG", "warn");
+    for (key, value) in &world.setup.envs {
+        command.env(key, value);
+    }
+    let mut daemon = crate::harness::Daemon::start(command);
+    crate::world::rename(&daemon, crate::world::CONTACT, "Sandboxed").await;
+    daemon.wait_synced(crate::world::CONTACT).await;
+    assert_eq!(world.crm_value("first_name").as_deref(), Some("Sandboxed"));
+    let store = scratch.join("data");
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&store).unwrap());
+    assert_eq!(owner, 65534, "the store is the service user's");
+    daemon.stop();
+}

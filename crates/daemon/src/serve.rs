@@ -90,7 +90,7 @@ pub async fn serve(config: Config, sandbox: bool) -> Result<(), ServeError> {
     let addr_file = (config.storage.engine == StorageEngine::Sled)
         .then(|| daemon_addr_file(&config.storage.path));
     if let Some(addr_file) = &addr_file {
-        std::fs::write(addr_file, addr.to_string())
+        write_private_file(addr_file, addr.to_string().as_bytes())
             .map_err(|e| format!("writing {}: {e}", addr_file.display()))?;
     }
     tracing::info!(%addr, connections = connections.iter().count(), "unisync is serving");
@@ -164,6 +164,23 @@ pub async fn recover_in_flight(
 
 /// Where a running daemon writes the address it listens on, beside its store, so that CLI
 /// commands find it even when `server.listen` names port 0.
+/// Writes `contents` to `path` readable by the owner only, atomically: a reader (the CLI
+/// looking for a running daemon) sees the old file or the whole new one, never a half.
+fn write_private_file(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let partial = path.with_extension("partial");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&partial)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    std::fs::rename(&partial, path)
+}
+
 pub fn daemon_addr_file(storage_path: &std::path::Path) -> std::path::PathBuf {
     storage_path.join("daemon.addr")
 }

@@ -91,6 +91,7 @@ impl SledStore {
         cache_mib: u64,
         clock: &'static Clock,
     ) -> Result<SledStore, StoreError> {
+        create_private_dir(path)?;
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(cache_mib * 1024 * 1024)
@@ -868,6 +869,19 @@ impl SledStore {
 /// is the one its edits went to, else its `external_system_config_id`, else its
 /// `source_system` (the default connection names equal the systems). Safe to run again if
 /// interrupted: the version is written only after it.
+/// Creates the store's directory readable by its owner only (the store holds every contact's
+/// values and, with OAuth connections, rotated refresh tokens), and narrows an existing one.
+fn create_private_dir(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let io = |err| StoreError::Sled(::sled::Error::Io(err));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(io)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(io)
+}
+
 fn migrate_source_index(contacts: &sled::Tree, index: &sled::Tree) -> Result<(), StoreError> {
     index.clear()?;
     let mut migrated = 0u64;
