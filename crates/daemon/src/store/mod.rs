@@ -65,7 +65,7 @@ pub enum StoreError {
     Connect(String),
     #[error("{0}")]
     Misconfigured(String),
-    #[error("store: {0}")]
+    #[error("store: {}", postgres_message(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error("store: no database connection: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
@@ -77,6 +77,15 @@ pub enum StoreError {
         contact: String,
         holder: Option<String>,
     },
+}
+
+/// A PostgreSQL error with the server's own words (the driver's display says only "db
+/// error" for them).
+fn postgres_message(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => error.to_string(),
+    }
 }
 
 /// Milliseconds since the Unix epoch, as the store counts them: never backwards, within a
@@ -149,6 +158,14 @@ impl Store {
                 .await
             }
         }
+    }
+
+    /// The schema version of the PostgreSQL store at `url`, read without changing anything
+    /// (0: none yet), and the version this unisync migrates it to at start.
+    pub async fn postgres_schema_version(
+        url: &unisync_core::Secret,
+    ) -> Result<(i32, i32), StoreError> {
+        PgStore::schema_version(url).await
     }
 
     /// Connects to the PostgreSQL store `settings` name, creating or migrating its schema.

@@ -37,6 +37,11 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (2, include_str!("../../migrations/0002_queue_notify.sql")),
 ];
 
+/// The schema version the migrations lead to.
+fn latest_version() -> i32 {
+    MIGRATIONS.last().map_or(0, |(version, _)| *version)
+}
+
 /// The advisory lock that one node at a time migrates under ("unisync" in ASCII).
 const MIGRATION_LOCK: i64 = 0x0075_6e69_7379_6e63;
 
@@ -131,6 +136,37 @@ impl PgStore {
         Ok(store)
     }
 
+    /// Reaches the database `url` names without changing it, and answers the store's schema
+    /// version there (0: no store yet) and the version this unisync migrates to.
+    pub async fn schema_version(url: &unisync_core::Secret) -> Result<(i32, i32), StoreError> {
+        let config: tokio_postgres::Config = url
+            .expose()
+            .parse()
+            .map_err(|err: tokio_postgres::Error| StoreError::Connect(err.to_string()))?;
+        let (client, connection) = config
+            .connect(NoTls)
+            .await
+            .map_err(|err| StoreError::Connect(err.to_string()))?;
+        let session = tokio::spawn(connection);
+        let exists: bool = client
+            .query_one("SELECT to_regclass('unisync_migrations') IS NOT NULL", &[])
+            .await?
+            .get(0);
+        let version: i32 = match exists {
+            false => 0,
+            true => client
+                .query_one(
+                    "SELECT coalesce(max(version), 0) FROM unisync_migrations",
+                    &[],
+                )
+                .await?
+                .get(0),
+        };
+        drop(client);
+        let _ = session.await;
+        Ok((version, latest_version()))
+    }
+
     async fn migrate(&self) -> Result<(), StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
@@ -150,7 +186,7 @@ impl PgStore {
             )
             .await?
             .get(0);
-        let known = MIGRATIONS.last().map_or(0, |(version, _)| *version);
+        let known = latest_version();
         if applied > known {
             return Err(StoreError::Corrupt {
                 key: "unisync_migrations".into(),
