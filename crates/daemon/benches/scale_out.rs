@@ -35,7 +35,9 @@ async fn run(nodes: usize, edits: usize) {
     // Every node is up and one leads the connection before the clock starts.
     harness::wait_for("a leader", || async {
         let status = setup.run_json(&["status"]);
-        status["leaders"]["salesforce"]["node"].is_string().then_some(())
+        status["leaders"]["salesforce"]["node"]
+            .is_string()
+            .then_some(())
     })
     .await;
     let per_client = edits / CLIENTS;

@@ -246,17 +246,18 @@ impl Store {
         }
     }
 
-    /// Extends this node's leases on the in-flight edits of `ids`; answers the contacts it
-    /// still holds (see [`PgStore::renew_leases`]). sled: every one of them.
+    /// Extends this node's leases on the in-flight edits of `ids`; answers the contacts whose
+    /// edit another node holds now, which this node must stop acting on (see
+    /// `PgStore::renew_leases`). sled: none (one process holds every edit).
     pub async fn renew_leases(&self, ids: &[String]) -> Result<Vec<String>, StoreError> {
         match &self.engine {
-            Engine::Sled(_) => Ok(ids.to_vec()),
+            Engine::Sled(_) => Ok(Vec::new()),
             Engine::Postgres(store) => store.renew_leases(ids, now_ms()).await,
         }
     }
 
     /// Takes the leases on the in-flight edits of `ids` over, for a running bulk job this
-    /// node follows on (see [`PgStore::adopt_leases`]). sled: nothing to take over.
+    /// node follows on (see `PgStore::adopt_leases`). sled: nothing to take over.
     pub async fn adopt_leases(&self, ids: &[String]) -> Result<Vec<String>, StoreError> {
         match &self.engine {
             Engine::Sled(_) => Ok(ids.to_vec()),
@@ -264,7 +265,7 @@ impl Store {
         }
     }
 
-    /// Opens this node's session on a shared store (see [`PgStore::node_session`]); `None` on
+    /// Opens this node's session on a shared store (see `PgStore::node_session`); `None` on
     /// sled, where the one process that holds the store leads every connection.
     pub async fn node_session(
         &self,

@@ -219,16 +219,19 @@ impl PgStore {
     }
 
     /// Extends this node's leases on the edits of `ids` to `now` + the lease; answers the
-    /// contacts whose lease this node still held (and now holds longer). A contact missing
-    /// from the answer is no longer this node's to push: its edit was settled, or another
-    /// node took it over after the lease expired.
+    /// contacts among them whose edit another node holds now (it took the edit over after
+    /// this node's lease expired): this node must stop acting on those. A contact whose edit
+    /// was settled meanwhile has no lease, and is neither renewed nor answered.
     pub async fn renew_leases(&self, ids: &[String], now: u64) -> Result<Vec<String>, StoreError> {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                "UPDATE contacts SET leased_until = $3
-                 WHERE id = ANY($1) AND lease_owner = $2
-                 RETURNING id",
+                "WITH renewed AS (
+                     UPDATE contacts SET leased_until = $3
+                     WHERE id = ANY($1) AND lease_owner = $2
+                     RETURNING id)
+                 SELECT id FROM contacts
+                 WHERE id = ANY($1) AND lease_owner IS NOT NULL AND lease_owner <> $2",
                 &[&ids, &&*self.node, &to_db(now + self.lease_ms)],
             )
             .await?;

@@ -1188,6 +1188,64 @@ async fn on_postgres_an_expired_lease_lets_another_node_claim_the_edit() {
 }
 
 #[tokio::test]
+async fn on_postgres_a_renewed_lease_holds_until_another_node_takes_the_edit_over() {
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    let other = schema.clone();
+    schema
+        .run(|first| async move {
+            let second = other.store().await;
+            for id in ["c1", "c2"] {
+                register(&first, id).await;
+                first
+                    .accept(id, &edit(&[(ContactField::City, Some("X"))]), "crm")
+                    .await
+                    .unwrap();
+            }
+            let claimed_at = now_ms();
+            assert_eq!(first.claim("crm", claimed_at, 10).await.unwrap().len(), 2);
+            let ids = vec!["c1".to_string(), "c2".to_string()];
+            assert!(
+                first.renew_leases(&ids).await.unwrap().is_empty(),
+                "the holder renews, and nobody else holds either edit"
+            );
+            let renewed_until = second.next_ready_at("crm").await.unwrap().unwrap();
+            assert!(renewed_until >= claimed_at + TEST_LEASE_MS);
+            assert!(
+                second
+                    .claim("crm", claimed_at + TEST_LEASE_MS - 1, 10)
+                    .await
+                    .unwrap()
+                    .is_empty(),
+                "a renewed lease is not claimed before it ends"
+            );
+            // c1 is settled; c2's lease runs out and the other node takes the edit over.
+            first
+                .complete("c1", &ConfirmedContact::default(), None)
+                .await
+                .unwrap();
+            let taken = second.claim("crm", renewed_until, 10).await.unwrap();
+            assert_eq!(taken.len(), 1);
+            assert_eq!(
+                first.renew_leases(&ids).await.unwrap(),
+                vec!["c2".to_string()],
+                "the first node learns it must stop acting on c2 (c1, settled, is no one's)"
+            );
+            // A new leader following a bulk job takes the job's leases over.
+            assert_eq!(
+                first.adopt_leases(&ids).await.unwrap(),
+                vec!["c2".to_string()]
+            );
+            assert_eq!(
+                second.renew_leases(&ids).await.unwrap(),
+                vec!["c2".to_string()]
+            );
+        })
+        .await;
+}
+
+#[tokio::test]
 async fn on_postgres_only_the_lease_holder_settles_an_edit() {
     let Some(schema) = TestSchema::create().await else {
         return;
