@@ -15,7 +15,7 @@ mod postgres;
 mod rules;
 mod sled;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -24,18 +24,18 @@ fn open() -> (tempfile::TempDir, Store) {
 const TEST_DATABASE_URL: &str = "UNISYNC_TEST_DATABASE_URL";
 
 /// How long a PostgreSQL test store's claims hold: one step of the tests' clocks.
-const TEST_LEASE_MS: u64 = 1_000;
+pub(crate) const TEST_LEASE_MS: u64 = 1_000;
 
 #[derive(Clone)]
 /// A schema of its own in the test database, dropped after the test ([`TestSchema::run`]).
-struct TestSchema {
+pub(crate) struct TestSchema {
     url: String,
     name: String,
 }
 
 impl TestSchema {
     /// `None` (the test is skipped) when `UNISYNC_TEST_DATABASE_URL` is not set.
-    async fn create() -> Option<TestSchema> {
+    pub(crate) async fn create() -> Option<TestSchema> {
         let Ok(url) = std::env::var(TEST_DATABASE_URL) else {
             eprintln!("{TEST_DATABASE_URL} is not set: skipping the PostgreSQL run");
             return None;
@@ -56,7 +56,7 @@ impl TestSchema {
     }
 
     /// A store on this schema, as a node of its own (a new node id each time).
-    async fn store(&self) -> Store {
+    pub(crate) async fn store(&self) -> Store {
         static NODE: AtomicU64 = AtomicU64::new(0);
         Store::open_postgres(&PgSettings {
             url: unisync_core::Secret::new(self.url.clone()),
@@ -72,7 +72,7 @@ impl TestSchema {
     /// Runs `test` on a store of this schema, then drops the schema, whatever the test did.
     /// The test runs as a task, so that a panic in it drops its store (and ends its
     /// transactions) before the schema is dropped.
-    async fn run<F>(self, test: impl FnOnce(Store) -> F)
+    pub(crate) async fn run<F>(self, test: impl FnOnce(Store) -> F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
