@@ -125,6 +125,10 @@ async fn config_check_validates_the_postgres_store_and_never_prints_its_password
             "{out}"
         );
         assert!(out.contains("no store yet"), "{out}");
+        assert!(
+            !out.contains("admin.token"),
+            "no admin token file is written for a PostgreSQL store: {out}"
+        );
         for text in [&out, &err] {
             assert!(
                 !text.contains(PASSWORD),

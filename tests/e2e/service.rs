@@ -44,8 +44,9 @@ async fn systemd_hears_ready_watchdog_pings_and_stopping() {
     wait_for_notification(&socket, "STOPPING=1");
 }
 
-/// The store holds every contact's values and rotated OAuth tokens, and `daemon.addr` tells
-/// the CLI where the admin routes listen: neither is for other local users.
+/// The store holds every contact's values and rotated OAuth tokens, `daemon.addr` tells the
+/// CLI where the admin routes listen and `admin.token` (made for the run when the config
+/// names no admin token) opens them: none is for other local users.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_and_the_daemons_address_are_private_to_its_user() {
     use std::os::unix::fs::PermissionsExt;
@@ -61,11 +62,28 @@ async fn the_store_and_the_daemons_address_are_private_to_its_user() {
     };
     assert_eq!(mode(&store), 0o700, "store directory");
     assert_eq!(mode(&store.join("daemon.addr")), 0o600, "daemon.addr");
+    assert_eq!(mode(&store.join("admin.token")), 0o600, "admin.token");
     assert!(
         !store.join("daemon.partial").exists(),
         "the address is written through a temporary file that is renamed into place"
     );
+    // The run's admin token opens the admin routes (the CLI's way in), and the API token not.
+    let admin_token = std::fs::read_to_string(store.join("admin.token")).unwrap();
+    let status = |token: &str| {
+        daemon.send(
+            daemon
+                .client
+                .get(daemon.url("/api/v1/admin/status"))
+                .bearer_auth(token),
+        )
+    };
+    assert_eq!(status(admin_token.trim()).await.status, 200);
+    assert_eq!(status(crate::harness::TOKEN).await.status, 403);
     daemon.stop();
+    assert!(
+        !store.join("admin.token").exists(),
+        "the run's admin token goes with the run"
+    );
 }
 
 /// What the example unit's sandbox takes away, applied without systemd (the test machines do

@@ -1,4 +1,4 @@
-//! Operator routes of the running daemon (bearer auth), so that CLI commands work while the
+//! Operator routes of the running daemon (admin tokens only), so that CLI commands work while the
 //! daemon holds the store's lock.
 
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use crate::api::{ApiError, AppState};
+use crate::api::{ApiError, AppState, Scope, require_bearer};
 use crate::connections::Connections;
 use crate::ops;
 use crate::store::{ReplayAttempt, StoreError};
@@ -35,8 +35,8 @@ pub fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
             post(pull_contacts),
         )
         .route_layer(middleware::from_fn_with_state(
-            state,
-            crate::api::require_bearer,
+            (state, Scope::Admin),
+            require_bearer,
         ))
 }
 

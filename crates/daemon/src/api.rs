@@ -24,7 +24,42 @@ use crate::timefmt::rfc3339;
 pub struct AppState {
     pub store: Store,
     pub connections: Arc<Connections>,
-    pub tokens: Vec<Secret>,
+    pub tokens: Tokens,
+}
+
+/// The bearer tokens the daemon accepts, by scope: API tokens reach the contact routes only,
+/// admin tokens the admin routes only (a client that may PUT contacts cannot import a
+/// contact with any source id and so write any CRM record; an operator's token does not
+/// edit contacts).
+pub struct Tokens {
+    pub api: Vec<Secret>,
+    pub admin: Vec<Secret>,
+}
+
+/// Which routes a token opens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// `/api/v1/unified/...`
+    Api,
+    /// `/api/v1/admin/...`
+    Admin,
+}
+
+impl Tokens {
+    fn of(&self, scope: Scope) -> &[Secret] {
+        match scope {
+            Scope::Api => &self.api,
+            Scope::Admin => &self.admin,
+        }
+    }
+}
+
+/// Whether `presented` is one of `tokens`: compared with every token without stopping
+/// early, each in constant time.
+fn is_one_of(tokens: &[Secret], presented: &str) -> bool {
+    tokens.iter().fold(false, |found, token| {
+        found | bool::from(token.expose().as_bytes().ct_eq(presented.as_bytes()))
+    })
 }
 
 /// The API's routes. `max_body_bytes` bounds every request body.
@@ -36,12 +71,13 @@ pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         )
         .route("/api/v1/unified/contact/{id}/sync", get(get_sync))
         .route_layer(middleware::from_fn_with_state(
-            state.clone(),
+            (state.clone(), Scope::Api),
             require_bearer,
         ));
     Router::new()
         .merge(authenticated)
         .merge(crate::admin::routes(state.clone()))
+        .merge(crate::ui::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
@@ -117,11 +153,14 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Lets the request through when it bears a token of `scope`: 401 `unauthorized` without a
+/// known token, 403 `forbidden` with a token of the other scope.
 pub async fn require_bearer(
-    State(state): State<Arc<AppState>>,
+    State((state, scope)): State<(Arc<AppState>, Scope)>,
     request: Request,
     next: Next,
 ) -> Response {
+    let tokens = &state.tokens;
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -136,19 +175,28 @@ pub async fn require_bearer(
         )
         .into_response();
     };
-    // Compare against every token without stopping early, in constant time per token.
-    let accepted = state.tokens.iter().fold(false, |found, token| {
-        found | bool::from(token.expose().as_bytes().ct_eq(presented.as_bytes()))
-    });
-    if !accepted {
-        return ApiError::new(
+    let in_scope = is_one_of(tokens.of(scope), presented);
+    let other_scope = match scope {
+        Scope::Api => Scope::Admin,
+        Scope::Admin => Scope::Api,
+    };
+    let of_other_scope = is_one_of(tokens.of(other_scope), presented);
+    if in_scope {
+        next.run(request).await
+    } else if of_other_scope {
+        let message = match scope {
+            Scope::Api => "an admin token cannot reach the contact routes: use an API token",
+            Scope::Admin => "an API token cannot reach the admin routes: use an admin token",
+        };
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message).into_response()
+    } else {
+        ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "invalid bearer token",
         )
-        .into_response();
+        .into_response()
     }
-    next.run(request).await
 }
 
 async fn get_contact(
@@ -400,11 +448,10 @@ mod tests {
         assert_eq!(fields["email"], json!({"base": null}));
     }
 
-    /// The API over loopback, on a store whose next flush fails as a full disk would.
-    #[tokio::test]
-    async fn a_failed_flush_answers_503_refuses_later_writes_and_makes_the_daemon_unready() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db"), 8).unwrap();
+    /// Serves the API on `store` over loopback, with one connection `crm` (a HubSpot one no
+    /// request reaches), API token `api-token` and admin token `admin-token`; answers its
+    /// base URL.
+    async fn serve_on_loopback(store: &Store) -> String {
         let config = Config::parse(
             "[connections.crm]\nsystem = \"hubspot\"\nbase_url = \"http://127.0.0.1:9\"\n",
         )
@@ -412,15 +459,14 @@ mod tests {
         let mut settings = config.connections().unwrap();
         let provider = std::mem::take(&mut settings[0].provider);
         settings[0].provider = provider.with_inline_secrets([("access_token", "crm-token")]);
-        let connections = Arc::new(Connections::build(settings, &store).unwrap());
-        store
-            .upsert_contact("crm", UnifiedContact::new("c1", "hubspot", "1"))
-            .await
-            .unwrap();
+        let connections = Arc::new(Connections::build(settings, store).unwrap());
         let state = Arc::new(AppState {
             store: store.clone(),
             connections,
-            tokens: vec![Secret::new("api-token")],
+            tokens: Tokens {
+                api: vec![Secret::new("api-token")],
+                admin: vec![Secret::new("admin-token")],
+            },
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -430,6 +476,100 @@ mod tests {
             65_536,
             std::future::pending(),
         ));
+        base
+    }
+
+    #[tokio::test]
+    async fn api_tokens_open_only_the_contact_routes_and_admin_tokens_only_the_admin_routes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db"), 8).unwrap();
+        store
+            .upsert_contact("crm", UnifiedContact::new("c1", "hubspot", "1"))
+            .await
+            .unwrap();
+        let base = serve_on_loopback(&store).await;
+        let client = reqwest::Client::new();
+        let ask = |method: reqwest::Method, path: &str, token: Option<&str>| {
+            let mut request = client.request(method, format!("{base}{path}"));
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            if path.ends_with("/contacts") {
+                request = request.body(r#"{"id":"c2","source_system":"hubspot","source_id":"2"}"#);
+            } else if path.contains("/unified/") {
+                request = request.json(&json!({"email": "ann@example.com", "first_name": "Ann"}));
+            }
+            async move {
+                let response = request.send().await.unwrap();
+                let status = response.status().as_u16();
+                let body: Value = response.json().await.unwrap_or(Value::Null);
+                (
+                    status,
+                    body["error"]["code"].as_str().unwrap_or("").to_string(),
+                )
+            }
+        };
+        let contact = "/api/v1/unified/contact/c1";
+        let sync = "/api/v1/unified/contact/c1/sync";
+        let import = "/api/v1/admin/contacts";
+        let status = "/api/v1/admin/status";
+        use reqwest::Method;
+        for (method, path, token, expected) in [
+            (Method::PUT, contact, Some("api-token"), (200, "")),
+            (Method::GET, sync, Some("api-token"), (200, "")),
+            (
+                Method::PUT,
+                contact,
+                Some("admin-token"),
+                (403, "forbidden"),
+            ),
+            (
+                Method::GET,
+                contact,
+                Some("admin-token"),
+                (403, "forbidden"),
+            ),
+            (Method::POST, import, Some("api-token"), (403, "forbidden")),
+            (Method::GET, status, Some("api-token"), (403, "forbidden")),
+            (Method::GET, status, Some("admin-token"), (200, "")),
+            (Method::POST, import, Some("admin-token"), (200, "")),
+            (Method::GET, status, None, (401, "unauthorized")),
+            (
+                Method::GET,
+                status,
+                Some("admin-token-"),
+                (401, "unauthorized"),
+            ),
+            (
+                Method::PUT,
+                contact,
+                Some("api-toke"),
+                (401, "unauthorized"),
+            ),
+        ] {
+            let (got_status, got_code) = ask(method.clone(), path, token).await;
+            assert_eq!(
+                (got_status, got_code.as_str()),
+                expected,
+                "{method} {path} with {token:?}"
+            );
+        }
+        assert!(
+            store.contact("c2").await.unwrap().is_some(),
+            "the admin token's import"
+        );
+    }
+
+    /// The API over loopback, on a store whose next flush fails as a full disk would.
+    #[tokio::test]
+    async fn a_failed_flush_answers_503_refuses_later_writes_and_makes_the_daemon_unready() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db"), 8).unwrap();
+        store
+            .upsert_contact("crm", UnifiedContact::new("c1", "hubspot", "1"))
+            .await
+            .unwrap();
+        let base = serve_on_loopback(&store).await;
         let client = reqwest::Client::new();
         let put = || async {
             let response = client

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use serde_json::Value;
+use unisync_core::Secret;
 
 use crate::backfill::{self, BackfillOptions};
 use crate::config::{Config, StorageEngine};
@@ -311,10 +312,7 @@ async fn ask_daemon(
     path: &str,
     body: Option<Vec<u8>>,
 ) -> Result<Value, Failure> {
-    let token = config
-        .api_tokens()
-        .map_err(|e| Failure::usage(format!("the daemon holds the store; to ask it: {e}")))?
-        .remove(0);
+    let token = admin_token(config)?;
     let addr = std::fs::read_to_string(serve::daemon_addr_file(&config.storage.path))
         .map(|text| text.trim().to_string())
         .unwrap_or_else(|_| config.server.listen.to_string());
@@ -344,6 +342,27 @@ async fn ask_daemon(
             .to_string();
         Err(Failure::runtime(format!("{status}: {message}")))
     }
+}
+
+/// The token the CLI shows the daemon's admin routes: the first configured admin token, else
+/// the one the daemon made for this run (`<storage.path>/admin.token`, readable by the
+/// daemon's user only).
+fn admin_token(config: &Config) -> Result<Secret, Failure> {
+    let configured = config
+        .admin_tokens()
+        .map_err(|e| Failure::usage(format!("the daemon holds the store; to ask it: {e}")))?;
+    if let Some(token) = configured.into_iter().next() {
+        return Ok(token);
+    }
+    let file = serve::admin_token_file(&config.storage.path);
+    std::fs::read_to_string(&file)
+        .map(|text| Secret::new(text.trim()))
+        .map_err(|e| {
+            Failure::runtime(format!(
+                "the daemon holds the store; to ask it, set server.admin_tokens_env or admin_tokens_file, or run as the daemon's user (cannot read {}: {e})",
+                file.display()
+            ))
+        })
 }
 
 fn read_input(file: &str) -> Result<Vec<u8>, Failure> {
@@ -570,6 +589,19 @@ async fn config_check(config: &Config) -> Result<u8, Failure> {
         config.server.listen,
         tokens.len()
     );
+    let admin_tokens = config
+        .admin_tokens()
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    match (admin_tokens.len(), config.storage.engine) {
+        (0, StorageEngine::Sled) => {
+            println!("admin_tokens = none: one made per run, in <storage.path>/admin.token")
+        }
+        // The CLI works on the database itself: no daemon's admin token is written anywhere.
+        (0, StorageEngine::Postgres) => println!(
+            "admin_tokens = none: one made per run, kept by the daemon (the CLI works on the database)"
+        ),
+        (count, _) => println!("admin_tokens = {count} token(s), redacted"),
+    }
     println!("max_body_bytes = {}", config.server.max_body_bytes);
     let storage = &config.storage;
     let database = config

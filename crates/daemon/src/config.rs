@@ -47,6 +47,11 @@ pub struct ServerConfig {
     pub api_tokens_env: Option<String>,
     /// A file holding one bearer token per line.
     pub api_tokens_file: Option<PathBuf>,
+    /// An environment variable holding comma-separated bearer tokens for the admin routes
+    /// (`/api/v1/admin/...`), which API tokens cannot reach.
+    pub admin_tokens_env: Option<String>,
+    /// A file holding one admin bearer token per line.
+    pub admin_tokens_file: Option<PathBuf>,
     /// The largest request body accepted, in bytes.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
@@ -177,6 +182,8 @@ impl Default for ServerConfig {
             listen: default_listen(),
             api_tokens_env: None,
             api_tokens_file: None,
+            admin_tokens_env: None,
+            admin_tokens_file: None,
             max_body_bytes: default_max_body_bytes(),
         }
     }
@@ -459,35 +466,12 @@ impl Config {
 
     /// The bearer tokens the API accepts, from `api_tokens_env` and `api_tokens_file`.
     pub fn api_tokens(&self) -> Result<Vec<Secret>, ConfigLoadError> {
-        let mut tokens = Vec::new();
-        if let Some(variable) = &self.server.api_tokens_env {
-            let value = std::env::var(variable).map_err(|_| {
-                ConfigLoadError::Invalid(format!(
-                    "server.api_tokens_env: environment variable {variable} is not set"
-                ))
-            })?;
-            tokens.extend(
-                value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|t| !t.is_empty())
-                    .map(Secret::new),
-            );
-        }
-        if let Some(path) = &self.server.api_tokens_file {
-            let text = std::fs::read_to_string(path).map_err(|err| {
-                ConfigLoadError::Invalid(format!(
-                    "server.api_tokens_file: cannot read {}: {err}",
-                    path.display()
-                ))
-            })?;
-            tokens.extend(
-                text.lines()
-                    .map(str::trim)
-                    .filter(|t| !t.is_empty())
-                    .map(Secret::new),
-            );
-        }
+        let server = &self.server;
+        let tokens = read_tokens(
+            "api_tokens",
+            server.api_tokens_env.as_deref(),
+            server.api_tokens_file.as_deref(),
+        )?;
         if tokens.is_empty() {
             return Err(ConfigLoadError::Invalid(
                 "server: no API tokens (set api_tokens_env or api_tokens_file to a non-empty source)"
@@ -496,6 +480,63 @@ impl Config {
         }
         Ok(tokens)
     }
+
+    /// The bearer tokens the admin routes accept, from `admin_tokens_env` and
+    /// `admin_tokens_file`; empty when neither is set (the daemon then makes one per run for
+    /// the local CLI).
+    pub fn admin_tokens(&self) -> Result<Vec<Secret>, ConfigLoadError> {
+        let server = &self.server;
+        let configured = server.admin_tokens_env.is_some() || server.admin_tokens_file.is_some();
+        let tokens = read_tokens(
+            "admin_tokens",
+            server.admin_tokens_env.as_deref(),
+            server.admin_tokens_file.as_deref(),
+        )?;
+        if configured && tokens.is_empty() {
+            return Err(ConfigLoadError::Invalid(
+                "server: admin_tokens_env / admin_tokens_file name an empty source".into(),
+            ));
+        }
+        Ok(tokens)
+    }
+}
+
+/// Bearer tokens from `server.KEY_env` (comma-separated) and `server.KEY_file` (one a line).
+fn read_tokens(
+    key: &str,
+    variable: Option<&str>,
+    path: Option<&Path>,
+) -> Result<Vec<Secret>, ConfigLoadError> {
+    let mut tokens = Vec::new();
+    if let Some(variable) = variable {
+        let value = std::env::var(variable).map_err(|_| {
+            ConfigLoadError::Invalid(format!(
+                "server.{key}_env: environment variable {variable} is not set"
+            ))
+        })?;
+        tokens.extend(
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(Secret::new),
+        );
+    }
+    if let Some(path) = path {
+        let text = std::fs::read_to_string(path).map_err(|err| {
+            ConfigLoadError::Invalid(format!(
+                "server.{key}_file: cannot read {}: {err}",
+                path.display()
+            ))
+        })?;
+        tokens.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(Secret::new),
+        );
+    }
+    Ok(tokens)
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ mod serve;
 mod store;
 mod timefmt;
 mod traffic;
+mod ui;
 
 fn main() -> std::process::ExitCode {
     cli::main()

@@ -9,6 +9,7 @@ use crate::connections::Connections;
 use crate::dispatcher::Dispatchers;
 use crate::pull::pull_contacts;
 use crate::store::{Store, StoreError, now_ms};
+use unisync_core::Secret;
 
 /// Contacts each built-in sandbox CRM starts with in `serve --sandbox`.
 const SANDBOX_DEMO_RECORDS: usize = 25;
@@ -35,7 +36,12 @@ impl From<String> for ServeError {
 
 /// Runs the daemon until SIGTERM or SIGINT, or until its store fails.
 pub async fn serve(config: Config, sandbox: bool) -> Result<(), ServeError> {
-    let tokens = config.api_tokens().map_err(|e| e.to_string())?;
+    let api_tokens = config.api_tokens().map_err(|e| e.to_string())?;
+    let mut admin_tokens = config.admin_tokens().map_err(|e| e.to_string())?;
+    // Without admin tokens in the config, the admin routes take one made for this run, which
+    // only the daemon's user can read (beside `daemon.addr`, for the local CLI).
+    let run_admin_token = admin_tokens.is_empty().then(generate_token);
+    admin_tokens.extend(run_admin_token.clone());
     let mut settings = config.connections().map_err(|e| e.to_string())?;
     let mut sandboxes = Vec::new();
     if sandbox {
@@ -82,13 +88,24 @@ pub async fn serve(config: Config, sandbox: bool) -> Result<(), ServeError> {
     let state = Arc::new(AppState {
         store: store.clone(),
         connections: connections.clone(),
-        tokens,
+        tokens: api::Tokens {
+            api: api_tokens,
+            admin: admin_tokens,
+        },
     });
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     // Only a daemon holding a sled store answers for it; on PostgreSQL the CLI opens the
     // database itself.
     let addr_file = (config.storage.engine == StorageEngine::Sled)
         .then(|| daemon_addr_file(&config.storage.path));
+    let token_file = addr_file
+        .as_ref()
+        .and(run_admin_token.as_ref())
+        .map(|token| (admin_token_file(&config.storage.path), token));
+    if let Some((token_file, token)) = &token_file {
+        write_private_file(token_file, token.expose().as_bytes())
+            .map_err(|e| format!("writing {}: {e}", token_file.display()))?;
+    }
     if let Some(addr_file) = &addr_file {
         write_private_file(addr_file, addr.to_string().as_bytes())
             .map_err(|e| format!("writing {}: {e}", addr_file.display()))?;
@@ -116,6 +133,9 @@ pub async fn serve(config: Config, sandbox: bool) -> Result<(), ServeError> {
     let flushed = store.flush().await;
     if let Some(addr_file) = &addr_file {
         let _ = std::fs::remove_file(addr_file);
+    }
+    if let Some((token_file, _)) = &token_file {
+        let _ = std::fs::remove_file(token_file);
     }
     drop(sandboxes);
     if let Some(failure) = store.failure() {
@@ -162,8 +182,6 @@ pub async fn recover_in_flight(
     Ok(())
 }
 
-/// Where a running daemon writes the address it listens on, beside its store, so that CLI
-/// commands find it even when `server.listen` names port 0.
 /// Writes `contents` to `path` readable by the owner only, atomically: a reader (the CLI
 /// looking for a running daemon) sees the old file or the whole new one, never a half.
 fn write_private_file(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
@@ -181,8 +199,23 @@ fn write_private_file(path: &std::path::Path, contents: &[u8]) -> std::io::Resul
     std::fs::rename(&partial, path)
 }
 
+/// Where a running daemon writes the address it listens on, beside its store, so that CLI
+/// commands find it even when `server.listen` names port 0.
 pub fn daemon_addr_file(storage_path: &std::path::Path) -> std::path::PathBuf {
     storage_path.join("daemon.addr")
+}
+
+/// Where a running daemon without configured admin tokens writes the one it made for this
+/// run (mode 0600), beside its store, for the CLI run by the same user.
+pub fn admin_token_file(storage_path: &std::path::Path) -> std::path::PathBuf {
+    storage_path.join("admin.token")
+}
+
+/// A fresh bearer token: 32 random bytes, as hex, from the thread's cryptographically secure
+/// generator (seeded by the operating system).
+fn generate_token() -> Secret {
+    let bytes: [u8; 32] = rand::random();
+    Secret::new(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
 
 /// Serves the API on `listener` until `shutdown` completes.
