@@ -300,3 +300,38 @@ async fn a_backfill_killed_midway_and_run_again_resends_at_most_what_was_in_flig
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_backfill_runs_beside_serving_daemons_which_push_its_edits() {
+    crate::harness::on_postgres(async {
+        const COUNT: usize = 300;
+        let crm = <SalesforceSandbox as Crm>::start().await;
+        let (setup, source_ids) = registered_records(&crm, COUNT);
+        let daemons = [setup.serve(), setup.serve()];
+        crate::harness::wait_for("a daemon to lead the connection", || async {
+            let status = setup.run_json(&["status"]);
+            status["leaders"]["salesforce"]["node"]
+                .is_string()
+                .then_some(())
+        })
+        .await;
+        let (code, report, output) = backfill(&setup, &edits_file(COUNT), &[]);
+        assert_eq!(code, 0, "{output}");
+        assert_eq!(report["landed"], COUNT as u64, "{report}");
+        assert_eq!(
+            report["push_calls"], 0,
+            "the leading daemon pushed: {report}"
+        );
+        assert_eq!(crm.writes().written, COUNT as u64, "each edit written once");
+        assert_eq!(crm.writes().overlapping, 0);
+        for n in [0, COUNT - 1] {
+            assert_eq!(
+                crm.value(&source_ids[n], "first_name"),
+                Some(format!("Edited {n}"))
+            );
+            let contact = daemons[n % 2].contact(&format!("contact_{n}")).await;
+            assert_eq!(contact["first_name"], format!("Edited {n}"));
+        }
+    })
+    .await;
+}

@@ -97,3 +97,77 @@ fn a_store_another_daemon_holds_and_a_port_in_use_are_runtime_failures() {
     assert_eq!(code, 1, "the port is in use: {err}");
     assert!(err.contains("server.listen"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_check_validates_the_postgres_store_and_never_prints_its_password() {
+    crate::harness::on_postgres(async {
+        const PASSWORD: &str = "pg-very-secret-pw";
+        let mut setup = Setup::new(
+            &hubspot_connection("timeout_secs = 3\n"),
+            &[("CHECK_HUBSPOT_TOKEN", SECRET)],
+        );
+        // The local test database trusts its clients: a password in the URL is accepted
+        // and ignored, so the check reaches the database with it.
+        for (key, url) in &mut setup.envs {
+            if key == "E2E_DATABASE_URL" {
+                *url = url.replacen("://postgres@", &format!("://postgres:{PASSWORD}@"), 1);
+                assert!(
+                    url.contains(PASSWORD),
+                    "the test database URL names user postgres"
+                );
+            }
+        }
+        let (code, out, err) = setup.run(&["config", "check"], None);
+        assert_eq!(code, 0, "{out} {err}");
+        assert!(out.contains("engine = \"postgres\""), "{out}");
+        assert!(
+            out.contains("url = \"postgres://postgres:[redacted]@"),
+            "{out}"
+        );
+        assert!(out.contains("no store yet"), "{out}");
+        assert!(
+            !out.contains("admin.token"),
+            "no admin token file is written for a PostgreSQL store: {out}"
+        );
+        for text in [&out, &err] {
+            assert!(
+                !text.contains(PASSWORD),
+                "the database password was printed: {text}"
+            );
+        }
+
+        // A lease the connection's pushes could not renew in time (its settle time is 6 s).
+        let config = std::fs::read_to_string(&setup.config).unwrap();
+        std::fs::write(
+            &setup.config,
+            config.replace("lease_secs = 12", "lease_secs = 5"),
+        )
+        .unwrap();
+        let (code, out, err) = setup.run(&["config", "check"], None);
+        assert_eq!(code, 2, "{out} {err}");
+        assert!(err.contains("storage.lease_secs"), "{err}");
+        assert!(!err.contains(PASSWORD) && !out.contains(PASSWORD));
+
+        // An unreachable database is named without its password.
+        for (key, url) in &mut setup.envs {
+            if key == "E2E_DATABASE_URL" {
+                *url = format!("postgres://postgres:{PASSWORD}@127.0.0.1:1/test");
+            }
+        }
+        std::fs::write(
+            &setup.config,
+            std::fs::read_to_string(&setup.config)
+                .unwrap()
+                .replace("lease_secs = 5", "lease_secs = 12"),
+        )
+        .unwrap();
+        let (code, out, err) = setup.run(&["config", "check"], None);
+        assert_eq!(code, 1, "{out} {err}");
+        assert!(err.contains("storage"), "{err}");
+        assert!(
+            !err.contains(PASSWORD) && !out.contains(PASSWORD),
+            "{out} {err}"
+        );
+    })
+    .await;
+}

@@ -15,6 +15,8 @@ use unisync_sandbox::SandboxCrm;
 pub struct WriteCounts {
     pub written: u64,
     pub overlapping: u64,
+    /// The records of `overlapping`, with their count.
+    pub overlapping_by_record: BTreeMap<String, u64>,
 }
 
 /// A sandbox CRM as the end-to-end scenarios drive it.
@@ -177,6 +179,7 @@ impl Crm for HubspotSandbox {
         WriteCounts {
             written: stats.contacts_written,
             overlapping: stats.overlapping_writes,
+            overlapping_by_record: self.overlapping_writes_by_record(),
         }
     }
 
@@ -258,6 +261,7 @@ impl Crm for SalesforceSandbox {
         WriteCounts {
             written: stats.records_written,
             overlapping: stats.overlapping_writes,
+            overlapping_by_record: self.overlapping_writes_by_record(),
         }
     }
 

@@ -10,19 +10,131 @@ use serde_json::Value;
 pub const TOKEN: &str = "e2e-token";
 const BINARY: &str = env!("CARGO_BIN_EXE_unisync");
 
-/// A scratch folder with a config file for one daemon.
+/// The variable naming the database the PostgreSQL runs of the scenarios use.
+pub const TEST_DATABASE_URL: &str = "UNISYNC_TEST_DATABASE_URL";
+
+tokio::task_local! {
+    /// The test database's URL while a scenario runs on PostgreSQL ([`on_postgres`]).
+    static DATABASE: String;
+}
+
+/// Runs `scenario` with every [`Setup::new`] it makes on a PostgreSQL store of its own (a
+/// schema of the test database, dropped with the setup); skipped, saying so, when
+/// `UNISYNC_TEST_DATABASE_URL` is not set.
+pub async fn on_postgres(scenario: impl std::future::Future<Output = ()>) {
+    let Ok(url) = std::env::var(TEST_DATABASE_URL) else {
+        eprintln!("{TEST_DATABASE_URL} is not set: skipping the PostgreSQL run");
+        return;
+    };
+    DATABASE.scope(url, scenario).await;
+}
+
+/// A schema of its own in the test database, so that tests run in parallel; dropped (with
+/// everything in it) when the test's setup goes.
+pub struct TestSchema {
+    url: String,
+    pub name: String,
+}
+
+impl TestSchema {
+    fn create(url: &str) -> TestSchema {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let name = format!(
+            "unisync_e2e_{}_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        run_sql(url, &format!("CREATE SCHEMA {name}"));
+        TestSchema {
+            url: url.to_string(),
+            name,
+        }
+    }
+
+    /// The database URL with the schema as its search path: what the daemons connect with.
+    pub fn url(&self) -> String {
+        let separator = if self.url.contains('?') { '&' } else { '?' };
+        format!(
+            "{}{separator}options=-c%20search_path%3D{}",
+            self.url, self.name
+        )
+    }
+}
+
+impl Drop for TestSchema {
+    fn drop(&mut self) {
+        run_sql(
+            &self.url,
+            &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name),
+        );
+    }
+}
+
+/// Runs `sql` on its own thread and runtime (callable from sync code and from inside the
+/// test's runtime alike); answers the rows' first columns as text.
+fn run_sql(url: &str, sql: &str) -> Vec<String> {
+    let (url, sql) = (url.to_string(), sql.to_string());
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap_or_else(|error| panic!("{TEST_DATABASE_URL}: cannot connect: {error}"));
+            tokio::spawn(connection);
+            client
+                .simple_query(&sql)
+                .await
+                .unwrap_or_else(|error| panic!("{sql}: {error}"))
+                .into_iter()
+                .filter_map(|message| match message {
+                    tokio_postgres::SimpleQueryMessage::Row(row) => {
+                        Some(row.get(0).unwrap_or_default().to_string())
+                    }
+                    _ => None,
+                })
+                .collect()
+        })
+    })
+    .join()
+    .expect("the SQL thread panicked")
+}
+
+/// A scratch folder with a config file for one daemon (or several, on PostgreSQL).
 pub struct Setup {
-    /// Holds the scratch folder (config, store) until the test ends.
-    scratch: tempfile::TempDir,
     pub config: PathBuf,
     pub envs: Vec<(String, String)>,
+    /// The PostgreSQL schema of a scenario run [`on_postgres`]; dropped after the daemons
+    /// (declared before the scratch folder, so it goes first).
+    pub schema: Option<TestSchema>,
+    /// Holds the scratch folder (config, store) until the test ends.
+    scratch: tempfile::TempDir,
 }
 
 impl Setup {
     /// A config with `connections` (TOML text of `[connections.*]` tables) and fast retries;
-    /// `envs` are the environment variables the connections read their secrets from.
+    /// `envs` are the environment variables the connections read their secrets from. Inside
+    /// [`on_postgres`] the store is a PostgreSQL schema of its own, with a lease long enough
+    /// for the test connections' settle time (twice their 3 s timeout) to be renewed within.
     pub fn new(connections: &str, envs: &[(&str, &str)]) -> Setup {
-        Setup::with_config(envs, |data| {
+        let schema = DATABASE.try_with(|url| TestSchema::create(url)).ok();
+        let storage = match &schema {
+            None => String::new(),
+            Some(_) => "engine = \"postgres\"\nurl_env = \"E2E_DATABASE_URL\"\nlease_secs = 12\n"
+                .to_string(),
+        };
+        let database_url = schema.as_ref().map(TestSchema::url);
+        let mut all_envs: Vec<(&str, &str)> = envs.to_vec();
+        if let Some(url) = &database_url {
+            all_envs.push(("E2E_DATABASE_URL", url));
+        }
+        let mut setup = Setup::with_config(&all_envs, |data| {
             format!(
                 r#"
 [server]
@@ -32,7 +144,7 @@ max_body_bytes = 4096
 
 [storage]
 path = "{data}"
-
+{storage}
 [dispatch]
 max_attempts = 8
 retry_initial_ms = 50
@@ -43,7 +155,9 @@ recovery_grace_ms = 500
 "#,
                 data = data.display()
             )
-        })
+        });
+        setup.schema = schema;
+        setup
     }
 
     /// A config made by `config_text` from the store's folder; `envs` as for [`Setup::new`]
@@ -58,9 +172,10 @@ recovery_grace_ms = 500
         let mut all_envs = vec![("E2E_API_TOKENS".to_string(), TOKEN.to_string())];
         all_envs.extend(envs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         Setup {
-            scratch: dir,
             config,
             envs: all_envs,
+            schema: None,
+            scratch: dir,
         }
     }
 
@@ -264,6 +379,11 @@ impl Daemon {
             (sync["open_dead_letters"] == 1).then_some(sync)
         })
         .await
+    }
+
+    /// The daemon's process id (part of its node id on a shared store).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Kills the daemon with SIGKILL: no shutdown code runs.

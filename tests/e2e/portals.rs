@@ -10,7 +10,7 @@ use unisync_sandbox::SandboxCrm;
 use crate::harness::Setup;
 
 /// The `[connections.NAME]` table pointing at `crm`, and its secrets' variables.
-fn connection(name: &str, crm: &HubspotSandbox) -> (String, Vec<(String, String)>) {
+pub fn connection(name: &str, crm: &HubspotSandbox) -> (String, Vec<(String, String)>) {
     let mut table = format!("[connections.{name}]\nsystem = \"hubspot\"\n");
     for (key, value) in crm.connection_settings() {
         table.push_str(&format!("{key} = {value}\n"));

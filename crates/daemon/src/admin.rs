@@ -72,7 +72,7 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiEr
         .connections
         .iter()
         .filter_map(|c| {
-            c.adapter.api_usage().map(|u| {
+            c.adapter().api_usage().map(|u| {
                 (
                     c.name().to_string(),
                     json!({"used": u.used, "limit": u.limit}),

@@ -105,7 +105,7 @@ pub async fn backfill(
     store.flush().await.map_err(|e| e.to_string())?;
     report.accept_ms = started.elapsed().as_millis() as u64;
     let pushing = Instant::now();
-    let dispatchers = Dispatchers::start(&store, &connections);
+    let dispatchers = Dispatchers::start(&store, &connections, false);
     let parked = wait_until_settled(&store, &connections, touched.clone()).await?;
     dispatchers.stop().await;
     report.push_ms = pushing.elapsed().as_millis() as u64;

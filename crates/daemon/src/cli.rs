@@ -13,7 +13,7 @@ use unisync_core::Secret;
 
 use crate::backfill::{self, BackfillOptions};
 use crate::config::{Config, StorageEngine};
-use crate::connections::{Connections, build_adapter, settle_time};
+use crate::connections::{Connections, build_adapter, check_lease, settle_time};
 use crate::store::{ReplayAttempt, Store, StoreError};
 use crate::{ops, providers, pull, serve};
 
@@ -297,7 +297,15 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 .collect();
             with_store(
                 &config,
-                async |store| ops::status(store, &names, &store.in_flight_counts().await?).await,
+                async |store| {
+                    let in_flight = store.in_flight_counts().await?;
+                    let mut status = ops::status(store, &names, &in_flight).await?;
+                    // On a shared store, the daemons' leaders report what only they know.
+                    if store.lease_ms().is_some() {
+                        crate::dispatcher::leadership::add_reports(store, &mut status).await?;
+                    }
+                    Ok::<_, StoreError>(status)
+                },
                 ("GET", "status"),
             )
             .await
@@ -640,28 +648,58 @@ async fn config_check(config: &Config) -> Result<u8, Failure> {
     let admin_tokens = config
         .admin_tokens()
         .map_err(|e| Failure::usage(e.to_string()))?;
-    match admin_tokens.len() {
-        0 => println!("admin_tokens = none: one made per run, in <storage.path>/admin.token"),
-        count => println!("admin_tokens = {count} token(s), redacted"),
+    match (admin_tokens.len(), config.storage.engine) {
+        (0, StorageEngine::Sled) => {
+            println!("admin_tokens = none: one made per run, in <storage.path>/admin.token")
+        }
+        // The CLI works on the database itself: no daemon's admin token is written anywhere.
+        (0, StorageEngine::Postgres) => println!(
+            "admin_tokens = none: one made per run, kept by the daemon (the CLI works on the database)"
+        ),
+        (count, _) => println!("admin_tokens = {count} token(s), redacted"),
     }
     println!("max_body_bytes = {}", config.server.max_body_bytes);
     let storage = &config.storage;
-    match config
+    let database = config
         .storage
         .postgres_url()
-        .map_err(|e| Failure::usage(e.to_string()))?
-    {
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    match &database {
         None => println!(
             "\n[storage]\nengine = \"sled\"\npath = \"{}\"\ncache_mib = {}",
             storage.path.display(),
             storage.cache_mib
         ),
-        Some(url) => println!(
-            "\n[storage]\nengine = \"postgres\"\nurl = \"{}\"\npool_size = {}\nlease_secs = {}",
-            crate::config::redacted_url(&url),
-            storage.pool_size,
-            storage.lease_secs
-        ),
+        Some(url) => {
+            let lease = std::time::Duration::from_secs(storage.lease_secs);
+            for (connection, settle) in settings.iter().zip(&settle_times) {
+                check_lease(connection, *settle, lease).map_err(Failure::usage)?;
+            }
+            println!(
+                "\n[storage]\nengine = \"postgres\"\nurl = \"{}\"\npool_size = {}\nlease_secs = {}",
+                crate::config::redacted_url(url),
+                storage.pool_size,
+                storage.lease_secs
+            );
+            // Read without migrating: `config check` changes nothing; the daemon migrates.
+            let (found, latest) = Store::postgres_schema_version(url)
+                .await
+                .map_err(|e| Failure::runtime(format!("storage: {e}")))?;
+            match found {
+                0 => println!(
+                    "# the database answers; no store yet: the first daemon creates it (schema version {latest})"
+                ),
+                found if found < latest => println!(
+                    "# the database answers; schema version {found}, migrated to {latest} when a daemon starts"
+                ),
+                found if found > latest => {
+                    return Err(Failure::usage(format!(
+                        "storage: the database is at schema version {found}, newer than this unisync's ({latest})"
+                    )));
+                }
+                found => println!("# the database answers; schema version {found}"),
+            }
+        }
     }
     for (connection, settle) in settings.iter().zip(settle_times) {
         println!(
@@ -689,8 +727,18 @@ async fn config_check(config: &Config) -> Result<u8, Failure> {
 /// (renamed or removed): those edits are kept but never pushed. Quiet when there is no store
 /// yet or it cannot be read (`config check` checks the config, not the store).
 async fn warn_of_unconfigured_connections(config: &Config) {
-    // Opening a database migrates it: `config check` leaves that to the daemon.
-    if config.storage.engine != StorageEngine::Sled || !config.storage.path.exists() {
+    let has_store = match config.storage.engine {
+        StorageEngine::Sled => config.storage.path.exists(),
+        // Opening a store migrates it: only one at the version this unisync writes is
+        // opened (a migration is left to the daemon).
+        StorageEngine::Postgres => match config.storage.postgres_url() {
+            Ok(Some(url)) => Store::postgres_schema_version(&url)
+                .await
+                .is_ok_and(|(found, latest)| found == latest),
+            _ => false,
+        },
+    };
+    if !has_store {
         return;
     }
     let names: Vec<String> = config.connections.keys().cloned().collect();

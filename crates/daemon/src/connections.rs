@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use unisync_core::{ApiUsage, CredentialStore, SourceAdapter, UnifiedContact};
 
@@ -25,7 +25,7 @@ pub const RESERVE_RECHECK: Duration = Duration::from_secs(15 * 60);
 pub const PRESSURE_LINGER: Duration = Duration::from_secs(2);
 
 /// Why a connection is not pushing right now.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PauseReason {
     /// The CRM's short-window rate limit: resumes by itself.
@@ -50,7 +50,7 @@ impl PauseReason {
 }
 
 /// A pause, with the CRM's own words.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pause {
     pub reason: PauseReason,
     /// When the pause ends; for a pause that lifts by probe, when the next probe goes.
@@ -99,9 +99,16 @@ impl ConnectionMetrics {
 /// One configured connection, ready to push.
 pub struct Connection {
     pub settings: ConnectionSettings,
-    pub adapter: Arc<dyn SourceAdapter>,
+    adapter: RwLock<Arc<dyn SourceAdapter>>,
+    /// Where the adapter keeps the credentials that change at run time (a rotated refresh
+    /// token), when it was built from config: [`Connection::renew_adapter`] builds it again
+    /// from them.
+    credentials: Option<Arc<dyn CredentialStore>>,
     /// Rung when an edit joins the connection's queue.
     pub wake: Notify,
+    /// Rung when the connection's pause begins or ends: a leader on a shared store reports
+    /// it then (see `dispatcher::leadership`).
+    pub pause_changed: Notify,
     pub metrics: ConnectionMetrics,
     pause: Mutex<Option<Pause>>,
     /// The budget reading the reserve last paused the connection on.
@@ -112,8 +119,10 @@ impl Connection {
     pub fn new(settings: ConnectionSettings, adapter: Arc<dyn SourceAdapter>) -> Connection {
         Connection {
             settings,
-            adapter,
+            adapter: RwLock::new(adapter),
+            credentials: None,
             wake: Notify::new(),
+            pause_changed: Notify::new(),
             metrics: ConnectionMetrics::default(),
             pause: Mutex::new(None),
             reserve_paused_on: Mutex::new(None),
@@ -122,6 +131,24 @@ impl Connection {
 
     pub fn name(&self) -> &str {
         &self.settings.name
+    }
+
+    /// The connection's adapter now (see [`Connection::renew_adapter`]).
+    pub fn adapter(&self) -> Arc<dyn SourceAdapter> {
+        self.adapter.read().unwrap().clone()
+    }
+
+    /// Builds the adapter afresh, from config and the credentials kept in the store: a node
+    /// that takes over the connection's leadership pushes with the refresh token its last
+    /// leader rotated (adapters read the stored one when built), and starts its pacing and
+    /// token from the CRM's answers, not from what this process saw when it last led.
+    pub fn renew_adapter(&self) -> Result<(), String> {
+        let Some(credentials) = &self.credentials else {
+            return Ok(());
+        };
+        let adapter = build_adapter(&self.settings, credentials.clone())?;
+        *self.adapter.write().unwrap() = adapter;
+        Ok(())
     }
 
     /// The pause in force now, if any. A pause that lifts by probe stays after its time,
@@ -136,7 +163,7 @@ impl Connection {
     /// How long a contact waits after a push whose outcome is unknown before it is pushed
     /// again: the configured `settle_ms`, else twice the adapter's request timeout.
     pub fn settle_time(&self) -> Duration {
-        settle_time(&self.settings, self.adapter.as_ref())
+        settle_time(&self.settings, self.adapter().as_ref())
     }
 
     /// How long a ready edit may wait for its batch to fill now: the connection's linger,
@@ -145,7 +172,7 @@ impl Connection {
     /// while the CRM's short rate-limit window is more than half full, at least a share of
     /// [`PRESSURE_LINGER`] growing with it, whatever the configured linger.
     pub fn linger(&self) -> Duration {
-        let pressure = ((self.adapter.rate_limit_pressure() - 0.5) * 2.0).clamp(0.0, 1.0);
+        let pressure = ((self.adapter().rate_limit_pressure() - 0.5) * 2.0).clamp(0.0, 1.0);
         self.budget_linger().max(PRESSURE_LINGER.mul_f64(pressure))
     }
 
@@ -155,9 +182,9 @@ impl Connection {
             .dispatch
             .max_linger_ms
             .map(Duration::from_millis)
-            .unwrap_or(self.adapter.capabilities().default_linger);
+            .unwrap_or(self.adapter().capabilities().default_linger);
         let used = self
-            .adapter
+            .adapter()
             .api_usage()
             .map(|usage| usage.used as f64 / usage.limit.max(1) as f64)
             .unwrap_or(0.0);
@@ -170,7 +197,7 @@ impl Connection {
     /// one batch through after the pause, so that a fresh reading comes back (the budget may
     /// have reset, or be rolling). Answers the pause and the reading it stands on.
     pub fn reserve_pause(&self) -> Option<(Duration, ApiUsage)> {
-        let usage = self.adapter.api_usage()?;
+        let usage = self.adapter().api_usage()?;
         let line = usage.limit as f64 * (1.0 - self.settings.dispatch.reserve_share);
         let mut paused_on = self.reserve_paused_on.lock().unwrap();
         if (usage.used as f64) < line || *paused_on == Some(usage) {
@@ -179,7 +206,7 @@ impl Connection {
         }
         *paused_on = Some(usage);
         let wait = self
-            .adapter
+            .adapter()
             .budget_resets_in()
             .unwrap_or(RESERVE_RECHECK)
             .max(Duration::from_secs(1));
@@ -232,13 +259,16 @@ impl Connection {
             .is_some_and(|old| old.until_ms > pause.until_ms && old.until_ms > now);
         if !keep {
             *current = Some(pause);
+            self.pause_changed.notify_one();
         }
         running
     }
 
     /// A push went through: whatever paused the connection is over.
     pub fn clear_pause(&self) {
-        *self.pause.lock().unwrap() = None;
+        if self.pause.lock().unwrap().take().is_some() {
+            self.pause_changed.notify_one();
+        }
     }
 
     /// Ends `probed`, the pause a probe was sent under, unless the probe's own answer paused
@@ -248,6 +278,7 @@ impl Connection {
         let mut current = self.pause.lock().unwrap();
         if current.as_ref() == Some(probed) {
             *current = None;
+            self.pause_changed.notify_one();
         }
     }
 }
@@ -283,15 +314,14 @@ impl Connections {
     pub fn build(settings: Vec<ConnectionSettings>, store: &Store) -> Result<Connections, String> {
         let mut by_name = BTreeMap::new();
         for connection in settings {
-            let credentials = Arc::new(StoreCredentials {
+            let credentials: Arc<dyn CredentialStore> = Arc::new(StoreCredentials {
                 store: store.clone(),
                 connection: connection.name.clone(),
             });
-            let adapter = build_adapter(&connection, credentials)?;
-            by_name.insert(
-                connection.name.clone(),
-                Arc::new(Connection::new(connection, adapter)),
-            );
+            let adapter = build_adapter(&connection, credentials.clone())?;
+            let mut built = Connection::new(connection, adapter);
+            built.credentials = Some(credentials);
+            by_name.insert(built.settings.name.clone(), Arc::new(built));
         }
         Ok(Connections { by_name })
     }
@@ -359,6 +389,27 @@ fn check_settle_time(
         )),
         _ => Ok(()),
     }
+}
+
+/// On a shared store, a push holds its edits' leases only until the connection's settle time
+/// before they end (a request sent later might still land after another node took the edit
+/// over), and renews them every quarter of their length: a lease shorter than twice the
+/// settle time would leave no renewal in time.
+pub fn check_lease(
+    connection: &ConnectionSettings,
+    settle: Duration,
+    lease: Duration,
+) -> Result<(), String> {
+    if lease < 2 * settle {
+        return Err(format!(
+            "storage.lease_secs: {} s is less than twice the settle time of connection `{}` ({} ms); a push could not renew its leases in time. Raise lease_secs to at least {} s, or lower the connection's settle_ms or timeout_secs",
+            lease.as_secs(),
+            connection.name,
+            settle.as_millis(),
+            (2 * settle).as_secs_f64().ceil() as u64
+        ));
+    }
+    Ok(())
 }
 
 /// Builds one connection's adapter with its provider's factory; the error names the key.

@@ -20,8 +20,10 @@ use crate::conflict::{FieldConflict, OnConflict, find_conflicts};
 use crate::connections::{Connection, ConnectionMetrics, Connections, Pause, PauseReason};
 use crate::retry_policy::RetryPolicy;
 use crate::store::{ClaimedEdit, LinkFailure, MergeOutcome, Store, StoreError, now_ms};
+pub use leadership::Role;
 
 pub mod bulk;
+pub mod leadership;
 #[cfg(test)]
 mod tests;
 
@@ -37,84 +39,240 @@ const PROBE_BATCH: usize = 1;
 /// How long an idle dispatcher sleeps before looking at its queue again.
 const IDLE_POLL: Duration = Duration::from_secs(30);
 
-/// Every connection's dispatcher, running.
+/// Every connection's dispatcher, running, and on a shared store the task that decides
+/// which connections this node leads.
 pub struct Dispatchers {
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    leadership: Option<leadership::Running>,
 }
 
 impl Dispatchers {
-    /// Starts one dispatcher per enabled connection; a disabled one keeps its queue.
-    pub fn start(store: &Store, connections: &Connections) -> Dispatchers {
+    /// Starts one dispatcher per enabled connection; a disabled one keeps its queue. On sled
+    /// this process leads every connection; on PostgreSQL each connection is pushed by the
+    /// one node that holds its leadership (see [`leadership`]). `member`: this process is a
+    /// daemon that takes its share of the connections; a one-shot command (a backfill) leads
+    /// only connections no daemon leads.
+    pub fn start(store: &Store, connections: &Connections, member: bool) -> Dispatchers {
         let (stop, stopped) = watch::channel(false);
-        let tasks = connections
+        let enabled: Vec<Arc<Connection>> = connections
             .iter()
             .filter(|connection| connection.settings.enabled)
-            .map(|connection| tokio::spawn(run(store.clone(), connection.clone(), stopped.clone())))
+            .cloned()
             .collect();
-        Dispatchers { stop, tasks }
+        let shared = store.lease_ms().is_some();
+        let seats: BTreeMap<String, Arc<leadership::Seat>> = enabled
+            .iter()
+            .map(|connection| {
+                let seat = leadership::Seat::new(if shared { Role::Follow } else { Role::Lead });
+                (connection.name().to_string(), Arc::new(seat))
+            })
+            .collect();
+        let tasks = enabled
+            .iter()
+            .map(|connection| {
+                let seat = seats[connection.name()].clone();
+                tokio::spawn(run(
+                    store.clone(),
+                    connection.clone(),
+                    seat,
+                    stopped.clone(),
+                ))
+            })
+            .collect();
+        let leadership =
+            shared.then(|| leadership::Running::start(store, connections, seats, member));
+        Dispatchers {
+            stop,
+            tasks,
+            leadership,
+        }
     }
 
-    /// Stops claiming new work and waits for the pushes in flight to be reconciled.
+    /// Stops claiming new work and waits for the pushes in flight to be reconciled; then
+    /// gives every leadership up.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         for task in self.tasks {
             let _ = task.await;
         }
+        if let Some(leadership) = self.leadership {
+            leadership.stop().await;
+        }
     }
 }
 
-/// Runs one connection's dispatcher until `shutdown` turns true, then waits for the pushes in
-/// flight to be reconciled.
-async fn run(store: Store, connection: Arc<Connection>, mut shutdown: watch::Receiver<bool>) {
-    let concurrency = connection.settings.dispatch.concurrency;
-    let pushes = Arc::new(Semaphore::new(concurrency));
-    let batch_size = connection.adapter.capabilities().max_batch_size.max(1);
-    resume_bulk_jobs(&store, &connection, &pushes).await;
-    while !*shutdown.borrow() {
-        if let Some(pause) = connection.pause() {
-            let wait = Duration::from_millis(pause.until_ms.saturating_sub(now_ms()));
-            if !wait.is_zero() || !pause.reason.lifts_by_probe() {
+/// Runs one connection's dispatcher until `shutdown` turns true: a term of pushing each time
+/// this node is given the connection's leadership (on sled: one term, from start to stop).
+async fn run(
+    store: Store,
+    connection: Arc<Connection>,
+    seat: Arc<leadership::Seat>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut role = seat.role.subscribe();
+    let shared = store.lease_ms().is_some();
+    loop {
+        tokio::select! {
+            _ = role.wait_for(|role| *role == Role::Lead) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        seat.serving.send_replace(true);
+        if shared {
+            tracing::info!(
+                connection = connection.name(),
+                "this node leads the connection: it pushes its edits"
+            );
+            if let Err(error) = connection.renew_adapter() {
+                tracing::error!(connection = connection.name(), %error, "building the connection's adapter failed");
+            }
+        }
+        let term = Term::new(&connection);
+        let ended = tokio::select! {
+            _ = term.run(&store, &connection, shared) => unreachable!("a term runs until it is ended"),
+            role = role.wait_for(|role| *role != Role::Lead) => role.map(|role| *role).unwrap_or(Role::Follow),
+            _ = shutdown.wait_for(|stop| *stop) => Role::HandOff,
+        };
+        match ended {
+            // Stopping, or handing the connection to another node: the pushes in flight are
+            // finished and reconciled first.
+            Role::HandOff | Role::Lead => term.finish().await,
+            // The leadership was lost (the node's session to the database ended): another
+            // node may lead already, so this one stops pushing at once. What it had in
+            // flight is leased to it, and pushed again once the leases expire.
+            Role::Follow => {
+                tracing::warn!(
+                    connection = connection.name(),
+                    "this node lost the connection's leadership: its pushes in flight are abandoned"
+                );
+                term.abandon();
+            }
+        }
+        seat.serving.send_replace(false);
+        if *shutdown.borrow() {
+            return;
+        }
+    }
+}
+
+/// One term of leading a connection: its push slots and the push tasks it started.
+struct Term {
+    concurrency: usize,
+    pushes: Arc<Semaphore>,
+    tasks: std::sync::Mutex<tokio::task::JoinSet<()>>,
+}
+
+impl Term {
+    fn new(connection: &Connection) -> Term {
+        let concurrency = connection.settings.dispatch.concurrency;
+        Term {
+            concurrency,
+            pushes: Arc::new(Semaphore::new(concurrency)),
+            tasks: std::sync::Mutex::new(tokio::task::JoinSet::new()),
+        }
+    }
+
+    /// Runs `work` as a task of this term, holding `permit` until it ends.
+    fn spawn(
+        &self,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        work: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        let mut tasks = self.tasks.lock().unwrap();
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(async move {
+            work.await;
+            drop(permit);
+        });
+    }
+
+    /// Waits (bounded) for every push in flight to be reconciled; what is not stays in flight
+    /// and goes back to the queue at the next start (sled) or when its lease expires.
+    async fn finish(&self) {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(15),
+            self.pushes.acquire_many(self.concurrency as u32),
+        )
+        .await;
+    }
+
+    /// Stops every push of the term at once.
+    fn abandon(&self) {
+        self.tasks.lock().unwrap().abort_all();
+    }
+
+    /// Claims and pushes until the term is ended from outside (the future is dropped).
+    /// `shared`: the store is shared with other nodes, so the first push of a term goes alone
+    /// and the adapter learns from the CRM's answer what the last leader left of its limits.
+    async fn run(&self, store: &Store, connection: &Arc<Connection>, shared: bool) {
+        let pushes = &self.pushes;
+        let concurrency = self.concurrency;
+        let batch_size = connection.adapter().capabilities().max_batch_size.max(1);
+        resume_bulk_jobs(store, connection, self, shared).await;
+        let mut first_alone = shared;
+        loop {
+            if let Some(pause) = connection.pause() {
+                let wait = Duration::from_millis(pause.until_ms.saturating_sub(now_ms()));
+                if !wait.is_zero() || !pause.reason.lifts_by_probe() {
+                    tokio::time::sleep(wait.max(Duration::from_millis(10))).await;
+                    continue;
+                }
+                // The CRM refused the connection as a whole and the wait is over: one small
+                // batch alone finds out whether it takes the connection again.
+                probe(store, connection, pushes, concurrency).await;
+                continue;
+            }
+            if let Some((wait, usage)) = connection.reserve_pause() {
+                let error = AdapterError::quota_exhausted(
+                    "BUDGET_RESERVE",
+                    format!(
+                        "{} of {} daily API requests used: the last {:.0} % are left to the account's other integrations",
+                        usage.used,
+                        usage.limit,
+                        connection.settings.dispatch.reserve_share * 100.0
+                    ),
+                    Some(wait),
+                );
+                pause_connection(connection, PauseReason::QuotaExhausted, wait, &error);
+                continue;
+            }
+            let permits = if first_alone { concurrency as u32 } else { 1 };
+            let permit = pushes
+                .clone()
+                .acquire_many_owned(permits)
+                .await
+                .expect("semaphore is never closed");
+            // Claim only once the CRM would take the request, so the batch holds everything
+            // queued by then.
+            connection.adapter().wait_for_capacity().await;
+            if let Some(bulk_size) = bulk::bulk_size(store, connection).await {
+                let claimed_at = Instant::now();
+                let claimed = match store.claim(connection.name(), now_ms(), bulk_size).await {
+                    Ok(claimed) => claimed,
+                    Err(error) => {
+                        tracing::error!(connection = connection.name(), %error, "claiming from the queue failed");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                let (store, connection) = (store.clone(), connection.clone());
+                self.spawn(permit, async move {
+                    let ids = contact_ids(&claimed);
+                    let job = bulk::run(&store, &connection, claimed);
+                    holding_leases(&store, &connection, ids, claimed_at, job).await;
+                });
+                continue;
+            }
+            if let Some(wait) = linger_wait(store, connection, batch_size).await {
+                drop(permit);
                 tokio::select! {
-                    _ = tokio::time::sleep(wait.max(Duration::from_millis(10))) => {}
-                    _ = shutdown.changed() => {}
+                    _ = connection.wake.notified() => {}
+                    _ = tokio::time::sleep(wait) => {}
                 }
                 continue;
             }
-            // The CRM refused the connection as a whole and the wait is over: one small batch
-            // alone finds out whether it takes the connection again.
-            tokio::select! {
-                _ = probe(&store, &connection, &pushes, concurrency) => {}
-                _ = shutdown.changed() => {}
-            }
-            continue;
-        }
-        if let Some((wait, usage)) = connection.reserve_pause() {
-            let error = AdapterError::quota_exhausted(
-                "BUDGET_RESERVE",
-                format!(
-                    "{} of {} daily API requests used: the last {:.0} % are left to the account's other integrations",
-                    usage.used,
-                    usage.limit,
-                    connection.settings.dispatch.reserve_share * 100.0
-                ),
-                Some(wait),
-            );
-            pause_connection(&connection, PauseReason::QuotaExhausted, wait, &error);
-            continue;
-        }
-        let permit = tokio::select! {
-            permit = pushes.clone().acquire_owned() => permit.expect("semaphore is never closed"),
-            _ = shutdown.changed() => continue,
-        };
-        // Claim only once the CRM would take the request, so the batch holds everything
-        // queued by then.
-        tokio::select! {
-            _ = connection.adapter.wait_for_capacity() => {}
-            _ = shutdown.changed() => continue,
-        }
-        if let Some(bulk_size) = bulk::bulk_size(&store, &connection).await {
-            let claimed = match store.claim(connection.name(), now_ms(), bulk_size).await {
+            let claimed_at = Instant::now();
+            let claimed = match store.claim(connection.name(), now_ms(), batch_size).await {
                 Ok(claimed) => claimed,
                 Err(error) => {
                     tracing::error!(connection = connection.name(), %error, "claiming from the queue failed");
@@ -122,62 +280,85 @@ async fn run(store: Store, connection: Arc<Connection>, mut shutdown: watch::Rec
                     continue;
                 }
             };
-            let (store, connection) = (store.clone(), connection.clone());
-            tokio::spawn(async move {
-                bulk::run(&store, &connection, claimed).await;
+            if claimed.is_empty() {
                 drop(permit);
-            });
-            continue;
-        }
-        if let Some(wait) = linger_wait(&store, &connection, batch_size).await {
-            drop(permit);
-            tokio::select! {
-                _ = connection.wake.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.changed() => {}
-            }
-            continue;
-        }
-        let claimed = match store.claim(connection.name(), now_ms(), batch_size).await {
-            Ok(claimed) => claimed,
-            Err(error) => {
-                tracing::error!(connection = connection.name(), %error, "claiming from the queue failed");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                let wait = match store.next_ready_at(connection.name()).await {
+                    Ok(Some(at)) => {
+                        Duration::from_millis(at.saturating_sub(now_ms())).min(IDLE_POLL)
+                    }
+                    _ => IDLE_POLL,
+                };
+                tokio::select! {
+                    _ = connection.wake.notified() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                }
                 continue;
             }
-        };
-        if claimed.is_empty() {
-            drop(permit);
-            let wait = match store.next_ready_at(connection.name()).await {
-                Ok(Some(at)) => Duration::from_millis(at.saturating_sub(now_ms())).min(IDLE_POLL),
-                _ => IDLE_POLL,
-            };
-            tokio::select! {
-                _ = connection.wake.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.changed() => {}
-            }
-            continue;
+            // The first push of a term holds every slot until it is done.
+            first_alone = false;
+            let (store, connection) = (store.clone(), connection.clone());
+            self.spawn(permit, async move {
+                push_supervised(&store, &connection, claimed, claimed_at).await;
+            });
         }
-        let store = store.clone();
-        let connection = connection.clone();
-        tokio::spawn(async move {
-            push_supervised(&store, &connection, claimed).await;
-            drop(permit);
-        });
     }
-    // Wait for every push in flight to be reconciled; what is not stays in flight and goes
-    // back to the queue at the next start.
-    let _ = tokio::time::timeout(
-        Duration::from_secs(15),
-        pushes.acquire_many(concurrency as u32),
-    )
-    .await;
 }
 
-/// Goes on polling the bulk jobs of this connection that a stopped daemon left running, each
-/// holding a push slot until it is reconciled.
-async fn resume_bulk_jobs(store: &Store, connection: &Arc<Connection>, pushes: &Arc<Semaphore>) {
+fn contact_ids(claimed: &[ClaimedEdit]) -> Vec<String> {
+    claimed.iter().map(|edit| edit.contact_id.clone()).collect()
+}
+
+/// Runs `work`, the push of the edits of `ids` claimed at `claimed_at`, while renewing this
+/// node's leases on them (on a shared store; on sled it just runs `work`). The leases are
+/// renewed every quarter of their length; `work` is stopped as soon as another node holds one
+/// of them, or once no renewal went through until the connection's settle time before the
+/// lease ends: a request sent until then has settled when the lease ends and another node
+/// may push the contact again.
+async fn holding_leases(
+    store: &Store,
+    connection: &Connection,
+    ids: Vec<String>,
+    claimed_at: Instant,
+    work: impl std::future::Future<Output = ()>,
+) {
+    let Some(lease_ms) = store.lease_ms() else {
+        return work.await;
+    };
+    let lease = Duration::from_millis(lease_ms);
+    let settle = connection.settle_time();
+    let renewal = async {
+        let mut held_until = claimed_at + lease;
+        loop {
+            let deadline = held_until.checked_sub(settle).unwrap_or(held_until);
+            let next = (Instant::now() + lease / 4).min(deadline);
+            tokio::time::sleep_until(next.into()).await;
+            if Instant::now() >= deadline {
+                return "no renewal went through in time";
+            }
+            let sent = Instant::now();
+            match tokio::time::timeout_at(deadline.into(), store.renew_leases(&ids)).await {
+                Ok(Ok(taken)) if taken.is_empty() => held_until = sent + lease,
+                Ok(Ok(_)) => return "another node holds the lease of one of its edits",
+                Ok(Err(error)) => {
+                    tracing::warn!(connection = connection.name(), %error, "renewing the leases of a push failed; trying again");
+                }
+                Err(_) => return "no renewal went through in time",
+            }
+        }
+    };
+    tokio::select! {
+        _ = work => {}
+        why = renewal => {
+            tracing::warn!(connection = connection.name(), contacts = ids.len(), reason = why, "a push is stopped: this node can no longer hold its leases");
+        }
+    }
+}
+
+/// Goes on polling the bulk jobs of this connection that a stopped daemon (or, on a shared
+/// store, the connection's last leader) left running, each holding a push slot of the term
+/// until it is reconciled. On a shared store their edits' leases become this node's first,
+/// so that no node claims them again while the job runs.
+async fn resume_bulk_jobs(store: &Store, connection: &Arc<Connection>, term: &Term, shared: bool) {
     let jobs = match bulk::stored_jobs(store).await {
         Ok(jobs) => jobs,
         Err(error) => {
@@ -189,16 +370,23 @@ async fn resume_bulk_jobs(store: &Store, connection: &Arc<Connection>, pushes: &
         .into_iter()
         .filter(|job| job.connection == connection.name())
     {
-        let permit = pushes
+        let ids = job.contact_ids();
+        let adopted_at = Instant::now();
+        if shared && let Err(error) = store.adopt_leases(&ids).await {
+            tracing::error!(connection = connection.name(), job_id = %job.job_id, %error, "taking over the leases of a running bulk job failed; it is resumed later");
+            continue;
+        }
+        let permit = term
+            .pushes
             .clone()
             .acquire_owned()
             .await
             .expect("semaphore is never closed");
         tracing::info!(connection = connection.name(), job_id = %job.job_id, "resuming a bulk job left running");
         let (store, connection) = (store.clone(), connection.clone());
-        tokio::spawn(async move {
-            bulk::follow(&store, &connection, job).await;
-            drop(permit);
+        term.spawn(permit, async move {
+            let follow = bulk::follow(&store, &connection, job);
+            holding_leases(&store, &connection, ids, adopted_at, follow).await;
         });
     }
 }
@@ -239,7 +427,8 @@ async fn probe(
         .acquire_many(concurrency as u32)
         .await
         .expect("semaphore is never closed");
-    connection.adapter.wait_for_capacity().await;
+    connection.adapter().wait_for_capacity().await;
+    let claimed_at = Instant::now();
     match store.claim(connection.name(), now_ms(), PROBE_BATCH).await {
         Ok(claimed) if claimed.is_empty() => {
             // Nothing to probe with: the pause stands until an edit arrives.
@@ -254,7 +443,7 @@ async fn probe(
                 code = %probed.code,
                 "probing whether the CRM takes the connection again"
             );
-            push_supervised(store, connection, claimed).await;
+            push_supervised(store, connection, claimed, claimed_at).await;
             connection.end_probed_pause(&probed);
             if connection.pause().is_none() {
                 tracing::info!(
@@ -272,13 +461,28 @@ async fn probe(
 
 /// Pushes a claimed batch in a task of its own. If that task fails (a panic in an adapter or
 /// in reconcile), the edits it left in flight go back to the queue now, not at the next start.
-async fn push_supervised(store: &Store, connection: &Arc<Connection>, claimed: Vec<ClaimedEdit>) {
-    let ids: Vec<String> = claimed.iter().map(|edit| edit.contact_id.clone()).collect();
-    let task = {
+///
+/// The push holds its edits' leases while it runs (see [`holding_leases`]); stopping this
+/// future stops the push.
+async fn push_supervised(
+    store: &Store,
+    connection: &Arc<Connection>,
+    claimed: Vec<ClaimedEdit>,
+    claimed_at: Instant,
+) {
+    let ids = contact_ids(&claimed);
+    let mut task = {
         let (store, connection) = (store.clone(), connection.clone());
-        tokio::spawn(async move { push_batch(&store, &connection, claimed).await })
+        AbortOnDrop(tokio::spawn(async move {
+            push_batch(&store, &connection, claimed).await
+        }))
     };
-    let Err(failure) = task.await else {
+    let mut outcome = None;
+    holding_leases(store, connection, ids.clone(), claimed_at, async {
+        outcome = Some((&mut task.0).await);
+    })
+    .await;
+    let Some(Err(failure)) = outcome else {
         return;
     };
     tracing::error!(connection = connection.name(), error = %failure, "a push task failed; its edits go back to the queue");
@@ -302,6 +506,16 @@ async fn push_supervised(store: &Store, connection: &Arc<Connection>, claimed: V
         }
     }
     connection.wake.notify_one();
+}
+
+/// A task that is stopped when its handle is dropped: a push stopped from outside stops its
+/// request too.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// What a claimed edit becomes on its way to the CRM.
@@ -359,7 +573,7 @@ async fn prepare_all(
     let metrics = &connection.metrics;
     let mut outgoing = Vec::with_capacity(claimed.len());
     for edit in claimed {
-        match prepare(store, connection.adapter.as_ref(), &edit).await {
+        match prepare(store, connection.adapter().as_ref(), &edit).await {
             Ok(prepared) => {
                 ConnectionMetrics::add(&metrics.fields_unchanged, prepared.unchanged.len() as u64);
                 if prepared.is_no_op() {
@@ -391,7 +605,7 @@ async fn push_batch(store: &Store, connection: &Connection, claimed: Vec<Claimed
     let mut results = match conditional_version(connection, &outgoing) {
         Some(version) => {
             let outcome = connection
-                .adapter
+                .adapter()
                 .push_if_unmodified(&items[0], version)
                 .await;
             match outcome {
@@ -404,7 +618,7 @@ async fn push_batch(store: &Store, connection: &Connection, claimed: Vec<Claimed
                 Err(error) => vec![Err(error)],
             }
         }
-        None => connection.adapter.push(&items).await,
+        None => connection.adapter().push(&items).await,
     };
     ConnectionMetrics::add(&metrics.push_calls, 1);
     metrics.recent.call();
@@ -443,7 +657,7 @@ async fn push_batch(store: &Store, connection: &Connection, claimed: Vec<Claimed
 /// adapter writes conditionally.
 fn conditional_version<'a>(connection: &Connection, outgoing: &'a [Outgoing]) -> Option<&'a str> {
     match outgoing {
-        [lone] if connection.adapter.capabilities().conditional_update => lone.version.as_deref(),
+        [lone] if connection.adapter().capabilities().conditional_update => lone.version.as_deref(),
         _ => None,
     }
 }
@@ -550,7 +764,8 @@ async fn keep_what_people_changed(
     outgoing: Vec<Outgoing>,
 ) -> Vec<Outgoing> {
     let metrics = &connection.metrics;
-    let adapter = connection.adapter.as_ref();
+    let adapter = connection.adapter();
+    let adapter = adapter.as_ref();
     let same = |field, crm: Option<&str>, ours: Option<&str>| adapter.same_value(field, crm, ours);
     let ids: Vec<String> = outgoing.iter().map(|o| o.item.source_id.clone()).collect();
     ConnectionMetrics::add(&metrics.read_calls, 1);

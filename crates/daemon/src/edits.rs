@@ -42,7 +42,7 @@ pub async fn check_edit(
             reason,
         )])
     })?;
-    let mut violations = connection.adapter.validate(&patch);
+    let mut violations = connection.adapter().validate(&patch);
     if let Some(Some(customer_id)) = patch.change(ContactField::UnifiedCustomerId) {
         match store.customer(customer_id).await? {
             None => violations.push(FieldViolation::new(

@@ -193,7 +193,7 @@ pub async fn render(store: &Store, connections: &Connections) -> Result<String, 
     );
     let usage: Vec<(String, f64)> = connections
         .iter()
-        .filter_map(|c| c.adapter.api_usage().map(|u| (c.name().to_string(), u)))
+        .filter_map(|c| c.adapter().api_usage().map(|u| (c.name().to_string(), u)))
         .flat_map(|(name, u)| {
             [
                 (

@@ -68,7 +68,7 @@ async fn import_contact(
         Ok(connection) => connection,
         Err(reason) => return Ok(Err(reason)),
     };
-    contact.source_id = match connection.adapter.normalize_source_id(&contact.source_id) {
+    contact.source_id = match connection.adapter().normalize_source_id(&contact.source_id) {
         Ok(source_id) => source_id,
         Err(reason) => {
             return Ok(Err(format!("source_id `{}`: {reason}", contact.source_id)));

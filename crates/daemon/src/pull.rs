@@ -26,13 +26,13 @@ pub async fn pull_contacts(store: &Store, connection: &Connection) -> Result<Pul
     let mut cursor: Option<String> = None;
     loop {
         let page = connection
-            .adapter
+            .adapter()
             .pull(cursor.as_deref())
             .await
             .map_err(|error| format!("pulling from {name}: {error}"))?;
         report.pages += 1;
         for source in page.contacts {
-            let source_id = match connection.adapter.normalize_source_id(&source.source_id) {
+            let source_id = match connection.adapter().normalize_source_id(&source.source_id) {
                 Ok(id) => id,
                 Err(reason) => {
                     report

@@ -57,6 +57,15 @@ pub async fn serve(config: Config, sandbox: bool) -> Result<(), ServeError> {
             other => ServeError::Unavailable(other.to_string()),
         })?;
     let connections = Arc::new(Connections::build(settings, &store)?);
+    if let Some(lease_ms) = store.lease_ms() {
+        for connection in connections.iter() {
+            crate::connections::check_lease(
+                &connection.settings,
+                connection.settle_time(),
+                std::time::Duration::from_millis(lease_ms),
+            )?;
+        }
+    }
     recover_in_flight(&store, &connections, config.dispatch.recovery_grace_ms).await?;
     if sandbox {
         for connection in connections.iter() {
@@ -76,7 +85,7 @@ pub async fn serve(config: Config, sandbox: bool) -> Result<(), ServeError> {
                 config.server.listen
             ))
         })?;
-    let dispatchers = Dispatchers::start(&store, &connections);
+    let dispatchers = Dispatchers::start(&store, &connections, true);
     let state = Arc::new(AppState {
         store: store.clone(),
         connections: connections.clone(),

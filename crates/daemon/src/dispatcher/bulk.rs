@@ -46,6 +46,16 @@ impl BulkEdit {
     }
 }
 
+impl BulkJob {
+    /// The contacts whose edits the job carries.
+    pub fn contact_ids(&self) -> Vec<String> {
+        self.edits
+            .iter()
+            .map(|edit| edit.contact_id.clone())
+            .collect()
+    }
+}
+
 fn key(connection: &str, job_id: &str) -> String {
     format!("{META_PREFIX}{connection}/{job_id}")
 }
@@ -68,7 +78,7 @@ pub async fn held_contacts(store: &Store) -> Result<HashSet<String>, StoreError>
     Ok(stored_jobs(store)
         .await?
         .into_iter()
-        .flat_map(|job| job.edits.into_iter().map(|edit| edit.contact_id))
+        .flat_map(|job| job.contact_ids())
         .collect())
 }
 
@@ -76,7 +86,7 @@ pub async fn held_contacts(store: &Store) -> Result<HashSet<String>, StoreError>
 /// enough for one: the adapter runs bulk jobs, the connection writes without reading first,
 /// and more than `bulk_threshold` edits are ready.
 pub async fn bulk_size(store: &Store, connection: &Connection) -> Option<usize> {
-    let max = connection.adapter.capabilities().max_bulk_items;
+    let max = connection.adapter().capabilities().max_bulk_items;
     if max == 0 || connection.settings.on_conflict.reads_first() {
         return None;
     }
@@ -97,7 +107,7 @@ pub async fn run(store: &Store, connection: &Connection, claimed: Vec<ClaimedEdi
     let items: Vec<PushItem> = outgoing.iter().map(|o| o.item.clone()).collect();
     ConnectionMetrics::add(&connection.metrics.push_calls, 1);
     connection.metrics.recent.call();
-    let job_id = match connection.adapter.start_bulk_job(&items).await {
+    let job_id = match connection.adapter().start_bulk_job(&items).await {
         Ok(job_id) => job_id,
         Err(error) => {
             for prepared in &outgoing {
@@ -130,7 +140,7 @@ pub async fn run(store: &Store, connection: &Connection, claimed: Vec<ClaimedEdi
         let results = vec![Err(error); job.edits.len()];
         return settle(store, connection, &job, results).await;
     }
-    match connection.adapter.close_bulk_job(&job.job_id).await {
+    match connection.adapter().close_bulk_job(&job.job_id).await {
         Ok(()) => {}
         // Whether the job runs is unknown: polling finds out.
         Err(error) if error.kind == ErrorKind::OutcomeUnknown => {}
@@ -159,7 +169,11 @@ pub async fn follow(store: &Store, connection: &Connection, job: BulkJob) {
             failed => waits.delay(failed),
         };
         tokio::time::sleep(wait).await;
-        match connection.adapter.poll_bulk_job(&job.job_id, &items).await {
+        match connection
+            .adapter()
+            .poll_bulk_job(&job.job_id, &items)
+            .await
+        {
             Ok(BulkProgress::Running) => failed_polls = 0,
             Ok(BulkProgress::Finished(results)) => break results,
             Err(error) => {

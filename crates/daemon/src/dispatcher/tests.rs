@@ -38,6 +38,8 @@ struct ScriptedCrm {
     calls: AtomicU32,
     log: Mutex<Vec<Call>>,
     respond: Box<Respond>,
+    /// How long each push takes.
+    push_time: Mutex<Duration>,
 }
 
 struct Call {
@@ -63,6 +65,7 @@ impl ScriptedCrm {
             calls: AtomicU32::new(0),
             log: Mutex::new(Vec::new()),
             respond: Box::new(respond),
+            push_time: Mutex::new(Duration::ZERO),
         }
     }
 
@@ -155,6 +158,8 @@ impl SourceAdapter for ScriptedCrm {
     }
 
     async fn push(&self, items: &[PushItem]) -> Vec<PushResult> {
+        let push_time = *self.push_time.lock().unwrap();
+        tokio::time::sleep(push_time).await;
         let call = self.calls.fetch_add(1, Ordering::SeqCst);
         self.log.lock().unwrap().push(Call {
             at: Instant::now(),
@@ -207,7 +212,8 @@ impl World {
         let settings = settings(dispatch, on_conflict);
         let connection = Arc::new(Connection::new(settings, crm.clone()));
         let (stop, stopped) = watch::channel(false);
-        tokio::spawn(run(store.clone(), connection.clone(), stopped));
+        let seat = Arc::new(leadership::Seat::new(Role::Lead));
+        tokio::spawn(run(store.clone(), connection.clone(), seat, stopped));
         World {
             _dir: dir,
             store,
@@ -741,4 +747,72 @@ async fn the_reserve_of_the_daily_budget_is_left_to_others_until_it_resets() {
     })
     .await;
     assert_eq!(world.crm.calls().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_push_longer_than_its_lease_keeps_it_while_it_runs() {
+    use crate::store::tests::{TEST_LEASE_MS, TestSchema};
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    let other = schema.clone();
+    schema
+        .run(|store| async move {
+            let crm = Arc::new(ScriptedCrm::new(|_, item| landed(item)));
+            // Three leases long: only renewals keep the edit this node's.
+            *crm.push_time.lock().unwrap() = Duration::from_millis(3 * TEST_LEASE_MS);
+            let connection = Arc::new(Connection::new(
+                settings(fast_dispatch(), OnConflict::Overwrite),
+                crm.clone(),
+            ));
+            let contact = UnifiedContact::new("c1", "scripted", "src-c1");
+            store.upsert_contact("crm", contact).await.unwrap();
+            store
+                .accept("c1", &patch(&[(ContactField::City, Some("Long"))]), "crm")
+                .await
+                .unwrap();
+            let (stop, stopped) = watch::channel(false);
+            let seat = Arc::new(leadership::Seat::new(Role::Lead));
+            let dispatcher = tokio::spawn(run(store.clone(), connection, seat, stopped));
+            let another_node = other.store().await;
+            let started = Instant::now();
+            // Claimed (and leased) by the dispatcher: the push is running.
+            while store.in_flight_counts().await.unwrap().get("crm") != Some(&1) {
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "no push started"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_millis(2 * TEST_LEASE_MS) {
+                assert!(
+                    another_node
+                        .claim("crm", now_ms(), 10)
+                        .await
+                        .unwrap()
+                        .is_empty(),
+                    "another node took the edit of a push still running"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            while store
+                .contact("c1")
+                .await
+                .unwrap()
+                .unwrap()
+                .contact
+                .local_was_updated
+            {
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "the edit never landed"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(crm.calls.load(Ordering::SeqCst), 1, "pushed once");
+            let _ = stop.send(true);
+            dispatcher.await.unwrap();
+        })
+        .await;
 }

@@ -15,7 +15,7 @@ mod postgres;
 mod rules;
 mod sled;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,8 +30,8 @@ pub use model::{
 };
 pub use rules::{LinkFailure, class_name};
 
-pub use self::postgres::PgSettings;
 use self::postgres::PgStore;
+pub use self::postgres::{NodeSession, PgSettings};
 use self::sled::SledStore;
 use clock::CLOCK;
 
@@ -65,7 +65,7 @@ pub enum StoreError {
     Connect(String),
     #[error("{0}")]
     Misconfigured(String),
-    #[error("store: {0}")]
+    #[error("store: {}", postgres_message(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error("store: no database connection: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
@@ -77,6 +77,15 @@ pub enum StoreError {
         contact: String,
         holder: Option<String>,
     },
+}
+
+/// A PostgreSQL error with the server's own words (the driver's display says only "db
+/// error" for them).
+fn postgres_message(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => error.to_string(),
+    }
 }
 
 /// Milliseconds since the Unix epoch, as the store counts them: never backwards, within a
@@ -151,6 +160,14 @@ impl Store {
         }
     }
 
+    /// The schema version of the PostgreSQL store at `url`, read without changing anything
+    /// (0: none yet), and the version this unisync migrates it to at start.
+    pub async fn postgres_schema_version(
+        url: &unisync_core::Secret,
+    ) -> Result<(i32, i32), StoreError> {
+        PgStore::schema_version(url).await
+    }
+
     /// Connects to the PostgreSQL store `settings` name, creating or migrating its schema.
     pub async fn open_postgres(settings: &PgSettings) -> Result<Store, StoreError> {
         Ok(Store {
@@ -210,6 +227,55 @@ impl Store {
     #[cfg(test)]
     pub fn fail_next_flush(&self, message: &str) {
         self.sled().fail_next_flush(message);
+    }
+
+    /// This process's name in the leases it takes (PostgreSQL); `sled` on sled.
+    pub fn node_id(&self) -> &str {
+        match &self.engine {
+            Engine::Sled(_) => "sled",
+            Engine::Postgres(store) => store.node_id(),
+        }
+    }
+
+    /// How long a claim holds, in ms, on an engine several nodes share (PostgreSQL); `None`
+    /// on sled, whose one process holds every edit it claimed until it stops.
+    pub fn lease_ms(&self) -> Option<u64> {
+        match &self.engine {
+            Engine::Sled(_) => None,
+            Engine::Postgres(store) => Some(store.lease_ms()),
+        }
+    }
+
+    /// Extends this node's leases on the in-flight edits of `ids`; answers the contacts whose
+    /// edit another node holds now, which this node must stop acting on (see
+    /// `PgStore::renew_leases`). sled: none (one process holds every edit).
+    pub async fn renew_leases(&self, ids: &[String]) -> Result<Vec<String>, StoreError> {
+        match &self.engine {
+            Engine::Sled(_) => Ok(Vec::new()),
+            Engine::Postgres(store) => store.renew_leases(ids, now_ms()).await,
+        }
+    }
+
+    /// Takes the leases on the in-flight edits of `ids` over, for a running bulk job this
+    /// node follows on (see `PgStore::adopt_leases`). sled: nothing to take over.
+    pub async fn adopt_leases(&self, ids: &[String]) -> Result<Vec<String>, StoreError> {
+        match &self.engine {
+            Engine::Sled(_) => Ok(ids.to_vec()),
+            Engine::Postgres(store) => store.adopt_leases(ids, now_ms()).await,
+        }
+    }
+
+    /// Opens this node's session on a shared store (see `PgStore::node_session`); `None` on
+    /// sled, where the one process that holds the store leads every connection.
+    pub async fn node_session(
+        &self,
+        member: bool,
+        notified: impl Fn(&str) + Send + 'static,
+    ) -> Option<Result<NodeSession, StoreError>> {
+        match &self.engine {
+            Engine::Sled(_) => None,
+            Engine::Postgres(store) => Some(store.node_session(member, notified).await),
+        }
     }
 
     /// Puts every edit that was in flight when the process stopped back in its connection's
@@ -569,6 +635,14 @@ impl Store {
         match &self.engine {
             Engine::Sled(store) => store.remove_meta(key),
             Engine::Postgres(store) => store.remove_meta(key).await,
+        }
+    }
+
+    /// Writes a value the daemon keeps for itself, durably before returning, from async code.
+    pub async fn put_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        match &self.engine {
+            Engine::Sled(store) => store.set_meta(key, value),
+            Engine::Postgres(store) => store.set_meta(key, value).await,
         }
     }
 

@@ -32,7 +32,15 @@ use super::{
 use crate::conflict::FieldConflict;
 
 /// The migrations, in order: each is applied once, in one transaction.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../../migrations/0001_init.sql")),
+    (2, include_str!("../../migrations/0002_queue_notify.sql")),
+];
+
+/// The schema version the migrations lead to.
+fn latest_version() -> i32 {
+    MIGRATIONS.last().map_or(0, |(version, _)| *version)
+}
 
 /// The advisory lock that one node at a time migrates under ("unisync" in ASCII).
 const MIGRATION_LOCK: i64 = 0x0075_6e69_7379_6e63;
@@ -57,6 +65,11 @@ pub struct PgStore {
     pool: Pool,
     node: Arc<str>,
     lease_ms: u64,
+    /// How to open a connection of its own (a node session), beside the pool's.
+    config: Arc<tokio_postgres::Config>,
+    /// The schema the tables live in: it scopes the node sessions' locks and channel, so
+    /// that stores in two schemas of one database never see each other.
+    schema: Arc<str>,
 }
 
 /// A contact's row, locked for the transaction that reads it.
@@ -90,7 +103,7 @@ impl PgStore {
         }
         config.application_name(format!("unisync {}", settings.node_id));
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -100,10 +113,18 @@ impl PgStore {
             .max_size(settings.pool_size.max(1))
             .build()
             .map_err(|err| StoreError::Connect(err.to_string()))?;
+        let client = pool.get().await?;
+        let schema: String = client
+            .query_one("SELECT current_schema()", &[])
+            .await?
+            .get(0);
+        drop(client);
         let store = PgStore {
             pool,
             node: settings.node_id.as_str().into(),
             lease_ms: settings.lease_ms,
+            config: Arc::new(config),
+            schema: schema.into(),
         };
         store.migrate().await?;
         let client = store.pool.get().await?;
@@ -113,6 +134,37 @@ impl PgStore {
             .get(0);
         CLOCK.raise_to(latest.map_or(0, from_db));
         Ok(store)
+    }
+
+    /// Reaches the database `url` names without changing it, and answers the store's schema
+    /// version there (0: no store yet) and the version this unisync migrates to.
+    pub async fn schema_version(url: &unisync_core::Secret) -> Result<(i32, i32), StoreError> {
+        let config: tokio_postgres::Config = url
+            .expose()
+            .parse()
+            .map_err(|err: tokio_postgres::Error| StoreError::Connect(err.to_string()))?;
+        let (client, connection) = config
+            .connect(NoTls)
+            .await
+            .map_err(|err| StoreError::Connect(err.to_string()))?;
+        let session = tokio::spawn(connection);
+        let exists: bool = client
+            .query_one("SELECT to_regclass('unisync_migrations') IS NOT NULL", &[])
+            .await?
+            .get(0);
+        let version: i32 = match exists {
+            false => 0,
+            true => client
+                .query_one(
+                    "SELECT coalesce(max(version), 0) FROM unisync_migrations",
+                    &[],
+                )
+                .await?
+                .get(0),
+        };
+        drop(client);
+        let _ = session.await;
+        Ok((version, latest_version()))
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -134,7 +186,7 @@ impl PgStore {
             )
             .await?
             .get(0);
-        let known = MIGRATIONS.last().map_or(0, |(version, _)| *version);
+        let known = latest_version();
         if applied > known {
             return Err(StoreError::Corrupt {
                 key: "unisync_migrations".into(),
@@ -154,6 +206,102 @@ impl PgStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// This node's name in the leases it takes.
+    pub fn node_id(&self) -> &str {
+        &self.node
+    }
+
+    /// How long a claim holds, in ms.
+    pub fn lease_ms(&self) -> u64 {
+        self.lease_ms
+    }
+
+    /// Extends this node's leases on the edits of `ids` to `now` + the lease; answers the
+    /// contacts among them whose edit another node holds now (it took the edit over after
+    /// this node's lease expired): this node must stop acting on those. A contact whose edit
+    /// was settled meanwhile has no lease, and is neither renewed nor answered.
+    pub async fn renew_leases(&self, ids: &[String], now: u64) -> Result<Vec<String>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "WITH renewed AS (
+                     UPDATE contacts SET leased_until = $3
+                     WHERE id = ANY($1) AND lease_owner = $2
+                     RETURNING id)
+                 SELECT id FROM contacts
+                 WHERE id = ANY($1) AND lease_owner IS NOT NULL AND lease_owner <> $2",
+                &[&ids, &&*self.node, &to_db(now + self.lease_ms)],
+            )
+            .await?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
+    /// Takes over the leases on the in-flight edits of `ids`, whoever held them: for the
+    /// edits of a running bulk job that a new leader of their connection follows on (the
+    /// node that started the job stopped or gave the connection up). Answers the contacts
+    /// whose edit is still in flight.
+    pub async fn adopt_leases(&self, ids: &[String], now: u64) -> Result<Vec<String>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "UPDATE contacts SET lease_owner = $2, leased_until = $3
+                 WHERE id = ANY($1) AND lease_owner IS NOT NULL
+                 RETURNING id",
+                &[&ids, &&*self.node, &to_db(now + self.lease_ms)],
+            )
+            .await?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
+    /// Opens this node's session: a connection of its own, outside the pool, that holds the
+    /// node's leadership locks (they last as long as it does) and listens for queue
+    /// notifications, handing each one's connection name to `notified`. `member`: the node
+    /// counts among the daemons that share the connections out (a daemon); a one-shot command
+    /// leads only what no daemon leads.
+    pub async fn node_session(
+        &self,
+        member: bool,
+        notified: impl Fn(&str) + Send + 'static,
+    ) -> Result<NodeSession, StoreError> {
+        let mut config = (*self.config).clone();
+        let name = member_name(&self.schema);
+        config.application_name(if member {
+            name.as_str()
+        } else {
+            "unisync one-shot"
+        });
+        // A session whose peer vanished (a network partition) is found dead in seconds,
+        // not after the kernel's two hours.
+        config.keepalives_idle(std::time::Duration::from_secs(5));
+        let (client, mut connection) = config
+            .connect(NoTls)
+            .await
+            .map_err(|err| StoreError::Connect(err.to_string()))?;
+        tokio::spawn(async move {
+            loop {
+                match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                    Some(Ok(tokio_postgres::AsyncMessage::Notification(note))) => {
+                        notified(note.payload())
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(error)) => {
+                        tracing::warn!(%error, "the node session to the database ended");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        });
+        client
+            .batch_execute(&format!("LISTEN \"{}\"", queue_channel(&self.schema)))
+            .await?;
+        Ok(NodeSession {
+            client,
+            scope: format!("unisync leader {}", self.schema),
+            member_name: name,
+        })
     }
 
     /// Every write is committed before it is answered: nothing to flush.
@@ -817,6 +965,80 @@ impl PgStore {
         }
         Ok(())
     }
+}
+
+/// A node's own session to the database (see [`PgStore::node_session`]): the connection
+/// leaderships are locks of, so that they end with it, whether the node stops, crashes or
+/// loses the network.
+pub struct NodeSession {
+    client: tokio_postgres::Client,
+    /// The first key of the leadership locks: the store's schema.
+    scope: String,
+    /// The `application_name` daemons' sessions go by in `pg_stat_activity`.
+    member_name: String,
+}
+
+impl NodeSession {
+    /// Whether the session is gone: every leadership it held is over.
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    /// Takes the leadership of `connection` if no session holds it (PostgreSQL's advisory
+    /// lock on the store's schema and the connection's name). Answers whether it did.
+    pub async fn try_lead(&self, connection: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .client
+            .query_one(
+                "SELECT pg_try_advisory_lock(hashtext($1), hashtext($2))",
+                &[&self.scope, &connection],
+            )
+            .await?
+            .get(0))
+    }
+
+    /// Gives the leadership of `connection` up.
+    pub async fn resign(&self, connection: &str) -> Result<(), StoreError> {
+        self.client
+            .query_one(
+                "SELECT pg_advisory_unlock(hashtext($1), hashtext($2))",
+                &[&self.scope, &connection],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// How many daemons' sessions the database has on this store right now, this one's
+    /// included when it is one: a session ends with its process, so a node that died is not
+    /// counted once the database has noticed (at once for a process killed on a machine
+    /// that stays up, after the keepalive otherwise).
+    pub async fn members(&self) -> Result<usize, StoreError> {
+        let count: i64 = self
+            .client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                &[&self.member_name],
+            )
+            .await?
+            .get(0);
+        Ok(usize::try_from(count).unwrap_or_default())
+    }
+}
+
+/// The channel queue notifications of the store in `schema` go on (see
+/// `migrations/0002_queue_notify.sql`).
+fn queue_channel(schema: &str) -> String {
+    format!("unisync_queue.{schema}")
+}
+
+/// The `application_name` of a daemon's node session on the store in `schema`, within
+/// PostgreSQL's 63 bytes (a longer name would be cut, and no longer match when counted).
+fn member_name(schema: &str) -> String {
+    let mut name = format!("unisync node {schema}");
+    while name.len() > 63 {
+        name.pop();
+    }
+    name
 }
 
 /// Who may run a rule on a contact.

@@ -24,18 +24,18 @@ fn open() -> (tempfile::TempDir, Store) {
 const TEST_DATABASE_URL: &str = "UNISYNC_TEST_DATABASE_URL";
 
 /// How long a PostgreSQL test store's claims hold: one step of the tests' clocks.
-const TEST_LEASE_MS: u64 = 1_000;
+pub(crate) const TEST_LEASE_MS: u64 = 1_000;
 
 #[derive(Clone)]
 /// A schema of its own in the test database, dropped after the test ([`TestSchema::run`]).
-struct TestSchema {
+pub(crate) struct TestSchema {
     url: String,
     name: String,
 }
 
 impl TestSchema {
     /// `None` (the test is skipped) when `UNISYNC_TEST_DATABASE_URL` is not set.
-    async fn create() -> Option<TestSchema> {
+    pub(crate) async fn create() -> Option<TestSchema> {
         let Ok(url) = std::env::var(TEST_DATABASE_URL) else {
             eprintln!("{TEST_DATABASE_URL} is not set: skipping the PostgreSQL run");
             return None;
@@ -56,7 +56,7 @@ impl TestSchema {
     }
 
     /// A store on this schema, as a node of its own (a new node id each time).
-    async fn store(&self) -> Store {
+    pub(crate) async fn store(&self) -> Store {
         static NODE: AtomicU64 = AtomicU64::new(0);
         Store::open_postgres(&PgSettings {
             url: unisync_core::Secret::new(self.url.clone()),
@@ -72,7 +72,7 @@ impl TestSchema {
     /// Runs `test` on a store of this schema, then drops the schema, whatever the test did.
     /// The test runs as a task, so that a panic in it drops its store (and ends its
     /// transactions) before the schema is dropped.
-    async fn run<F>(self, test: impl FnOnce(Store) -> F)
+    pub(crate) async fn run<F>(self, test: impl FnOnce(Store) -> F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
@@ -1183,6 +1183,64 @@ async fn on_postgres_an_expired_lease_lets_another_node_claim_the_edit() {
             let entry = second.contact("c1").await.unwrap().unwrap();
             assert!(!entry.contact.local_was_updated);
             assert!(second.in_flight_counts().await.unwrap().is_empty());
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn on_postgres_a_renewed_lease_holds_until_another_node_takes_the_edit_over() {
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    let other = schema.clone();
+    schema
+        .run(|first| async move {
+            let second = other.store().await;
+            for id in ["c1", "c2"] {
+                register(&first, id).await;
+                first
+                    .accept(id, &edit(&[(ContactField::City, Some("X"))]), "crm")
+                    .await
+                    .unwrap();
+            }
+            let claimed_at = now_ms();
+            assert_eq!(first.claim("crm", claimed_at, 10).await.unwrap().len(), 2);
+            let ids = vec!["c1".to_string(), "c2".to_string()];
+            assert!(
+                first.renew_leases(&ids).await.unwrap().is_empty(),
+                "the holder renews, and nobody else holds either edit"
+            );
+            let renewed_until = second.next_ready_at("crm").await.unwrap().unwrap();
+            assert!(renewed_until >= claimed_at + TEST_LEASE_MS);
+            assert!(
+                second
+                    .claim("crm", claimed_at + TEST_LEASE_MS - 1, 10)
+                    .await
+                    .unwrap()
+                    .is_empty(),
+                "a renewed lease is not claimed before it ends"
+            );
+            // c1 is settled; c2's lease runs out and the other node takes the edit over.
+            first
+                .complete("c1", &ConfirmedContact::default(), None)
+                .await
+                .unwrap();
+            let taken = second.claim("crm", renewed_until, 10).await.unwrap();
+            assert_eq!(taken.len(), 1);
+            assert_eq!(
+                first.renew_leases(&ids).await.unwrap(),
+                vec!["c2".to_string()],
+                "the first node learns it must stop acting on c2 (c1, settled, is no one's)"
+            );
+            // A new leader following a bulk job takes the job's leases over.
+            assert_eq!(
+                first.adopt_leases(&ids).await.unwrap(),
+                vec!["c2".to_string()]
+            );
+            assert_eq!(
+                second.renew_leases(&ids).await.unwrap(),
+                vec!["c2".to_string()]
+            );
         })
         .await;
 }

@@ -189,6 +189,12 @@ impl HubspotSandbox {
     }
 
     /// Request counts so far.
+    /// Per contact id, the writes that began while another write to it was in flight (the
+    /// contacts of [`HubspotStats::overlapping_writes`]).
+    pub fn overlapping_writes_by_record(&self) -> BTreeMap<String, u64> {
+        self.shared.overlaps_by_record.lock().unwrap().clone()
+    }
+
     pub fn stats(&self) -> HubspotStats {
         *self.shared.stats.lock().unwrap()
     }
@@ -300,6 +306,8 @@ struct Shared {
     stats: Mutex<HubspotStats>,
     /// Contact id to the number of requests writing it right now.
     writes_in_flight: Mutex<HashMap<String, usize>>,
+    /// Contact id → writes to it that began while another was in flight.
+    overlaps_by_record: Mutex<BTreeMap<String, u64>>,
     faults: Faults,
     association_faults: Faults,
     portal_id: u64,
@@ -314,6 +322,7 @@ impl Shared {
             limits: Mutex::new(RateLimits::new()),
             stats: Mutex::new(HubspotStats::default()),
             writes_in_flight: Mutex::new(HashMap::new()),
+            overlaps_by_record: Mutex::new(BTreeMap::new()),
             faults: Faults::default(),
             association_faults: Faults::default(),
             portal_id: u64::from(portal_id),
@@ -359,6 +368,12 @@ impl Shared {
                 let writers = in_flight.entry(id.clone()).or_default();
                 if *writers > 0 {
                     overlaps += 1;
+                    *self
+                        .overlaps_by_record
+                        .lock()
+                        .unwrap()
+                        .entry(id.clone())
+                        .or_default() += 1;
                 }
                 *writers += 1;
             }

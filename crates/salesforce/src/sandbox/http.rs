@@ -270,6 +270,7 @@ impl<'a> WritesInFlight<'a> {
             *in_flight += 1;
             if *in_flight > 1 {
                 state.stats.overlapping_writes += 1;
+                *state.overlaps_by_record.entry(id.clone()).or_default() += 1;
             }
         }
         WritesInFlight { org, ids }

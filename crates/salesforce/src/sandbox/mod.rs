@@ -182,6 +182,8 @@ struct OrgState {
     overlapping_refreshes: u64,
     stats: SalesforceStats,
     writes_in_flight: HashMap<String, usize>,
+    /// Record id → writes to it that began while another was in flight.
+    overlaps_by_record: BTreeMap<String, u64>,
     query_page_size: usize,
     /// Query locator → the resource that ran the query and its whole result, paged by
     /// `nextRecordsUrl`.
@@ -222,6 +224,7 @@ impl SalesforceSandbox {
                 overlapping_refreshes: 0,
                 stats: SalesforceStats::default(),
                 writes_in_flight: HashMap::new(),
+                overlaps_by_record: BTreeMap::new(),
                 query_page_size: DEFAULT_QUERY_PAGE_SIZE,
                 query_results: HashMap::new(),
                 bulk: bulk::BulkState::default(),
@@ -333,6 +336,12 @@ impl SalesforceSandbox {
     /// Creates an Account (a customer); returns its id (`001...`).
     pub fn create_account(&self, name: &str) -> String {
         self.org.state().data.create_account(name)
+    }
+
+    /// Per record, the writes that began while another write to it was in flight (the
+    /// records of [`SalesforceStats::overlapping_writes`]).
+    pub fn overlapping_writes_by_record(&self) -> BTreeMap<String, u64> {
+        self.org.state().overlaps_by_record.clone()
     }
 
     pub fn stats(&self) -> SalesforceStats {
