@@ -345,6 +345,7 @@ impl Crm for DynamicsSandbox {
         WriteCounts {
             written: stats.records_written,
             overlapping: stats.overlapping_writes,
+            overlapping_by_record: self.overlapping_writes_by_record(),
         }
     }
 

@@ -27,7 +27,7 @@ macro_rules! against_each_crm {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn hubspot_on_postgres() {
                 crate::harness::on_postgres(
-                    super::$scenario::<unisync_sandbox::hubspot::HubspotSandbox>(),
+                    super::$scenario::<unisync_hubspot::sandbox::HubspotSandbox>(),
                 )
                 .await;
             }
@@ -35,7 +35,15 @@ macro_rules! against_each_crm {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn salesforce_on_postgres() {
                 crate::harness::on_postgres(
-                    super::$scenario::<unisync_sandbox::salesforce::SalesforceSandbox>(),
+                    super::$scenario::<unisync_salesforce::sandbox::SalesforceSandbox>(),
+                )
+                .await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn dynamics_on_postgres() {
+                crate::harness::on_postgres(
+                    super::$scenario::<unisync_dynamics::sandbox::DynamicsSandbox>(),
                 )
                 .await;
             }

@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use unisync_hubspot::sandbox::HubspotSandbox;
 use unisync_sandbox::SandboxCrm;
-use unisync_sandbox::hubspot::HubspotSandbox;
 
 use crate::crm::Crm;
 use crate::harness::{Daemon, Setup, on_postgres, wait_for};

@@ -21,7 +21,7 @@ mod harness;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use unisync_sandbox::salesforce::SalesforceSandbox;
+use unisync_salesforce::sandbox::SalesforceSandbox;
 
 use crm::Crm;
 use fleet::registered_records;

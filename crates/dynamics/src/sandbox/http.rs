@@ -671,6 +671,7 @@ async fn write_window<T: Send + 'static>(
                 *in_flight += 1;
                 if *in_flight > 1 {
                     state.stats.overlapping_writes += 1;
+                    *state.overlaps_by_record.entry(id.clone()).or_default() += 1;
                 }
             }
         }

@@ -129,6 +129,8 @@ struct EnvState {
     throttle: throttle::Throttle,
     stats: DynamicsStats,
     writes_in_flight: HashMap<String, usize>,
+    /// Per row, the writes that began while another write to it was in flight.
+    overlaps_by_record: BTreeMap<String, u64>,
 }
 
 impl Environment {
@@ -160,6 +162,7 @@ impl DynamicsSandbox {
                 throttle: throttle::Throttle::default(),
                 stats: DynamicsStats::default(),
                 writes_in_flight: HashMap::new(),
+                overlaps_by_record: BTreeMap::new(),
             }),
         });
         seed(&mut env.state().data, demo_records);
@@ -302,6 +305,12 @@ impl DynamicsSandbox {
     /// Token requests received, granted or not.
     pub fn token_requests(&self) -> u64 {
         self.env.state().token_requests
+    }
+
+    /// Per row id, the writes that began while another write to it was in flight (the rows
+    /// of [`DynamicsStats::overlapping_writes`]).
+    pub fn overlapping_writes_by_record(&self) -> BTreeMap<String, u64> {
+        self.env.state().overlaps_by_record.clone()
     }
 
     /// Token requests that arrived while another was being answered.
