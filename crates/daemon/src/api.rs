@@ -2,8 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -16,6 +15,7 @@ use unisync_core::{ContactField, FieldViolation, Secret};
 
 use crate::connections::Connections;
 use crate::edits::{EditRejected, check_edit};
+use crate::http_server::BodyCut;
 use crate::metrics;
 use crate::store::{ContactEntry, Store, StoreError, now_ms};
 use crate::timefmt::rfc3339;
@@ -25,6 +25,8 @@ pub struct AppState {
     pub store: Store,
     pub connections: Arc<Connections>,
     pub tokens: Tokens,
+    /// The largest body of a request to the contact routes, in bytes.
+    pub max_body_bytes: usize,
 }
 
 /// The bearer tokens the daemon accepts, by scope: API tokens reach the contact routes only,
@@ -62,8 +64,9 @@ fn is_one_of(tokens: &[Secret], presented: &str) -> bool {
     })
 }
 
-/// The API's routes. `max_body_bytes` bounds every request body.
-pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
+/// The API's routes.
+pub fn router(state: Arc<AppState>) -> Router {
+    let max_body_bytes = state.max_body_bytes;
     let authenticated = Router::new()
         .route(
             "/api/v1/unified/contact/{id}",
@@ -138,6 +141,64 @@ impl From<EditRejected> for ApiError {
     }
 }
 
+/// The next piece of a request body: `None` at its end; 408 `request_timeout` once the
+/// server's body timeout is spent.
+pub async fn next_chunk(body: &mut Body) -> Option<Result<Bytes, ApiError>> {
+    loop {
+        let frame =
+            std::future::poll_fn(|cx| std::pin::Pin::new(&mut *body).poll_frame(cx)).await?;
+        match frame {
+            Ok(frame) => match frame.into_data() {
+                Ok(data) => return Some(Ok(data)),
+                // Trailers carry nothing the API reads.
+                Err(_) => continue,
+            },
+            Err(error) => return Some(Err(ApiError::from_body_error(error))),
+        }
+    }
+}
+
+/// A whole request body of at most `limit` bytes (413 `payload_too_large` beyond).
+pub async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let mut whole = Vec::new();
+    while let Some(chunk) = next_chunk(&mut body).await {
+        let chunk = chunk?;
+        if whole.len() + chunk.len() > limit {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the body is larger than {limit} bytes"),
+            ));
+        }
+        whole.extend_from_slice(&chunk);
+    }
+    Ok(whole.into())
+}
+
+impl ApiError {
+    /// Why a request body could not be read: its time ran out (408), the server is stopping
+    /// (503; either way the connection closes), or the client broke off (400).
+    fn from_body_error(error: axum::Error) -> Self {
+        match error.into_inner().downcast::<BodyCut>().map(|cut| *cut) {
+            Ok(cut @ BodyCut::TimedOut(_)) => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                cut.to_string(),
+            ),
+            Ok(cut @ BodyCut::ShuttingDown) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                cut.to_string(),
+            ),
+            Err(other) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("reading the body: {other}"),
+            ),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body =
@@ -147,6 +208,12 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if self.code == "request_timeout" || self.code == "shutting_down" {
+            // The rest of the body may still come: the connection cannot carry another request.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }
@@ -217,7 +284,7 @@ async fn put_contact(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
@@ -235,17 +302,7 @@ async fn put_contact(
             "the body must be application/json",
         ));
     }
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "the body is too large",
-            )
-        } else {
-            ApiError::new(rejection.status(), "bad_request", rejection.body_text())
-        }
-    })?;
+    let body = read_body(body, state.max_body_bytes).await?;
     let body: Value = serde_json::from_slice(&body).map_err(|err| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -466,13 +523,15 @@ mod tests {
                 api: vec![Secret::new("api-token")],
                 admin: vec![Secret::new("admin-token")],
             },
+            max_body_bytes: 65_536,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
+        let limits = crate::config::ServerConfig::default().limits();
         tokio::spawn(crate::serve::run_server(
             listener,
             state,
-            65_536,
+            limits,
             std::future::pending(),
         ));
         base

@@ -588,7 +588,15 @@ async fn config_check(config: &Config) -> Result<u8, Failure> {
         0 => println!("admin_tokens = none: one made per run, in <storage.path>/admin.token"),
         count => println!("admin_tokens = {count} token(s), redacted"),
     }
-    println!("max_body_bytes = {}", config.server.max_body_bytes);
+    let server = &config.server;
+    println!(
+        "max_body_bytes = {}\nheader_timeout_ms = {}\nbody_timeout_ms = {}\nidle_timeout_ms = {}\nmax_connections = {}",
+        server.max_body_bytes,
+        server.header_timeout_ms,
+        server.body_timeout_ms,
+        server.idle_timeout_ms,
+        server.max_connections
+    );
     let storage = &config.storage;
     match config
         .storage

@@ -9,6 +9,7 @@ mod conflict;
 mod connections;
 mod dispatcher;
 mod edits;
+mod http_server;
 mod metrics;
 mod ops;
 mod providers;
