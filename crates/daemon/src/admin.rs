@@ -4,18 +4,17 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::middleware;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use crate::api::{ApiError, AppState, Scope, require_bearer};
+use crate::api::{ApiError, AppState, Scope, next_chunk, require_bearer};
 use crate::connections::Connections;
-use crate::ops;
+use crate::ops::{self, Import, Importer};
 use crate::store::{ReplayAttempt, StoreError};
 
 pub fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
@@ -152,28 +151,73 @@ async fn drop_letter(
 
 async fn import_contacts(
     State(state): State<Arc<AppState>>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let report = ops::import_contacts(&state.store, &state.connections, body.as_ref()).await;
-    imported(&state, report).await
+    body: Body,
+) -> Result<Json<ops::ImportReport>, ApiError> {
+    let importer = Importer::new(&state.store, Import::Contacts(&state.connections));
+    import(&state, importer, body).await
 }
 
 async fn import_customers(
     State(state): State<Arc<AppState>>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let report = ops::import_customers(&state.store, body.as_ref()).await;
-    imported(&state, report).await
+    body: Body,
+) -> Result<Json<ops::ImportReport>, ApiError> {
+    import(&state, Importer::new(&state.store, Import::Customers), body).await
 }
 
-/// Answers an import's report once what it registered is durable.
-async fn imported(
+/// Registers a JSONL body line by line as it arrives, so its size is bounded only by each
+/// line's (`server.max_body_bytes`: a longer line is refused and skipped); answers the
+/// report once what it registered is durable.
+async fn import(
     state: &AppState,
-    report: Result<ops::ImportReport, StoreError>,
-) -> Result<Response, ApiError> {
-    let report = report?;
+    mut importer: Importer<'_>,
+    mut body: Body,
+) -> Result<Json<ops::ImportReport>, ApiError> {
+    let max_line = state.max_body_bytes;
+    let mut line = Vec::new();
+    let mut number = 1;
+    // Set while the rest of an overlong line is skipped.
+    let mut skipping = false;
+    while let Some(chunk) = next_chunk(&mut body).await {
+        let mut chunk = &chunk?[..];
+        while !chunk.is_empty() {
+            let end = chunk.iter().position(|&b| b == b'\n');
+            let (piece, rest) = match end {
+                Some(at) => (&chunk[..at], &chunk[at + 1..]),
+                None => (chunk, &[][..]),
+            };
+            chunk = rest;
+            if !skipping && line.len() + piece.len() > max_line {
+                importer.refuse(number, format!("longer than {max_line} bytes"));
+                line.clear();
+                skipping = true;
+            }
+            if !skipping {
+                line.extend_from_slice(piece);
+            }
+            if end.is_some() {
+                take_line(&mut importer, number, &line).await?;
+                line.clear();
+                skipping = false;
+                number += 1;
+            }
+        }
+    }
+    if !skipping {
+        take_line(&mut importer, number, &line).await?;
+    }
+    let report = importer.finish();
     state.store.flush().await?;
-    Ok((StatusCode::OK, Json(json!(report))).into_response())
+    Ok(Json(report))
+}
+
+async fn take_line(importer: &mut Importer<'_>, number: u64, line: &[u8]) -> Result<(), ApiError> {
+    match std::str::from_utf8(line) {
+        Ok(text) => Ok(importer.line(number, text).await?),
+        Err(err) => {
+            importer.refuse(number, format!("not UTF-8: {err}"));
+            Ok(())
+        }
+    }
 }
 
 async fn pull_contacts(

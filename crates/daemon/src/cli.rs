@@ -7,9 +7,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use unisync_core::Secret;
 
+use crate::api::ErrorBody;
 use crate::backfill::{self, BackfillOptions};
 use crate::config::{Config, StorageEngine};
 use crate::connections::{Connections, build_adapter, settle_time};
@@ -216,13 +218,13 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 // Each line is routed, and its id normalised, as the daemon would.
                 let connections =
                     Connections::build(settings.clone(), store).map_err(Failure::usage)?;
-                Ok(ops::import_contacts(store, &connections, lines).await?)
+                Ok(ops::import(store, ops::Import::Contacts(&connections), lines).await?)
             })
             .await
         }
         Command::Customers(CustomersCommand::Import { file }) => {
             import(&config, &file, "customers", async |store, lines| {
-                Ok(ops::import_customers(store, lines).await?)
+                Ok(ops::import(store, ops::Import::Customers, lines).await?)
             })
             .await
         }
@@ -298,12 +300,12 @@ async fn with_store_body<E: Into<Failure>>(
     }
 }
 
-async fn ask_daemon(
+async fn ask_daemon<T: DeserializeOwned>(
     config: &Config,
     method: &str,
     path: &str,
     body: Option<Vec<u8>>,
-) -> Result<Value, Failure> {
+) -> Result<T, Failure> {
     let token = admin_token(config)?;
     let addr = std::fs::read_to_string(serve::daemon_addr_file(&config.storage.path))
         .map(|text| text.trim().to_string())
@@ -315,25 +317,48 @@ async fn ask_daemon(
     if let Some(body) = body {
         request = request.body(body);
     }
-    let response = request.send().await.map_err(|e| {
+    let unreachable = |e: reqwest::Error| {
         Failure::runtime(format!(
             "the store is locked by another process, and the daemon at {url} does not answer ({e})"
         ))
-    })?;
+    };
+    let response = request.send().await.map_err(unreachable)?;
     let status = response.status();
-    let value: Value = response
-        .json()
-        .await
-        .map_err(|e| Failure::runtime(e.to_string()))?;
-    if status.is_success() {
-        Ok(value)
-    } else {
-        let message = value["error"]["message"]
-            .as_str()
-            .unwrap_or("request failed")
-            .to_string();
-        Err(Failure::runtime(format!("{status}: {message}")))
+    let bytes = response.bytes().await.map_err(unreachable)?;
+    if !status.is_success() {
+        return Err(daemon_refusal(status, &bytes));
     }
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Failure::runtime(format!(
+            "the daemon at {url} answered {status} with a body the CLI cannot read ({e}): {}",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+        ))
+    })
+}
+
+/// The daemon's refusal as the CLI shows it: the status, the API's error code and message
+/// and each field's reason, or the body's first words when it is not the API's error shape.
+fn daemon_refusal(status: reqwest::StatusCode, body: &[u8]) -> Failure {
+    let message = match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(ErrorBody { error }) => {
+            let mut message = format!(
+                "the daemon refused ({status}): {}: {}",
+                error.code, error.message
+            );
+            for detail in &error.details {
+                message.push_str(&format!(
+                    "\n  {}: {}: {}",
+                    detail.field, detail.code, detail.message
+                ));
+            }
+            message
+        }
+        Err(_) => format!(
+            "the daemon refused ({status}): {}",
+            String::from_utf8_lossy(&body[..body.len().min(200)])
+        ),
+    };
+    Failure::runtime(message)
 }
 
 /// The token the CLI shows the daemon's admin routes: the first configured admin token, else

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::io::BufRead;
 
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use unisync_core::UnifiedContact;
 
@@ -15,38 +14,97 @@ use crate::store::{
 use crate::timefmt::rfc3339;
 
 /// The outcome of a JSONL import: how many lines were registered, and each bad line.
-#[derive(Debug, Default, serde::Serialize)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ImportReport {
     pub imported: u64,
     pub failed: Vec<LineError>,
 }
 
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct LineError {
     pub line: u64,
     pub message: String,
 }
 
-/// Registers unified contacts from JSONL, upserting by `id`. Each contact is a record of the
-/// connection the daemon routes it to (its `external_system_config_id`, else the one
-/// connection of its `source_system`), its `source_id` in that CRM's canonical form. A bad
-/// line is reported with its number and the import goes on: one that cannot be routed, whose
-/// source id the CRM could not have issued, or whose connection's record is already another
-/// unified contact.
-pub async fn import_contacts(
+/// What a JSONL import registers: unified contacts (each routed by the connections) or
+/// unified customers, upserting by `id`.
+#[derive(Clone, Copy)]
+pub enum Import<'a> {
+    /// Each contact is a record of the connection the daemon routes it to (its
+    /// `external_system_config_id`, else the one connection of its `source_system`), its
+    /// `source_id` in that CRM's canonical form. A line is refused when it cannot be routed,
+    /// when its source id is one the CRM could not have issued, or when its connection's
+    /// record is already another unified contact.
+    Contacts(&'a Connections),
+    Customers,
+}
+
+/// A JSONL import, fed one line at a time (so that the admin API registers a body as it
+/// arrives, whatever its size), reporting each bad line by number and going on.
+pub struct Importer<'a> {
+    store: &'a Store,
+    what: Import<'a>,
+    report: ImportReport,
+}
+
+impl<'a> Importer<'a> {
+    pub fn new(store: &'a Store, what: Import<'a>) -> Self {
+        Importer {
+            store,
+            what,
+            report: ImportReport::default(),
+        }
+    }
+
+    /// Registers line `number` (blank lines are skipped); `Err` only when the store fails.
+    pub async fn line(&mut self, number: u64, line: &str) -> Result<(), StoreError> {
+        if line.trim().is_empty() {
+            return Ok(());
+        }
+        let outcome = match self.what {
+            Import::Contacts(connections) => match serde_json::from_str(line) {
+                Ok(contact) => import_contact(self.store, connections, contact).await?,
+                Err(err) => Err(err.to_string()),
+            },
+            Import::Customers => match serde_json::from_str::<Customer>(line) {
+                Ok(customer)
+                    if customer.id.trim().is_empty() || customer.source_id.trim().is_empty() =>
+                {
+                    Err("`id` and `source_id` must not be empty".to_string())
+                }
+                Ok(customer) => self.store.upsert_customer(&customer).await.map(Ok)?,
+                Err(err) => Err(err.to_string()),
+            },
+        };
+        self.report.add(number, outcome);
+        Ok(())
+    }
+
+    /// Counts line `number` as refused for `reason` (a line the reader could not take).
+    pub fn refuse(&mut self, number: u64, reason: String) {
+        self.report.add(number, Err(reason));
+    }
+
+    pub fn finish(self) -> ImportReport {
+        self.report
+    }
+}
+
+/// Registers the JSONL of `input` (see [`Import`]).
+pub async fn import(
     store: &Store,
-    connections: &Connections,
+    what: Import<'_>,
     input: impl BufRead,
 ) -> Result<ImportReport, StoreError> {
-    let mut report = ImportReport::default();
-    for (line, contact) in parse_lines(input) {
-        let outcome = match contact {
-            Ok(contact) => import_contact(store, connections, contact).await?,
-            Err(message) => Err(message),
-        };
-        report.add(line, outcome);
+    let mut importer = Importer::new(store, what);
+    for (index, line) in input.lines().enumerate() {
+        let number = index as u64 + 1;
+        match line {
+            Ok(line) => importer.line(number, &line).await?,
+            Err(err) => importer.refuse(number, err.to_string()),
+        }
     }
-    Ok(report)
+    Ok(importer.finish())
 }
 
 /// Registers one contact of an import; `Ok(Err(reason))` for a line refused.
@@ -84,27 +142,6 @@ async fn import_contact(
     }
 }
 
-/// Registers unified customers from JSONL, upserting by `id`.
-pub async fn import_customers(
-    store: &Store,
-    input: impl BufRead,
-) -> Result<ImportReport, StoreError> {
-    let mut report = ImportReport::default();
-    for (line, customer) in parse_lines::<Customer>(input) {
-        let outcome = match customer {
-            Ok(customer)
-                if customer.id.trim().is_empty() || customer.source_id.trim().is_empty() =>
-            {
-                Err("`id` and `source_id` must not be empty".to_string())
-            }
-            Ok(customer) => store.upsert_customer(&customer).await.map(Ok)?,
-            Err(message) => Err(message),
-        };
-        report.add(line, outcome);
-    }
-    Ok(report)
-}
-
 impl ImportReport {
     /// Counts line `line` as imported, or keeps why it was not.
     fn add(&mut self, line: u64, outcome: Result<(), String>) {
@@ -113,23 +150,6 @@ impl ImportReport {
             Err(message) => self.failed.push(LineError { line, message }),
         }
     }
-}
-
-/// Each non-blank line of JSONL with its number, parsed, or why it could not be read.
-fn parse_lines<T: DeserializeOwned>(
-    input: impl BufRead,
-) -> impl Iterator<Item = (u64, Result<T, String>)> {
-    input.lines().enumerate().filter_map(|(index, line)| {
-        let number = index as u64 + 1;
-        match line {
-            Err(err) => Some((number, Err(err.to_string()))),
-            Ok(line) if line.trim().is_empty() => None,
-            Ok(line) => Some((
-                number,
-                serde_json::from_str::<T>(&line).map_err(|err| err.to_string()),
-            )),
-        }
-    })
 }
 
 /// Queue figures per connection: every configured one (zeros included), and any other the
