@@ -123,3 +123,59 @@ async fn cli_errors_through_the_daemon_show_its_error_code_and_message() {
     );
     daemon.stop();
 }
+
+/// `status` and `dead-letters list|show` print aligned tables for people, and with `--json`
+/// the same reports as JSON, times in RFC 3339 and in the machine's zone; alike whether the
+/// CLI asks the running daemon or opens the store itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_outputs_are_tables_for_people_and_json_for_machines() {
+    use unisync_sandbox::hubspot::HubspotSandbox;
+    let world = crate::world::World::<HubspotSandbox>::new().await;
+    let mut daemon = world.setup.serve();
+    let body = serde_json::json!({"email": crate::world::ANN_EMAIL, "first_name": "Refused"});
+    let letter = crate::replay::dead_letter_of(&world, &daemon, body).await;
+    for running in [true, false] {
+        if !running {
+            daemon.stop();
+        }
+        let (code, table, err) = world.setup.run(&["status"], None);
+        assert_eq!(code, 0, "{err}");
+        let mut lines = table.lines();
+        let header = lines.next().unwrap();
+        assert!(header.starts_with("CONNECTION  READY"), "{table}");
+        let row = lines.next().unwrap();
+        assert!(row.starts_with("hubspot "), "{table}");
+        // Aligned: each column starts where its header does.
+        let column = header.find("DEAD LETTERS").unwrap();
+        assert_eq!(&row[column..column + 1], "1", "{table}");
+
+        let (_, listed, _) = world.setup.run(&["dead-letters", "list"], None);
+        let mut lines = listed.lines();
+        let header = lines.next().unwrap();
+        let row = lines.next().unwrap();
+        assert!(row.starts_with(&letter), "{listed}");
+        let column = header.find("FAILED AT").unwrap();
+        assert!(row[column..].starts_with("20"), "a local time: {listed}");
+
+        let (_, shown, _) = world.setup.run(&["dead-letters", "show", &letter], None);
+        assert!(shown.contains("retries_exhausted"), "{shown}");
+        assert!(
+            shown.contains("first_name") && shown.contains("Refused"),
+            "{shown}"
+        );
+
+        let json = world.setup.run_json(&["dead-letters", "show", &letter]);
+        let failed_at = json["failed_at"].as_str().unwrap();
+        assert!(
+            failed_at.ends_with('Z') && failed_at.contains('T'),
+            "{json}"
+        );
+        let local = json["failed_at_local"].as_str().unwrap();
+        assert_eq!(&local[..10], row[column..column + 10].trim(), "{json}");
+        let status = world.setup.run_json(&["status"]);
+        assert_eq!(
+            status["connections"]["hubspot"]["dead_letters"], 1,
+            "{status}"
+        );
+    }
+}

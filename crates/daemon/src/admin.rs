@@ -10,11 +10,13 @@ use axum::http::StatusCode;
 use axum::middleware;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{Value, json};
 
 use crate::api::{ApiError, AppState, Scope, next_chunk, require_bearer};
 use crate::connections::Connections;
-use crate::ops::{self, Import, Importer};
+use crate::ops::{
+    self, ApiUsageView, DeadLetterList, DeadLetterView, DropReport, Import, Importer, PauseView,
+    ReplayReport, StatusReport,
+};
 use crate::store::{ReplayAttempt, StoreError};
 
 pub fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
@@ -39,15 +41,10 @@ pub fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
         ))
 }
 
-async fn status(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
-    let names: Vec<String> = state
-        .connections
-        .iter()
-        .map(|c| c.name().to_string())
-        .collect();
-    let in_flight = state
-        .connections
-        .iter()
+async fn status(State(state): State<Arc<AppState>>) -> Result<Json<StatusReport>, ApiError> {
+    let connections = || state.connections.iter();
+    let names: Vec<String> = connections().map(|c| c.name().to_string()).collect();
+    let in_flight = connections()
         .map(|c| {
             (
                 c.name().to_string(),
@@ -55,49 +52,41 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiEr
             )
         })
         .collect();
-    let mut status = ops::status(&state.store, &names, &in_flight).await?;
-    status["disabled"] = state
-        .connections
-        .iter()
+    let disabled = connections()
         .filter(|c| !c.settings.enabled)
-        .map(|c| Value::from(c.name()))
+        .map(|c| c.name().to_string())
         .collect();
-    let pauses: serde_json::Map<String, Value> = state
-        .connections
-        .iter()
-        .map(|c| (c.name().to_string(), json!(c.pause())))
+    let mut status = ops::status(&state.store, &names, &in_flight, disabled).await?;
+    status.pauses = connections()
+        .filter_map(|c| Some((c.name().to_string(), PauseView::new(&c.pause()?))))
         .collect();
-    let usage: serde_json::Map<String, Value> = state
-        .connections
-        .iter()
+    status.api_usage = connections()
         .filter_map(|c| {
-            c.adapter.api_usage().map(|u| {
-                (
-                    c.name().to_string(),
-                    json!({"used": u.used, "limit": u.limit}),
-                )
-            })
+            let usage = c.adapter.api_usage()?;
+            let view = ApiUsageView {
+                used: usage.used,
+                limit: usage.limit,
+            };
+            Some((c.name().to_string(), view))
         })
         .collect();
-    status["pauses"] = Value::Object(pauses);
-    status["api_usage"] = Value::Object(usage);
     Ok(Json(status))
 }
 
-async fn list(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+async fn list(State(state): State<Arc<AppState>>) -> Result<Json<DeadLetterList>, ApiError> {
     Ok(Json(ops::list_dead_letters(&state.store).await?))
 }
 
 async fn show(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeadLetterView>, ApiError> {
     let letter = state
         .store
         .dead_letter_by_id(&id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no dead letter `{id}`")))?;
-    Ok(Json(ops::dead_letter_json(&letter)))
+    Ok(Json(DeadLetterView::new(&letter)))
 }
 
 fn settled<T>(result: Result<T, StoreError>, id: &str) -> Result<T, ApiError> {
@@ -122,7 +111,7 @@ fn wake(connections: &Connections, attempts: &[ReplayAttempt]) {
 async fn retry(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ReplayReport>, ApiError> {
     let replay = settled(state.store.replay_dead_letter(&id).await, &id)?;
     state.store.flush().await?;
     let attempts = [ReplayAttempt {
@@ -130,23 +119,25 @@ async fn retry(
         outcome: Ok(replay),
     }];
     wake(&state.connections, &attempts);
-    Ok(Json(ops::replay_json(&attempts)))
+    Ok(Json(ReplayReport::new(&attempts)))
 }
 
-async fn retry_all(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+async fn retry_all(State(state): State<Arc<AppState>>) -> Result<Json<ReplayReport>, ApiError> {
     let attempts = state.store.replay_all_dead_letters().await?;
     state.store.flush().await?;
     wake(&state.connections, &attempts);
-    Ok(Json(ops::replay_json(&attempts)))
+    Ok(Json(ReplayReport::new(&attempts)))
 }
 
 async fn drop_letter(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DropReport>, ApiError> {
     let letter = settled(state.store.drop_dead_letter(&id).await, &id)?;
     state.store.flush().await?;
-    Ok(Json(json!({"dropped": [letter.id]})))
+    Ok(Json(DropReport {
+        dropped: vec![letter.id],
+    }))
 }
 
 async fn import_contacts(
@@ -223,7 +214,7 @@ async fn take_line(importer: &mut Importer<'_>, number: u64, line: &[u8]) -> Res
 async fn pull_contacts(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<crate::pull::PullReport>, ApiError> {
     let connection = state
         .connections
         .get(&name)
@@ -231,5 +222,5 @@ async fn pull_contacts(
     let report = crate::pull::pull_contacts(&state.store, connection)
         .await
         .map_err(|message| ApiError::new(StatusCode::BAD_GATEWAY, "pull_failed", message))?;
-    Ok(Json(json!(report)))
+    Ok(Json(report))
 }

@@ -14,6 +14,7 @@ mod metrics;
 mod ops;
 mod providers;
 mod pull;
+mod render;
 mod retry_policy;
 mod serve;
 mod store;
