@@ -4,14 +4,14 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
+use axum::http::Method;
 use axum::http::StatusCode;
-use axum::middleware;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::routing::on;
 
-use crate::api::{ApiError, AppState, Scope, next_chunk, require_bearer};
+use crate::api::{ApiError, AppState, RouteSpec, Scope, next_chunk};
 use crate::connections::Connections;
 use crate::ops::{
     self, ApiUsageView, DeadLetterList, DeadLetterView, DropReport, Import, Importer, PauseView,
@@ -19,26 +19,52 @@ use crate::ops::{
 };
 use crate::store::{ReplayAttempt, StoreError};
 
-pub fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/api/v1/admin/status", get(status))
-        .route("/api/v1/admin/dead-letters", get(list))
-        .route("/api/v1/admin/dead-letters/retry-all", post(retry_all))
-        .route(
-            "/api/v1/admin/dead-letters/{id}",
-            get(show).delete(drop_letter),
-        )
-        .route("/api/v1/admin/dead-letters/{id}/retry", post(retry))
-        .route("/api/v1/admin/contacts", post(import_contacts))
-        .route("/api/v1/admin/customers", post(import_customers))
-        .route(
+/// The admin routes (admin tokens only).
+pub fn routes() -> Vec<RouteSpec> {
+    let admin = Some(Scope::Admin);
+    let letter = "/api/v1/admin/dead-letters/{id}";
+    vec![
+        RouteSpec::new(Method::GET, "/api/v1/admin/status", admin, |on_method| {
+            on(on_method, status)
+        }),
+        RouteSpec::new(
+            Method::GET,
+            "/api/v1/admin/dead-letters",
+            admin,
+            |on_method| on(on_method, list),
+        ),
+        RouteSpec::new(
+            Method::POST,
+            "/api/v1/admin/dead-letters/retry-all",
+            admin,
+            |on_method| on(on_method, retry_all),
+        ),
+        RouteSpec::new(Method::GET, letter, admin, |on_method| on(on_method, show)),
+        RouteSpec::new(Method::DELETE, letter, admin, |on_method| {
+            on(on_method, drop_letter)
+        }),
+        RouteSpec::new(
+            Method::POST,
+            "/api/v1/admin/dead-letters/{id}/retry",
+            admin,
+            |on_method| on(on_method, retry),
+        ),
+        RouteSpec::new(Method::POST, "/api/v1/admin/contacts", admin, |on_method| {
+            on(on_method, import_contacts)
+        }),
+        RouteSpec::new(
+            Method::POST,
+            "/api/v1/admin/customers",
+            admin,
+            |on_method| on(on_method, import_customers),
+        ),
+        RouteSpec::new(
+            Method::POST,
             "/api/v1/admin/contacts/pull/{connection}",
-            post(pull_contacts),
-        )
-        .route_layer(middleware::from_fn_with_state(
-            (state, Scope::Admin),
-            require_bearer,
-        ))
+            admin,
+            |on_method| on(on_method, pull_contacts),
+        ),
+    ]
 }
 
 async fn status(State(state): State<Arc<AppState>>) -> Result<Json<StatusReport>, ApiError> {

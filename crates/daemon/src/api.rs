@@ -4,10 +4,11 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::Method;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodFilter, MethodRouter, on};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
@@ -64,25 +65,100 @@ fn is_one_of(tokens: &[Secret], presented: &str) -> bool {
     })
 }
 
-/// The API's routes.
+/// One route: its method and path, who may call it (`None`: anyone), and its handler. The
+/// router is built from [`routes`], and a test compares the same table with the OpenAPI
+/// document, so neither can drift from the other.
+pub struct RouteSpec {
+    pub method: Method,
+    pub path: &'static str,
+    pub scope: Option<Scope>,
+    /// Makes the route's handler for the method filter of `method`.
+    pub handler: fn(MethodFilter) -> MethodRouter<Arc<AppState>>,
+}
+
+impl RouteSpec {
+    pub const fn new(
+        method: Method,
+        path: &'static str,
+        scope: Option<Scope>,
+        handler: fn(MethodFilter) -> MethodRouter<Arc<AppState>>,
+    ) -> Self {
+        RouteSpec {
+            method,
+            path,
+            scope,
+            handler,
+        }
+    }
+}
+
+/// The OpenAPI 3.1 document of every route, served at `/api/v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// Every route the daemon serves.
+pub fn routes() -> Vec<RouteSpec> {
+    let contact = "/api/v1/unified/contact/{id}";
+    let api = Some(Scope::Api);
+    let mut routes = vec![
+        RouteSpec::new(Method::PUT, contact, api, |on_method| {
+            on(on_method, put_contact)
+        }),
+        RouteSpec::new(Method::GET, contact, api, |on_method| {
+            on(on_method, get_contact)
+        }),
+        RouteSpec::new(
+            Method::GET,
+            "/api/v1/unified/contact/{id}/sync",
+            api,
+            |on_method| on(on_method, get_sync),
+        ),
+        RouteSpec::new(Method::GET, "/api/v1/openapi.json", None, |on_method| {
+            on(on_method, || async {
+                ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+            })
+        }),
+        RouteSpec::new(Method::GET, "/healthz", None, |on_method| {
+            on(on_method, || async { "ok" })
+        }),
+        RouteSpec::new(Method::GET, "/readyz", None, |on_method| {
+            on(on_method, readyz)
+        }),
+        RouteSpec::new(Method::GET, "/metrics", None, |on_method| {
+            on(on_method, metrics_text)
+        }),
+    ];
+    routes.extend(crate::admin::routes());
+    routes
+}
+
+/// The API's router, from [`routes`]: each route behind the bearer check of its scope.
 pub fn router(state: Arc<AppState>) -> Router {
     let max_body_bytes = state.max_body_bytes;
-    let authenticated = Router::new()
-        .route(
-            "/api/v1/unified/contact/{id}",
-            get(get_contact).put(put_contact),
-        )
-        .route("/api/v1/unified/contact/{id}/sync", get(get_sync))
-        .route_layer(middleware::from_fn_with_state(
-            (state.clone(), Scope::Api),
+    let mut public = Router::new();
+    let mut scoped: Vec<(Scope, Router<Arc<AppState>>)> =
+        vec![(Scope::Api, Router::new()), (Scope::Admin, Router::new())];
+    for route in routes() {
+        let filter = MethodFilter::try_from(route.method.clone()).expect("a routable method");
+        let handler = (route.handler)(filter);
+        match route.scope {
+            None => public = public.route(route.path, handler.clone()),
+            Some(scope) => {
+                for (of, router) in &mut scoped {
+                    if *of == scope {
+                        *router = std::mem::take(router).route(route.path, handler.clone());
+                    }
+                }
+            }
+        }
+    }
+    for (scope, router) in scoped {
+        let checked = router.route_layer(middleware::from_fn_with_state(
+            (state.clone(), scope),
             require_bearer,
         ));
-    Router::new()
-        .merge(authenticated)
-        .merge(crate::admin::routes(state.clone()))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
+        public = public.merge(checked);
+    }
+    public
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }
@@ -636,6 +712,57 @@ mod tests {
             store.contact("c2").await.unwrap().is_some(),
             "the admin token's import"
         );
+    }
+
+    /// The OpenAPI document names exactly the routes the router serves, each with the
+    /// security of its scope, and the update body field for field as the endpoint takes it.
+    #[test]
+    fn the_openapi_document_matches_the_route_table() {
+        let document: Value = serde_json::from_str(OPENAPI).unwrap();
+        assert_eq!(document["openapi"], "3.1.0");
+        let mut documented = Vec::new();
+        for (path, operations) in document["paths"].as_object().unwrap() {
+            for (method, operation) in operations.as_object().unwrap() {
+                let security = operation.get("security").unwrap_or(&document["security"]);
+                let scope = match security.to_string().as_str() {
+                    "[]" => None,
+                    r#"[{"bearerAuth":[]}]"# => Some(Scope::Api),
+                    r#"[{"adminAuth":[]}]"# => Some(Scope::Admin),
+                    other => panic!("{method} {path}: security {other}"),
+                };
+                documented.push((method.to_uppercase(), path.clone(), scope));
+            }
+        }
+        let mut served: Vec<_> = routes()
+            .into_iter()
+            .map(|route| {
+                (
+                    route.method.to_string(),
+                    route.path.to_string(),
+                    route.scope,
+                )
+            })
+            .collect();
+        documented.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        served.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        assert_eq!(documented, served);
+
+        let update = &document["components"]["schemas"]["ContactUpdate"];
+        assert_eq!(update["required"], json!(["email", "first_name"]));
+        let properties = update["properties"].as_object().unwrap();
+        for field in ContactField::ALL {
+            let property = &properties[field.name()];
+            let expected = match field {
+                ContactField::Email | ContactField::FirstName => json!("string"),
+                _ => json!(["string", "null"]),
+            };
+            assert_eq!(property["type"], expected, "{}", field.name());
+        }
+        let contact = &document["components"]["schemas"]["UnifiedContact"]["properties"];
+        let shown = serde_json::to_value(UnifiedContact::new("c1", "hubspot", "1")).unwrap();
+        let shown: Vec<&String> = shown.as_object().unwrap().keys().collect();
+        let listed: Vec<&String> = contact.as_object().unwrap().keys().collect();
+        assert_eq!(listed, shown, "UnifiedContact, field for field");
     }
 
     /// The API over loopback, on a store whose next flush fails as a full disk would.
