@@ -219,9 +219,10 @@ recovery_grace_ms = 500
         )
     }
 
-    /// Runs a one-shot CLI command that must succeed and print JSON; answers that JSON.
+    /// Runs a one-shot CLI command with `--json` that must succeed; answers its JSON.
     pub fn run_json(&self, args: &[&str]) -> Value {
-        let (code, out, err) = self.run(args, None);
+        let args = [args, &["--json"]].concat();
+        let (code, out, err) = self.run(&args, None);
         assert_eq!(code, 0, "unisync {args:?} failed: {out} {err}");
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("unisync {args:?}: {e}: {out}"))
     }

@@ -72,7 +72,7 @@ async fn a_replay_after_a_newer_edit_keeps_the_newer_values<C: Crm>() {
 
 /// Sends `body` while the CRM fails every request, until its attempts run out; answers the
 /// dead letter's id.
-async fn dead_letter_of<C: Crm>(world: &World<C>, daemon: &Daemon, body: Value) -> String {
+pub async fn dead_letter_of<C: Crm>(world: &World<C>, daemon: &Daemon, body: Value) -> String {
     world.crm.faults().set_standing(Fault::ServerError(503));
     let answer = daemon.put_contact(CONTACT, &body).await;
     assert_eq!(answer.status, 200, "{}", answer.body);

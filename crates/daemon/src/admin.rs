@@ -4,51 +4,73 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::body::Bytes;
+use axum::Json;
+use axum::body::Body;
 use axum::extract::{Path, State};
+use axum::http::Method;
 use axum::http::StatusCode;
-use axum::middleware;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde_json::{Value, json};
+use axum::routing::on;
 
-use crate::api::{ApiError, AppState, Scope, require_bearer};
+use crate::api::{ApiError, AppState, RouteSpec, Scope, next_chunk};
 use crate::connections::Connections;
-use crate::ops;
+use crate::ops::{
+    self, ApiUsageView, DeadLetterList, DeadLetterView, DropReport, Import, Importer, PauseView,
+    ReplayReport, StatusReport,
+};
 use crate::store::{ReplayAttempt, StoreError};
 
-pub fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/api/v1/admin/status", get(status))
-        .route("/api/v1/admin/dead-letters", get(list))
-        .route("/api/v1/admin/dead-letters/retry-all", post(retry_all))
-        .route(
-            "/api/v1/admin/dead-letters/{id}",
-            get(show).delete(drop_letter),
-        )
-        .route("/api/v1/admin/dead-letters/{id}/retry", post(retry))
-        .route("/api/v1/admin/contacts", post(import_contacts))
-        .route("/api/v1/admin/customers", post(import_customers))
-        .route(
+/// The admin routes (admin tokens only).
+pub fn routes() -> Vec<RouteSpec> {
+    let admin = Some(Scope::Admin);
+    let letter = "/api/v1/admin/dead-letters/{id}";
+    vec![
+        RouteSpec::new(Method::GET, "/api/v1/admin/status", admin, |on_method| {
+            on(on_method, status)
+        }),
+        RouteSpec::new(
+            Method::GET,
+            "/api/v1/admin/dead-letters",
+            admin,
+            |on_method| on(on_method, list),
+        ),
+        RouteSpec::new(
+            Method::POST,
+            "/api/v1/admin/dead-letters/retry-all",
+            admin,
+            |on_method| on(on_method, retry_all),
+        ),
+        RouteSpec::new(Method::GET, letter, admin, |on_method| on(on_method, show)),
+        RouteSpec::new(Method::DELETE, letter, admin, |on_method| {
+            on(on_method, drop_letter)
+        }),
+        RouteSpec::new(
+            Method::POST,
+            "/api/v1/admin/dead-letters/{id}/retry",
+            admin,
+            |on_method| on(on_method, retry),
+        ),
+        RouteSpec::new(Method::POST, "/api/v1/admin/contacts", admin, |on_method| {
+            on(on_method, import_contacts)
+        }),
+        RouteSpec::new(
+            Method::POST,
+            "/api/v1/admin/customers",
+            admin,
+            |on_method| on(on_method, import_customers),
+        ),
+        RouteSpec::new(
+            Method::POST,
             "/api/v1/admin/contacts/pull/{connection}",
-            post(pull_contacts),
-        )
-        .route_layer(middleware::from_fn_with_state(
-            (state, Scope::Admin),
-            require_bearer,
-        ))
+            admin,
+            |on_method| on(on_method, pull_contacts),
+        ),
+    ]
 }
 
-async fn status(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
-    let names: Vec<String> = state
-        .connections
-        .iter()
-        .map(|c| c.name().to_string())
-        .collect();
-    let in_flight = state
-        .connections
-        .iter()
+async fn status(State(state): State<Arc<AppState>>) -> Result<Json<StatusReport>, ApiError> {
+    let connections = || state.connections.iter();
+    let names: Vec<String> = connections().map(|c| c.name().to_string()).collect();
+    let in_flight = connections()
         .map(|c| {
             (
                 c.name().to_string(),
@@ -56,49 +78,41 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiEr
             )
         })
         .collect();
-    let mut status = ops::status(&state.store, &names, &in_flight).await?;
-    status["disabled"] = state
-        .connections
-        .iter()
+    let disabled = connections()
         .filter(|c| !c.settings.enabled)
-        .map(|c| Value::from(c.name()))
+        .map(|c| c.name().to_string())
         .collect();
-    let pauses: serde_json::Map<String, Value> = state
-        .connections
-        .iter()
-        .map(|c| (c.name().to_string(), json!(c.pause())))
+    let mut status = ops::status(&state.store, &names, &in_flight, disabled).await?;
+    status.pauses = connections()
+        .filter_map(|c| Some((c.name().to_string(), PauseView::new(&c.pause()?))))
         .collect();
-    let usage: serde_json::Map<String, Value> = state
-        .connections
-        .iter()
+    status.api_usage = connections()
         .filter_map(|c| {
-            c.adapter().api_usage().map(|u| {
-                (
-                    c.name().to_string(),
-                    json!({"used": u.used, "limit": u.limit}),
-                )
-            })
+            let usage = c.adapter().api_usage()?;
+            let view = ApiUsageView {
+                used: usage.used,
+                limit: usage.limit,
+            };
+            Some((c.name().to_string(), view))
         })
         .collect();
-    status["pauses"] = Value::Object(pauses);
-    status["api_usage"] = Value::Object(usage);
     Ok(Json(status))
 }
 
-async fn list(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+async fn list(State(state): State<Arc<AppState>>) -> Result<Json<DeadLetterList>, ApiError> {
     Ok(Json(ops::list_dead_letters(&state.store).await?))
 }
 
 async fn show(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeadLetterView>, ApiError> {
     let letter = state
         .store
         .dead_letter_by_id(&id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no dead letter `{id}`")))?;
-    Ok(Json(ops::dead_letter_json(&letter)))
+    Ok(Json(DeadLetterView::new(&letter)))
 }
 
 fn settled<T>(result: Result<T, StoreError>, id: &str) -> Result<T, ApiError> {
@@ -123,7 +137,7 @@ fn wake(connections: &Connections, attempts: &[ReplayAttempt]) {
 async fn retry(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ReplayReport>, ApiError> {
     let replay = settled(state.store.replay_dead_letter(&id).await, &id)?;
     state.store.flush().await?;
     let attempts = [ReplayAttempt {
@@ -131,55 +145,102 @@ async fn retry(
         outcome: Ok(replay),
     }];
     wake(&state.connections, &attempts);
-    Ok(Json(ops::replay_json(&attempts)))
+    Ok(Json(ReplayReport::new(&attempts)))
 }
 
-async fn retry_all(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+async fn retry_all(State(state): State<Arc<AppState>>) -> Result<Json<ReplayReport>, ApiError> {
     let attempts = state.store.replay_all_dead_letters().await?;
     state.store.flush().await?;
     wake(&state.connections, &attempts);
-    Ok(Json(ops::replay_json(&attempts)))
+    Ok(Json(ReplayReport::new(&attempts)))
 }
 
 async fn drop_letter(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DropReport>, ApiError> {
     let letter = settled(state.store.drop_dead_letter(&id).await, &id)?;
     state.store.flush().await?;
-    Ok(Json(json!({"dropped": [letter.id]})))
+    Ok(Json(DropReport {
+        dropped: vec![letter.id],
+    }))
 }
 
 async fn import_contacts(
     State(state): State<Arc<AppState>>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let report = ops::import_contacts(&state.store, &state.connections, body.as_ref()).await;
-    imported(&state, report).await
+    body: Body,
+) -> Result<Json<ops::ImportReport>, ApiError> {
+    let importer = Importer::new(&state.store, Import::Contacts(&state.connections));
+    import(&state, importer, body).await
 }
 
 async fn import_customers(
     State(state): State<Arc<AppState>>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let report = ops::import_customers(&state.store, body.as_ref()).await;
-    imported(&state, report).await
+    body: Body,
+) -> Result<Json<ops::ImportReport>, ApiError> {
+    import(&state, Importer::new(&state.store, Import::Customers), body).await
 }
 
-/// Answers an import's report once what it registered is durable.
-async fn imported(
+/// Registers a JSONL body line by line as it arrives, so its size is bounded only by each
+/// line's (`server.max_body_bytes`: a longer line is refused and skipped); answers the
+/// report once what it registered is durable.
+async fn import(
     state: &AppState,
-    report: Result<ops::ImportReport, StoreError>,
-) -> Result<Response, ApiError> {
-    let report = report?;
+    mut importer: Importer<'_>,
+    mut body: Body,
+) -> Result<Json<ops::ImportReport>, ApiError> {
+    let max_line = state.max_body_bytes;
+    let mut line = Vec::new();
+    let mut number = 1;
+    // Set while the rest of an overlong line is skipped.
+    let mut skipping = false;
+    while let Some(chunk) = next_chunk(&mut body).await {
+        let mut chunk = &chunk?[..];
+        while !chunk.is_empty() {
+            let end = chunk.iter().position(|&b| b == b'\n');
+            let (piece, rest) = match end {
+                Some(at) => (&chunk[..at], &chunk[at + 1..]),
+                None => (chunk, &[][..]),
+            };
+            chunk = rest;
+            if !skipping && line.len() + piece.len() > max_line {
+                importer.refuse(number, format!("longer than {max_line} bytes"));
+                line.clear();
+                skipping = true;
+            }
+            if !skipping {
+                line.extend_from_slice(piece);
+            }
+            if end.is_some() {
+                take_line(&mut importer, number, &line).await?;
+                line.clear();
+                skipping = false;
+                number += 1;
+            }
+        }
+    }
+    if !skipping {
+        take_line(&mut importer, number, &line).await?;
+    }
+    let report = importer.finish();
     state.store.flush().await?;
-    Ok((StatusCode::OK, Json(json!(report))).into_response())
+    Ok(Json(report))
+}
+
+async fn take_line(importer: &mut Importer<'_>, number: u64, line: &[u8]) -> Result<(), ApiError> {
+    match std::str::from_utf8(line) {
+        Ok(text) => Ok(importer.line(number, text).await?),
+        Err(err) => {
+            importer.refuse(number, format!("not UTF-8: {err}"));
+            Ok(())
+        }
+    }
 }
 
 async fn pull_contacts(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<crate::pull::PullReport>, ApiError> {
     let connection = state
         .connections
         .get(&name)
@@ -187,5 +248,5 @@ async fn pull_contacts(
     let report = crate::pull::pull_contacts(&state.store, connection)
         .await
         .map_err(|message| ApiError::new(StatusCode::BAD_GATEWAY, "pull_failed", message))?;
-    Ok(Json(json!(report)))
+    Ok(Json(report))
 }

@@ -2,13 +2,13 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::Method;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodFilter, MethodRouter, on};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
@@ -16,6 +16,7 @@ use unisync_core::{ContactField, FieldViolation, Secret};
 
 use crate::connections::Connections;
 use crate::edits::{EditRejected, check_edit};
+use crate::http_server::BodyCut;
 use crate::metrics;
 use crate::store::{ContactEntry, Store, StoreError, now_ms};
 use crate::timefmt::rfc3339;
@@ -25,6 +26,8 @@ pub struct AppState {
     pub store: Store,
     pub connections: Arc<Connections>,
     pub tokens: Tokens,
+    /// The largest body of a request to the contact routes, in bytes.
+    pub max_body_bytes: usize,
 }
 
 /// The bearer tokens the daemon accepts, by scope: API tokens reach the contact routes only,
@@ -62,25 +65,101 @@ fn is_one_of(tokens: &[Secret], presented: &str) -> bool {
     })
 }
 
-/// The API's routes. `max_body_bytes` bounds every request body.
-pub fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
-    let authenticated = Router::new()
-        .route(
-            "/api/v1/unified/contact/{id}",
-            get(get_contact).put(put_contact),
-        )
-        .route("/api/v1/unified/contact/{id}/sync", get(get_sync))
-        .route_layer(middleware::from_fn_with_state(
-            (state.clone(), Scope::Api),
+/// One route: its method and path, who may call it (`None`: anyone), and its handler. The
+/// router is built from [`routes`], and a test compares the same table with the OpenAPI
+/// document, so neither can drift from the other.
+pub struct RouteSpec {
+    pub method: Method,
+    pub path: &'static str,
+    pub scope: Option<Scope>,
+    /// Makes the route's handler for the method filter of `method`.
+    pub handler: fn(MethodFilter) -> MethodRouter<Arc<AppState>>,
+}
+
+impl RouteSpec {
+    pub const fn new(
+        method: Method,
+        path: &'static str,
+        scope: Option<Scope>,
+        handler: fn(MethodFilter) -> MethodRouter<Arc<AppState>>,
+    ) -> Self {
+        RouteSpec {
+            method,
+            path,
+            scope,
+            handler,
+        }
+    }
+}
+
+/// The OpenAPI 3.1 document of every route, served at `/api/v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// Every route the daemon serves.
+pub fn routes() -> Vec<RouteSpec> {
+    let contact = "/api/v1/unified/contact/{id}";
+    let api = Some(Scope::Api);
+    let mut routes = vec![
+        RouteSpec::new(Method::PUT, contact, api, |on_method| {
+            on(on_method, put_contact)
+        }),
+        RouteSpec::new(Method::GET, contact, api, |on_method| {
+            on(on_method, get_contact)
+        }),
+        RouteSpec::new(
+            Method::GET,
+            "/api/v1/unified/contact/{id}/sync",
+            api,
+            |on_method| on(on_method, get_sync),
+        ),
+        RouteSpec::new(Method::GET, "/api/v1/openapi.json", None, |on_method| {
+            on(on_method, || async {
+                ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+            })
+        }),
+        RouteSpec::new(Method::GET, "/healthz", None, |on_method| {
+            on(on_method, || async { "ok" })
+        }),
+        RouteSpec::new(Method::GET, "/readyz", None, |on_method| {
+            on(on_method, readyz)
+        }),
+        RouteSpec::new(Method::GET, "/metrics", None, |on_method| {
+            on(on_method, metrics_text)
+        }),
+    ];
+    routes.extend(crate::admin::routes());
+    routes.extend(crate::ui::routes());
+    routes
+}
+
+/// The API's router, from [`routes`]: each route behind the bearer check of its scope.
+pub fn router(state: Arc<AppState>) -> Router {
+    let max_body_bytes = state.max_body_bytes;
+    let mut public = Router::new();
+    let mut scoped: Vec<(Scope, Router<Arc<AppState>>)> =
+        vec![(Scope::Api, Router::new()), (Scope::Admin, Router::new())];
+    for route in routes() {
+        let filter = MethodFilter::try_from(route.method.clone()).expect("a routable method");
+        let handler = (route.handler)(filter);
+        match route.scope {
+            None => public = public.route(route.path, handler.clone()),
+            Some(scope) => {
+                for (of, router) in &mut scoped {
+                    if *of == scope {
+                        *router = std::mem::take(router).route(route.path, handler.clone());
+                    }
+                }
+            }
+        }
+    }
+    for (scope, router) in scoped {
+        let checked = router.route_layer(middleware::from_fn_with_state(
+            (state.clone(), scope),
             require_bearer,
         ));
-    Router::new()
-        .merge(authenticated)
-        .merge(crate::admin::routes(state.clone()))
-        .merge(crate::ui::routes())
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
+        public = public.merge(checked);
+    }
+    public
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }
@@ -139,15 +218,99 @@ impl From<EditRejected> for ApiError {
     }
 }
 
+/// The next piece of a request body: `None` at its end; 408 `request_timeout` once the
+/// server's body timeout is spent.
+pub async fn next_chunk(body: &mut Body) -> Option<Result<Bytes, ApiError>> {
+    loop {
+        let frame =
+            std::future::poll_fn(|cx| std::pin::Pin::new(&mut *body).poll_frame(cx)).await?;
+        match frame {
+            Ok(frame) => match frame.into_data() {
+                Ok(data) => return Some(Ok(data)),
+                // Trailers carry nothing the API reads.
+                Err(_) => continue,
+            },
+            Err(error) => return Some(Err(ApiError::from_body_error(error))),
+        }
+    }
+}
+
+/// A whole request body of at most `limit` bytes (413 `payload_too_large` beyond).
+pub async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let mut whole = Vec::new();
+    while let Some(chunk) = next_chunk(&mut body).await {
+        let chunk = chunk?;
+        if whole.len() + chunk.len() > limit {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the body is larger than {limit} bytes"),
+            ));
+        }
+        whole.extend_from_slice(&chunk);
+    }
+    Ok(whole.into())
+}
+
+impl ApiError {
+    /// Why a request body could not be read: its time ran out (408), the server is stopping
+    /// (503; either way the connection closes), or the client broke off (400).
+    fn from_body_error(error: axum::Error) -> Self {
+        match error.into_inner().downcast::<BodyCut>().map(|cut| *cut) {
+            Ok(cut @ BodyCut::TimedOut(_)) => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                cut.to_string(),
+            ),
+            Ok(cut @ BodyCut::ShuttingDown) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                cut.to_string(),
+            ),
+            Err(other) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("reading the body: {other}"),
+            ),
+        }
+    }
+}
+
+/// An error answer's body, as the API writes it and the CLI reads it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong: a stable `code`, words for people, and per-field reasons.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+    #[serde(default)]
+    pub details: Vec<FieldViolation>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body =
-            json!({"error": {"code": self.code, "message": self.message, "details": self.details}});
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+                details: self.details,
+            },
+        };
         let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if self.code == "request_timeout" || self.code == "shutting_down" {
+            // The rest of the body may still come: the connection cannot carry another request.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }
@@ -218,7 +381,7 @@ async fn put_contact(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
@@ -236,17 +399,7 @@ async fn put_contact(
             "the body must be application/json",
         ));
     }
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "the body is too large",
-            )
-        } else {
-            ApiError::new(rejection.status(), "bad_request", rejection.body_text())
-        }
-    })?;
+    let body = read_body(body, state.max_body_bytes).await?;
     let body: Value = serde_json::from_slice(&body).map_err(|err| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -467,13 +620,15 @@ mod tests {
                 api: vec![Secret::new("api-token")],
                 admin: vec![Secret::new("admin-token")],
             },
+            max_body_bytes: 65_536,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
+        let limits = crate::config::ServerConfig::default().limits();
         tokio::spawn(crate::serve::run_server(
             listener,
             state,
-            65_536,
+            limits,
             std::future::pending(),
         ));
         base
@@ -558,6 +713,57 @@ mod tests {
             store.contact("c2").await.unwrap().is_some(),
             "the admin token's import"
         );
+    }
+
+    /// The OpenAPI document names exactly the routes the router serves, each with the
+    /// security of its scope, and the update body field for field as the endpoint takes it.
+    #[test]
+    fn the_openapi_document_matches_the_route_table() {
+        let document: Value = serde_json::from_str(OPENAPI).unwrap();
+        assert_eq!(document["openapi"], "3.1.0");
+        let mut documented = Vec::new();
+        for (path, operations) in document["paths"].as_object().unwrap() {
+            for (method, operation) in operations.as_object().unwrap() {
+                let security = operation.get("security").unwrap_or(&document["security"]);
+                let scope = match security.to_string().as_str() {
+                    "[]" => None,
+                    r#"[{"bearerAuth":[]}]"# => Some(Scope::Api),
+                    r#"[{"adminAuth":[]}]"# => Some(Scope::Admin),
+                    other => panic!("{method} {path}: security {other}"),
+                };
+                documented.push((method.to_uppercase(), path.clone(), scope));
+            }
+        }
+        let mut served: Vec<_> = routes()
+            .into_iter()
+            .map(|route| {
+                (
+                    route.method.to_string(),
+                    route.path.to_string(),
+                    route.scope,
+                )
+            })
+            .collect();
+        documented.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        served.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        assert_eq!(documented, served);
+
+        let update = &document["components"]["schemas"]["ContactUpdate"];
+        assert_eq!(update["required"], json!(["email", "first_name"]));
+        let properties = update["properties"].as_object().unwrap();
+        for field in ContactField::ALL {
+            let property = &properties[field.name()];
+            let expected = match field {
+                ContactField::Email | ContactField::FirstName => json!("string"),
+                _ => json!(["string", "null"]),
+            };
+            assert_eq!(property["type"], expected, "{}", field.name());
+        }
+        let contact = &document["components"]["schemas"]["UnifiedContact"]["properties"];
+        let shown = serde_json::to_value(UnifiedContact::new("c1", "hubspot", "1")).unwrap();
+        let shown: Vec<&String> = shown.as_object().unwrap().keys().collect();
+        let listed: Vec<&String> = contact.as_object().unwrap().keys().collect();
+        assert_eq!(listed, shown, "UnifiedContact, field for field");
     }
 
     /// The API over loopback, on a store whose next flush fails as a full disk would.

@@ -34,7 +34,7 @@ pub struct BackfillReport {
     pub invalid: Vec<LineError>,
     pub contacts: u64,
     pub landed: u64,
-    pub dead_letters: Vec<Value>,
+    pub dead_letters: Vec<crate::ops::DeadLetterView>,
     /// Contacts whose edits wait behind a paused connection (kept in the queue for the daemon).
     pub left_queued: u64,
     pub paused_connections: BTreeMap<String, String>,
@@ -115,7 +115,7 @@ pub async fn backfill(
         if letter.failed_at >= started_ms && touched.contains(&letter.contact_id) {
             report
                 .dead_letters
-                .push(crate::ops::dead_letter_json(&letter));
+                .push(crate::ops::DeadLetterView::new(&letter));
         }
     }
     report.left_queued = parked.len() as u64;

@@ -8,14 +8,15 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use serde_json::Value;
+use serde::de::DeserializeOwned;
 use unisync_core::Secret;
 
+use crate::api::ErrorBody;
 use crate::backfill::{self, BackfillOptions};
 use crate::config::{Config, StorageEngine};
 use crate::connections::{Connections, build_adapter, check_lease, settle_time};
 use crate::store::{ReplayAttempt, Store, StoreError};
-use crate::{ops, providers, pull, serve};
+use crate::{ops, providers, pull, render, serve};
 
 #[derive(Parser)]
 #[command(
@@ -27,6 +28,10 @@ struct Cli {
     /// Config file [default: $UNISYNC_CONFIG, else config/unisync.toml]
     #[arg(long, global = true)]
     config: Option<PathBuf>,
+    /// Print what `status`, `dead-letters` and `contacts pull` answer as JSON (times in
+    /// RFC 3339 and in the machine's zone) instead of tables for people
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -236,6 +241,7 @@ fn init_logging() {
 
 async fn run(cli: Cli) -> Result<u8, Failure> {
     let config_path = Config::resolve_path(cli.config);
+    let output = Output { json: cli.json };
     if let Command::Sandbox { listen } = cli.command {
         return run_sandboxes(&listen).await;
     }
@@ -272,34 +278,36 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 // Each line is routed, and its id normalised, as the daemon would.
                 let connections =
                     Connections::build(settings.clone(), store).map_err(Failure::usage)?;
-                Ok(ops::import_contacts(store, &connections, lines).await?)
+                Ok(ops::import(store, ops::Import::Contacts(&connections), lines).await?)
             })
             .await
         }
         Command::Customers(CustomersCommand::Import { file }) => {
             import(&config, &file, "customers", async |store, lines| {
-                Ok(ops::import_customers(store, lines).await?)
+                Ok(ops::import(store, ops::Import::Customers, lines).await?)
             })
             .await
         }
         Command::Contacts(ContactsCommand::Pull { connection }) => {
-            pull_command(&config, &connection).await
+            pull_command(&config, &connection, output).await
         }
         Command::Status => {
             let names: Vec<String> = config.connections.keys().cloned().collect();
             let settings = config
                 .connections()
                 .map_err(|e| Failure::usage(e.to_string()))?;
-            let disabled: Vec<&str> = settings
+            // Said from the config, so an idle store (no daemon) says it too.
+            let disabled: Vec<String> = settings
                 .iter()
                 .filter(|connection| !connection.enabled)
-                .map(|connection| connection.name.as_str())
+                .map(|connection| connection.name.clone())
                 .collect();
-            with_store(
+            let status = with_store(
                 &config,
                 async |store| {
                     let in_flight = store.in_flight_counts().await?;
-                    let mut status = ops::status(store, &names, &in_flight).await?;
+                    let mut status =
+                        ops::status(store, &names, &in_flight, disabled.clone()).await?;
                     // On a shared store, the daemons' leaders report what only they know.
                     if store.lease_ms().is_some() {
                         crate::dispatcher::leadership::add_reports(store, &mut status).await?;
@@ -308,24 +316,32 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 },
                 ("GET", "status"),
             )
-            .await
-            .map(|mut status| {
-                // Said from the config, so an idle store (no daemon) says it too.
-                status["disabled"] = serde_json::json!(disabled);
-                print_json(status)
-            })
+            .await?;
+            output.show(&status, render::status);
+            Ok(0)
         }
-        Command::DeadLetters(command) => dead_letters(&config, command).await,
+        Command::DeadLetters(command) => dead_letters(&config, command, output).await,
         Command::Sandbox { .. } => unreachable!("handled above"),
     }
 }
 
-fn print_json(value: Value) -> u8 {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&value).unwrap_or_default()
-    );
-    0
+/// How a command shows what it answers: a table for people, or JSON with `--json`.
+#[derive(Clone, Copy)]
+struct Output {
+    json: bool,
+}
+
+impl Output {
+    fn show<T: serde::Serialize>(self, value: &T, for_people: impl FnOnce(&T) -> String) {
+        if self.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(value).unwrap_or_default()
+            );
+        } else {
+            print!("{}", for_people(value));
+        }
+    }
 }
 
 async fn open_store(config: &Config) -> Result<Store, StoreError> {
@@ -334,20 +350,20 @@ async fn open_store(config: &Config) -> Result<Store, StoreError> {
 
 /// Runs `local` on the store, or — when the daemon holds the store — asks the daemon's admin
 /// API (`method`, path under `/api/v1/admin/`).
-async fn with_store<E: Into<Failure>>(
+async fn with_store<T: DeserializeOwned, E: Into<Failure>>(
     config: &Config,
-    local: impl AsyncFnOnce(&Store) -> Result<Value, E>,
+    local: impl AsyncFnOnce(&Store) -> Result<T, E>,
     remote: (&str, &str),
-) -> Result<Value, Failure> {
+) -> Result<T, Failure> {
     with_store_body(config, local, remote, None).await
 }
 
-async fn with_store_body<E: Into<Failure>>(
+async fn with_store_body<T: DeserializeOwned, E: Into<Failure>>(
     config: &Config,
-    local: impl AsyncFnOnce(&Store) -> Result<Value, E>,
+    local: impl AsyncFnOnce(&Store) -> Result<T, E>,
     (method, path): (&str, &str),
     body: Option<Vec<u8>>,
-) -> Result<Value, Failure> {
+) -> Result<T, Failure> {
     match open_store(config).await {
         Ok(store) => {
             let value = local(&store).await.map_err(Into::into)?;
@@ -362,12 +378,12 @@ async fn with_store_body<E: Into<Failure>>(
     }
 }
 
-async fn ask_daemon(
+async fn ask_daemon<T: DeserializeOwned>(
     config: &Config,
     method: &str,
     path: &str,
     body: Option<Vec<u8>>,
-) -> Result<Value, Failure> {
+) -> Result<T, Failure> {
     let token = admin_token(config)?;
     let addr = std::fs::read_to_string(serve::daemon_addr_file(&config.storage.path))
         .map(|text| text.trim().to_string())
@@ -379,25 +395,48 @@ async fn ask_daemon(
     if let Some(body) = body {
         request = request.body(body);
     }
-    let response = request.send().await.map_err(|e| {
+    let unreachable = |e: reqwest::Error| {
         Failure::runtime(format!(
             "the store is locked by another process, and the daemon at {url} does not answer ({e})"
         ))
-    })?;
+    };
+    let response = request.send().await.map_err(unreachable)?;
     let status = response.status();
-    let value: Value = response
-        .json()
-        .await
-        .map_err(|e| Failure::runtime(e.to_string()))?;
-    if status.is_success() {
-        Ok(value)
-    } else {
-        let message = value["error"]["message"]
-            .as_str()
-            .unwrap_or("request failed")
-            .to_string();
-        Err(Failure::runtime(format!("{status}: {message}")))
+    let bytes = response.bytes().await.map_err(unreachable)?;
+    if !status.is_success() {
+        return Err(daemon_refusal(status, &bytes));
     }
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Failure::runtime(format!(
+            "the daemon at {url} answered {status} with a body the CLI cannot read ({e}): {}",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+        ))
+    })
+}
+
+/// The daemon's refusal as the CLI shows it: the status, the API's error code and message
+/// and each field's reason, or the body's first words when it is not the API's error shape.
+fn daemon_refusal(status: reqwest::StatusCode, body: &[u8]) -> Failure {
+    let message = match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(ErrorBody { error }) => {
+            let mut message = format!(
+                "the daemon refused ({status}): {}: {}",
+                error.code, error.message
+            );
+            for detail in &error.details {
+                message.push_str(&format!(
+                    "\n  {}: {}: {}",
+                    detail.field, detail.code, detail.message
+                ));
+            }
+            message
+        }
+        Err(_) => format!(
+            "the daemon refused ({status}): {}",
+            String::from_utf8_lossy(&body[..body.len().min(200)])
+        ),
+    };
+    Failure::runtime(message)
 }
 
 /// The token the CLI shows the daemon's admin routes: the first configured admin token, else
@@ -439,28 +478,22 @@ async fn import(
     run: impl AsyncFn(&Store, &[u8]) -> Result<ops::ImportReport, Failure>,
 ) -> Result<u8, Failure> {
     let bytes = read_input(file)?;
-    let value = with_store_body(
+    let report: ops::ImportReport = with_store_body(
         config,
-        async |store| {
-            run(store, bytes.as_slice())
-                .await
-                .map(|report| serde_json::json!(report))
-        },
+        async |store| run(store, bytes.as_slice()).await,
         ("POST", what),
         Some(bytes.clone()),
     )
     .await?;
-    let imported = value["imported"].as_u64().unwrap_or(0);
-    let failed = value["failed"].as_array().cloned().unwrap_or_default();
-    for failure in &failed {
-        eprintln!(
-            "line {}: {}",
-            failure["line"],
-            failure["message"].as_str().unwrap_or_default()
-        );
+    for failure in &report.failed {
+        eprintln!("line {}: {}", failure.line, failure.message);
     }
-    println!("{what}: {imported} imported, {} failed", failed.len());
-    Ok(if failed.is_empty() { 0 } else { 1 })
+    println!(
+        "{what}: {} imported, {} failed",
+        report.imported,
+        report.failed.len()
+    );
+    Ok(if report.failed.is_empty() { 0 } else { 1 })
 }
 
 async fn backfill_command(config: &Config, options: &BackfillOptions) -> Result<u8, Failure> {
@@ -474,10 +507,7 @@ async fn backfill_command(config: &Config, options: &BackfillOptions) -> Result<
     for letter in &report.dead_letters {
         eprintln!(
             "dead letter {} (contact {}): {} {}",
-            letter["id"].as_str().unwrap_or_default(),
-            letter["contact_id"].as_str().unwrap_or_default(),
-            letter["error"]["code"].as_str().unwrap_or_default(),
-            letter["error"]["message"].as_str().unwrap_or_default()
+            letter.id, letter.contact_id, letter.error.code, letter.error.message
         );
     }
     for (connection, reason) in &report.paused_connections {
@@ -520,8 +550,8 @@ async fn backfill_command(config: &Config, options: &BackfillOptions) -> Result<
     Ok(if report.failed() { 1 } else { 0 })
 }
 
-async fn pull_command(config: &Config, name: &str) -> Result<u8, Failure> {
-    let report = match open_store(config).await {
+async fn pull_command(config: &Config, name: &str, output: Output) -> Result<u8, Failure> {
+    let report: pull::PullReport = match open_store(config).await {
         Ok(store) => {
             let settings = config
                 .connections()
@@ -530,47 +560,54 @@ async fn pull_command(config: &Config, name: &str) -> Result<u8, Failure> {
             let connection = connections.get(name).ok_or_else(|| {
                 Failure::usage(format!("no connection named `{name}` in the config"))
             })?;
-            let report = pull::pull_contacts(&store, connection)
+            pull::pull_contacts(&store, connection)
                 .await
-                .map_err(Failure::runtime)?;
-            serde_json::json!(report)
+                .map_err(Failure::runtime)?
         }
         Err(StoreError::Locked(_)) => {
             ask_daemon(config, "POST", &format!("contacts/pull/{name}"), None).await?
         }
         Err(error) => return Err(Failure::runtime(error.to_string())),
     };
-    let count = |key: &str| report[key].as_u64().unwrap_or(0);
-    let refused = report["refused"].as_array().cloned().unwrap_or_default();
-    for reason in &refused {
-        eprintln!("refused {}", reason.as_str().unwrap_or_default());
+    for reason in &report.refused {
+        eprintln!("refused {reason}");
     }
-    println!(
-        "{name}: {} registered, {} updated, {} refused, {} pages",
-        count("registered"),
-        count("updated"),
-        refused.len(),
-        count("pages")
-    );
-    Ok(if refused.is_empty() { 0 } else { 1 })
+    output.show(&report, |report| {
+        format!(
+            "{name}: {} registered, {} updated, {} refused, {} pages\n",
+            report.registered,
+            report.updated,
+            report.refused.len(),
+            report.pages
+        )
+    });
+    Ok(if report.refused.is_empty() { 0 } else { 1 })
 }
 
-async fn dead_letters(config: &Config, command: DeadLettersCommand) -> Result<u8, Failure> {
-    let value = match command {
+async fn dead_letters(
+    config: &Config,
+    command: DeadLettersCommand,
+    output: Output,
+) -> Result<u8, Failure> {
+    let replay = match command {
         DeadLettersCommand::List => {
-            with_store(config, ops::list_dead_letters, ("GET", "dead-letters")).await?
+            let list = with_store(config, ops::list_dead_letters, ("GET", "dead-letters")).await?;
+            output.show(&list, render::dead_letters);
+            return Ok(0);
         }
         DeadLettersCommand::Show { id } => {
             let path = format!("dead-letters/{id}");
-            with_store(
+            let letter = with_store(
                 config,
                 async |store| match store.dead_letter_by_id(&id).await? {
-                    Some(letter) => Ok(ops::dead_letter_json(&letter)),
+                    Some(letter) => Ok(ops::DeadLetterView::new(&letter)),
                     None => Err(StoreError::UnknownDeadLetter(id.clone())),
                 },
                 ("GET", &path),
             )
-            .await?
+            .await?;
+            output.show(&letter, render::dead_letter);
+            return Ok(0);
         }
         DeadLettersCommand::Retry { id: Some(id), .. } => {
             let path = format!("dead-letters/{id}/retry");
@@ -578,7 +615,7 @@ async fn dead_letters(config: &Config, command: DeadLettersCommand) -> Result<u8
                 config,
                 async |store| {
                     let replay = store.replay_dead_letter(&id).await?;
-                    Ok::<_, StoreError>(ops::replay_json(&[ReplayAttempt {
+                    Ok::<_, StoreError>(ops::ReplayReport::new(&[ReplayAttempt {
                         letter_id: id.clone(),
                         outcome: Ok(replay),
                     }]))
@@ -594,7 +631,8 @@ async fn dead_letters(config: &Config, command: DeadLettersCommand) -> Result<u8
             with_store(
                 config,
                 async |store| {
-                    Ok::<_, StoreError>(ops::replay_json(&store.replay_all_dead_letters().await?))
+                    let attempts = store.replay_all_dead_letters().await?;
+                    Ok::<_, StoreError>(ops::ReplayReport::new(&attempts))
                 },
                 ("POST", "dead-letters/retry-all"),
             )
@@ -608,23 +646,26 @@ async fn dead_letters(config: &Config, command: DeadLettersCommand) -> Result<u8
         }
         DeadLettersCommand::Drop { id } => {
             let path = format!("dead-letters/{id}");
-            with_store(
+            let dropped = with_store(
                 config,
                 async |store| {
-                    store
-                        .drop_dead_letter(&id)
-                        .await
-                        .map(|l| serde_json::json!({"dropped": [l.id]}))
+                    let letter = store.drop_dead_letter(&id).await?;
+                    Ok::<_, StoreError>(ops::DropReport {
+                        dropped: vec![letter.id],
+                    })
                 },
                 ("DELETE", &path),
             )
-            .await?
+            .await?;
+            output.show(&dropped, |dropped| {
+                format!("dropped: {}\n", dropped.dropped.join(", "))
+            });
+            return Ok(0);
         }
     };
+    output.show(&replay, render::replay);
     // A letter that could not be replayed is an item that failed.
-    let failed = value["failed"].as_object().is_some_and(|f| !f.is_empty());
-    print_json(value);
-    Ok(if failed { 1 } else { 0 })
+    Ok(if replay.failed.is_empty() { 0 } else { 1 })
 }
 
 async fn config_check(config: &Config) -> Result<u8, Failure> {
@@ -658,7 +699,15 @@ async fn config_check(config: &Config) -> Result<u8, Failure> {
         ),
         (count, _) => println!("admin_tokens = {count} token(s), redacted"),
     }
-    println!("max_body_bytes = {}", config.server.max_body_bytes);
+    let server = &config.server;
+    println!(
+        "max_body_bytes = {}\nheader_timeout_ms = {}\nbody_timeout_ms = {}\nidle_timeout_ms = {}\nmax_connections = {}",
+        server.max_body_bytes,
+        server.header_timeout_ms,
+        server.body_timeout_ms,
+        server.idle_timeout_ms,
+        server.max_connections
+    );
     let storage = &config.storage;
     let database = config
         .storage
@@ -744,22 +793,21 @@ async fn warn_of_unconfigured_connections(config: &Config) {
     let names: Vec<String> = config.connections.keys().cloned().collect();
     let status = with_store(
         config,
-        async |store| ops::status(store, &names, &store.in_flight_counts().await?).await,
+        async |store| {
+            let in_flight = store.in_flight_counts().await?;
+            ops::status(store, &names, &in_flight, Vec::new()).await
+        },
         ("GET", "status"),
     )
     .await;
     let Ok(status) = status else {
         return;
     };
-    let unconfigured = status["unconfigured"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    for name in unconfigured.iter().filter_map(Value::as_str) {
-        let counts = &status["connections"][name];
+    for name in &status.unconfigured {
+        let counts = status.connections.get(name).cloned().unwrap_or_default();
         println!(
             "\nwarning: the store holds edits for connection `{name}`, which the config does not have (renamed or removed?): {} queued, {} waiting for a retry, {} dead letters. They are kept and pushed once a connection named `{name}` is configured again.",
-            counts["ready"], counts["retry_waiting"], counts["dead_letters"]
+            counts.ready, counts.retry_waiting, counts.dead_letters
         );
     }
 }

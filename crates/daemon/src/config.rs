@@ -55,6 +55,46 @@ pub struct ServerConfig {
     /// The largest request body accepted, in bytes.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// How long a request's head may take to arrive, from its first byte, in milliseconds.
+    #[serde(default = "default_header_timeout_ms")]
+    pub header_timeout_ms: u64,
+    /// How long a request's body may take to arrive, all waits for its bytes together, in
+    /// milliseconds.
+    #[serde(default = "default_body_timeout_ms")]
+    pub body_timeout_ms: u64,
+    /// How long a connection may stay open without a request in progress, in milliseconds.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// Connections open at once; more wait until one closes.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+impl ServerConfig {
+    /// The HTTP server's limits.
+    pub fn limits(&self) -> crate::http_server::ServerLimits {
+        crate::http_server::ServerLimits {
+            header_timeout: std::time::Duration::from_millis(self.header_timeout_ms),
+            body_timeout: std::time::Duration::from_millis(self.body_timeout_ms),
+            idle_timeout: std::time::Duration::from_millis(self.idle_timeout_ms),
+            max_connections: self.max_connections,
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        for (key, value) in [
+            ("header_timeout_ms", self.header_timeout_ms),
+            ("body_timeout_ms", self.body_timeout_ms),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+            ("max_connections", self.max_connections as u64),
+            ("max_body_bytes", self.max_body_bytes as u64),
+        ] {
+            if value == 0 {
+                return Err(format!("server.{key}: must be at least 1"));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -142,6 +182,18 @@ fn default_listen() -> SocketAddr {
 fn default_max_body_bytes() -> usize {
     64 * 1024
 }
+fn default_header_timeout_ms() -> u64 {
+    10_000
+}
+fn default_body_timeout_ms() -> u64 {
+    30_000
+}
+fn default_idle_timeout_ms() -> u64 {
+    60_000
+}
+fn default_max_connections() -> usize {
+    1024
+}
 fn default_storage_path() -> PathBuf {
     PathBuf::from("data")
 }
@@ -185,6 +237,10 @@ impl Default for ServerConfig {
             admin_tokens_env: None,
             admin_tokens_file: None,
             max_body_bytes: default_max_body_bytes(),
+            header_timeout_ms: default_header_timeout_ms(),
+            body_timeout_ms: default_body_timeout_ms(),
+            idle_timeout_ms: default_idle_timeout_ms(),
+            max_connections: default_max_connections(),
         }
     }
 }
@@ -378,6 +434,7 @@ impl Config {
             );
         }
         config.storage.check()?;
+        config.server.check()?;
         Ok(config)
     }
 

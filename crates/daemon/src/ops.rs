@@ -1,52 +1,111 @@
 //! Operator actions on the store, shared by the CLI (store opened locally) and the admin API
-//! (the running daemon's store). Each answers JSON, printed as is by the CLI.
+//! (the running daemon's store). Each answers a typed report: the admin API sends it as JSON,
+//! the CLI reads it back into the same type and shows it as a table or, with `--json`, as is.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
 
-use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
-use unisync_core::UnifiedContact;
+use unisync_core::{ContactField, ContactPatch, UnifiedContact};
 
+use crate::conflict::FieldConflict;
 use crate::connections::Connections;
 use crate::store::{
     ConnectionCounts, Customer, DeadLetter, LetterKind, ReplayAttempt, Store, StoreError, now_ms,
 };
-use crate::timefmt::rfc3339;
+use crate::timefmt::{local, rfc3339};
 
 /// The outcome of a JSONL import: how many lines were registered, and each bad line.
-#[derive(Debug, Default, serde::Serialize)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ImportReport {
     pub imported: u64,
     pub failed: Vec<LineError>,
 }
 
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct LineError {
     pub line: u64,
     pub message: String,
 }
 
-/// Registers unified contacts from JSONL, upserting by `id`. Each contact is a record of the
-/// connection the daemon routes it to (its `external_system_config_id`, else the one
-/// connection of its `source_system`), its `source_id` in that CRM's canonical form. A bad
-/// line is reported with its number and the import goes on: one that cannot be routed, whose
-/// source id the CRM could not have issued, or whose connection's record is already another
-/// unified contact.
-pub async fn import_contacts(
+/// What a JSONL import registers: unified contacts (each routed by the connections) or
+/// unified customers, upserting by `id`.
+#[derive(Clone, Copy)]
+pub enum Import<'a> {
+    /// Each contact is a record of the connection the daemon routes it to (its
+    /// `external_system_config_id`, else the one connection of its `source_system`), its
+    /// `source_id` in that CRM's canonical form. A line is refused when it cannot be routed,
+    /// when its source id is one the CRM could not have issued, or when its connection's
+    /// record is already another unified contact.
+    Contacts(&'a Connections),
+    Customers,
+}
+
+/// A JSONL import, fed one line at a time (so that the admin API registers a body as it
+/// arrives, whatever its size), reporting each bad line by number and going on.
+pub struct Importer<'a> {
+    store: &'a Store,
+    what: Import<'a>,
+    report: ImportReport,
+}
+
+impl<'a> Importer<'a> {
+    pub fn new(store: &'a Store, what: Import<'a>) -> Self {
+        Importer {
+            store,
+            what,
+            report: ImportReport::default(),
+        }
+    }
+
+    /// Registers line `number` (blank lines are skipped); `Err` only when the store fails.
+    pub async fn line(&mut self, number: u64, line: &str) -> Result<(), StoreError> {
+        if line.trim().is_empty() {
+            return Ok(());
+        }
+        let outcome = match self.what {
+            Import::Contacts(connections) => match serde_json::from_str(line) {
+                Ok(contact) => import_contact(self.store, connections, contact).await?,
+                Err(err) => Err(err.to_string()),
+            },
+            Import::Customers => match serde_json::from_str::<Customer>(line) {
+                Ok(customer)
+                    if customer.id.trim().is_empty() || customer.source_id.trim().is_empty() =>
+                {
+                    Err("`id` and `source_id` must not be empty".to_string())
+                }
+                Ok(customer) => self.store.upsert_customer(&customer).await.map(Ok)?,
+                Err(err) => Err(err.to_string()),
+            },
+        };
+        self.report.add(number, outcome);
+        Ok(())
+    }
+
+    /// Counts line `number` as refused for `reason` (a line the reader could not take).
+    pub fn refuse(&mut self, number: u64, reason: String) {
+        self.report.add(number, Err(reason));
+    }
+
+    pub fn finish(self) -> ImportReport {
+        self.report
+    }
+}
+
+/// Registers the JSONL of `input` (see [`Import`]).
+pub async fn import(
     store: &Store,
-    connections: &Connections,
+    what: Import<'_>,
     input: impl BufRead,
 ) -> Result<ImportReport, StoreError> {
-    let mut report = ImportReport::default();
-    for (line, contact) in parse_lines(input) {
-        let outcome = match contact {
-            Ok(contact) => import_contact(store, connections, contact).await?,
-            Err(message) => Err(message),
-        };
-        report.add(line, outcome);
+    let mut importer = Importer::new(store, what);
+    for (index, line) in input.lines().enumerate() {
+        let number = index as u64 + 1;
+        match line {
+            Ok(line) => importer.line(number, &line).await?,
+            Err(err) => importer.refuse(number, err.to_string()),
+        }
     }
-    Ok(report)
+    Ok(importer.finish())
 }
 
 /// Registers one contact of an import; `Ok(Err(reason))` for a line refused.
@@ -84,27 +143,6 @@ async fn import_contact(
     }
 }
 
-/// Registers unified customers from JSONL, upserting by `id`.
-pub async fn import_customers(
-    store: &Store,
-    input: impl BufRead,
-) -> Result<ImportReport, StoreError> {
-    let mut report = ImportReport::default();
-    for (line, customer) in parse_lines::<Customer>(input) {
-        let outcome = match customer {
-            Ok(customer)
-                if customer.id.trim().is_empty() || customer.source_id.trim().is_empty() =>
-            {
-                Err("`id` and `source_id` must not be empty".to_string())
-            }
-            Ok(customer) => store.upsert_customer(&customer).await.map(Ok)?,
-            Err(message) => Err(message),
-        };
-        report.add(line, outcome);
-    }
-    Ok(report)
-}
-
 impl ImportReport {
     /// Counts line `line` as imported, or keeps why it was not.
     fn add(&mut self, line: u64, outcome: Result<(), String>) {
@@ -115,30 +153,82 @@ impl ImportReport {
     }
 }
 
-/// Each non-blank line of JSONL with its number, parsed, or why it could not be read.
-fn parse_lines<T: DeserializeOwned>(
-    input: impl BufRead,
-) -> impl Iterator<Item = (u64, Result<T, String>)> {
-    input.lines().enumerate().filter_map(|(index, line)| {
-        let number = index as u64 + 1;
-        match line {
-            Err(err) => Some((number, Err(err.to_string()))),
-            Ok(line) if line.trim().is_empty() => None,
-            Ok(line) => Some((
-                number,
-                serde_json::from_str::<T>(&line).map_err(|err| err.to_string()),
-            )),
+/// What `status` shows, from the store (queue figures), the config (`disabled`) and, from a
+/// running daemon only, each connection's pause and the CRM's API usage.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct StatusReport {
+    /// Every configured connection (zeros included), and any other the queue still names.
+    pub connections: BTreeMap<String, ConnectionCounts>,
+    /// Connections the store holds edits for that the config does not have.
+    pub unconfigured: Vec<String>,
+    /// Configured connections with `enabled = false`: edits kept, nothing pushed.
+    pub disabled: Vec<String>,
+    /// Connections not pushing right now, with the CRM's words (a running daemon's).
+    #[serde(default)]
+    pub pauses: BTreeMap<String, PauseView>,
+    /// The CRM's API budget, where the adapter reads it (a running daemon's).
+    #[serde(default)]
+    pub api_usage: BTreeMap<String, ApiUsageView>,
+    /// On a shared (PostgreSQL) store: the daemon leading each connection, as it last
+    /// reported; a connection missing here has no leader now.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub leaders: BTreeMap<String, LeaderView>,
+}
+
+/// The daemon that pushes a connection's edits, on a shared store.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct LeaderView {
+    /// The node (host, process id, start time).
+    pub node: String,
+    /// When it last reported (RFC 3339, UTC).
+    pub reported_at: String,
+}
+
+/// A connection's pause as operators see it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct PauseView {
+    /// `rate_limited`, `quota_exhausted`, `unauthorized`, `misconfigured`.
+    pub reason: String,
+    /// When it ends, or the next probe goes (RFC 3339, UTC).
+    pub until: String,
+    /// The same instant in the machine's time zone.
+    pub until_local: String,
+    pub code: String,
+    pub message: String,
+}
+
+impl PauseView {
+    pub fn new(pause: &crate::connections::Pause) -> Self {
+        let reason = serde_json::to_value(&pause.reason)
+            .ok()
+            .and_then(|reason| reason.as_str().map(str::to_string))
+            .unwrap_or_default();
+        PauseView {
+            reason,
+            until: rfc3339(pause.until_ms),
+            until_local: local(pause.until_ms),
+            code: pause.code.clone(),
+            message: pause.message.clone(),
         }
-    })
+    }
+}
+
+/// API calls used of the CRM's budget.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct ApiUsageView {
+    pub used: u64,
+    pub limit: u64,
 }
 
 /// Queue figures per connection: every configured one (zeros included), and any other the
-/// queue still names. `in_flight` gives each connection's edits in a push now.
+/// queue still names. `in_flight` gives each connection's edits in a push now; `disabled`
+/// names the configured connections that push nothing.
 pub async fn status(
     store: &Store,
     configured: &[String],
     in_flight: &BTreeMap<String, u64>,
-) -> Result<Value, StoreError> {
+    disabled: Vec<String>,
+) -> Result<StatusReport, StoreError> {
     let mut counts = store.counts(now_ms()).await?;
     for name in configured {
         counts.entry(name.clone()).or_default();
@@ -147,7 +237,12 @@ pub async fn status(
         counts.entry(name.clone()).or_default().in_flight = *edits;
     }
     let unconfigured = unconfigured_connections(&counts, configured);
-    Ok(json!({ "connections": counts, "unconfigured": unconfigured }))
+    Ok(StatusReport {
+        connections: counts,
+        unconfigured,
+        disabled,
+        ..StatusReport::default()
+    })
 }
 
 /// Connections the store holds edits or dead letters for that no configured connection
@@ -170,86 +265,125 @@ pub fn unconfigured_connections(
 /// A dead letter as `dead-letters list` and `show` answer it: its `kind` (`refused` by the
 /// CRM, or a `conflict` held for an operator, which shows per field `base`, `crm` and
 /// `ours`), the edit, and the error.
-pub fn dead_letter_json(letter: &DeadLetter) -> Value {
-    let kind = letter.kind();
-    let class = match kind {
-        LetterKind::Conflict => "conflict",
-        LetterKind::Refused if letter.retries_exhausted => "retries_exhausted",
-        LetterKind::Refused => crate::store::class_name(&letter.error.kind),
-    };
-    let mut json = json!({
-        "id": letter.id,
-        "kind": kind,
-        "contact_id": letter.contact_id,
-        "connection": letter.connection,
-        "patch": letter.patch,
-        "error": {
-            "code": letter.error.code,
-            "message": letter.error.message,
-            "class": class,
-            "field": letter.error.field(),
-        },
-        "attempts": letter.attempts,
-        "failed_at": rfc3339(letter.failed_at),
-    });
-    if let Some(conflict) = &letter.conflict {
-        json["conflict"] = json!(conflict);
-    }
-    json
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct DeadLetterView {
+    pub id: String,
+    pub kind: LetterKind,
+    pub contact_id: String,
+    pub connection: String,
+    pub patch: ContactPatch,
+    pub error: LetterError,
+    pub attempts: u32,
+    /// RFC 3339, UTC.
+    pub failed_at: String,
+    /// The same instant in the machine's time zone.
+    pub failed_at_local: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflict: Option<BTreeMap<ContactField, FieldConflict>>,
 }
 
-pub async fn list_dead_letters(store: &Store) -> Result<Value, StoreError> {
-    let letters: Vec<Value> = store
-        .dead_letters()
-        .await?
-        .iter()
-        .map(dead_letter_json)
-        .collect();
-    Ok(json!({ "dead_letters": letters }))
+/// Why a letter exists: the CRM's code and words, the error's class (`conflict`,
+/// `retries_exhausted`, or the adapter's class) and the field the CRM named.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct LetterError {
+    pub code: String,
+    pub message: String,
+    pub class: String,
+    pub field: Option<String>,
+}
+
+impl DeadLetterView {
+    pub fn new(letter: &DeadLetter) -> Self {
+        let kind = letter.kind();
+        let class = match kind {
+            LetterKind::Conflict => "conflict",
+            LetterKind::Refused if letter.retries_exhausted => "retries_exhausted",
+            LetterKind::Refused => crate::store::class_name(&letter.error.kind),
+        };
+        DeadLetterView {
+            id: letter.id.clone(),
+            kind,
+            contact_id: letter.contact_id.clone(),
+            connection: letter.connection.clone(),
+            patch: letter.patch.clone(),
+            error: LetterError {
+                code: letter.error.code.clone(),
+                message: letter.error.message.clone(),
+                class: class.to_string(),
+                field: letter.error.field().map(str::to_string),
+            },
+            attempts: letter.attempts,
+            failed_at: rfc3339(letter.failed_at),
+            failed_at_local: local(letter.failed_at),
+            conflict: letter.conflict.clone(),
+        }
+    }
+}
+
+/// Every dead letter, as `dead-letters list` answers them.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct DeadLetterList {
+    pub dead_letters: Vec<DeadLetterView>,
+}
+
+pub async fn list_dead_letters(store: &Store) -> Result<DeadLetterList, StoreError> {
+    let letters = store.dead_letters().await?;
+    Ok(DeadLetterList {
+        dead_letters: letters.iter().map(DeadLetterView::new).collect(),
+    })
 }
 
 /// What replaying dead letters did, as the admin API and the CLI answer it: the letters
 /// whose edit went back in the queue (`retried`), those resolved as `superseded` (every field
 /// had a later value), the fields each letter left out because a later value was accepted
 /// (`dropped_fields`), and the letters that could not be replayed (`failed`, with why).
-pub fn replay_json(attempts: &[ReplayAttempt]) -> Value {
-    let mut retried = Vec::new();
-    let mut superseded = Vec::new();
-    let mut dropped = serde_json::Map::new();
-    let mut failed = serde_json::Map::new();
-    for attempt in attempts {
-        let id = attempt.letter_id.clone();
-        match &attempt.outcome {
-            Ok(replay) => {
-                if !replay.dropped.is_empty() {
-                    let fields: Vec<&str> = replay.dropped.iter().map(|f| f.name()).collect();
-                    dropped.insert(id.clone(), json!(fields));
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct ReplayReport {
+    pub retried: Vec<String>,
+    pub superseded: Vec<String>,
+    pub dropped_fields: BTreeMap<String, Vec<ContactField>>,
+    pub failed: BTreeMap<String, String>,
+}
+
+impl ReplayReport {
+    pub fn new(attempts: &[ReplayAttempt]) -> Self {
+        let mut report = ReplayReport::default();
+        for attempt in attempts {
+            let id = attempt.letter_id.clone();
+            match &attempt.outcome {
+                Ok(replay) => {
+                    if !replay.dropped.is_empty() {
+                        report
+                            .dropped_fields
+                            .insert(id.clone(), replay.dropped.to_vec());
+                    }
+                    if replay.superseded() {
+                        report.superseded.push(id);
+                    } else {
+                        report.retried.push(id);
+                    }
                 }
-                if replay.superseded() {
-                    superseded.push(id);
-                } else {
-                    retried.push(id);
+                Err(error) => {
+                    report.failed.insert(id, error.to_string());
                 }
-            }
-            Err(error) => {
-                failed.insert(id, json!(error.to_string()));
             }
         }
+        report
     }
-    json!({
-        "retried": retried,
-        "superseded": superseded,
-        "dropped_fields": dropped,
-        "failed": failed,
-    })
+}
+
+/// The letters `dead-letters drop` forgot.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct DropReport {
+    pub dropped: Vec<String>,
 }
 
 #[cfg(test)]
 mod tests {
-    use unisync_core::{AdapterError, ContactField};
+    use serde_json::json;
+    use unisync_core::AdapterError;
 
     use super::*;
-    use crate::conflict::FieldConflict;
 
     #[test]
     fn each_letter_shows_its_kind_and_a_conflict_letter_each_fields_three_values() {
@@ -260,7 +394,7 @@ mod tests {
             "retries_exhausted": false, "attempts": 1, "failed_at": 5,
         }))
         .unwrap();
-        let shown = dead_letter_json(&refused);
+        let shown = serde_json::to_value(DeadLetterView::new(&refused)).unwrap();
         assert_eq!(shown["kind"], "refused");
         assert_eq!(shown["error"]["class"], "permanent");
         assert!(shown.get("conflict").is_none(), "{shown}");
@@ -275,7 +409,7 @@ mod tests {
             conflict: Some([(ContactField::City, conflict)].into()),
             ..refused
         };
-        let shown = dead_letter_json(&held);
+        let shown = serde_json::to_value(DeadLetterView::new(&held)).unwrap();
         assert_eq!(shown["kind"], "conflict");
         assert_eq!(shown["error"]["class"], "conflict");
         assert_eq!(

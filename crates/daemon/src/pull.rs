@@ -5,7 +5,7 @@ use unisync_core::{ContactField, UnifiedContact};
 use crate::connections::Connection;
 use crate::store::{Store, StoreError};
 
-#[derive(Debug, Default, serde::Serialize)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct PullReport {
     pub registered: u64,
     pub updated: u64,

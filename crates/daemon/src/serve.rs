@@ -7,6 +7,7 @@ use crate::api::{self, AppState};
 use crate::config::{Config, ConnectionSettings, StorageEngine};
 use crate::connections::Connections;
 use crate::dispatcher::Dispatchers;
+use crate::http_server::ServerLimits;
 use crate::providers;
 use crate::pull::pull_contacts;
 use crate::store::{Store, StoreError, now_ms};
@@ -93,6 +94,7 @@ pub async fn serve(config: Config, sandbox: bool) -> Result<(), ServeError> {
             api: api_tokens,
             admin: admin_tokens,
         },
+        max_body_bytes: config.server.max_body_bytes,
     });
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     // Only a daemon holding a sled store answers for it; on PostgreSQL the CLI opens the
@@ -125,7 +127,7 @@ pub async fn serve(config: Config, sandbox: bool) -> Result<(), ServeError> {
             }
         }
     };
-    run_server(listener, state, config.server.max_body_bytes, shutdown).await?;
+    run_server(listener, state, config.server.limits(), shutdown).await;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     if let Some(watchdog) = watchdog {
         watchdog.abort();
@@ -219,17 +221,15 @@ fn generate_token() -> Secret {
     Secret::new(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
 
-/// Serves the API on `listener` until `shutdown` completes.
+/// Serves the API on `listener` within `limits` until `shutdown` completes and the requests
+/// in progress are answered.
 pub async fn run_server(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
-    max_body_bytes: usize,
+    limits: ServerLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
-    axum::serve(listener, api::router(state, max_body_bytes))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| format!("server: {e}"))
+) {
+    crate::http_server::serve(listener, api::router(state), limits, shutdown).await;
 }
 
 /// Starts the built-in fake of the connection's CRM and points the connection at it: its

@@ -4,10 +4,11 @@
 //! with it, as the CLI does, so the page needs no session or cookie of its own and opens no
 //! cross-site request surface.
 
-use axum::Router;
-use axum::http::header;
+use axum::http::{Method, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::on;
+
+use crate::api::RouteSpec;
 
 const PAGE: &str = include_str!("ui/index.html");
 const SCRIPT: &str = include_str!("ui/app.js");
@@ -19,17 +20,21 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
     style-src 'self'; connect-src 'self'; img-src 'self'; form-action 'none'; \
     base-uri 'none'; frame-ancestors 'none'";
 
-pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
-        .route("/ui", get(|| asset("text/html; charset=utf-8", PAGE)))
-        .route(
-            "/ui/app.js",
-            get(|| asset("text/javascript; charset=utf-8", SCRIPT)),
-        )
-        .route(
-            "/ui/app.css",
-            get(|| asset("text/css; charset=utf-8", STYLE)),
-        )
+/// The page's routes, for [`crate::api::routes`]: open to anyone, since they hold no data.
+pub fn routes() -> Vec<RouteSpec> {
+    vec![
+        RouteSpec::new(Method::GET, "/ui", None, |on_method| {
+            on(on_method, || asset("text/html; charset=utf-8", PAGE))
+        }),
+        RouteSpec::new(Method::GET, "/ui/app.js", None, |on_method| {
+            on(on_method, || {
+                asset("text/javascript; charset=utf-8", SCRIPT)
+            })
+        }),
+        RouteSpec::new(Method::GET, "/ui/app.css", None, |on_method| {
+            on(on_method, || asset("text/css; charset=utf-8", STYLE))
+        }),
+    ]
 }
 
 async fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {

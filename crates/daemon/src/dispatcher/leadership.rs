@@ -52,10 +52,10 @@ pub struct UsageReport {
 /// daemon knows every connection's state): per connection its `leader` (node and when it last
 /// reported), its `pauses` and the CRM's `api_usage`, as a daemon's own status shows them. A
 /// report older than a few ticks is of a leader that stopped: the connection has none.
-pub async fn add_reports(store: &Store, status: &mut serde_json::Value) -> Result<(), StoreError> {
-    let mut leaders = serde_json::Map::new();
-    let mut pauses = serde_json::Map::new();
-    let mut usage = serde_json::Map::new();
+pub async fn add_reports(
+    store: &Store,
+    status: &mut crate::ops::StatusReport,
+) -> Result<(), StoreError> {
     let fresh_after = now_ms().saturating_sub(5 * TICK.as_millis() as u64);
     for (key, value) in store.meta_under(REPORT_PREFIX).await? {
         let Ok(report) = serde_json::from_str::<LeaderReport>(&value) else {
@@ -65,18 +65,24 @@ pub async fn add_reports(store: &Store, status: &mut serde_json::Value) -> Resul
             continue;
         }
         let name = key[REPORT_PREFIX.len()..].to_string();
-        leaders.insert(
-            name.clone(),
-            serde_json::json!({"node": report.node, "reported_at_ms": report.at_ms}),
-        );
-        pauses.insert(name.clone(), serde_json::json!(report.pause));
-        if let Some(api_usage) = report.api_usage {
-            usage.insert(name.clone(), serde_json::json!(api_usage));
+        if let Some(pause) = &report.pause {
+            status
+                .pauses
+                .insert(name.clone(), crate::ops::PauseView::new(pause));
         }
+        if let Some(usage) = &report.api_usage {
+            let view = crate::ops::ApiUsageView {
+                used: usage.used,
+                limit: usage.limit,
+            };
+            status.api_usage.insert(name.clone(), view);
+        }
+        let leader = crate::ops::LeaderView {
+            node: report.node,
+            reported_at: crate::timefmt::rfc3339(report.at_ms),
+        };
+        status.leaders.insert(name, leader);
     }
-    status["leaders"] = serde_json::Value::Object(leaders);
-    status["pauses"] = serde_json::Value::Object(pauses);
-    status["api_usage"] = serde_json::Value::Object(usage);
     Ok(())
 }
 

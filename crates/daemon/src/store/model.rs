@@ -137,7 +137,7 @@ pub struct DeadLetter {
 }
 
 /// Why a dead letter exists.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LetterKind {
     /// The CRM refused the edit, or its attempts ran out.
@@ -233,7 +233,7 @@ pub struct ClaimedEdit {
 }
 
 /// Queue figures of one connection.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConnectionCounts {
     /// Contacts waiting whose turn has come.
     pub ready: u64,

@@ -38,7 +38,7 @@ function connectionState(name, status) {
   if ((status.disabled || []).includes(name)) return ["disabled (enabled = false)", "disabled"];
   const pause = (status.pauses || {})[name];
   if (pause) {
-    const until = new Date(pause.until_ms).toLocaleString();
+    const until = pause.until_local;
     const words = pause.code ? " — " + pause.code + ": " + pause.message : "";
     return ["paused: " + pause.reason + words + " (until " + until + ")", "paused"];
   }
