@@ -11,6 +11,7 @@ mod clock;
 mod flush;
 mod keys;
 mod model;
+mod pipeline;
 mod postgres;
 mod rules;
 mod sled;
@@ -275,6 +276,22 @@ impl Store {
     ) -> Result<Accepted, StoreError> {
         match &self.engine {
             Engine::Sled(store) => store.accept(id, patch, connection),
+            Engine::Postgres(store) => store.accept(id, patch, connection, now_ms()).await,
+        }
+    }
+
+    /// [`Store::accept`], durable when it answers: what the API's update endpoint calls. On
+    /// sled the edit joins the accept pipeline (one writer applies every edit that arrived
+    /// during a flush as one batch, flushes once and answers them all); PostgreSQL commits
+    /// each edit before answering it.
+    pub async fn accept_durable(
+        &self,
+        id: &str,
+        patch: &ContactPatch,
+        connection: &str,
+    ) -> Result<Accepted, StoreError> {
+        match &self.engine {
+            Engine::Sled(store) => store.accept_durable(id, patch, connection).await,
             Engine::Postgres(store) => store.accept(id, patch, connection, now_ms()).await,
         }
     }

@@ -20,6 +20,7 @@ use unisync_core::{AdapterError, ConfirmedContact, ContactField, ContactPatch, U
 
 use super::clock::{CLOCK, Clock};
 use super::flush::{Flusher, Health};
+use super::pipeline::{AcceptPipeline, BatchSink, PendingAccept};
 use super::rules::{self, LinkFailure, QueueChange};
 use super::{
     Accepted, ClaimedEdit, ConnectionCounts, ContactEntry, Customer, DeadLetter, Held,
@@ -66,6 +67,9 @@ pub struct SledStore {
     clock: &'static Clock,
     /// The clock's high-water mark as last written to `meta`.
     high_water: Arc<AtomicU64>,
+    /// The API's edits go through here ([`SledStore::accept_durable`]); `None` in the
+    /// writer's own copy of the store, so that the writer ends when the last handle drops.
+    accepts: Option<AcceptPipeline>,
 }
 
 /// Version 2 keys the source index by connection instead of system; a version 1 store is
@@ -136,7 +140,7 @@ impl SledStore {
             clock.raise_to(u64::from_be_bytes(mark));
         }
         let health = Health::new();
-        let store = SledStore {
+        let mut store = SledStore {
             contacts: db.open_tree("contacts")?,
             ready: db.open_tree("ready")?,
             dead_letters: db.open_tree("dead_letters")?,
@@ -148,8 +152,10 @@ impl SledStore {
             db,
             clock,
             high_water: Arc::new(AtomicU64::new(0)),
+            accepts: None,
         };
         store.now();
+        store.accepts = Some(AcceptPipeline::start(store.clone()));
         Ok(store)
     }
 
@@ -329,6 +335,19 @@ impl SledStore {
             };
             Ok((change, accepted))
         })
+    }
+
+    /// [`SledStore::accept`], durably: the edit goes to the accept writer, which applies it
+    /// with every other edit that arrived meanwhile in one transaction and answers once a
+    /// flush after it has ended (see [`super::pipeline`]).
+    pub async fn accept_durable(
+        &self,
+        id: &str,
+        patch: &ContactPatch,
+        connection: &str,
+    ) -> Result<Accepted, StoreError> {
+        let pipeline = self.accepts.as_ref().expect("a store handle has its pipeline");
+        pipeline.accept(id, patch, connection).await
     }
 
     /// Takes up to `max` contacts of `connection` whose turn has come (not-before ≤ `now`),
@@ -861,6 +880,51 @@ impl SledStore {
                 })
                 .map_err(from_tx)
         })
+    }
+}
+
+impl BatchSink for SledStore {
+    fn apply(
+        &self,
+        batch: &[PendingAccept],
+    ) -> Result<Vec<Result<Accepted, StoreError>>, StoreError> {
+        let seqs: Vec<u64> = batch.iter().map(|_| self.next_seq()).collect();
+        let now = self.now();
+        self.write(|| {
+            (&self.contacts, &self.ready)
+                .transaction(|(contacts, ready)| {
+                    let mut outcomes = Vec::with_capacity(batch.len());
+                    for (edit, &seq) in batch.iter().zip(&seqs) {
+                        let id = edit.id.as_bytes();
+                        let mut entry = match get::<ContactEntry>(contacts, id) {
+                            Ok(Some(entry)) => entry,
+                            Ok(None) => {
+                                outcomes.push(Err(StoreError::UnknownContact(edit.id.clone())));
+                                continue;
+                            }
+                            Err(ConflictableTransactionError::Abort(error)) => {
+                                outcomes.push(Err(error));
+                                continue;
+                            }
+                            Err(other) => return Err(other),
+                        };
+                        let change = rules::accept(&mut entry, &edit.patch, &edit.connection, seq, now);
+                        let queued = change != QueueChange::Leave;
+                        apply(&mut entry, ready, change, seq)?;
+                        contacts.insert(id, encode(&entry))?;
+                        outcomes.push(Ok(Accepted {
+                            contact: entry.contact,
+                            queued,
+                        }));
+                    }
+                    Ok(outcomes)
+                })
+                .map_err(from_tx)
+        })
+    }
+
+    fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.flusher.flush_blocking()
     }
 }
 
