@@ -41,11 +41,32 @@ fn from_tx(error: TransactionError<StoreError>) -> StoreError {
     }
 }
 
+/// The first byte of every record of schema 3: its encoding, postcard. Records of older
+/// schemas are JSON objects (first byte `{`); the migration at open tells them apart by it,
+/// so that an interrupted migration can run again.
+const POSTCARD: u8 = 1;
+
+/// A record as the store keeps it: [`POSTCARD`], then the value in postcard (positional, no
+/// field names). Changing a stored type's fields means a new schema version and a migration.
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).expect("store records always serialise")
+    postcard::to_extend(value, vec![POSTCARD]).expect("store records always serialise")
 }
 
 fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    let corrupt = |message: String| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        message,
+    };
+    match bytes.split_first() {
+        Some((&POSTCARD, record)) => {
+            postcard::from_bytes(record).map_err(|err| corrupt(err.to_string()))
+        }
+        _ => Err(corrupt("not a record of this store's encoding".into())),
+    }
+}
+
+/// A record of schema 1 or 2 (JSON), for the migrations.
+fn decode_json<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|err| StoreError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
         message: err.to_string(),
@@ -72,9 +93,9 @@ pub struct SledStore {
     accepts: Option<AcceptPipeline>,
 }
 
-/// Version 2 keys the source index by connection instead of system; a version 1 store is
-/// migrated at open.
-const SCHEMA_VERSION: &[u8] = b"2";
+/// Version 2 keys the source index by connection instead of system; version 3 writes every
+/// record in postcard instead of JSON. Older stores are migrated at open.
+const SCHEMA_VERSION: &[u8] = b"3";
 /// The `meta` key of the clock's high-water mark (8 bytes, big-endian ms).
 const HIGH_WATER_KEY: &str = "clock_high_water";
 /// How far ahead of now the high-water mark is written, so that it is written at most this
@@ -110,28 +131,7 @@ impl SledStore {
                 other => StoreError::Sled(other),
             })?;
         let meta = db.open_tree("meta")?;
-        let version = meta.get("schema_version")?;
-        match version.as_deref() {
-            None => {
-                meta.insert("schema_version", SCHEMA_VERSION)?;
-            }
-            Some(version) if version == SCHEMA_VERSION => {}
-            Some(b"1") => {
-                migrate_source_index(&db.open_tree("contacts")?, &db.open_tree("source_index")?)?;
-                meta.insert("schema_version", SCHEMA_VERSION)?;
-                db.flush()?;
-            }
-            Some(version) => {
-                return Err(StoreError::Corrupt {
-                    key: "meta/schema_version".into(),
-                    message: format!(
-                        "schema version {} is not one this unisync reads ({})",
-                        String::from_utf8_lossy(version),
-                        String::from_utf8_lossy(SCHEMA_VERSION)
-                    ),
-                });
-            }
-        }
+        migrate(&db, &meta)?;
         if let Some(mark) = meta.get(HIGH_WATER_KEY)? {
             let mark: [u8; 8] = mark.as_ref().try_into().map_err(|_| StoreError::Corrupt {
                 key: format!("meta/{HIGH_WATER_KEY}"),
@@ -928,6 +928,63 @@ impl BatchSink for SledStore {
     }
 }
 
+/// Brings the store at `db` to [`SCHEMA_VERSION`], or refuses a store a newer unisync wrote.
+/// Each step writes the version only after it has done its work, and may run again.
+fn migrate(db: &sled::Db, meta: &sled::Tree) -> Result<(), StoreError> {
+    let version = meta.get("schema_version")?;
+    let version = match version.as_deref() {
+        None => {
+            meta.insert("schema_version", SCHEMA_VERSION)?;
+            return Ok(());
+        }
+        Some(version) => version.to_vec(),
+    };
+    if version == SCHEMA_VERSION {
+        return Ok(());
+    }
+    if version == b"1" {
+        migrate_source_index(&db.open_tree("contacts")?, &db.open_tree("source_index")?)?;
+        meta.insert("schema_version", "2")?;
+        db.flush()?;
+    }
+    if version == b"1" || version == b"2" {
+        reencode::<ContactEntry>(&db.open_tree("contacts")?)?;
+        reencode::<DeadLetter>(&db.open_tree("dead_letters")?)?;
+        reencode::<Customer>(&db.open_tree("customers")?)?;
+        meta.insert("schema_version", SCHEMA_VERSION)?;
+        db.flush()?;
+        tracing::info!("store migrated to schema 3 (records in postcard); `unisync store compact` returns the space the JSON records held");
+        return Ok(());
+    }
+    Err(StoreError::Misconfigured(format!(
+        "the store's schema version is {}, newer than this unisync reads ({}): run the unisync \
+         that wrote it, or restore a backup made for this version",
+        String::from_utf8_lossy(&version),
+        String::from_utf8_lossy(SCHEMA_VERSION)
+    )))
+}
+
+/// Schema 2 → 3: every JSON record of `tree` is written again in postcard. A record that
+/// cannot be read is left as it is (reading it fails as before: a claim dead-letters it).
+fn reencode<T: Serialize + DeserializeOwned>(tree: &sled::Tree) -> Result<(), StoreError> {
+    let mut reencoded = 0u64;
+    for item in tree.iter() {
+        let (key, bytes) = item?;
+        if bytes.first() == Some(&POSTCARD) {
+            continue;
+        }
+        match decode_json::<T>(&key, &bytes) {
+            Ok(record) => {
+                tree.insert(&key, encode(&record))?;
+                reencoded += 1;
+            }
+            Err(error) => tracing::error!(%error, "migration leaves an unreadable record as it is"),
+        }
+    }
+    tracing::info!(tree = %String::from_utf8_lossy(&tree.name()), reencoded, "records re-encoded");
+    Ok(())
+}
+
 /// Schema 1 → 2: the source index is rebuilt keyed by connection. Each contact's connection
 /// is the one its edits went to, else its `external_system_config_id`, else its
 /// `source_system` (the default connection names equal the systems). Safe to run again if
@@ -937,7 +994,7 @@ fn migrate_source_index(contacts: &sled::Tree, index: &sled::Tree) -> Result<(),
     let mut migrated = 0u64;
     for item in contacts.iter() {
         let (key, bytes) = item?;
-        let mut entry: ContactEntry = match decode(&key, &bytes) {
+        let mut entry: ContactEntry = match decode_json(&key, &bytes) {
             Ok(entry) => entry,
             Err(error) => {
                 tracing::error!(%error, "migration skips an unreadable record");
@@ -964,7 +1021,7 @@ fn migrate_source_index(contacts: &sled::Tree, index: &sled::Tree) -> Result<(),
             index.insert(index_key, key.as_ref())?;
         }
         entry.source_connection = Some(connection);
-        contacts.insert(&key, encode(&entry))?;
+        contacts.insert(&key, serde_json::to_vec(&entry).expect("records serialise"))?;
         migrated += 1;
     }
     tracing::info!(

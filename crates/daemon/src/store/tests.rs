@@ -986,7 +986,7 @@ async fn a_schema_1_store_is_migrated_to_a_source_index_per_connection() {
         store.flush().await.unwrap();
     }
     let store = open_at(&path, now_ms()).await;
-    assert_eq!(store.meta("schema_version").unwrap().as_deref(), Some("2"));
+    assert_eq!(store.meta("schema_version").unwrap().as_deref(), Some("3"));
     for (connection, source_id, id) in [
         ("hs_b", "1", "edited"),
         ("hs_a", "2", "configured"),
