@@ -8,6 +8,7 @@
 //! re-point, replay, drop, recover, and the reads around them.
 
 mod clock;
+mod counters;
 mod flush;
 mod keys;
 mod model;
@@ -526,12 +527,15 @@ impl Store {
         }
     }
 
-    /// Queue figures per connection (every connection that has anything queued or dead),
-    /// read from the queue and the dead letters only: cheap enough for every `/metrics`
-    /// scrape. `in_flight` is left at zero; see [`Store::in_flight_counts`].
+    /// Queue figures per connection (every connection that has anything queued or dead).
+    /// sled keeps them as state changes commit (no scan: the same cost at any size), where
+    /// `retry_waiting` counts the contacts queued again after a failed attempt and `ready`
+    /// the others, and `in_flight` the edits marked in flight. PostgreSQL counts them in the
+    /// database: `ready` and `retry_waiting` split by `now`, `in_flight` left at zero (see
+    /// [`Store::in_flight_counts`]).
     pub async fn counts(&self, now: u64) -> Result<BTreeMap<String, ConnectionCounts>, StoreError> {
         match &self.engine {
-            Engine::Sled(store) => store.counts(now),
+            Engine::Sled(store) => Ok(store.counts()),
             Engine::Postgres(store) => store.counts(now).await,
         }
     }
@@ -541,7 +545,12 @@ impl Store {
     /// again at the next start.
     pub async fn in_flight_counts(&self) -> Result<BTreeMap<String, u64>, StoreError> {
         match &self.engine {
-            Engine::Sled(store) => store.in_flight_counts(),
+            Engine::Sled(store) => Ok(store
+                .counts()
+                .into_iter()
+                .filter(|(_, counts)| counts.in_flight > 0)
+                .map(|(connection, counts)| (connection, counts.in_flight))
+                .collect()),
             Engine::Postgres(store) => store.in_flight_counts().await,
         }
     }

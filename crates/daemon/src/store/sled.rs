@@ -19,6 +19,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use unisync_core::{AdapterError, ConfirmedContact, ContactField, ContactPatch, UnifiedContact};
 
 use super::clock::{CLOCK, Clock};
+use super::counters::{Changes, Counters, Tally};
 use super::flush::{Flusher, Health};
 use super::pipeline::{AcceptPipeline, BatchSink, PendingAccept};
 use super::rules::{self, LinkFailure, QueueChange};
@@ -79,8 +80,8 @@ pub struct SledStore {
     db: sled::Db,
     pub(super) contacts: sled::Tree,
     ready: sled::Tree,
-    dead_letters: sled::Tree,
-    customers: sled::Tree,
+    pub(super) dead_letters: sled::Tree,
+    pub(super) customers: sled::Tree,
     pub(super) source_index: sled::Tree,
     pub(super) meta: sled::Tree,
     flusher: Flusher,
@@ -91,6 +92,8 @@ pub struct SledStore {
     /// The API's edits go through here ([`SledStore::accept_durable`]); `None` in the
     /// writer's own copy of the store, so that the writer ends when the last handle drops.
     accepts: Option<AcceptPipeline>,
+    /// Queue figures per connection, kept as transactions commit.
+    counters: Arc<Counters>,
 }
 
 /// Version 2 keys the source index by connection instead of system; version 3 writes every
@@ -153,7 +156,9 @@ impl SledStore {
             clock,
             high_water: Arc::new(AtomicU64::new(0)),
             accepts: None,
+            counters: Arc::default(),
         };
+        store.count_at_open()?;
         store.now();
         store.accepts = Some(AcceptPipeline::start(store.clone()));
         Ok(store)
@@ -288,13 +293,17 @@ impl SledStore {
                         index.remove(old_key)?;
                     }
                 }
+                let before = existing.as_ref().map(Tally::of);
                 let entry = rules::register(existing, &contact, connection);
                 contacts.insert(id, encode(&entry))?;
                 index.insert(index_key.clone(), id)?;
-                Ok(())
+                let mut changes = Changes::default();
+                changes.contact(before, &entry);
+                Ok(((), changes))
             })
             .map_err(from_tx)
         })
+        .map(|committed| self.counted(committed))
     }
 
     /// The unified id registered for the record `source_id` of `connection`.
@@ -370,23 +379,27 @@ impl SledStore {
             let id = String::from_utf8_lossy(&id).into_owned();
             let edit = self.write(|| {
                 let claim = (&self.contacts, &self.ready).transaction(|(contacts, ready)| {
+                    let mut changes = Changes::default();
                     if ready.remove(&key)?.is_none() {
-                        return Ok(None);
+                        return Ok((None, changes));
                     }
                     let Some(mut entry): Option<ContactEntry> = get(contacts, id.as_bytes())?
                     else {
-                        return Ok(None);
+                        return Ok((None, changes));
                     };
                     if entry.sync.queued_key.as_deref() != Some(key.as_ref()) {
-                        return Ok(None);
+                        return Ok((None, changes));
                     }
+                    let before = Tally::of(&entry);
                     let (edit, change) = rules::claim(&mut entry);
                     apply(&mut entry, ready, change, 0)?;
                     contacts.insert(id.as_bytes(), encode(&entry))?;
-                    Ok(edit)
+                    changes.contact(Some(before), &entry);
+                    Ok((edit, changes))
                 });
                 claim.map_err(from_tx)
-            });
+            })
+            .map(|committed| self.counted(committed));
             match edit {
                 Ok(edit) => claimed.extend(edit),
                 Err(error @ StoreError::Corrupt { .. }) => {
@@ -416,10 +429,14 @@ impl SledStore {
                 .transaction(|(ready, dead_letters)| {
                     ready.remove(key)?;
                     dead_letters.insert(letter_id.as_bytes(), encode(&letter))?;
-                    Ok(())
+                    let mut changes = Changes::default();
+                    changes.unreadable_dequeued(connection);
+                    changes.letter_made(connection);
+                    Ok(((), changes))
                 })
                 .map_err(from_tx)
         })
+        .map(|committed| self.counted(committed))
     }
 
     /// When the first waiting contact of `connection` may go (ms since the epoch).
@@ -566,6 +583,8 @@ impl SledStore {
                     else {
                         return abort(StoreError::UnknownContact(id.to_string()));
                     };
+                    let mut changes = Changes::default();
+                    let before = Tally::of(&entry);
                     let connection = entry
                         .source_connection
                         .clone()
@@ -587,6 +606,7 @@ impl SledStore {
                     let outcome = match letter {
                         Some(letter) => {
                             dead_letters.insert(letter.id.as_bytes(), encode(&letter))?;
+                            changes.letter_made(&letter.connection);
                             MergeOutcome::SurvivorRegistered(Box::new(letter))
                         }
                         None => {
@@ -603,10 +623,12 @@ impl SledStore {
                     };
                     apply(&mut entry, ready, change, seq)?;
                     contacts.insert(id.as_bytes(), encode(&entry))?;
-                    Ok(outcome)
+                    changes.contact(Some(before), &entry);
+                    Ok((outcome, changes))
                 })
                 .map_err(from_tx)
         })
+        .map(|committed| self.counted(committed))
     }
 
     /// The in-flight edit's fields landed but its customer link did not
@@ -645,16 +667,21 @@ impl SledStore {
                     else {
                         return abort(StoreError::UnknownContact(id.to_string()));
                     };
+                    let before = Tally::of(&entry);
                     let (letter, queue_change, answer) = change(&mut entry, &letter_id);
                     apply(&mut entry, ready, queue_change, seq)?;
                     contacts.insert(id.as_bytes(), encode(&entry))?;
+                    let mut changes = Changes::default();
+                    changes.contact(Some(before), &entry);
                     if let Some(letter) = &letter {
                         dead_letters.insert(letter.id.as_bytes(), encode(letter))?;
+                        changes.letter_made(&letter.connection);
                     }
-                    Ok((letter, answer))
+                    Ok(((letter, answer), changes))
                 })
                 .map_err(from_tx)
         })
+        .map(|committed| self.counted(committed))
     }
 
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
@@ -720,6 +747,8 @@ impl SledStore {
                         return abort(StoreError::UnknownDeadLetter(letter_id.to_string()));
                     };
                     dead_letters.remove(letter_id.as_bytes())?;
+                    let mut changes = Changes::default();
+                    changes.letter_removed(&letter.connection);
                     let id = letter.contact_id.as_bytes();
                     let entry = match get::<ContactEntry>(contacts, id) {
                         Err(ConflictableTransactionError::Abort(StoreError::Corrupt {
@@ -728,15 +757,18 @@ impl SledStore {
                         other => other?,
                     };
                     let Some(mut entry) = entry else {
-                        return settle(None, &letter).map(|(_, result)| result);
+                        return settle(None, &letter).map(|(_, result)| (result, changes));
                     };
+                    let before = Tally::of(&entry);
                     let (change, result) = settle(Some(&mut entry), &letter)?;
                     apply(&mut entry, ready, change, seq)?;
                     contacts.insert(id, encode(&entry))?;
-                    Ok(result)
+                    changes.contact(Some(before), &entry);
+                    Ok((result, changes))
                 })
                 .map_err(from_tx)
         })
+        .map(|committed| self.counted(committed))
     }
 
     pub fn upsert_customer(&self, customer: &Customer) -> Result<(), StoreError> {
@@ -754,41 +786,41 @@ impl SledStore {
             .transpose()
     }
 
-    /// Queue figures per connection (every connection that has anything queued or dead),
-    /// read from the queue and the dead letters only: cheap enough for every `/metrics`
-    /// scrape. `in_flight` is left at zero; see [`SledStore::in_flight_counts`].
-    pub fn counts(&self, now: u64) -> Result<BTreeMap<String, ConnectionCounts>, StoreError> {
-        let mut counts: BTreeMap<String, ConnectionCounts> = BTreeMap::new();
-        for item in self.ready.iter() {
-            let (key, _) = item?;
-            let (connection, not_before) = keys::ready_parts(&key);
-            let entry = counts.entry(connection).or_default();
-            if not_before <= now {
-                entry.ready += 1;
-            } else {
-                entry.retry_waiting += 1;
-            }
-        }
-        for letter in self.dead_letters()? {
-            counts.entry(letter.connection).or_default().dead_letters += 1;
-        }
-        Ok(counts)
+    /// Queue figures per connection (every connection that has anything queued, in flight
+    /// or dead), as kept by the counters: no scan.
+    pub fn counts(&self) -> BTreeMap<String, ConnectionCounts> {
+        self.counters.snapshot()
     }
 
-    /// Edits marked in flight, per connection. Reads every contact: for a store no daemon is
-    /// running on (a running daemon counts its pushes itself), where they are the edits the
-    /// last stop left in flight, to be pushed again at the next start.
-    pub fn in_flight_counts(&self) -> Result<BTreeMap<String, u64>, StoreError> {
-        let mut counts = BTreeMap::new();
-        for entry in self.readable_contacts() {
-            let entry = entry?;
-            if entry.sync.in_flight.is_some() {
-                *counts
-                    .entry(entry.sync.connection.unwrap_or_default())
-                    .or_default() += 1;
+    /// Moves the figures by what a committed transaction changed; answers its result.
+    fn counted<T>(&self, (result, changes): (T, Changes)) -> T {
+        self.counters.commit(changes);
+        result
+    }
+
+    /// Counts the figures once, streaming over the records (see [`super::counters`]).
+    fn count_at_open(&self) -> Result<(), StoreError> {
+        /// Records counted between two commits, so that counting holds little in memory.
+        const CHUNK: usize = 4096;
+        let mut changes = Changes::default();
+        for (n, entry) in self.readable_contacts().enumerate() {
+            changes.contact(None, &entry?);
+            if n % CHUNK == CHUNK - 1 {
+                self.counters.commit(std::mem::take(&mut changes));
             }
         }
-        Ok(counts)
+        for item in self.dead_letters.iter() {
+            let (key, bytes) = item?;
+            match decode::<DeadLetter>(&key, &bytes) {
+                Ok(letter) => changes.letter_made(&letter.connection),
+                Err(error) => tracing::error!(%error, "an unreadable dead letter is not counted"),
+            }
+            if changes.len() >= CHUNK {
+                self.counters.commit(std::mem::take(&mut changes));
+            }
+        }
+        self.counters.commit(changes);
+        Ok(())
     }
 
     /// Every contact whose record can be read. An unreadable one is logged and skipped, so
@@ -873,13 +905,17 @@ impl SledStore {
                     else {
                         return abort(StoreError::UnknownContact(id.to_string()));
                     };
+                    let before = Tally::of(&entry);
                     let (queue_change, result) = change(&mut entry)?;
                     apply(&mut entry, ready, queue_change, seq)?;
                     contacts.insert(id.as_bytes(), encode(&entry))?;
-                    Ok(result)
+                    let mut changes = Changes::default();
+                    changes.contact(Some(before), &entry);
+                    Ok((result, changes))
                 })
                 .map_err(from_tx)
         })
+        .map(|committed| self.counted(committed))
     }
 }
 
@@ -894,6 +930,7 @@ impl BatchSink for SledStore {
             (&self.contacts, &self.ready)
                 .transaction(|(contacts, ready)| {
                     let mut outcomes = Vec::with_capacity(batch.len());
+                    let mut changes = Changes::default();
                     for (edit, &seq) in batch.iter().zip(&seqs) {
                         let id = edit.id.as_bytes();
                         let mut entry = match get::<ContactEntry>(contacts, id) {
@@ -908,19 +945,22 @@ impl BatchSink for SledStore {
                             }
                             Err(other) => return Err(other),
                         };
+                        let before = Tally::of(&entry);
                         let change = rules::accept(&mut entry, &edit.patch, &edit.connection, seq, now);
                         let queued = change != QueueChange::Leave;
                         apply(&mut entry, ready, change, seq)?;
                         contacts.insert(id, encode(&entry))?;
+                        changes.contact(Some(before), &entry);
                         outcomes.push(Ok(Accepted {
                             contact: entry.contact,
                             queued,
                         }));
                     }
-                    Ok(outcomes)
+                    Ok((outcomes, changes))
                 })
                 .map_err(from_tx)
         })
+        .map(|committed| self.counted(committed))
     }
 
     fn flush_blocking(&self) -> Result<(), StoreError> {

@@ -7,7 +7,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use unisync_core::{AdapterError, ConfirmedContact, ContactField, ContactPatch, UnifiedContact};
+use unisync_core::{
+    AdapterError, ConfirmedContact, ContactField, ContactPatch, ErrorKind, UnifiedContact,
+};
 
 use super::clock::Clock;
 use super::model::SyncState;
@@ -1708,4 +1710,176 @@ mod model {
             });
         }
     }
+}
+
+#[tokio::test]
+async fn queue_figures_kept_as_changes_commit_equal_a_count_from_the_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let kept = {
+        let store = open_at(&path, now_ms()).await;
+        for id in ["a", "b", "c", "d", "e"] {
+            register(&store, id).await;
+            store
+                .accept_durable(id, &edit(&[(ContactField::City, Some("X"))]), "crm")
+                .await
+                .unwrap();
+        }
+        let claimed = store.claim("crm", store.now(), 3).await.unwrap();
+        assert_eq!(claimed.len(), 3);
+        let error = AdapterError::new(ErrorKind::Retryable { retry_after: None }, "HTTP_503", "x");
+        store
+            .retry_later(&claimed[0].contact_id, store.now() + 60_000, true, &error)
+            .await
+            .unwrap();
+        let refused = AdapterError::new(
+            ErrorKind::Permanent { field: None },
+            "INVALID",
+            "no",
+        );
+        store
+            .dead_letter(&claimed[1].contact_id, &refused, false)
+            .await
+            .unwrap();
+        store.flush().await.unwrap();
+        let kept = store.counts(store.now()).await.unwrap();
+        assert_eq!(
+            kept["crm"],
+            ConnectionCounts {
+                ready: 2,
+                retry_waiting: 1,
+                in_flight: 1,
+                dead_letters: 1
+            }
+        );
+        kept
+    };
+    let reopened = open_at(&path, now_ms()).await;
+    assert_eq!(reopened.counts(reopened.now()).await.unwrap(), kept);
+    assert_eq!(
+        reopened.in_flight_counts().await.unwrap(),
+        BTreeMap::from([("crm".to_string(), 1)])
+    );
+}
+
+#[tokio::test]
+async fn the_update_endpoints_accept_is_on_disk_when_it_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        let store = open_at(&path, now_ms()).await;
+        for n in 0..50 {
+            register(&store, &format!("c{n}")).await;
+        }
+        store.flush().await.unwrap();
+        // Concurrent edits: the writer takes them in batches; each answer means durable.
+        let edits: Vec<_> = (0..50)
+            .map(|n| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let patch = edit(&[(ContactField::City, Some("Durable"))]);
+                    store.accept_durable(&format!("c{n}"), &patch, "crm").await
+                })
+            })
+            .collect();
+        for answer in edits {
+            assert!(answer.await.unwrap().unwrap().queued);
+        }
+        let unknown = store
+            .accept_durable("nobody", &edit(&[(ContactField::City, Some("X"))]), "crm")
+            .await;
+        assert!(matches!(unknown, Err(StoreError::UnknownContact(_))));
+        // No flush and no clean close: what is on disk is what the next open finds.
+        std::mem::forget(store);
+    }
+    // The forgotten store still holds the lock: read a copy of its files instead.
+    let copy = dir.path().join("copy");
+    copy_dir(&path, &copy);
+    let reopened = open_at(&copy, now_ms()).await;
+    for n in 0..50 {
+        let entry = reopened.contact(&format!("c{n}")).await.unwrap().unwrap();
+        assert_eq!(entry.contact.city.as_deref(), Some("Durable"), "c{n}");
+    }
+    assert_eq!(reopened.counts(reopened.now()).await.unwrap()["crm"].ready, 50);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_schema_2_store_of_json_records_is_re_encoded_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let (entry, letter, customer) = {
+        let store = open_at(&path, now_ms()).await;
+        register(&store, "c1").await;
+        store
+            .accept("c1", &edit(&[(ContactField::City, Some("Old"))]), "crm")
+            .await
+            .unwrap();
+        store
+            .upsert_customer(&Customer {
+                id: "cust".into(),
+                source_system: "hubspot".into(),
+                source_id: "9".into(),
+                external_system_config_id: None,
+            })
+            .await
+            .unwrap();
+        let claimed = store.claim("crm", store.now(), 1).await.unwrap();
+        let refused = AdapterError::new(ErrorKind::Retryable { retry_after: None }, "X", "y");
+        let letter = store.dead_letter(&claimed[0].contact_id, &refused, true).await.unwrap();
+        let entry = store.contact("c1").await.unwrap().unwrap();
+        let customer = store.customer("cust").await.unwrap().unwrap();
+        // As schema 2 kept them: JSON records.
+        let sled = store.sled();
+        sled.contacts.insert("c1", serde_json::to_vec(&entry).unwrap()).unwrap();
+        sled.meta.insert("schema_version", "2").unwrap();
+        sled.dead_letters
+            .insert(&letter.id, serde_json::to_vec(&letter).unwrap())
+            .unwrap();
+        sled.customers
+            .insert("cust", serde_json::to_vec(&customer).unwrap())
+            .unwrap();
+        store.flush().await.unwrap();
+        (entry, letter, customer)
+    };
+    let store = open_at(&path, now_ms()).await;
+    assert_eq!(store.meta("schema_version").unwrap().as_deref(), Some("3"));
+    assert_eq!(store.contact("c1").await.unwrap().unwrap(), entry);
+    assert_eq!(store.dead_letter_by_id(&letter.id).await.unwrap().unwrap(), letter);
+    assert_eq!(store.customer("cust").await.unwrap().unwrap(), customer);
+    assert_eq!(store.counts(store.now()).await.unwrap()["crm"].dead_letters, 1);
+}
+
+#[tokio::test]
+async fn a_store_of_a_newer_schema_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        let store = open_at(&path, now_ms()).await;
+        store.sled().meta.insert("schema_version", "99").unwrap();
+        store.flush().await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        match SledStore::open(&path, 8) {
+            Err(StoreError::Locked(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            Err(error) => break error.to_string(),
+            Ok(_) => panic!("a newer store was opened"),
+        }
+    };
+    assert!(refused.contains("99") && refused.contains("newer"), "{refused}");
+    assert!(refused.contains("run the unisync that wrote it"), "{refused}");
 }
