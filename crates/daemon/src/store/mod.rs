@@ -28,8 +28,9 @@ use crate::config::{StorageConfig, StorageEngine};
 use crate::conflict::FieldConflict;
 pub use model::{
     ClaimedEdit, ConnectionCounts, ContactEntry, Customer, DeadLetter, Held, LetterKind,
-    MergeOutcome, Replay,
+    MergeOutcome, Pruned, Replay, Retention,
 };
+pub use self::sled::compact;
 pub use rules::{LinkFailure, class_name};
 
 pub use self::postgres::PgSettings;
@@ -552,6 +553,16 @@ impl Store {
                 .map(|(connection, counts)| (connection, counts.in_flight))
                 .collect()),
             Engine::Postgres(store) => store.in_flight_counts().await,
+        }
+    }
+
+    /// Drops what `retention` says is kept no longer: dead letters (as
+    /// [`Store::drop_dead_letter`] does) and a backfill's edit ids. PostgreSQL: nothing is
+    /// pruned yet (its edit ids carry no time); the README says so.
+    pub async fn prune(&self, retention: &Retention) -> Result<Pruned, StoreError> {
+        match &self.engine {
+            Engine::Sled(store) => store.prune(retention, now_ms()),
+            Engine::Postgres(_) => Ok(Pruned::default()),
         }
     }
 

@@ -242,3 +242,19 @@ pub struct ConnectionCounts {
     pub in_flight: u64,
     pub dead_letters: u64,
 }
+
+/// How long the store keeps what it no longer needs to do its work (`None`: for good).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Dead letters older than this (by when they failed) are dropped.
+    pub dead_letters_ms: Option<u64>,
+    /// A backfill's edit ids older than this (by when they were accepted) are forgotten.
+    pub edit_ids_ms: Option<u64>,
+}
+
+/// What one pruning pass removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Pruned {
+    pub dead_letters: u64,
+    pub edit_ids: u64,
+}

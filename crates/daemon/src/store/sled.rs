@@ -25,7 +25,7 @@ use super::pipeline::{AcceptPipeline, BatchSink, PendingAccept};
 use super::rules::{self, LinkFailure, QueueChange};
 use super::{
     Accepted, ClaimedEdit, ConnectionCounts, ContactEntry, Customer, DeadLetter, Held,
-    MergeOutcome, Replay, StoreError, keys, letter_id,
+    MergeOutcome, Pruned, Replay, Retention, StoreError, keys, letter_id,
 };
 use crate::conflict::FieldConflict;
 
@@ -99,6 +99,9 @@ pub struct SledStore {
 /// Version 2 keys the source index by connection instead of system; version 3 writes every
 /// record in postcard instead of JSON. Older stores are migrated at open.
 const SCHEMA_VERSION: &[u8] = b"3";
+/// The `meta` keys of a backfill's edit ids: `edit/ID` → when it was accepted (8 bytes,
+/// big-endian ms; empty in stores from before retention).
+const EDIT_ID_PREFIX: &str = "edit/";
 /// The `meta` key of the clock's high-water mark (8 bytes, big-endian ms).
 const HIGH_WATER_KEY: &str = "clock_high_water";
 /// How far ahead of now the high-water mark is written, so that it is written at most this
@@ -119,20 +122,13 @@ impl SledStore {
         cache_mib: u64,
         clock: &'static Clock,
     ) -> Result<SledStore, StoreError> {
+        finish_interrupted_compaction(path)?;
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(cache_mib * 1024 * 1024)
             .mode(sled::Mode::LowSpace)
             .open()
-            .map_err(|err| match err {
-                sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => {
-                    StoreError::Locked(path.to_path_buf())
-                }
-                sled::Error::Io(ref io) if io.to_string().contains("lock") => {
-                    StoreError::Locked(path.to_path_buf())
-                }
-                other => StoreError::Sled(other),
-            })?;
+            .map_err(|error| open_error(path, error))?;
         let meta = db.open_tree("meta")?;
         migrate(&db, &meta)?;
         if let Some(mark) = meta.get(HIGH_WATER_KEY)? {
@@ -840,16 +836,96 @@ impl SledStore {
 
     /// Whether an edit with this `edit_id` (from a backfill file) was already accepted.
     pub fn edit_seen(&self, edit_id: &str) -> Result<bool, StoreError> {
-        Ok(self.meta.contains_key(format!("edit/{edit_id}"))?)
+        Ok(self.meta.contains_key(format!("{EDIT_ID_PREFIX}{edit_id}"))?)
     }
 
     /// Remembers that the edit `edit_id` was accepted. Durable with the next flush; a crash
     /// before it re-applies the edit on a re-run, which lands the same values again.
     pub fn remember_edit(&self, edit_id: &str) -> Result<(), StoreError> {
+        let accepted_at = self.now().to_be_bytes();
         self.write(|| {
-            self.meta.insert(format!("edit/{edit_id}"), &[])?;
+            self.meta
+                .insert(format!("{EDIT_ID_PREFIX}{edit_id}"), &accepted_at)?;
             Ok(())
         })
+    }
+
+    /// Drops what `retention` says is kept no longer, as of `now`: dead letters (each as
+    /// [`SledStore::drop_dead_letter`] does) and edit ids (kept with when they were
+    /// accepted; those from before that was kept count as old). Works through the trees a
+    /// chunk at a time, so its memory does not grow with them.
+    pub fn prune(&self, retention: &Retention, now: u64) -> Result<Pruned, StoreError> {
+        let mut pruned = Pruned::default();
+        if let Some(max_age) = retention.dead_letters_ms {
+            let cutoff = now.saturating_sub(max_age);
+            pruned.dead_letters = self.prune_chunks(&self.dead_letters, b"", |key, bytes| {
+                match decode::<DeadLetter>(key, bytes) {
+                    Ok(letter) => letter.failed_at < cutoff,
+                    // An unreadable letter is an operator's to look at.
+                    Err(_) => false,
+                }
+            }, |key| {
+                match self.drop_dead_letter(&String::from_utf8_lossy(key)) {
+                    Ok(_) | Err(StoreError::UnknownDeadLetter(_)) => Ok(()),
+                    Err(error) => Err(error),
+                }
+            })?;
+        }
+        if let Some(max_age) = retention.edit_ids_ms {
+            let cutoff = now.saturating_sub(max_age);
+            pruned.edit_ids = self.prune_chunks(&self.meta, EDIT_ID_PREFIX.as_bytes(), |_, value| {
+                <[u8; 8]>::try_from(value).map_or(0, u64::from_be_bytes) < cutoff
+            }, |key| self.write(|| {
+                self.meta.remove(key)?;
+                Ok(())
+            }))?;
+        }
+        Ok(pruned)
+    }
+
+    /// Removes, with `remove`, every record of `tree` under `prefix` that `old` says is old;
+    /// answers how many. Reads a chunk of keys, then removes (no transaction runs on a tree
+    /// while it is iterated), then reads on after the chunk's last key.
+    fn prune_chunks(
+        &self,
+        tree: &sled::Tree,
+        prefix: &[u8],
+        old: impl Fn(&[u8], &[u8]) -> bool,
+        remove: impl Fn(&[u8]) -> Result<(), StoreError>,
+    ) -> Result<u64, StoreError> {
+        const CHUNK: usize = 1024;
+        let mut removed = 0;
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let mut chunk = Vec::new();
+            let mut last = None;
+            let records = match &after {
+                None => tree.scan_prefix(prefix),
+                Some(key) => {
+                    let mut from = key.clone();
+                    from.push(0);
+                    tree.range(from..)
+                }
+            };
+            for item in records.take(CHUNK) {
+                let (key, value) = item?;
+                if !key.starts_with(prefix) {
+                    break;
+                }
+                if old(&key, &value) {
+                    chunk.push(key.to_vec());
+                }
+                last = Some(key.to_vec());
+            }
+            let Some(last) = last else {
+                return Ok(removed);
+            };
+            for key in &chunk {
+                remove(key)?;
+            }
+            removed += chunk.len() as u64;
+            after = Some(last);
+        }
     }
 
     /// Reads a value the daemon keeps for itself (e.g. a rotated credential).
@@ -966,6 +1042,129 @@ impl BatchSink for SledStore {
     fn flush_blocking(&self) -> Result<(), StoreError> {
         self.flusher.flush_blocking()
     }
+}
+
+/// What `unisync store compact` did.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Compacted {
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    pub pruned: Pruned,
+}
+
+/// Compacts the sled store at `path` (no daemon may hold it: [`StoreError::Locked`]):
+/// migrates it, prunes it by `retention`, then copies every tree into fresh files and puts
+/// them in its place. sled never gives back the space of records rewritten or removed;
+/// fresh files hold only the live ones. The swap is two renames: an interrupted compaction
+/// is finished or undone at the next open ([`finish_interrupted_compaction`]).
+pub async fn compact(
+    path: &Path,
+    cache_mib: u64,
+    retention: &Retention,
+) -> Result<Compacted, StoreError> {
+    let bytes_before = dir_bytes(path);
+    let pruned = {
+        let store = SledStore::open(path, cache_mib)?;
+        let pruned = store.prune(retention, store.now())?;
+        store.flush().await?;
+        pruned
+    };
+    let source = open_released(path).await?;
+    let fresh = sibling(path, "compacting");
+    if fresh.exists() {
+        std::fs::remove_dir_all(&fresh).map_err(io_error)?;
+    }
+    let target = sled::Config::new()
+        .path(&fresh)
+        .cache_capacity(cache_mib * 1024 * 1024)
+        .mode(sled::Mode::LowSpace)
+        .open()?;
+    // Sequences (letter ids, acceptance order) go on from where the store was.
+    let next_seq = source.generate_id()?;
+    target.import(source.export());
+    while target.generate_id()? < next_seq {}
+    target.flush()?;
+    drop((source, target));
+    let old = sibling(path, "pre-compact");
+    std::fs::rename(path, &old).map_err(io_error)?;
+    std::fs::rename(&fresh, path).map_err(io_error)?;
+    std::fs::remove_dir_all(&old).map_err(io_error)?;
+    Ok(Compacted {
+        bytes_before,
+        bytes_after: dir_bytes(path),
+        pruned,
+    })
+}
+
+/// `path` with `.suffix` added to its last component.
+fn sibling(path: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{suffix}"));
+    path.with_file_name(name)
+}
+
+fn io_error(error: std::io::Error) -> StoreError {
+    StoreError::Sled(sled::Error::Io(error))
+}
+
+/// Why sled could not open the store at `path`: [`StoreError::Locked`] when another
+/// process (or a handle not yet let go) holds it.
+fn open_error(path: &Path, error: sled::Error) -> StoreError {
+    match error {
+        sled::Error::Io(ref io)
+            if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") =>
+        {
+            StoreError::Locked(path.to_path_buf())
+        }
+        other => StoreError::Sled(other),
+    }
+}
+
+/// Opens the sled database at `path` once the store just dropped has let go of it (its
+/// writer thread and flusher task end a moment after the last handle).
+async fn open_released(path: &Path) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::Config::new().path(path).open().map_err(|error| open_error(path, error)) {
+            Err(StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await
+            }
+            other => return other,
+        }
+    }
+}
+
+/// A compaction stopped between its two renames leaves the old files at `PATH.pre-compact`:
+/// when `path` is missing, the compacted copy never took its place and the old files go
+/// back; when both are there, the copy did, and the old files go.
+fn finish_interrupted_compaction(path: &Path) -> Result<(), StoreError> {
+    let old = sibling(path, "pre-compact");
+    if !old.exists() {
+        return Ok(());
+    }
+    if path.exists() {
+        tracing::warn!(old = %old.display(), "removing the files an interrupted compaction replaced");
+        std::fs::remove_dir_all(&old).map_err(io_error)
+    } else {
+        tracing::warn!(old = %old.display(), "an interrupted compaction: the store's files go back");
+        std::fs::rename(&old, path).map_err(io_error)
+    }
+}
+
+/// The bytes of every file under `path`.
+pub fn dir_bytes(path: &Path) -> u64 {
+    std::fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|entry| match entry.metadata() {
+                    Ok(meta) if meta.is_dir() => dir_bytes(&entry.path()),
+                    Ok(meta) => meta.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// Brings the store at `db` to [`SCHEMA_VERSION`], or refuses a store a newer unisync wrote.

@@ -1883,3 +1883,141 @@ async fn a_store_of_a_newer_schema_is_refused_with_what_to_do() {
     assert!(refused.contains("99") && refused.contains("newer"), "{refused}");
     assert!(refused.contains("run the unisync that wrote it"), "{refused}");
 }
+
+/// Waits (bounded) until the store's clock is past `time`.
+async fn clock_past(store: &Store, time: u64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while store.now() <= time {
+        assert!(Instant::now() < deadline, "the clock stood still");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::test]
+async fn pruning_drops_dead_letters_and_edit_ids_past_their_retention_only() {
+    let (_dir, store) = open();
+    let refused = AdapterError::new(ErrorKind::Permanent { field: None }, "INVALID", "no");
+    let mut letters = Vec::new();
+    for id in ["old", "new"] {
+        register(&store, id).await;
+        store
+            .accept(id, &edit(&[(ContactField::City, Some("X"))]), "crm")
+            .await
+            .unwrap();
+        store.claim("crm", store.now(), 1).await.unwrap();
+        letters.push(store.dead_letter(id, &refused, false).await.unwrap());
+        store.remember_edit(&format!("edit-{id}")).await.unwrap();
+        clock_past(&store, store.now()).await;
+    }
+    store.sled().meta.insert("edit/from-before-retention", &[]).unwrap();
+    let cutoff = letters[1].failed_at;
+    let retention = Retention {
+        dead_letters_ms: Some(0),
+        edit_ids_ms: Some(0),
+    };
+
+    let pruned = store.sled().prune(&retention, cutoff).unwrap();
+    assert_eq!(pruned, Pruned { dead_letters: 1, edit_ids: 2 });
+    let left = store.dead_letters().await.unwrap();
+    assert_eq!(left, vec![letters[1].clone()]);
+    let old = store.contact("old").await.unwrap().unwrap();
+    assert_eq!(old.sync.open_dead_letters, 0, "dropped as an operator would");
+    assert_eq!(old.contact.city, None, "its value went back to the CRM's");
+    assert!(!store.edit_seen("edit-old").await.unwrap());
+    assert!(!store.edit_seen("from-before-retention").await.unwrap());
+    assert!(store.edit_seen("edit-new").await.unwrap());
+    assert_eq!(store.counts(store.now()).await.unwrap()["crm"].dead_letters, 1);
+
+    let keep_all = Retention::default();
+    let pruned = store.sled().prune(&keep_all, u64::MAX).unwrap();
+    assert_eq!(pruned, Pruned::default(), "no retention: nothing goes");
+}
+
+#[tokio::test]
+async fn compaction_keeps_every_contact_queued_edit_and_letter_and_gives_space_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let (entries, counts, letter) = {
+        let store = open_at(&path, now_ms()).await;
+        for n in 0..200 {
+            let id = format!("c{n}");
+            register(&store, &id).await;
+            for round in 0..5 {
+                let value = format!("City {round}");
+                store
+                    .accept(&id, &edit(&[(ContactField::City, Some(&value))]), "crm")
+                    .await
+                    .unwrap();
+            }
+        }
+        let claimed = store.claim("crm", store.now(), 2).await.unwrap();
+        let refused = AdapterError::new(ErrorKind::Permanent { field: None }, "INVALID", "no");
+        let letter = store
+            .dead_letter(&claimed[0].contact_id, &refused, false)
+            .await
+            .unwrap();
+        store.flush().await.unwrap();
+        let mut entries = Vec::new();
+        for n in 0..200 {
+            entries.push(store.contact(&format!("c{n}")).await.unwrap().unwrap());
+        }
+        (entries, store.counts(store.now()).await.unwrap(), letter)
+    };
+    // Once the store just dropped has let go of its files.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let compacted = loop {
+        match compact(&path, 8, &Retention::default()).await {
+            Err(StoreError::Locked(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            other => break other.unwrap(),
+        }
+    };
+    assert!(
+        compacted.bytes_after < compacted.bytes_before,
+        "{} -> {}",
+        compacted.bytes_before,
+        compacted.bytes_after
+    );
+    assert!(!dir.path().join("db.pre-compact").exists());
+
+    let store = open_at(&path, now_ms()).await;
+    for (n, entry) in entries.iter().enumerate() {
+        assert_eq!(&store.contact(&format!("c{n}")).await.unwrap().unwrap(), entry);
+    }
+    assert_eq!(store.counts(store.now()).await.unwrap(), counts);
+    assert_eq!(store.dead_letters().await.unwrap(), vec![letter.clone()]);
+    let claimed = store.claim("crm", store.now(), 1000).await.unwrap();
+    assert_eq!(claimed.len(), 198, "every queued edit is still queued");
+    // Sequences go on: a new letter takes a new id.
+    let refused = AdapterError::new(ErrorKind::Permanent { field: None }, "INVALID", "no");
+    let next = store
+        .dead_letter(&claimed[0].contact_id, &refused, false)
+        .await
+        .unwrap();
+    assert!(next.id > letter.id, "{} after {}", next.id, letter.id);
+    assert_eq!(store.dead_letters().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn an_interrupted_compaction_is_undone_or_finished_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let old = dir.path().join("db.pre-compact");
+    {
+        let store = open_at(&path, now_ms()).await;
+        register(&store, "c1").await;
+        store.flush().await.unwrap();
+    }
+    // Stopped between the renames: the old files are the store.
+    std::fs::rename(&path, &old).unwrap();
+    let store = open_at(&path, now_ms()).await;
+    assert!(store.contact("c1").await.unwrap().is_some());
+    assert!(!old.exists());
+    drop(store);
+    // Stopped after them: the old files are left over.
+    std::fs::create_dir(&old).unwrap();
+    let store = open_at(&path, now_ms()).await;
+    assert!(store.contact("c1").await.unwrap().is_some());
+    assert!(!old.exists());
+}
