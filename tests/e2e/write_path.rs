@@ -643,7 +643,11 @@ async fn concurrent_edits_answered_200_survive_a_kill_mid_stream<C: Crm>() {
             let email = format!("burst{n}@example.com");
             world.add_contact(
                 &id,
-                &[("email", &email), ("first_name", "Start"), ("last_name", "Burst")],
+                &[
+                    ("email", &email),
+                    ("first_name", "Start"),
+                    ("last_name", "Burst"),
+                ],
             );
             id
         })
@@ -673,7 +677,13 @@ async fn concurrent_edits_answered_200_survive_a_kill_mid_stream<C: Crm>() {
         })
         .collect();
     wait_for("200 answered edits", || async {
-        let total: usize = answered.lock().unwrap().iter().flatten().map(|k| k + 1).sum();
+        let total: usize = answered
+            .lock()
+            .unwrap()
+            .iter()
+            .flatten()
+            .map(|k| k + 1)
+            .sum();
         (total >= 200).then_some(())
     })
     .await;
@@ -685,7 +695,10 @@ async fn concurrent_edits_answered_200_survive_a_kill_mid_stream<C: Crm>() {
     let daemon = world.setup.serve();
     let answered = answered.lock().unwrap().clone();
     for (n, id) in ids.iter().enumerate() {
-        let stored = daemon.contact(id).await["first_name"].as_str().unwrap().to_string();
+        let stored = daemon.contact(id).await["first_name"]
+            .as_str()
+            .unwrap()
+            .to_string();
         let stored_k: Option<usize> = stored.strip_prefix("edit ").and_then(|k| k.parse().ok());
         assert!(
             stored_k >= answered[n],

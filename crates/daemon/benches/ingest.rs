@@ -74,7 +74,12 @@ impl Level {
 }
 
 /// `clients` tasks PUT edits to the `contacts` registered contacts in turn for `duration`.
-async fn put_for(daemon: &Arc<Daemon>, contacts: usize, clients: usize, duration: Duration) -> Level {
+async fn put_for(
+    daemon: &Arc<Daemon>,
+    contacts: usize,
+    clients: usize,
+    duration: Duration,
+) -> Level {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let tasks: Vec<_> = (0..clients)
@@ -118,7 +123,10 @@ async fn put_for(daemon: &Arc<Daemon>, contacts: usize, clients: usize, duration
 
 /// The mean size of a contact record in the store at `path` (the daemon stopped).
 fn mean_record_bytes(path: &std::path::Path) -> usize {
-    let db = sled::Config::new().path(path).open().expect("open the bench's store");
+    let db = sled::Config::new()
+        .path(path)
+        .open()
+        .expect("open the bench's store");
     let contacts = db.open_tree("contacts").unwrap();
     let (count, bytes) = contacts
         .iter()
@@ -241,7 +249,9 @@ async fn main() {
     };
     daemon.stop();
     let value_bytes = mean_record_bytes(&setup.scratch_path("data"));
-    println!("  raw sled, one flusher, {value_bytes}-byte values (the store's mean contact record):");
+    println!(
+        "  raw sled, one flusher, {value_bytes}-byte values (the store's mean contact record):"
+    );
     for (clients, ours) in LEVELS.into_iter().zip(&unisync) {
         let raw = tokio::task::spawn_blocking(move || raw_sled(clients, value_bytes, duration))
             .await

@@ -60,7 +60,8 @@ fn daemon_rss_mib() -> f64 {
             (after_name.split(' ').nth(1)? == me).then(|| entry.file_name())
         })
         .expect("the daemon is running");
-    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.to_string_lossy())).unwrap();
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", pid.to_string_lossy())).unwrap();
     let kib: f64 = status
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))
@@ -121,12 +122,20 @@ async fn main() {
     assert_eq!(code, 0, "import failed: {out}\n{err}");
     report(
         "import",
-        format!("{:.1} s ({:.0} contacts/s)", started.elapsed().as_secs_f64(), contacts as f64 / started.elapsed().as_secs_f64()),
+        format!(
+            "{:.1} s ({:.0} contacts/s)",
+            started.elapsed().as_secs_f64(),
+            contacts as f64 / started.elapsed().as_secs_f64()
+        ),
     );
     let imported = dir_bytes(&data);
     report(
         "disk after the import",
-        format!("{:.1} MiB ({:.0} bytes a contact)", mib(imported), imported as f64 / contacts as f64),
+        format!(
+            "{:.1} MiB ({:.0} bytes a contact)",
+            mib(imported),
+            imported as f64 / contacts as f64
+        ),
     );
 
     let daemon = Arc::new(setup.serve());
@@ -141,7 +150,8 @@ async fn main() {
                     if n >= contacts {
                         break;
                     }
-                    let body = format!(r#"{{"email":"person{n}@example.com","first_name":"Edited {n}"}}"#);
+                    let body =
+                        format!(r#"{{"email":"person{n}@example.com","first_name":"Edited {n}"}}"#);
                     let answer = daemon
                         .client
                         .put(daemon.url(&format!("/api/v1/unified/contact/contact_{n}")))
@@ -162,11 +172,21 @@ async fn main() {
     let elapsed = started.elapsed();
     report(
         "one edit each through the API",
-        format!("{:.1} s ({:.0} durable PUT/s from {CLIENTS} clients)", elapsed.as_secs_f64(), contacts as f64 / elapsed.as_secs_f64()),
+        format!(
+            "{:.1} s ({:.0} durable PUT/s from {CLIENTS} clients)",
+            elapsed.as_secs_f64(),
+            contacts as f64 / elapsed.as_secs_f64()
+        ),
     );
-    report("daemon RSS, every edit queued", format!("{:.0} MiB", daemon_rss_mib()));
+    report(
+        "daemon RSS, every edit queued",
+        format!("{:.0} MiB", daemon_rss_mib()),
+    );
     let (took, queued) = metrics(&daemon).await;
-    report("/metrics, median of 21", format!("{:.2} ms ({queued})", took.as_secs_f64() * 1000.0));
+    report(
+        "/metrics, median of 21",
+        format!("{:.2} ms ({queued})", took.as_secs_f64() * 1000.0),
+    );
     let Ok(mut daemon) = Arc::try_unwrap(daemon) else {
         panic!("every client task has ended");
     };
@@ -174,7 +194,11 @@ async fn main() {
     let edited = dir_bytes(&data);
     report(
         "disk after the edits",
-        format!("{:.1} MiB ({:.0} bytes a contact)", mib(edited), edited as f64 / contacts as f64),
+        format!(
+            "{:.1} MiB ({:.0} bytes a contact)",
+            mib(edited),
+            edited as f64 / contacts as f64
+        ),
     );
 
     let started = Instant::now();
@@ -198,6 +222,12 @@ async fn main() {
         format!("answering after {:.1} s", started.elapsed().as_secs_f64()),
     );
     let (took, queued) = metrics(&daemon).await;
-    report("daemon RSS after the restart", format!("{:.0} MiB", daemon_rss_mib()));
-    report("/metrics after the restart", format!("{:.2} ms ({queued})", took.as_secs_f64() * 1000.0));
+    report(
+        "daemon RSS after the restart",
+        format!("{:.0} MiB", daemon_rss_mib()),
+    );
+    report(
+        "/metrics after the restart",
+        format!("{:.2} ms ({queued})", took.as_secs_f64() * 1000.0),
+    );
 }

@@ -71,7 +71,10 @@ pub async fn serve(config: Config, sandbox: bool) -> Result<(), ServeError> {
             ))
         })?;
     let dispatchers = Dispatchers::start(&store, &connections);
-    let pruning = tokio::spawn(prune_now_and_then(store.clone(), config.storage.retention()));
+    let pruning = tokio::spawn(prune_now_and_then(
+        store.clone(),
+        config.storage.retention(),
+    ));
     let state = Arc::new(AppState {
         store: store.clone(),
         connections: connections.clone(),

@@ -144,9 +144,17 @@ mod tests {
         let counters = Counters::default();
         let steps = [
             (None, entry(true, false, false), 0),
-            (Some(entry(true, false, false)), entry(false, false, true), 0),
+            (
+                Some(entry(true, false, false)),
+                entry(false, false, true),
+                0,
+            ),
             (Some(entry(false, false, true)), entry(true, true, false), 0),
-            (Some(entry(true, true, false)), entry(false, false, false), 1),
+            (
+                Some(entry(true, true, false)),
+                entry(false, false, false),
+                1,
+            ),
         ];
         let expected = [(1, 0, 0, 0), (0, 0, 1, 0), (0, 1, 0, 0), (0, 0, 0, 1)];
         for ((before, after, letters), (ready, retry_waiting, in_flight, dead_letters)) in

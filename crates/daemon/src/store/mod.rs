@@ -24,13 +24,13 @@ use std::path::{Path, PathBuf};
 
 use unisync_core::{AdapterError, ConfirmedContact, ContactField, ContactPatch, UnifiedContact};
 
+pub use self::sled::compact;
 use crate::config::{StorageConfig, StorageEngine};
 use crate::conflict::FieldConflict;
 pub use model::{
     ClaimedEdit, ConnectionCounts, ContactEntry, Customer, DeadLetter, Held, LetterKind,
     MergeOutcome, Pruned, Replay, Retention,
 };
-pub use self::sled::compact;
 pub use rules::{LinkFailure, class_name};
 
 pub use self::postgres::PgSettings;

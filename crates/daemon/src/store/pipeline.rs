@@ -29,7 +29,10 @@ pub trait BatchSink: Send + 'static {
     /// Applies the edits in order, in one transaction; answers each edit's own outcome (an
     /// unknown or unreadable contact fails that edit only). `Err` when the batch as a whole
     /// could not be written.
-    fn apply(&self, batch: &[PendingAccept]) -> Result<Vec<Result<Accepted, StoreError>>, StoreError>;
+    fn apply(
+        &self,
+        batch: &[PendingAccept],
+    ) -> Result<Vec<Result<Accepted, StoreError>>, StoreError>;
 
     /// Makes everything applied so far durable (the group commit every caller shares).
     fn flush_blocking(&self) -> Result<(), StoreError>;

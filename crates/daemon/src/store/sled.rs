@@ -351,7 +351,10 @@ impl SledStore {
         patch: &ContactPatch,
         connection: &str,
     ) -> Result<Accepted, StoreError> {
-        let pipeline = self.accepts.as_ref().expect("a store handle has its pipeline");
+        let pipeline = self
+            .accepts
+            .as_ref()
+            .expect("a store handle has its pipeline");
         pipeline.accept(id, patch, connection).await
     }
 
@@ -373,29 +376,30 @@ impl SledStore {
             }
             let (key, id) = item?;
             let id = String::from_utf8_lossy(&id).into_owned();
-            let edit = self.write(|| {
-                let claim = (&self.contacts, &self.ready).transaction(|(contacts, ready)| {
-                    let mut changes = Changes::default();
-                    if ready.remove(&key)?.is_none() {
-                        return Ok((None, changes));
-                    }
-                    let Some(mut entry): Option<ContactEntry> = get(contacts, id.as_bytes())?
-                    else {
-                        return Ok((None, changes));
-                    };
-                    if entry.sync.queued_key.as_deref() != Some(key.as_ref()) {
-                        return Ok((None, changes));
-                    }
-                    let before = Tally::of(&entry);
-                    let (edit, change) = rules::claim(&mut entry);
-                    apply(&mut entry, ready, change, 0)?;
-                    contacts.insert(id.as_bytes(), encode(&entry))?;
-                    changes.contact(Some(before), &entry);
-                    Ok((edit, changes))
-                });
-                claim.map_err(from_tx)
-            })
-            .map(|committed| self.counted(committed));
+            let edit = self
+                .write(|| {
+                    let claim = (&self.contacts, &self.ready).transaction(|(contacts, ready)| {
+                        let mut changes = Changes::default();
+                        if ready.remove(&key)?.is_none() {
+                            return Ok((None, changes));
+                        }
+                        let Some(mut entry): Option<ContactEntry> = get(contacts, id.as_bytes())?
+                        else {
+                            return Ok((None, changes));
+                        };
+                        if entry.sync.queued_key.as_deref() != Some(key.as_ref()) {
+                            return Ok((None, changes));
+                        }
+                        let before = Tally::of(&entry);
+                        let (edit, change) = rules::claim(&mut entry);
+                        apply(&mut entry, ready, change, 0)?;
+                        contacts.insert(id.as_bytes(), encode(&entry))?;
+                        changes.contact(Some(before), &entry);
+                        Ok((edit, changes))
+                    });
+                    claim.map_err(from_tx)
+                })
+                .map(|committed| self.counted(committed));
             match edit {
                 Ok(edit) => claimed.extend(edit),
                 Err(error @ StoreError::Corrupt { .. }) => {
@@ -836,7 +840,9 @@ impl SledStore {
 
     /// Whether an edit with this `edit_id` (from a backfill file) was already accepted.
     pub fn edit_seen(&self, edit_id: &str) -> Result<bool, StoreError> {
-        Ok(self.meta.contains_key(format!("{EDIT_ID_PREFIX}{edit_id}"))?)
+        Ok(self
+            .meta
+            .contains_key(format!("{EDIT_ID_PREFIX}{edit_id}"))?)
     }
 
     /// Remembers that the edit `edit_id` was accepted. Durable with the next flush; a crash
@@ -858,27 +864,35 @@ impl SledStore {
         let mut pruned = Pruned::default();
         if let Some(max_age) = retention.dead_letters_ms {
             let cutoff = now.saturating_sub(max_age);
-            pruned.dead_letters = self.prune_chunks(&self.dead_letters, b"", |key, bytes| {
-                match decode::<DeadLetter>(key, bytes) {
-                    Ok(letter) => letter.failed_at < cutoff,
-                    // An unreadable letter is an operator's to look at.
-                    Err(_) => false,
-                }
-            }, |key| {
-                match self.drop_dead_letter(&String::from_utf8_lossy(key)) {
+            pruned.dead_letters = self.prune_chunks(
+                &self.dead_letters,
+                b"",
+                |key, bytes| {
+                    match decode::<DeadLetter>(key, bytes) {
+                        Ok(letter) => letter.failed_at < cutoff,
+                        // An unreadable letter is an operator's to look at.
+                        Err(_) => false,
+                    }
+                },
+                |key| match self.drop_dead_letter(&String::from_utf8_lossy(key)) {
                     Ok(_) | Err(StoreError::UnknownDeadLetter(_)) => Ok(()),
                     Err(error) => Err(error),
-                }
-            })?;
+                },
+            )?;
         }
         if let Some(max_age) = retention.edit_ids_ms {
             let cutoff = now.saturating_sub(max_age);
-            pruned.edit_ids = self.prune_chunks(&self.meta, EDIT_ID_PREFIX.as_bytes(), |_, value| {
-                <[u8; 8]>::try_from(value).map_or(0, u64::from_be_bytes) < cutoff
-            }, |key| self.write(|| {
-                self.meta.remove(key)?;
-                Ok(())
-            }))?;
+            pruned.edit_ids = self.prune_chunks(
+                &self.meta,
+                EDIT_ID_PREFIX.as_bytes(),
+                |_, value| <[u8; 8]>::try_from(value).map_or(0, u64::from_be_bytes) < cutoff,
+                |key| {
+                    self.write(|| {
+                        self.meta.remove(key)?;
+                        Ok(())
+                    })
+                },
+            )?;
         }
         Ok(pruned)
     }
@@ -1022,7 +1036,8 @@ impl BatchSink for SledStore {
                             Err(other) => return Err(other),
                         };
                         let before = Tally::of(&entry);
-                        let change = rules::accept(&mut entry, &edit.patch, &edit.connection, seq, now);
+                        let change =
+                            rules::accept(&mut entry, &edit.patch, &edit.connection, seq, now);
                         let queued = change != QueueChange::Leave;
                         apply(&mut entry, ready, change, seq)?;
                         contacts.insert(id, encode(&entry))?;
@@ -1125,7 +1140,11 @@ fn open_error(path: &Path, error: sled::Error) -> StoreError {
 async fn open_released(path: &Path) -> Result<sled::Db, StoreError> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        match sled::Config::new().path(path).open().map_err(|error| open_error(path, error)) {
+        match sled::Config::new()
+            .path(path)
+            .open()
+            .map_err(|error| open_error(path, error))
+        {
             Err(StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await
             }
@@ -1192,7 +1211,9 @@ fn migrate(db: &sled::Db, meta: &sled::Tree) -> Result<(), StoreError> {
         reencode::<Customer>(&db.open_tree("customers")?)?;
         meta.insert("schema_version", SCHEMA_VERSION)?;
         db.flush()?;
-        tracing::info!("store migrated to schema 3 (records in postcard); `unisync store compact` returns the space the JSON records held");
+        tracing::info!(
+            "store migrated to schema 3 (records in postcard); `unisync store compact` returns the space the JSON records held"
+        );
         return Ok(());
     }
     Err(StoreError::Misconfigured(format!(

@@ -1732,11 +1732,7 @@ async fn queue_figures_kept_as_changes_commit_equal_a_count_from_the_records() {
             .retry_later(&claimed[0].contact_id, store.now() + 60_000, true, &error)
             .await
             .unwrap();
-        let refused = AdapterError::new(
-            ErrorKind::Permanent { field: None },
-            "INVALID",
-            "no",
-        );
+        let refused = AdapterError::new(ErrorKind::Permanent { field: None }, "INVALID", "no");
         store
             .dead_letter(&claimed[1].contact_id, &refused, false)
             .await
@@ -1800,7 +1796,10 @@ async fn the_update_endpoints_accept_is_on_disk_when_it_answers() {
         let entry = reopened.contact(&format!("c{n}")).await.unwrap().unwrap();
         assert_eq!(entry.contact.city.as_deref(), Some("Durable"), "c{n}");
     }
-    assert_eq!(reopened.counts(reopened.now()).await.unwrap()["crm"].ready, 50);
+    assert_eq!(
+        reopened.counts(reopened.now()).await.unwrap()["crm"].ready,
+        50
+    );
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -1837,12 +1836,17 @@ async fn a_schema_2_store_of_json_records_is_re_encoded_at_open() {
             .unwrap();
         let claimed = store.claim("crm", store.now(), 1).await.unwrap();
         let refused = AdapterError::new(ErrorKind::Retryable { retry_after: None }, "X", "y");
-        let letter = store.dead_letter(&claimed[0].contact_id, &refused, true).await.unwrap();
+        let letter = store
+            .dead_letter(&claimed[0].contact_id, &refused, true)
+            .await
+            .unwrap();
         let entry = store.contact("c1").await.unwrap().unwrap();
         let customer = store.customer("cust").await.unwrap().unwrap();
         // As schema 2 kept them: JSON records.
         let sled = store.sled();
-        sled.contacts.insert("c1", serde_json::to_vec(&entry).unwrap()).unwrap();
+        sled.contacts
+            .insert("c1", serde_json::to_vec(&entry).unwrap())
+            .unwrap();
         sled.meta.insert("schema_version", "2").unwrap();
         sled.dead_letters
             .insert(&letter.id, serde_json::to_vec(&letter).unwrap())
@@ -1856,9 +1860,15 @@ async fn a_schema_2_store_of_json_records_is_re_encoded_at_open() {
     let store = open_at(&path, now_ms()).await;
     assert_eq!(store.meta("schema_version").unwrap().as_deref(), Some("3"));
     assert_eq!(store.contact("c1").await.unwrap().unwrap(), entry);
-    assert_eq!(store.dead_letter_by_id(&letter.id).await.unwrap().unwrap(), letter);
+    assert_eq!(
+        store.dead_letter_by_id(&letter.id).await.unwrap().unwrap(),
+        letter
+    );
     assert_eq!(store.customer("cust").await.unwrap().unwrap(), customer);
-    assert_eq!(store.counts(store.now()).await.unwrap()["crm"].dead_letters, 1);
+    assert_eq!(
+        store.counts(store.now()).await.unwrap()["crm"].dead_letters,
+        1
+    );
 }
 
 #[tokio::test]
@@ -1880,8 +1890,14 @@ async fn a_store_of_a_newer_schema_is_refused_with_what_to_do() {
             Ok(_) => panic!("a newer store was opened"),
         }
     };
-    assert!(refused.contains("99") && refused.contains("newer"), "{refused}");
-    assert!(refused.contains("run the unisync that wrote it"), "{refused}");
+    assert!(
+        refused.contains("99") && refused.contains("newer"),
+        "{refused}"
+    );
+    assert!(
+        refused.contains("run the unisync that wrote it"),
+        "{refused}"
+    );
 }
 
 /// Waits (bounded) until the store's clock is past `time`.
@@ -1909,7 +1925,11 @@ async fn pruning_drops_dead_letters_and_edit_ids_past_their_retention_only() {
         store.remember_edit(&format!("edit-{id}")).await.unwrap();
         clock_past(&store, store.now()).await;
     }
-    store.sled().meta.insert("edit/from-before-retention", &[]).unwrap();
+    store
+        .sled()
+        .meta
+        .insert("edit/from-before-retention", &[])
+        .unwrap();
     let cutoff = letters[1].failed_at;
     let retention = Retention {
         dead_letters_ms: Some(0),
@@ -1917,16 +1937,28 @@ async fn pruning_drops_dead_letters_and_edit_ids_past_their_retention_only() {
     };
 
     let pruned = store.sled().prune(&retention, cutoff).unwrap();
-    assert_eq!(pruned, Pruned { dead_letters: 1, edit_ids: 2 });
+    assert_eq!(
+        pruned,
+        Pruned {
+            dead_letters: 1,
+            edit_ids: 2
+        }
+    );
     let left = store.dead_letters().await.unwrap();
     assert_eq!(left, vec![letters[1].clone()]);
     let old = store.contact("old").await.unwrap().unwrap();
-    assert_eq!(old.sync.open_dead_letters, 0, "dropped as an operator would");
+    assert_eq!(
+        old.sync.open_dead_letters, 0,
+        "dropped as an operator would"
+    );
     assert_eq!(old.contact.city, None, "its value went back to the CRM's");
     assert!(!store.edit_seen("edit-old").await.unwrap());
     assert!(!store.edit_seen("from-before-retention").await.unwrap());
     assert!(store.edit_seen("edit-new").await.unwrap());
-    assert_eq!(store.counts(store.now()).await.unwrap()["crm"].dead_letters, 1);
+    assert_eq!(
+        store.counts(store.now()).await.unwrap()["crm"].dead_letters,
+        1
+    );
 
     let keep_all = Retention::default();
     let pruned = store.sled().prune(&keep_all, u64::MAX).unwrap();
@@ -1983,7 +2015,10 @@ async fn compaction_keeps_every_contact_queued_edit_and_letter_and_gives_space_b
 
     let store = open_at(&path, now_ms()).await;
     for (n, entry) in entries.iter().enumerate() {
-        assert_eq!(&store.contact(&format!("c{n}")).await.unwrap().unwrap(), entry);
+        assert_eq!(
+            &store.contact(&format!("c{n}")).await.unwrap().unwrap(),
+            entry
+        );
     }
     assert_eq!(store.counts(store.now()).await.unwrap(), counts);
     assert_eq!(store.dead_letters().await.unwrap(), vec![letter.clone()]);
