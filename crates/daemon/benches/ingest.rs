@@ -188,6 +188,8 @@ fn raw_sled(writers: usize, value_bytes: usize, duration: Duration) -> Level {
         .path(dir.path())
         .cache_capacity(64 * 1024 * 1024)
         .mode(sled::Mode::LowSpace)
+        .use_compression(true)
+        .compression_factor(1)
         .open()
         .unwrap();
     let commit = Arc::new(GroupCommit::default());
@@ -201,7 +203,10 @@ fn raw_sled(writers: usize, value_bytes: usize, duration: Duration) -> Level {
         .map(|writer| {
             let (db, commit) = (db.clone(), commit.clone());
             std::thread::spawn(move || {
-                let value = vec![b'x'; value_bytes];
+                // Bytes that do not compress away: as many as the store's records take.
+                let value: Vec<u8> = (0..value_bytes)
+                    .map(|i| (i as u64 * 2_654_435_761 >> 7) as u8 ^ writer as u8)
+                    .collect();
                 let mut latencies = Vec::new();
                 let mut n = 0u64;
                 while started.elapsed() < duration {

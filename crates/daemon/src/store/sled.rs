@@ -123,10 +123,7 @@ impl SledStore {
         clock: &'static Clock,
     ) -> Result<SledStore, StoreError> {
         finish_interrupted_compaction(path)?;
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_mib * 1024 * 1024)
-            .mode(sled::Mode::LowSpace)
+        let db = sled_config(path, cache_mib)
             .open()
             .map_err(|error| open_error(path, error))?;
         let meta = db.open_tree("meta")?;
@@ -1084,16 +1081,13 @@ pub async fn compact(
         store.flush().await?;
         pruned
     };
-    let source = open_released(path).await?;
+    let source = open_released(path, cache_mib).await?;
     let fresh = sibling(path, "compacting");
     if fresh.exists() {
         std::fs::remove_dir_all(&fresh).map_err(io_error)?;
     }
-    let target = sled::Config::new()
-        .path(&fresh)
-        .cache_capacity(cache_mib * 1024 * 1024)
-        .mode(sled::Mode::LowSpace)
-        .open()?;
+    // A fresh directory: compressed, whatever the old one was.
+    let target = sled_config(&fresh, cache_mib).open()?;
     // Sequences (letter ids, acceptance order) go on from where the store was.
     let next_seq = source.generate_id()?;
     target.import(source.export());
@@ -1122,6 +1116,26 @@ fn io_error(error: std::io::Error) -> StoreError {
     StoreError::Sled(sled::Error::Io(error))
 }
 
+/// sled's settings for the store at `path`: a cache of `cache_mib`, low space, and zstd
+/// compression of its pages on disk unless the store was made without it (sled cannot change
+/// that across restarts; `unisync store compact` writes a compressed copy).
+fn sled_config(path: &Path, cache_mib: u64) -> sled::Config {
+    // sled's `conf`: `key: value` lines, then a checksum.
+    let uncompressed = std::fs::read(path.join("conf")).is_ok_and(|conf| {
+        conf.split(|&byte| byte == b'\n')
+            .any(|line| line == b"use_compression: false")
+    });
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(cache_mib * 1024 * 1024)
+        .mode(sled::Mode::LowSpace)
+        .use_compression(!uncompressed)
+        .compression_factor(COMPRESSION_LEVEL)
+}
+
+/// zstd's level for sled's pages: low, as every flush of the accept path compresses.
+const COMPRESSION_LEVEL: i32 = 1;
+
 /// Why sled could not open the store at `path`: [`StoreError::Locked`] when another
 /// process (or a handle not yet let go) holds it.
 fn open_error(path: &Path, error: sled::Error) -> StoreError {
@@ -1137,11 +1151,10 @@ fn open_error(path: &Path, error: sled::Error) -> StoreError {
 
 /// Opens the sled database at `path` once the store just dropped has let go of it (its
 /// writer thread and flusher task end a moment after the last handle).
-async fn open_released(path: &Path) -> Result<sled::Db, StoreError> {
+async fn open_released(path: &Path, cache_mib: u64) -> Result<sled::Db, StoreError> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        match sled::Config::new()
-            .path(path)
+        match sled_config(path, cache_mib)
             .open()
             .map_err(|error| open_error(path, error))
         {

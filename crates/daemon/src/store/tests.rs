@@ -2056,3 +2056,30 @@ async fn an_interrupted_compaction_is_undone_or_finished_at_open() {
     assert!(store.contact("c1").await.unwrap().is_some());
     assert!(!old.exists());
 }
+
+#[tokio::test]
+async fn a_store_made_without_compression_opens_as_it_is_and_compaction_compresses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    // As unisync made stores before compression: sled's defaults.
+    drop(::sled::Config::new().path(&path).open().unwrap());
+    let conf = || String::from_utf8_lossy(&std::fs::read(path.join("conf")).unwrap()).into_owned();
+    assert!(conf().contains("use_compression: false"));
+    {
+        let store = open_at(&path, now_ms()).await;
+        register(&store, "c1").await;
+        store.flush().await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match compact(&path, 8, &Retention::default()).await {
+            Err(StoreError::Locked(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            other => break drop(other.unwrap()),
+        }
+    }
+    assert!(conf().contains("use_compression: true"), "{}", conf());
+    let store = open_at(&path, now_ms()).await;
+    assert!(store.contact("c1").await.unwrap().is_some());
+}
