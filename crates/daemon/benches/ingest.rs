@@ -125,6 +125,7 @@ async fn put_for(
 fn mean_record_bytes(path: &std::path::Path) -> usize {
     let db = sled::Config::new()
         .path(path)
+        .use_compression(true)
         .open()
         .expect("open the bench's store");
     let contacts = db.open_tree("contacts").unwrap();
