@@ -20,6 +20,9 @@ mod fleet;
 #[allow(dead_code)]
 #[path = "../../../tests/e2e/harness.rs"]
 mod harness;
+#[allow(dead_code)]
+#[path = "support/measure.rs"]
+mod measure;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -30,6 +33,7 @@ use unisync_sandbox::hubspot::HubspotSandbox;
 use crm::Crm;
 use fleet::registered_records;
 use harness::Daemon;
+use measure::put_first_name;
 
 const LEVELS: [usize; 3] = [1, 16, 128];
 
@@ -90,24 +94,8 @@ async fn put_for(
                 while started.elapsed() < duration {
                     let n = next.fetch_add(1, Ordering::Relaxed);
                     let contact = n % contacts;
-                    // Lean on the client side, so the load generator leaves the cores to
-                    // the daemon: a body written by hand, the answer's body unread.
-                    let body = format!(
-                        r#"{{"email":"person{contact}@example.com","first_name":"Ingest {n}"}}"#
-                    );
                     let sent = Instant::now();
-                    let answer = daemon
-                        .client
-                        .put(daemon.url(&format!("/api/v1/unified/contact/contact_{contact}")))
-                        .bearer_auth(harness::TOKEN)
-                        .header("content-type", "application/json")
-                        .body(body)
-                        .send()
-                        .await
-                        .expect("request to unisync");
-                    let status = answer.status().as_u16();
-                    let _ = answer.bytes().await;
-                    assert_eq!(status, 200);
+                    put_first_name(&daemon, contact, &format!("Ingest {n}")).await;
                     latencies.push(sent.elapsed());
                 }
                 latencies
@@ -206,7 +194,7 @@ fn raw_sled(writers: usize, value_bytes: usize, duration: Duration) -> Level {
             std::thread::spawn(move || {
                 // Bytes that do not compress away: as many as the store's records take.
                 let value: Vec<u8> = (0..value_bytes)
-                    .map(|i| (i as u64 * 2_654_435_761 >> 7) as u8 ^ writer as u8)
+                    .map(|i| ((i as u64 * 2_654_435_761) >> 7) as u8 ^ writer as u8)
                     .collect();
                 let mut latencies = Vec::new();
                 let mut n = 0u64;

@@ -16,6 +16,8 @@ mod crm;
 #[allow(dead_code)]
 #[path = "../../../tests/e2e/harness.rs"]
 mod harness;
+#[path = "support/measure.rs"]
+mod measure;
 
 use std::io::Write;
 use std::sync::Arc;
@@ -26,26 +28,12 @@ use unisync_sandbox::hubspot::HubspotSandbox;
 
 use crm::Crm;
 use harness::{Daemon, Setup};
+use measure::{dir_bytes, put_first_name};
 
 const CLIENTS: usize = 128;
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
-}
-
-fn dir_bytes(path: &std::path::Path) -> u64 {
-    std::fs::read_dir(path)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|entry| match entry.metadata() {
-                    Ok(meta) if meta.is_dir() => dir_bytes(&entry.path()),
-                    Ok(meta) => meta.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 /// The resident memory of this process's `unisync` child (the daemon), in MiB.
@@ -150,18 +138,7 @@ async fn main() {
                     if n >= contacts {
                         break;
                     }
-                    let body =
-                        format!(r#"{{"email":"person{n}@example.com","first_name":"Edited {n}"}}"#);
-                    let answer = daemon
-                        .client
-                        .put(daemon.url(&format!("/api/v1/unified/contact/contact_{n}")))
-                        .bearer_auth(harness::TOKEN)
-                        .header("content-type", "application/json")
-                        .body(body)
-                        .send()
-                        .await
-                        .expect("request to unisync");
-                    assert_eq!(answer.status().as_u16(), 200);
+                    put_first_name(&daemon, n, &format!("Edited {n}")).await;
                 }
             })
         })

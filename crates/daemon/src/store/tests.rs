@@ -2076,7 +2076,10 @@ async fn a_store_made_without_compression_opens_as_it_is_and_compaction_compress
             Err(StoreError::Locked(_)) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(10)).await
             }
-            other => break drop(other.unwrap()),
+            other => {
+                other.unwrap();
+                break;
+            }
         }
     }
     assert!(conf().contains("use_compression: true"), "{}", conf());
