@@ -94,13 +94,24 @@ async fn a_backfill_whose_store_cannot_grow_reports_it_and_exits_1() {
     let (setup, _) = registered_records(&crm, CONTACTS);
     let store_file = setup.scratch_path("data").join("db");
     let size = std::fs::metadata(&store_file).unwrap().len();
-    // Far more than the room left: every edit carries a long address.
-    let filler = "x".repeat(3_000);
+    // Far more than the room left: every edit carries a long address, of letters that do
+    // not compress away (the store compresses its pages).
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+    let mut filler = || -> String {
+        (0..3_000)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                char::from(b'a' + (state % 26) as u8)
+            })
+            .collect()
+    };
     let edits: Vec<String> = (0..CONTACTS)
         .map(|n| {
             json!({"unified_contact_id": format!("contact_{n}"),
                    "email": format!("person{n}@example.com"), "first_name": "Backfill",
-                   "address": format!("{n} {filler}")})
+                   "address": format!("{n} {}", filler())})
             .to_string()
         })
         .collect();

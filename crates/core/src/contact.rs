@@ -108,7 +108,7 @@ pub struct UnifiedContact {
     #[serde(default)]
     pub external_system_config_id: Option<String>,
     /// Further data of the external system, kept as given.
-    #[serde(default)]
+    #[serde(default, with = "free_form")]
     pub external_system_data: serde_json::Map<String, serde_json::Value>,
     /// The supporting data definition's id, kept as given.
     #[serde(default)]
@@ -170,6 +170,34 @@ pub struct UnifiedContact {
     /// False once the CRM record is gone.
     #[serde(default = "active_by_default")]
     pub is_active: bool,
+}
+
+/// `external_system_data` as it is in JSON; in a binary encoding (the store's records), as
+/// JSON text: its values are free-form JSON, which only a self-describing format can carry.
+mod free_form {
+    use serde::de::Error as _;
+    use serde::ser::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_json::{Map, Value};
+
+    pub fn serialize<S: Serializer>(map: &Map<String, Value>, to: S) -> Result<S::Ok, S::Error> {
+        if to.is_human_readable() {
+            map.serialize(to)
+        } else {
+            serde_json::to_string(map)
+                .map_err(S::Error::custom)?
+                .serialize(to)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(from: D) -> Result<Map<String, Value>, D::Error> {
+        if from.is_human_readable() {
+            Map::deserialize(from)
+        } else {
+            let text = String::deserialize(from)?;
+            serde_json::from_str(&text).map_err(D::Error::custom)
+        }
+    }
 }
 
 fn active_by_default() -> bool {

@@ -19,6 +19,9 @@ mod fleet;
 #[allow(dead_code)]
 #[path = "../../../tests/e2e/harness.rs"]
 mod harness;
+#[allow(dead_code)]
+#[path = "support/measure.rs"]
+mod measure;
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +31,7 @@ use unisync_salesforce::sandbox::SalesforceSandbox;
 use crm::Crm;
 use fleet::{edits_file, registered_records};
 use harness::Setup;
+use measure::dir_bytes;
 
 /// HubSpot's limit for Free/Starter accounts.
 const HUBSPOT_LIMIT: u64 = 100;
@@ -68,7 +72,7 @@ fn run_backfill(setup: &Setup, edits: usize) -> Duration {
         "  contacts/s            {:.0}",
         edits as f64 / elapsed.as_secs_f64()
     );
-    let disk = dir_size(&setup.scratch_path("data"));
+    let disk = dir_bytes(&setup.scratch_path("data"));
     println!(
         "  store on disk         {:.1} MiB",
         disk as f64 / (1024.0 * 1024.0)
@@ -100,21 +104,6 @@ fn peak_child_rss_mib() -> f64 {
         usage
     };
     usage.ru_maxrss as f64 / 1024.0
-}
-
-fn dir_size(path: &std::path::Path) -> u64 {
-    std::fs::read_dir(path)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|entry| match entry.metadata() {
-                    Ok(meta) if meta.is_dir() => dir_size(&entry.path()),
-                    Ok(meta) => meta.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 async fn hubspot(edits: usize) {

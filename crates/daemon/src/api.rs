@@ -411,8 +411,10 @@ async fn put_contact(
     let edit = check_edit(&state.store, &state.connections, &entry.contact, &body).await?;
     let connection = edit.connection;
     let patch = edit.patch;
-    let accepted = state.store.accept(&id, &patch, connection.name()).await?;
-    state.store.flush().await?;
+    let accepted = state
+        .store
+        .accept_durable(&id, &patch, connection.name())
+        .await?;
     if accepted.queued {
         connection.wake.notify_one();
     }

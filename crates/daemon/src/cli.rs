@@ -70,6 +70,9 @@ enum Command {
     /// Configuration
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The store's upkeep
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Run only the sandbox CRMs, for adapter work and demos
     Sandbox {
         /// Where each provider's fake listens, from its `--<system>` flag (see
@@ -116,6 +119,13 @@ enum DeadLettersCommand {
     Drop {
         id: String,
     },
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// With the daemon stopped: prune by the retention settings, then rewrite the sled store
+    /// into fresh files that hold only live records, giving the rest of the disk back
+    Compact,
 }
 
 #[derive(Subcommand)]
@@ -258,6 +268,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 })
         }
         Command::Config(ConfigCommand::Check) => config_check(&config).await,
+        Command::Store(StoreCommand::Compact) => compact_command(&config).await,
         Command::Backfill {
             input,
             dry_run,
@@ -342,6 +353,33 @@ impl Output {
             print!("{}", for_people(value));
         }
     }
+}
+
+/// `unisync store compact`: sled only, and only with no daemon holding the store.
+async fn compact_command(config: &Config) -> Result<u8, Failure> {
+    let storage = &config.storage;
+    if storage.engine != StorageEngine::Sled {
+        return Err(Failure::usage(
+            "store compact is for the sled engine; PostgreSQL gives space back with its own VACUUM",
+        ));
+    }
+    let compacted = crate::store::compact(&storage.path, storage.cache_mib, &storage.retention())
+        .await
+        .map_err(|error| match error {
+            StoreError::Locked(_) => Failure::runtime(format!(
+                "{error}: stop the daemon first, compaction needs the store to itself"
+            )),
+            other => other.into(),
+        })?;
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    println!(
+        "store compacted: {:.1} MiB -> {:.1} MiB; pruned {} dead letters and {} edit ids past their retention",
+        mib(compacted.bytes_before),
+        mib(compacted.bytes_after),
+        compacted.pruned.dead_letters,
+        compacted.pruned.edit_ids
+    );
+    Ok(0)
 }
 
 async fn open_store(config: &Config) -> Result<Store, StoreError> {

@@ -123,6 +123,25 @@ pub struct StorageConfig {
     /// and rate-limit waits included).
     #[serde(default = "default_lease_secs")]
     pub lease_secs: u64,
+    /// sled: dead letters older than this many days are dropped (as `dead-letters drop`
+    /// does); 0 keeps them until an operator settles them.
+    #[serde(default = "default_retention_days")]
+    pub dead_letter_retention_days: u64,
+    /// sled: how long a backfill's `edit_id` is remembered (a re-run within it skips the
+    /// edit), in days; 0 remembers every id for good.
+    #[serde(default = "default_retention_days")]
+    pub edit_id_retention_days: u64,
+}
+
+impl StorageConfig {
+    /// What the store prunes, from the retention settings.
+    pub fn retention(&self) -> crate::store::Retention {
+        let days = |days: u64| (days > 0).then(|| days * 24 * 60 * 60 * 1000);
+        crate::store::Retention {
+            dead_letters_ms: days(self.dead_letter_retention_days),
+            edit_ids_ms: days(self.edit_id_retention_days),
+        }
+    }
 }
 
 /// Which engine holds the store.
@@ -200,6 +219,10 @@ fn default_storage_path() -> PathBuf {
 fn default_cache_mib() -> u64 {
     64
 }
+fn default_retention_days() -> u64 {
+    30
+}
+
 fn default_pool_size() -> usize {
     8
 }
@@ -255,6 +278,8 @@ impl Default for StorageConfig {
             url_file: None,
             pool_size: default_pool_size(),
             lease_secs: default_lease_secs(),
+            dead_letter_retention_days: default_retention_days(),
+            edit_id_retention_days: default_retention_days(),
         }
     }
 }

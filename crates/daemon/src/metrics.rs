@@ -70,13 +70,13 @@ pub async fn render(store: &Store, connections: &Connections) -> Result<String, 
     family(
         "unisync_queue_ready",
         "gauge",
-        "Contacts whose edits wait for a push now.",
+        "Contacts queued for a push after an accepted edit (no failed attempt yet).",
         queue_row(|c| c.ready),
     );
     family(
         "unisync_queue_retry_waiting",
         "gauge",
-        "Contacts waiting for a retry time.",
+        "Contacts queued again after a failed attempt or a stop mid-push, until their retry is claimed.",
         queue_row(|c| c.retry_waiting),
     );
     family(

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::api::{self, AppState};
 use crate::config::{Config, ConnectionSettings, StorageEngine};
@@ -10,7 +11,7 @@ use crate::dispatcher::Dispatchers;
 use crate::http_server::ServerLimits;
 use crate::providers;
 use crate::pull::pull_contacts;
-use crate::store::{Store, StoreError, now_ms};
+use crate::store::{Pruned, Retention, Store, StoreError, now_ms};
 use unisync_core::Secret;
 
 /// Contacts each built-in sandbox CRM starts with in `serve --sandbox`.
@@ -87,6 +88,10 @@ pub async fn serve(config: Config, sandbox: bool) -> Result<(), ServeError> {
             ))
         })?;
     let dispatchers = Dispatchers::start(&store, &connections, true);
+    let pruning = tokio::spawn(prune_now_and_then(
+        store.clone(),
+        config.storage.retention(),
+    ));
     let state = Arc::new(AppState {
         store: store.clone(),
         connections: connections.clone(),
@@ -132,6 +137,7 @@ pub async fn serve(config: Config, sandbox: bool) -> Result<(), ServeError> {
     if let Some(watchdog) = watchdog {
         watchdog.abort();
     }
+    pruning.abort();
     dispatchers.stop().await;
     let flushed = store.flush().await;
     if let Some(addr_file) = &addr_file {
@@ -147,6 +153,31 @@ pub async fn serve(config: Config, sandbox: bool) -> Result<(), ServeError> {
     flushed.map_err(|e| e.to_string())?;
     tracing::info!("unisync stopped");
     Ok(())
+}
+
+/// How often a running daemon prunes by its retention settings.
+const PRUNE_EVERY: Duration = Duration::from_secs(60 * 60);
+
+/// Prunes the store by `retention` at start and every [`PRUNE_EVERY`] after; a failure is
+/// logged and tried again next time.
+async fn prune_now_and_then(store: Store, retention: Retention) {
+    let mut every = tokio::time::interval(PRUNE_EVERY);
+    loop {
+        every.tick().await;
+        let pruned = match store.prune(&retention).await {
+            Ok(pruned) => store.flush().await.map(|()| pruned),
+            Err(error) => Err(error),
+        };
+        match pruned {
+            Ok(pruned) if pruned == Pruned::default() => {}
+            Ok(pruned) => tracing::info!(
+                dead_letters = pruned.dead_letters,
+                edit_ids = pruned.edit_ids,
+                "pruned what is past its retention"
+            ),
+            Err(error) => tracing::warn!(%error, "pruning the store failed; trying again later"),
+        }
+    }
 }
 
 /// Queues again every edit the last stop left in flight, each after its connection's

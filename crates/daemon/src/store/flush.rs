@@ -121,16 +121,30 @@ impl Flusher {
         flusher
     }
 
+    /// Waits until a flush that began after this call has ended.
     pub async fn flush(&self) -> Result<(), StoreError> {
+        let flushed = self.register()?.await;
+        flushed
+            .map_err(|_| StoreError::FlusherGone)?
+            .map_err(StoreError::Failed)
+    }
+
+    /// [`Flusher::flush`] from a thread outside the runtime (the accept writer).
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        let flushed = self.register()?.blocking_recv();
+        flushed
+            .map_err(|_| StoreError::FlusherGone)?
+            .map_err(StoreError::Failed)
+    }
+
+    /// Asks for the next flush; the receiver answers when it has ended.
+    fn register(&self) -> Result<oneshot::Receiver<Result<(), String>>, StoreError> {
         self.health.check()?;
         let (sender, receiver) = oneshot::channel();
         self.requests
             .send(sender)
             .map_err(|_| StoreError::FlusherGone)?;
-        receiver
-            .await
-            .map_err(|_| StoreError::FlusherGone)?
-            .map_err(StoreError::Failed)
+        Ok(receiver)
     }
 
     /// Test builds only: makes the next flush fail with `message`.

@@ -18,13 +18,6 @@ pub fn ready_range(connection: &str, until: u64) -> RangeInclusive<Vec<u8>> {
     ready(connection, 0, 0)..=ready(connection, until, u64::MAX)
 }
 
-/// The connection and not-before of a ready key.
-pub fn ready_parts(key: &[u8]) -> (String, u64) {
-    let split = key.len() - 17;
-    let connection = String::from_utf8_lossy(&key[..split]).into_owned();
-    (connection, ready_not_before(key))
-}
-
 pub fn ready_not_before(key: &[u8]) -> u64 {
     let start = key.len() - 16;
     u64::from_be_bytes(key[start..start + 8].try_into().expect("8 bytes"))
@@ -53,6 +46,6 @@ mod tests {
         assert!(ready_range("crm", 5).contains(&early));
         assert!(!ready_range("crm", 5).contains(&late));
         assert!(!ready_range("crm", u64::MAX).contains(&ready("crm2", 0, 0)));
-        assert_eq!(ready_parts(&late), ("crm".to_string(), 6));
+        assert_eq!(ready_not_before(&late), 6);
     }
 }

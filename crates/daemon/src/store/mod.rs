@@ -8,9 +8,11 @@
 //! re-point, replay, drop, recover, and the reads around them.
 
 mod clock;
+mod counters;
 mod flush;
 mod keys;
 mod model;
+mod pipeline;
 mod postgres;
 mod rules;
 mod sled;
@@ -22,11 +24,12 @@ use std::path::{Path, PathBuf};
 
 use unisync_core::{AdapterError, ConfirmedContact, ContactField, ContactPatch, UnifiedContact};
 
+pub use self::sled::compact;
 use crate::config::{StorageConfig, StorageEngine};
 use crate::conflict::FieldConflict;
 pub use model::{
     ClaimedEdit, ConnectionCounts, ContactEntry, Customer, DeadLetter, Held, LetterKind,
-    MergeOutcome, Replay,
+    MergeOutcome, Pruned, Replay, Retention,
 };
 pub use rules::{LinkFailure, class_name};
 
@@ -345,6 +348,22 @@ impl Store {
         }
     }
 
+    /// [`Store::accept`], durable when it answers: what the API's update endpoint calls. On
+    /// sled the edit joins the accept pipeline (one writer applies every edit that arrived
+    /// during a flush as one batch, flushes once and answers them all); PostgreSQL commits
+    /// each edit before answering it.
+    pub async fn accept_durable(
+        &self,
+        id: &str,
+        patch: &ContactPatch,
+        connection: &str,
+    ) -> Result<Accepted, StoreError> {
+        match &self.engine {
+            Engine::Sled(store) => store.accept_durable(id, patch, connection).await,
+            Engine::Postgres(store) => store.accept(id, patch, connection, now_ms()).await,
+        }
+    }
+
     /// Takes up to `max` contacts of `connection` whose turn has come (not-before ≤ `now`),
     /// moving each one's pending patch to in flight, each in one transaction, so a crash
     /// never leaves one half claimed. A contact whose record cannot be read is taken out of
@@ -575,12 +594,15 @@ impl Store {
         }
     }
 
-    /// Queue figures per connection (every connection that has anything queued or dead),
-    /// read from the queue and the dead letters only: cheap enough for every `/metrics`
-    /// scrape. `in_flight` is left at zero; see [`Store::in_flight_counts`].
+    /// Queue figures per connection (every connection that has anything queued or dead).
+    /// sled keeps them as state changes commit (no scan: the same cost at any size), where
+    /// `retry_waiting` counts the contacts queued again after a failed attempt and `ready`
+    /// the others, and `in_flight` the edits marked in flight. PostgreSQL counts them in the
+    /// database: `ready` and `retry_waiting` split by `now`, `in_flight` left at zero (see
+    /// [`Store::in_flight_counts`]).
     pub async fn counts(&self, now: u64) -> Result<BTreeMap<String, ConnectionCounts>, StoreError> {
         match &self.engine {
-            Engine::Sled(store) => store.counts(now),
+            Engine::Sled(store) => Ok(store.counts()),
             Engine::Postgres(store) => store.counts(now).await,
         }
     }
@@ -590,8 +612,23 @@ impl Store {
     /// again at the next start.
     pub async fn in_flight_counts(&self) -> Result<BTreeMap<String, u64>, StoreError> {
         match &self.engine {
-            Engine::Sled(store) => store.in_flight_counts(),
+            Engine::Sled(store) => Ok(store
+                .counts()
+                .into_iter()
+                .filter(|(_, counts)| counts.in_flight > 0)
+                .map(|(connection, counts)| (connection, counts.in_flight))
+                .collect()),
             Engine::Postgres(store) => store.in_flight_counts().await,
+        }
+    }
+
+    /// Drops what `retention` says is kept no longer: dead letters (as
+    /// [`Store::drop_dead_letter`] does) and a backfill's edit ids. PostgreSQL: nothing is
+    /// pruned yet (its edit ids carry no time); the README says so.
+    pub async fn prune(&self, retention: &Retention) -> Result<Pruned, StoreError> {
+        match &self.engine {
+            Engine::Sled(store) => store.prune(retention, now_ms()),
+            Engine::Postgres(_) => Ok(Pruned::default()),
         }
     }
 

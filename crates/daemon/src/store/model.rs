@@ -56,12 +56,12 @@ pub struct SyncState {
     pub in_flight_seqs: BTreeMap<ContactField, u64>,
     /// Per field, the values of it that open conflict letters hold, oldest first. The record
     /// shows the latest until its letter is settled, unless a later value was accepted.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default)]
     pub held: BTreeMap<ContactField, Vec<HeldValue>>,
     /// Per field, the CRM's latest value read while a conflict letter about the field kept its
     /// base where the conflict was found: newer than the base, it is what a dropped letter
     /// puts back into the record.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default)]
     pub seen_in_crm: BTreeMap<ContactField, Option<String>>,
 }
 
@@ -132,7 +132,7 @@ pub struct DeadLetter {
     pub field_seqs: BTreeMap<ContactField, u64>,
     /// A conflict letter's fields, each with its base, the CRM's value and ours; `None` for
     /// an edit the CRM refused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub conflict: Option<BTreeMap<ContactField, FieldConflict>>,
 }
 
@@ -241,4 +241,20 @@ pub struct ConnectionCounts {
     pub retry_waiting: u64,
     pub in_flight: u64,
     pub dead_letters: u64,
+}
+
+/// How long the store keeps what it no longer needs to do its work (`None`: for good).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Dead letters older than this (by when they failed) are dropped.
+    pub dead_letters_ms: Option<u64>,
+    /// A backfill's edit ids older than this (by when they were accepted) are forgotten.
+    pub edit_ids_ms: Option<u64>,
+}
+
+/// What one pruning pass removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Pruned {
+    pub dead_letters: u64,
+    pub edit_ids: u64,
 }

@@ -19,11 +19,13 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use unisync_core::{AdapterError, ConfirmedContact, ContactField, ContactPatch, UnifiedContact};
 
 use super::clock::{CLOCK, Clock};
+use super::counters::{Changes, Counters, Tally};
 use super::flush::{Flusher, Health};
+use super::pipeline::{AcceptPipeline, BatchSink, PendingAccept};
 use super::rules::{self, LinkFailure, QueueChange};
 use super::{
     Accepted, ClaimedEdit, ConnectionCounts, ContactEntry, Customer, DeadLetter, Held,
-    MergeOutcome, Replay, StoreError, keys, letter_id,
+    MergeOutcome, Pruned, Replay, Retention, StoreError, keys, letter_id,
 };
 use crate::conflict::FieldConflict;
 
@@ -40,11 +42,32 @@ fn from_tx(error: TransactionError<StoreError>) -> StoreError {
     }
 }
 
+/// The first byte of every record of schema 3: its encoding, postcard. Records of older
+/// schemas are JSON objects (first byte `{`); the migration at open tells them apart by it,
+/// so that an interrupted migration can run again.
+const POSTCARD: u8 = 1;
+
+/// A record as the store keeps it: [`POSTCARD`], then the value in postcard (positional, no
+/// field names). Changing a stored type's fields means a new schema version and a migration.
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).expect("store records always serialise")
+    postcard::to_extend(value, vec![POSTCARD]).expect("store records always serialise")
 }
 
 fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    let corrupt = |message: String| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        message,
+    };
+    match bytes.split_first() {
+        Some((&POSTCARD, record)) => {
+            postcard::from_bytes(record).map_err(|err| corrupt(err.to_string()))
+        }
+        _ => Err(corrupt("not a record of this store's encoding".into())),
+    }
+}
+
+/// A record of schema 1 or 2 (JSON), for the migrations.
+fn decode_json<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|err| StoreError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
         message: err.to_string(),
@@ -57,8 +80,8 @@ pub struct SledStore {
     db: sled::Db,
     pub(super) contacts: sled::Tree,
     ready: sled::Tree,
-    dead_letters: sled::Tree,
-    customers: sled::Tree,
+    pub(super) dead_letters: sled::Tree,
+    pub(super) customers: sled::Tree,
     pub(super) source_index: sled::Tree,
     pub(super) meta: sled::Tree,
     flusher: Flusher,
@@ -66,11 +89,19 @@ pub struct SledStore {
     clock: &'static Clock,
     /// The clock's high-water mark as last written to `meta`.
     high_water: Arc<AtomicU64>,
+    /// The API's edits go through here ([`SledStore::accept_durable`]); `None` in the
+    /// writer's own copy of the store, so that the writer ends when the last handle drops.
+    accepts: Option<AcceptPipeline>,
+    /// Queue figures per connection, kept as transactions commit.
+    counters: Arc<Counters>,
 }
 
-/// Version 2 keys the source index by connection instead of system; a version 1 store is
-/// migrated at open.
-const SCHEMA_VERSION: &[u8] = b"2";
+/// Version 2 keys the source index by connection instead of system; version 3 writes every
+/// record in postcard instead of JSON. Older stores are migrated at open.
+const SCHEMA_VERSION: &[u8] = b"3";
+/// The `meta` keys of a backfill's edit ids: `edit/ID` → when it was accepted (8 bytes,
+/// big-endian ms; empty in stores from before retention).
+const EDIT_ID_PREFIX: &str = "edit/";
 /// The `meta` key of the clock's high-water mark (8 bytes, big-endian ms).
 const HIGH_WATER_KEY: &str = "clock_high_water";
 /// How far ahead of now the high-water mark is written, so that it is written at most this
@@ -91,44 +122,13 @@ impl SledStore {
         cache_mib: u64,
         clock: &'static Clock,
     ) -> Result<SledStore, StoreError> {
+        finish_interrupted_compaction(path)?;
         create_private_dir(path)?;
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_mib * 1024 * 1024)
-            .mode(sled::Mode::LowSpace)
+        let db = sled_config(path, cache_mib)
             .open()
-            .map_err(|err| match err {
-                sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => {
-                    StoreError::Locked(path.to_path_buf())
-                }
-                sled::Error::Io(ref io) if io.to_string().contains("lock") => {
-                    StoreError::Locked(path.to_path_buf())
-                }
-                other => StoreError::Sled(other),
-            })?;
+            .map_err(|error| open_error(path, error))?;
         let meta = db.open_tree("meta")?;
-        let version = meta.get("schema_version")?;
-        match version.as_deref() {
-            None => {
-                meta.insert("schema_version", SCHEMA_VERSION)?;
-            }
-            Some(version) if version == SCHEMA_VERSION => {}
-            Some(b"1") => {
-                migrate_source_index(&db.open_tree("contacts")?, &db.open_tree("source_index")?)?;
-                meta.insert("schema_version", SCHEMA_VERSION)?;
-                db.flush()?;
-            }
-            Some(version) => {
-                return Err(StoreError::Corrupt {
-                    key: "meta/schema_version".into(),
-                    message: format!(
-                        "schema version {} is not one this unisync reads ({})",
-                        String::from_utf8_lossy(version),
-                        String::from_utf8_lossy(SCHEMA_VERSION)
-                    ),
-                });
-            }
-        }
+        migrate(&db, &meta)?;
         if let Some(mark) = meta.get(HIGH_WATER_KEY)? {
             let mark: [u8; 8] = mark.as_ref().try_into().map_err(|_| StoreError::Corrupt {
                 key: format!("meta/{HIGH_WATER_KEY}"),
@@ -137,7 +137,7 @@ impl SledStore {
             clock.raise_to(u64::from_be_bytes(mark));
         }
         let health = Health::new();
-        let store = SledStore {
+        let mut store = SledStore {
             contacts: db.open_tree("contacts")?,
             ready: db.open_tree("ready")?,
             dead_letters: db.open_tree("dead_letters")?,
@@ -149,8 +149,12 @@ impl SledStore {
             db,
             clock,
             high_water: Arc::new(AtomicU64::new(0)),
+            accepts: None,
+            counters: Arc::default(),
         };
+        store.count_at_open()?;
         store.now();
+        store.accepts = Some(AcceptPipeline::start(store.clone()));
         Ok(store)
     }
 
@@ -283,13 +287,17 @@ impl SledStore {
                         index.remove(old_key)?;
                     }
                 }
+                let before = existing.as_ref().map(Tally::of);
                 let entry = rules::register(existing, &contact, connection);
                 contacts.insert(id, encode(&entry))?;
                 index.insert(index_key.clone(), id)?;
-                Ok(())
+                let mut changes = Changes::default();
+                changes.contact(before, &entry);
+                Ok(((), changes))
             })
             .map_err(from_tx)
         })
+        .map(|committed| self.counted(committed))
     }
 
     /// The unified id registered for the record `source_id` of `connection`.
@@ -332,6 +340,22 @@ impl SledStore {
         })
     }
 
+    /// [`SledStore::accept`], durably: the edit goes to the accept writer, which applies it
+    /// with every other edit that arrived meanwhile in one transaction and answers once a
+    /// flush after it has ended (see [`super::pipeline`]).
+    pub async fn accept_durable(
+        &self,
+        id: &str,
+        patch: &ContactPatch,
+        connection: &str,
+    ) -> Result<Accepted, StoreError> {
+        let pipeline = self
+            .accepts
+            .as_ref()
+            .expect("a store handle has its pipeline");
+        pipeline.accept(id, patch, connection).await
+    }
+
     /// Takes up to `max` contacts of `connection` whose turn has come (not-before ≤ `now`),
     /// moving each one's pending patch to in flight. Each contact is claimed in one
     /// transaction (its ready key removed and its patch moved together), so a crash never
@@ -350,25 +374,30 @@ impl SledStore {
             }
             let (key, id) = item?;
             let id = String::from_utf8_lossy(&id).into_owned();
-            let edit = self.write(|| {
-                let claim = (&self.contacts, &self.ready).transaction(|(contacts, ready)| {
-                    if ready.remove(&key)?.is_none() {
-                        return Ok(None);
-                    }
-                    let Some(mut entry): Option<ContactEntry> = get(contacts, id.as_bytes())?
-                    else {
-                        return Ok(None);
-                    };
-                    if entry.sync.queued_key.as_deref() != Some(key.as_ref()) {
-                        return Ok(None);
-                    }
-                    let (edit, change) = rules::claim(&mut entry);
-                    apply(&mut entry, ready, change, 0)?;
-                    contacts.insert(id.as_bytes(), encode(&entry))?;
-                    Ok(edit)
-                });
-                claim.map_err(from_tx)
-            });
+            let edit = self
+                .write(|| {
+                    let claim = (&self.contacts, &self.ready).transaction(|(contacts, ready)| {
+                        let mut changes = Changes::default();
+                        if ready.remove(&key)?.is_none() {
+                            return Ok((None, changes));
+                        }
+                        let Some(mut entry): Option<ContactEntry> = get(contacts, id.as_bytes())?
+                        else {
+                            return Ok((None, changes));
+                        };
+                        if entry.sync.queued_key.as_deref() != Some(key.as_ref()) {
+                            return Ok((None, changes));
+                        }
+                        let before = Tally::of(&entry);
+                        let (edit, change) = rules::claim(&mut entry);
+                        apply(&mut entry, ready, change, 0)?;
+                        contacts.insert(id.as_bytes(), encode(&entry))?;
+                        changes.contact(Some(before), &entry);
+                        Ok((edit, changes))
+                    });
+                    claim.map_err(from_tx)
+                })
+                .map(|committed| self.counted(committed));
             match edit {
                 Ok(edit) => claimed.extend(edit),
                 Err(error @ StoreError::Corrupt { .. }) => {
@@ -398,10 +427,14 @@ impl SledStore {
                 .transaction(|(ready, dead_letters)| {
                     ready.remove(key)?;
                     dead_letters.insert(letter_id.as_bytes(), encode(&letter))?;
-                    Ok(())
+                    let mut changes = Changes::default();
+                    changes.unreadable_dequeued(connection);
+                    changes.letter_made(connection);
+                    Ok(((), changes))
                 })
                 .map_err(from_tx)
         })
+        .map(|committed| self.counted(committed))
     }
 
     /// When the first waiting contact of `connection` may go (ms since the epoch).
@@ -548,6 +581,8 @@ impl SledStore {
                     else {
                         return abort(StoreError::UnknownContact(id.to_string()));
                     };
+                    let mut changes = Changes::default();
+                    let before = Tally::of(&entry);
                     let connection = entry
                         .source_connection
                         .clone()
@@ -569,6 +604,7 @@ impl SledStore {
                     let outcome = match letter {
                         Some(letter) => {
                             dead_letters.insert(letter.id.as_bytes(), encode(&letter))?;
+                            changes.letter_made(&letter.connection);
                             MergeOutcome::SurvivorRegistered(Box::new(letter))
                         }
                         None => {
@@ -585,10 +621,12 @@ impl SledStore {
                     };
                     apply(&mut entry, ready, change, seq)?;
                     contacts.insert(id.as_bytes(), encode(&entry))?;
-                    Ok(outcome)
+                    changes.contact(Some(before), &entry);
+                    Ok((outcome, changes))
                 })
                 .map_err(from_tx)
         })
+        .map(|committed| self.counted(committed))
     }
 
     /// The in-flight edit's fields landed but its customer link did not
@@ -627,16 +665,21 @@ impl SledStore {
                     else {
                         return abort(StoreError::UnknownContact(id.to_string()));
                     };
+                    let before = Tally::of(&entry);
                     let (letter, queue_change, answer) = change(&mut entry, &letter_id);
                     apply(&mut entry, ready, queue_change, seq)?;
                     contacts.insert(id.as_bytes(), encode(&entry))?;
+                    let mut changes = Changes::default();
+                    changes.contact(Some(before), &entry);
                     if let Some(letter) = &letter {
                         dead_letters.insert(letter.id.as_bytes(), encode(letter))?;
+                        changes.letter_made(&letter.connection);
                     }
-                    Ok((letter, answer))
+                    Ok(((letter, answer), changes))
                 })
                 .map_err(from_tx)
         })
+        .map(|committed| self.counted(committed))
     }
 
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
@@ -702,6 +745,8 @@ impl SledStore {
                         return abort(StoreError::UnknownDeadLetter(letter_id.to_string()));
                     };
                     dead_letters.remove(letter_id.as_bytes())?;
+                    let mut changes = Changes::default();
+                    changes.letter_removed(&letter.connection);
                     let id = letter.contact_id.as_bytes();
                     let entry = match get::<ContactEntry>(contacts, id) {
                         Err(ConflictableTransactionError::Abort(StoreError::Corrupt {
@@ -710,15 +755,18 @@ impl SledStore {
                         other => other?,
                     };
                     let Some(mut entry) = entry else {
-                        return settle(None, &letter).map(|(_, result)| result);
+                        return settle(None, &letter).map(|(_, result)| (result, changes));
                     };
+                    let before = Tally::of(&entry);
                     let (change, result) = settle(Some(&mut entry), &letter)?;
                     apply(&mut entry, ready, change, seq)?;
                     contacts.insert(id, encode(&entry))?;
-                    Ok(result)
+                    changes.contact(Some(before), &entry);
+                    Ok((result, changes))
                 })
                 .map_err(from_tx)
         })
+        .map(|committed| self.counted(committed))
     }
 
     pub fn upsert_customer(&self, customer: &Customer) -> Result<(), StoreError> {
@@ -736,41 +784,41 @@ impl SledStore {
             .transpose()
     }
 
-    /// Queue figures per connection (every connection that has anything queued or dead),
-    /// read from the queue and the dead letters only: cheap enough for every `/metrics`
-    /// scrape. `in_flight` is left at zero; see [`SledStore::in_flight_counts`].
-    pub fn counts(&self, now: u64) -> Result<BTreeMap<String, ConnectionCounts>, StoreError> {
-        let mut counts: BTreeMap<String, ConnectionCounts> = BTreeMap::new();
-        for item in self.ready.iter() {
-            let (key, _) = item?;
-            let (connection, not_before) = keys::ready_parts(&key);
-            let entry = counts.entry(connection).or_default();
-            if not_before <= now {
-                entry.ready += 1;
-            } else {
-                entry.retry_waiting += 1;
-            }
-        }
-        for letter in self.dead_letters()? {
-            counts.entry(letter.connection).or_default().dead_letters += 1;
-        }
-        Ok(counts)
+    /// Queue figures per connection (every connection that has anything queued, in flight
+    /// or dead), as kept by the counters: no scan.
+    pub fn counts(&self) -> BTreeMap<String, ConnectionCounts> {
+        self.counters.snapshot()
     }
 
-    /// Edits marked in flight, per connection. Reads every contact: for a store no daemon is
-    /// running on (a running daemon counts its pushes itself), where they are the edits the
-    /// last stop left in flight, to be pushed again at the next start.
-    pub fn in_flight_counts(&self) -> Result<BTreeMap<String, u64>, StoreError> {
-        let mut counts = BTreeMap::new();
-        for entry in self.readable_contacts() {
-            let entry = entry?;
-            if entry.sync.in_flight.is_some() {
-                *counts
-                    .entry(entry.sync.connection.unwrap_or_default())
-                    .or_default() += 1;
+    /// Moves the figures by what a committed transaction changed; answers its result.
+    fn counted<T>(&self, (result, changes): (T, Changes)) -> T {
+        self.counters.commit(changes);
+        result
+    }
+
+    /// Counts the figures once, streaming over the records (see [`super::counters`]).
+    fn count_at_open(&self) -> Result<(), StoreError> {
+        /// Records counted between two commits, so that counting holds little in memory.
+        const CHUNK: usize = 4096;
+        let mut changes = Changes::default();
+        for (n, entry) in self.readable_contacts().enumerate() {
+            changes.contact(None, &entry?);
+            if n % CHUNK == CHUNK - 1 {
+                self.counters.commit(std::mem::take(&mut changes));
             }
         }
-        Ok(counts)
+        for item in self.dead_letters.iter() {
+            let (key, bytes) = item?;
+            match decode::<DeadLetter>(&key, &bytes) {
+                Ok(letter) => changes.letter_made(&letter.connection),
+                Err(error) => tracing::error!(%error, "an unreadable dead letter is not counted"),
+            }
+            if changes.len() >= CHUNK {
+                self.counters.commit(std::mem::take(&mut changes));
+            }
+        }
+        self.counters.commit(changes);
+        Ok(())
     }
 
     /// Every contact whose record can be read. An unreadable one is logged and skipped, so
@@ -790,16 +838,106 @@ impl SledStore {
 
     /// Whether an edit with this `edit_id` (from a backfill file) was already accepted.
     pub fn edit_seen(&self, edit_id: &str) -> Result<bool, StoreError> {
-        Ok(self.meta.contains_key(format!("edit/{edit_id}"))?)
+        Ok(self
+            .meta
+            .contains_key(format!("{EDIT_ID_PREFIX}{edit_id}"))?)
     }
 
     /// Remembers that the edit `edit_id` was accepted. Durable with the next flush; a crash
     /// before it re-applies the edit on a re-run, which lands the same values again.
     pub fn remember_edit(&self, edit_id: &str) -> Result<(), StoreError> {
+        let accepted_at = self.now().to_be_bytes();
         self.write(|| {
-            self.meta.insert(format!("edit/{edit_id}"), &[])?;
+            self.meta
+                .insert(format!("{EDIT_ID_PREFIX}{edit_id}"), &accepted_at)?;
             Ok(())
         })
+    }
+
+    /// Drops what `retention` says is kept no longer, as of `now`: dead letters (each as
+    /// [`SledStore::drop_dead_letter`] does) and edit ids (kept with when they were
+    /// accepted; those from before that was kept count as old). Works through the trees a
+    /// chunk at a time, so its memory does not grow with them.
+    pub fn prune(&self, retention: &Retention, now: u64) -> Result<Pruned, StoreError> {
+        let mut pruned = Pruned::default();
+        if let Some(max_age) = retention.dead_letters_ms {
+            let cutoff = now.saturating_sub(max_age);
+            pruned.dead_letters = self.prune_chunks(
+                &self.dead_letters,
+                b"",
+                |key, bytes| {
+                    match decode::<DeadLetter>(key, bytes) {
+                        Ok(letter) => letter.failed_at < cutoff,
+                        // An unreadable letter is an operator's to look at.
+                        Err(_) => false,
+                    }
+                },
+                |key| match self.drop_dead_letter(&String::from_utf8_lossy(key)) {
+                    Ok(_) | Err(StoreError::UnknownDeadLetter(_)) => Ok(()),
+                    Err(error) => Err(error),
+                },
+            )?;
+        }
+        if let Some(max_age) = retention.edit_ids_ms {
+            let cutoff = now.saturating_sub(max_age);
+            pruned.edit_ids = self.prune_chunks(
+                &self.meta,
+                EDIT_ID_PREFIX.as_bytes(),
+                |_, value| <[u8; 8]>::try_from(value).map_or(0, u64::from_be_bytes) < cutoff,
+                |key| {
+                    self.write(|| {
+                        self.meta.remove(key)?;
+                        Ok(())
+                    })
+                },
+            )?;
+        }
+        Ok(pruned)
+    }
+
+    /// Removes, with `remove`, every record of `tree` under `prefix` that `old` says is old;
+    /// answers how many. Reads a chunk of keys, then removes (no transaction runs on a tree
+    /// while it is iterated), then reads on after the chunk's last key.
+    fn prune_chunks(
+        &self,
+        tree: &sled::Tree,
+        prefix: &[u8],
+        old: impl Fn(&[u8], &[u8]) -> bool,
+        remove: impl Fn(&[u8]) -> Result<(), StoreError>,
+    ) -> Result<u64, StoreError> {
+        const CHUNK: usize = 1024;
+        let mut removed = 0;
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let mut chunk = Vec::new();
+            let mut last = None;
+            let records = match &after {
+                None => tree.scan_prefix(prefix),
+                Some(key) => {
+                    let mut from = key.clone();
+                    from.push(0);
+                    tree.range(from..)
+                }
+            };
+            for item in records.take(CHUNK) {
+                let (key, value) = item?;
+                if !key.starts_with(prefix) {
+                    break;
+                }
+                if old(&key, &value) {
+                    chunk.push(key.to_vec());
+                }
+                last = Some(key.to_vec());
+            }
+            let Some(last) = last else {
+                return Ok(removed);
+            };
+            for key in &chunk {
+                remove(key)?;
+            }
+            removed += chunk.len() as u64;
+            after = Some(last);
+        }
     }
 
     /// Reads a value the daemon keeps for itself (e.g. a rotated credential).
@@ -855,14 +993,270 @@ impl SledStore {
                     else {
                         return abort(StoreError::UnknownContact(id.to_string()));
                     };
+                    let before = Tally::of(&entry);
                     let (queue_change, result) = change(&mut entry)?;
                     apply(&mut entry, ready, queue_change, seq)?;
                     contacts.insert(id.as_bytes(), encode(&entry))?;
-                    Ok(result)
+                    let mut changes = Changes::default();
+                    changes.contact(Some(before), &entry);
+                    Ok((result, changes))
                 })
                 .map_err(from_tx)
         })
+        .map(|committed| self.counted(committed))
     }
+}
+
+impl BatchSink for SledStore {
+    fn apply(
+        &self,
+        batch: &[PendingAccept],
+    ) -> Result<Vec<Result<Accepted, StoreError>>, StoreError> {
+        let seqs: Vec<u64> = batch.iter().map(|_| self.next_seq()).collect();
+        let now = self.now();
+        self.write(|| {
+            (&self.contacts, &self.ready)
+                .transaction(|(contacts, ready)| {
+                    let mut outcomes = Vec::with_capacity(batch.len());
+                    let mut changes = Changes::default();
+                    for (edit, &seq) in batch.iter().zip(&seqs) {
+                        let id = edit.id.as_bytes();
+                        let mut entry = match get::<ContactEntry>(contacts, id) {
+                            Ok(Some(entry)) => entry,
+                            Ok(None) => {
+                                outcomes.push(Err(StoreError::UnknownContact(edit.id.clone())));
+                                continue;
+                            }
+                            Err(ConflictableTransactionError::Abort(error)) => {
+                                outcomes.push(Err(error));
+                                continue;
+                            }
+                            Err(other) => return Err(other),
+                        };
+                        let before = Tally::of(&entry);
+                        let change =
+                            rules::accept(&mut entry, &edit.patch, &edit.connection, seq, now);
+                        let queued = change != QueueChange::Leave;
+                        apply(&mut entry, ready, change, seq)?;
+                        contacts.insert(id, encode(&entry))?;
+                        changes.contact(Some(before), &entry);
+                        outcomes.push(Ok(Accepted {
+                            contact: entry.contact,
+                            queued,
+                        }));
+                    }
+                    Ok((outcomes, changes))
+                })
+                .map_err(from_tx)
+        })
+        .map(|committed| self.counted(committed))
+    }
+
+    fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.flusher.flush_blocking()
+    }
+}
+
+/// What `unisync store compact` did.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Compacted {
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    pub pruned: Pruned,
+}
+
+/// Compacts the sled store at `path` (no daemon may hold it: [`StoreError::Locked`]):
+/// migrates it, prunes it by `retention`, then copies every tree into fresh files and puts
+/// them in its place. sled never gives back the space of records rewritten or removed;
+/// fresh files hold only the live ones. The swap is two renames: an interrupted compaction
+/// is finished or undone at the next open ([`finish_interrupted_compaction`]).
+pub async fn compact(
+    path: &Path,
+    cache_mib: u64,
+    retention: &Retention,
+) -> Result<Compacted, StoreError> {
+    let bytes_before = dir_bytes(path);
+    let pruned = {
+        let store = SledStore::open(path, cache_mib)?;
+        let pruned = store.prune(retention, store.now())?;
+        store.flush().await?;
+        pruned
+    };
+    let source = open_released(path, cache_mib).await?;
+    let fresh = sibling(path, "compacting");
+    if fresh.exists() {
+        std::fs::remove_dir_all(&fresh).map_err(io_error)?;
+    }
+    // A fresh directory: compressed, whatever the old one was.
+    let target = sled_config(&fresh, cache_mib).open()?;
+    // Sequences (letter ids, acceptance order) go on from where the store was.
+    let next_seq = source.generate_id()?;
+    target.import(source.export());
+    while target.generate_id()? < next_seq {}
+    target.flush()?;
+    drop((source, target));
+    let old = sibling(path, "pre-compact");
+    std::fs::rename(path, &old).map_err(io_error)?;
+    std::fs::rename(&fresh, path).map_err(io_error)?;
+    std::fs::remove_dir_all(&old).map_err(io_error)?;
+    Ok(Compacted {
+        bytes_before,
+        bytes_after: dir_bytes(path),
+        pruned,
+    })
+}
+
+/// `path` with `.suffix` added to its last component.
+fn sibling(path: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{suffix}"));
+    path.with_file_name(name)
+}
+
+fn io_error(error: std::io::Error) -> StoreError {
+    StoreError::Sled(sled::Error::Io(error))
+}
+
+/// sled's settings for the store at `path`: a cache of `cache_mib`, low space, and zstd
+/// compression of its pages on disk unless the store was made without it (sled cannot change
+/// that across restarts; `unisync store compact` writes a compressed copy).
+fn sled_config(path: &Path, cache_mib: u64) -> sled::Config {
+    // sled's `conf`: `key: value` lines, then a checksum.
+    let uncompressed = std::fs::read(path.join("conf")).is_ok_and(|conf| {
+        conf.split(|&byte| byte == b'\n')
+            .any(|line| line == b"use_compression: false")
+    });
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(cache_mib * 1024 * 1024)
+        .mode(sled::Mode::LowSpace)
+        .use_compression(!uncompressed)
+        .compression_factor(COMPRESSION_LEVEL)
+}
+
+/// zstd's level for sled's pages: low, as every flush of the accept path compresses.
+const COMPRESSION_LEVEL: i32 = 1;
+
+/// Why sled could not open the store at `path`: [`StoreError::Locked`] when another
+/// process (or a handle not yet let go) holds it.
+fn open_error(path: &Path, error: sled::Error) -> StoreError {
+    match error {
+        sled::Error::Io(ref io)
+            if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") =>
+        {
+            StoreError::Locked(path.to_path_buf())
+        }
+        other => StoreError::Sled(other),
+    }
+}
+
+/// Opens the sled database at `path` once the store just dropped has let go of it (its
+/// writer thread and flusher task end a moment after the last handle).
+async fn open_released(path: &Path, cache_mib: u64) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled_config(path, cache_mib)
+            .open()
+            .map_err(|error| open_error(path, error))
+        {
+            Err(StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await
+            }
+            other => return other,
+        }
+    }
+}
+
+/// A compaction stopped between its two renames leaves the old files at `PATH.pre-compact`:
+/// when `path` is missing, the compacted copy never took its place and the old files go
+/// back; when both are there, the copy did, and the old files go.
+fn finish_interrupted_compaction(path: &Path) -> Result<(), StoreError> {
+    let old = sibling(path, "pre-compact");
+    if !old.exists() {
+        return Ok(());
+    }
+    if path.exists() {
+        tracing::warn!(old = %old.display(), "removing the files an interrupted compaction replaced");
+        std::fs::remove_dir_all(&old).map_err(io_error)
+    } else {
+        tracing::warn!(old = %old.display(), "an interrupted compaction: the store's files go back");
+        std::fs::rename(&old, path).map_err(io_error)
+    }
+}
+
+/// The bytes of every file under `path`.
+pub fn dir_bytes(path: &Path) -> u64 {
+    std::fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|entry| match entry.metadata() {
+                    Ok(meta) if meta.is_dir() => dir_bytes(&entry.path()),
+                    Ok(meta) => meta.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Brings the store at `db` to [`SCHEMA_VERSION`], or refuses a store a newer unisync wrote.
+/// Each step writes the version only after it has done its work, and may run again.
+fn migrate(db: &sled::Db, meta: &sled::Tree) -> Result<(), StoreError> {
+    let version = meta.get("schema_version")?;
+    let version = match version.as_deref() {
+        None => {
+            meta.insert("schema_version", SCHEMA_VERSION)?;
+            return Ok(());
+        }
+        Some(version) => version.to_vec(),
+    };
+    if version == SCHEMA_VERSION {
+        return Ok(());
+    }
+    if version == b"1" {
+        migrate_source_index(&db.open_tree("contacts")?, &db.open_tree("source_index")?)?;
+        meta.insert("schema_version", "2")?;
+        db.flush()?;
+    }
+    if version == b"1" || version == b"2" {
+        reencode::<ContactEntry>(&db.open_tree("contacts")?)?;
+        reencode::<DeadLetter>(&db.open_tree("dead_letters")?)?;
+        reencode::<Customer>(&db.open_tree("customers")?)?;
+        meta.insert("schema_version", SCHEMA_VERSION)?;
+        db.flush()?;
+        tracing::info!(
+            "store migrated to schema 3 (records in postcard); `unisync store compact` returns the space the JSON records held"
+        );
+        return Ok(());
+    }
+    Err(StoreError::Misconfigured(format!(
+        "the store's schema version is {}, newer than this unisync reads ({}): run the unisync \
+         that wrote it, or restore a backup made for this version",
+        String::from_utf8_lossy(&version),
+        String::from_utf8_lossy(SCHEMA_VERSION)
+    )))
+}
+
+/// Schema 2 → 3: every JSON record of `tree` is written again in postcard. A record that
+/// cannot be read is left as it is (reading it fails as before: a claim dead-letters it).
+fn reencode<T: Serialize + DeserializeOwned>(tree: &sled::Tree) -> Result<(), StoreError> {
+    let mut reencoded = 0u64;
+    for item in tree.iter() {
+        let (key, bytes) = item?;
+        if bytes.first() == Some(&POSTCARD) {
+            continue;
+        }
+        match decode_json::<T>(&key, &bytes) {
+            Ok(record) => {
+                tree.insert(&key, encode(&record))?;
+                reencoded += 1;
+            }
+            Err(error) => tracing::error!(%error, "migration leaves an unreadable record as it is"),
+        }
+    }
+    tracing::info!(tree = %String::from_utf8_lossy(&tree.name()), reencoded, "records re-encoded");
+    Ok(())
 }
 
 /// Schema 1 → 2: the source index is rebuilt keyed by connection. Each contact's connection
@@ -887,7 +1281,7 @@ fn migrate_source_index(contacts: &sled::Tree, index: &sled::Tree) -> Result<(),
     let mut migrated = 0u64;
     for item in contacts.iter() {
         let (key, bytes) = item?;
-        let mut entry: ContactEntry = match decode(&key, &bytes) {
+        let mut entry: ContactEntry = match decode_json(&key, &bytes) {
             Ok(entry) => entry,
             Err(error) => {
                 tracing::error!(%error, "migration skips an unreadable record");
@@ -914,7 +1308,7 @@ fn migrate_source_index(contacts: &sled::Tree, index: &sled::Tree) -> Result<(),
             index.insert(index_key, key.as_ref())?;
         }
         entry.source_connection = Some(connection);
-        contacts.insert(&key, encode(&entry))?;
+        contacts.insert(&key, serde_json::to_vec(&entry).expect("records serialise"))?;
         migrated += 1;
     }
     tracing::info!(

@@ -7,7 +7,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use unisync_core::{AdapterError, ConfirmedContact, ContactField, ContactPatch, UnifiedContact};
+use unisync_core::{
+    AdapterError, ConfirmedContact, ContactField, ContactPatch, ErrorKind, UnifiedContact,
+};
 
 use super::clock::Clock;
 use super::model::SyncState;
@@ -986,7 +988,7 @@ async fn a_schema_1_store_is_migrated_to_a_source_index_per_connection() {
         store.flush().await.unwrap();
     }
     let store = open_at(&path, now_ms()).await;
-    assert_eq!(store.meta("schema_version").unwrap().as_deref(), Some("2"));
+    assert_eq!(store.meta("schema_version").unwrap().as_deref(), Some("3"));
     for (connection, source_id, id) in [
         ("hs_b", "1", "edited"),
         ("hs_a", "2", "configured"),
@@ -1766,4 +1768,379 @@ mod model {
             });
         }
     }
+}
+
+#[tokio::test]
+async fn queue_figures_kept_as_changes_commit_equal_a_count_from_the_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let kept = {
+        let store = open_at(&path, now_ms()).await;
+        for id in ["a", "b", "c", "d", "e"] {
+            register(&store, id).await;
+            store
+                .accept_durable(id, &edit(&[(ContactField::City, Some("X"))]), "crm")
+                .await
+                .unwrap();
+        }
+        let claimed = store.claim("crm", store.now(), 3).await.unwrap();
+        assert_eq!(claimed.len(), 3);
+        let error = AdapterError::new(ErrorKind::Retryable { retry_after: None }, "HTTP_503", "x");
+        store
+            .retry_later(&claimed[0].contact_id, store.now() + 60_000, true, &error)
+            .await
+            .unwrap();
+        let refused = AdapterError::new(ErrorKind::Permanent { field: None }, "INVALID", "no");
+        store
+            .dead_letter(&claimed[1].contact_id, &refused, false)
+            .await
+            .unwrap();
+        store.flush().await.unwrap();
+        let kept = store.counts(store.now()).await.unwrap();
+        assert_eq!(
+            kept["crm"],
+            ConnectionCounts {
+                ready: 2,
+                retry_waiting: 1,
+                in_flight: 1,
+                dead_letters: 1
+            }
+        );
+        kept
+    };
+    let reopened = open_at(&path, now_ms()).await;
+    assert_eq!(reopened.counts(reopened.now()).await.unwrap(), kept);
+    assert_eq!(
+        reopened.in_flight_counts().await.unwrap(),
+        BTreeMap::from([("crm".to_string(), 1)])
+    );
+}
+
+#[tokio::test]
+async fn the_update_endpoints_accept_is_on_disk_when_it_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        let store = open_at(&path, now_ms()).await;
+        for n in 0..50 {
+            register(&store, &format!("c{n}")).await;
+        }
+        store.flush().await.unwrap();
+        // Concurrent edits: the writer takes them in batches; each answer means durable.
+        let edits: Vec<_> = (0..50)
+            .map(|n| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let patch = edit(&[(ContactField::City, Some("Durable"))]);
+                    store.accept_durable(&format!("c{n}"), &patch, "crm").await
+                })
+            })
+            .collect();
+        for answer in edits {
+            assert!(answer.await.unwrap().unwrap().queued);
+        }
+        let unknown = store
+            .accept_durable("nobody", &edit(&[(ContactField::City, Some("X"))]), "crm")
+            .await;
+        assert!(matches!(unknown, Err(StoreError::UnknownContact(_))));
+        // No flush and no clean close: what is on disk is what the next open finds.
+        std::mem::forget(store);
+    }
+    // The forgotten store still holds the lock: read a copy of its files instead.
+    let copy = dir.path().join("copy");
+    copy_dir(&path, &copy);
+    let reopened = open_at(&copy, now_ms()).await;
+    for n in 0..50 {
+        let entry = reopened.contact(&format!("c{n}")).await.unwrap().unwrap();
+        assert_eq!(entry.contact.city.as_deref(), Some("Durable"), "c{n}");
+    }
+    assert_eq!(
+        reopened.counts(reopened.now()).await.unwrap()["crm"].ready,
+        50
+    );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_schema_2_store_of_json_records_is_re_encoded_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let (entry, letter, customer) = {
+        let store = open_at(&path, now_ms()).await;
+        register(&store, "c1").await;
+        store
+            .accept("c1", &edit(&[(ContactField::City, Some("Old"))]), "crm")
+            .await
+            .unwrap();
+        store
+            .upsert_customer(&Customer {
+                id: "cust".into(),
+                source_system: "hubspot".into(),
+                source_id: "9".into(),
+                external_system_config_id: None,
+            })
+            .await
+            .unwrap();
+        let claimed = store.claim("crm", store.now(), 1).await.unwrap();
+        let refused = AdapterError::new(ErrorKind::Retryable { retry_after: None }, "X", "y");
+        let letter = store
+            .dead_letter(&claimed[0].contact_id, &refused, true)
+            .await
+            .unwrap();
+        let entry = store.contact("c1").await.unwrap().unwrap();
+        let customer = store.customer("cust").await.unwrap().unwrap();
+        // As schema 2 kept them: JSON records.
+        let sled = store.sled();
+        sled.contacts
+            .insert("c1", serde_json::to_vec(&entry).unwrap())
+            .unwrap();
+        sled.meta.insert("schema_version", "2").unwrap();
+        sled.dead_letters
+            .insert(&letter.id, serde_json::to_vec(&letter).unwrap())
+            .unwrap();
+        sled.customers
+            .insert("cust", serde_json::to_vec(&customer).unwrap())
+            .unwrap();
+        store.flush().await.unwrap();
+        (entry, letter, customer)
+    };
+    let store = open_at(&path, now_ms()).await;
+    assert_eq!(store.meta("schema_version").unwrap().as_deref(), Some("3"));
+    assert_eq!(store.contact("c1").await.unwrap().unwrap(), entry);
+    assert_eq!(
+        store.dead_letter_by_id(&letter.id).await.unwrap().unwrap(),
+        letter
+    );
+    assert_eq!(store.customer("cust").await.unwrap().unwrap(), customer);
+    assert_eq!(
+        store.counts(store.now()).await.unwrap()["crm"].dead_letters,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_store_of_a_newer_schema_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        let store = open_at(&path, now_ms()).await;
+        store.sled().meta.insert("schema_version", "99").unwrap();
+        store.flush().await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        match SledStore::open(&path, 8) {
+            Err(StoreError::Locked(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            Err(error) => break error.to_string(),
+            Ok(_) => panic!("a newer store was opened"),
+        }
+    };
+    assert!(
+        refused.contains("99") && refused.contains("newer"),
+        "{refused}"
+    );
+    assert!(
+        refused.contains("run the unisync that wrote it"),
+        "{refused}"
+    );
+}
+
+/// Waits (bounded) until the store's clock is past `time`.
+async fn clock_past(store: &Store, time: u64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while store.now() <= time {
+        assert!(Instant::now() < deadline, "the clock stood still");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::test]
+async fn pruning_drops_dead_letters_and_edit_ids_past_their_retention_only() {
+    let (_dir, store) = open();
+    let refused = AdapterError::new(ErrorKind::Permanent { field: None }, "INVALID", "no");
+    let mut letters = Vec::new();
+    for id in ["old", "new"] {
+        register(&store, id).await;
+        store
+            .accept(id, &edit(&[(ContactField::City, Some("X"))]), "crm")
+            .await
+            .unwrap();
+        store.claim("crm", store.now(), 1).await.unwrap();
+        letters.push(store.dead_letter(id, &refused, false).await.unwrap());
+        store.remember_edit(&format!("edit-{id}")).await.unwrap();
+        clock_past(&store, store.now()).await;
+    }
+    store
+        .sled()
+        .meta
+        .insert("edit/from-before-retention", &[])
+        .unwrap();
+    let cutoff = letters[1].failed_at;
+    let retention = Retention {
+        dead_letters_ms: Some(0),
+        edit_ids_ms: Some(0),
+    };
+
+    let pruned = store.sled().prune(&retention, cutoff).unwrap();
+    assert_eq!(
+        pruned,
+        Pruned {
+            dead_letters: 1,
+            edit_ids: 2
+        }
+    );
+    let left = store.dead_letters().await.unwrap();
+    assert_eq!(left, vec![letters[1].clone()]);
+    let old = store.contact("old").await.unwrap().unwrap();
+    assert_eq!(
+        old.sync.open_dead_letters, 0,
+        "dropped as an operator would"
+    );
+    assert_eq!(old.contact.city, None, "its value went back to the CRM's");
+    assert!(!store.edit_seen("edit-old").await.unwrap());
+    assert!(!store.edit_seen("from-before-retention").await.unwrap());
+    assert!(store.edit_seen("edit-new").await.unwrap());
+    assert_eq!(
+        store.counts(store.now()).await.unwrap()["crm"].dead_letters,
+        1
+    );
+
+    let keep_all = Retention::default();
+    let pruned = store.sled().prune(&keep_all, u64::MAX).unwrap();
+    assert_eq!(pruned, Pruned::default(), "no retention: nothing goes");
+}
+
+#[tokio::test]
+async fn compaction_keeps_every_contact_queued_edit_and_letter_and_gives_space_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let (entries, counts, letter) = {
+        let store = open_at(&path, now_ms()).await;
+        for n in 0..200 {
+            let id = format!("c{n}");
+            register(&store, &id).await;
+            for round in 0..5 {
+                let value = format!("City {round}");
+                store
+                    .accept(&id, &edit(&[(ContactField::City, Some(&value))]), "crm")
+                    .await
+                    .unwrap();
+            }
+        }
+        let claimed = store.claim("crm", store.now(), 2).await.unwrap();
+        let refused = AdapterError::new(ErrorKind::Permanent { field: None }, "INVALID", "no");
+        let letter = store
+            .dead_letter(&claimed[0].contact_id, &refused, false)
+            .await
+            .unwrap();
+        store.flush().await.unwrap();
+        let mut entries = Vec::new();
+        for n in 0..200 {
+            entries.push(store.contact(&format!("c{n}")).await.unwrap().unwrap());
+        }
+        (entries, store.counts(store.now()).await.unwrap(), letter)
+    };
+    // Once the store just dropped has let go of its files.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let compacted = loop {
+        match compact(&path, 8, &Retention::default()).await {
+            Err(StoreError::Locked(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            other => break other.unwrap(),
+        }
+    };
+    assert!(
+        compacted.bytes_after < compacted.bytes_before,
+        "{} -> {}",
+        compacted.bytes_before,
+        compacted.bytes_after
+    );
+    assert!(!dir.path().join("db.pre-compact").exists());
+
+    let store = open_at(&path, now_ms()).await;
+    for (n, entry) in entries.iter().enumerate() {
+        assert_eq!(
+            &store.contact(&format!("c{n}")).await.unwrap().unwrap(),
+            entry
+        );
+    }
+    assert_eq!(store.counts(store.now()).await.unwrap(), counts);
+    assert_eq!(store.dead_letters().await.unwrap(), vec![letter.clone()]);
+    let claimed = store.claim("crm", store.now(), 1000).await.unwrap();
+    assert_eq!(claimed.len(), 198, "every queued edit is still queued");
+    // Sequences go on: a new letter takes a new id.
+    let refused = AdapterError::new(ErrorKind::Permanent { field: None }, "INVALID", "no");
+    let next = store
+        .dead_letter(&claimed[0].contact_id, &refused, false)
+        .await
+        .unwrap();
+    assert!(next.id > letter.id, "{} after {}", next.id, letter.id);
+    assert_eq!(store.dead_letters().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn an_interrupted_compaction_is_undone_or_finished_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let old = dir.path().join("db.pre-compact");
+    {
+        let store = open_at(&path, now_ms()).await;
+        register(&store, "c1").await;
+        store.flush().await.unwrap();
+    }
+    // Stopped between the renames: the old files are the store.
+    std::fs::rename(&path, &old).unwrap();
+    let store = open_at(&path, now_ms()).await;
+    assert!(store.contact("c1").await.unwrap().is_some());
+    assert!(!old.exists());
+    drop(store);
+    // Stopped after them: the old files are left over.
+    std::fs::create_dir(&old).unwrap();
+    let store = open_at(&path, now_ms()).await;
+    assert!(store.contact("c1").await.unwrap().is_some());
+    assert!(!old.exists());
+}
+
+#[tokio::test]
+async fn a_store_made_without_compression_opens_as_it_is_and_compaction_compresses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    // As unisync made stores before compression: sled's defaults.
+    drop(::sled::Config::new().path(&path).open().unwrap());
+    let conf = || String::from_utf8_lossy(&std::fs::read(path.join("conf")).unwrap()).into_owned();
+    assert!(conf().contains("use_compression: false"));
+    {
+        let store = open_at(&path, now_ms()).await;
+        register(&store, "c1").await;
+        store.flush().await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match compact(&path, 8, &Retention::default()).await {
+            Err(StoreError::Locked(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            other => {
+                other.unwrap();
+                break;
+            }
+        }
+    }
+    assert!(conf().contains("use_compression: true"), "{}", conf());
+    let store = open_at(&path, now_ms()).await;
+    assert!(store.contact("c1").await.unwrap().is_some());
 }
