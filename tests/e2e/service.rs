@@ -139,6 +139,10 @@ async fn the_example_unit_runs_unisync_inside_its_sandbox() {
     }
     let world = World::<HubspotSandbox>::new().await;
     let scratch = world.setup.config.parent().unwrap().to_path_buf();
+    // The build's binary may itself live under /tmp (a checkout there), which the private
+    // /tmp hides: the service runs a copy kept in its state directory.
+    let binary = scratch.join("unisync");
+    std::fs::copy(env!("CARGO_BIN_EXE_unisync"), &binary).unwrap();
     let chown = std::process::Command::new("chown")
         .args(["-R", "65534:65534"])
         .arg(&scratch)
@@ -151,7 +155,7 @@ async fn the_example_unit_runs_unisync_inside_its_sandbox() {
         .arg(UNIT_SANDBOX)
         .arg("unit-sandbox")
         .args(unit_exec_start(
-            env!("CARGO_BIN_EXE_unisync"),
+            binary.to_str().unwrap(),
             &world.setup.config,
         ))
         .env("STATE", &scratch)

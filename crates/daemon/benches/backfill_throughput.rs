@@ -193,35 +193,14 @@ async fn api(clients: usize, per_client: usize) {
         "api: {clients} concurrent clients x {per_client} PUTs; HubSpot adapter at its default 100 requests per 10 s"
     );
     let started = Instant::now();
-    let tasks: Vec<_> = (0..clients)
-        .map(|client| {
-            let daemon = daemon.clone();
-            tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(per_client);
-                for k in 0..per_client {
-                    let n = client * per_client + k;
-                    let body = serde_json::json!({"email": format!("person{n}@example.com"), "first_name": format!("Put {n}")});
-                    let sent = Instant::now();
-                    let answer = daemon.put_contact(&format!("contact_{n}"), &body).await;
-                    assert_eq!(answer.status, 200, "{}", answer.body);
-                    latencies.push(sent.elapsed());
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await.unwrap());
-    }
-    let accepting = started.elapsed();
+    let (latencies, accepting) =
+        measure::put_from_clients(std::slice::from_ref(&daemon), clients, per_client).await;
     let total = (clients * per_client) as u64;
     while crm.stats().contacts_written < total {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let synced = started.elapsed();
-    latencies.sort();
-    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize].as_secs_f64() * 1000.0;
+    let at = |q: f64| measure::quantile_ms(&latencies, q);
     println!(
         "  accepted              {:.0} PUTs/s",
         latencies.len() as f64 / accepting.as_secs_f64()

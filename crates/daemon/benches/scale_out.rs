@@ -17,6 +17,9 @@ mod fleet;
 #[allow(dead_code)]
 #[path = "../../../tests/e2e/harness.rs"]
 mod harness;
+#[allow(dead_code)]
+#[path = "support/measure.rs"]
+mod measure;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,35 +45,13 @@ async fn run(nodes: usize, edits: usize) {
     .await;
     let per_client = edits / CLIENTS;
     let started = Instant::now();
-    let tasks: Vec<_> = (0..CLIENTS)
-        .map(|client| {
-            let daemon = daemons[client % nodes].clone();
-            tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(per_client);
-                for k in 0..per_client {
-                    let n = client * per_client + k;
-                    let body = serde_json::json!({"email": format!("person{n}@example.com"), "first_name": format!("Put {n}")});
-                    let sent = Instant::now();
-                    let answer = daemon.put_contact(&format!("contact_{n}"), &body).await;
-                    assert_eq!(answer.status, 200, "{}", answer.body);
-                    latencies.push(sent.elapsed());
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await.unwrap());
-    }
-    let accepting = started.elapsed();
+    let (latencies, accepting) = measure::put_from_clients(&daemons, CLIENTS, per_client).await;
     let total = (CLIENTS * per_client) as u64;
     while crm.stats().records_written < total {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let landed = started.elapsed();
-    latencies.sort();
-    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize].as_secs_f64() * 1000.0;
+    let at = |q: f64| measure::quantile_ms(&latencies, q);
     println!(
         "{nodes} node(s): {total} PUTs from {CLIENTS} clients: accepted {:.0} PUTs/s (p50 {:.1} ms, p99 {:.1} ms); all in the CRM after {:.2} s ({:.0} edits/s), {} collections calls, {} bulk jobs, {} overlapping writes",
         total as f64 / accepting.as_secs_f64(),

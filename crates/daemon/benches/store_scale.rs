@@ -16,6 +16,7 @@ mod crm;
 #[allow(dead_code)]
 #[path = "../../../tests/e2e/harness.rs"]
 mod harness;
+#[allow(dead_code)]
 #[path = "support/measure.rs"]
 mod measure;
 

@@ -1,6 +1,9 @@
 //! What the store benchmarks share: a PUT that costs the load generator little, and the size
 //! of a store on disk.
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use crate::harness::{Daemon, TOKEN};
 
 /// PUTs `first_name` to `contact_N` (email `personN@example.com`, as the fleet registers
@@ -36,4 +39,45 @@ pub fn dir_bytes(path: &std::path::Path) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
+}
+
+/// PUTs from `clients` concurrent clients, `per_client` each, client `c` to
+/// `daemons[c % daemons.len()]`: edit `n` gives `contact_n` (email `personN@example.com`) the
+/// first name `Put n`, each answer read in full. Answers every PUT's latency, sorted, and the
+/// time from the first PUT to the last answer.
+pub async fn put_from_clients(
+    daemons: &[Arc<Daemon>],
+    clients: usize,
+    per_client: usize,
+) -> (Vec<Duration>, Duration) {
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|client| {
+            let daemon = daemons[client % daemons.len()].clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(per_client);
+                for k in 0..per_client {
+                    let n = client * per_client + k;
+                    let body = serde_json::json!({"email": format!("person{n}@example.com"), "first_name": format!("Put {n}")});
+                    let sent = Instant::now();
+                    let answer = daemon.put_contact(&format!("contact_{n}"), &body).await;
+                    assert_eq!(answer.status, 200, "{}", answer.body);
+                    latencies.push(sent.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.unwrap());
+    }
+    let took = started.elapsed();
+    latencies.sort();
+    (latencies, took)
+}
+
+/// The `q` quantile (0 to 1) of `sorted` latencies, in milliseconds.
+pub fn quantile_ms(sorted: &[Duration], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q) as usize].as_secs_f64() * 1000.0
 }
