@@ -203,3 +203,75 @@ mod tests {
         }
     }
 }
+
+/// The update body parser takes anything a client can send without panicking: any JSON value
+/// is either a patch of known, writable fields or a non-empty list of violations, each naming
+/// a field and a code (the API answers those 422, never 5xx).
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+    use serde_json::{Map, Value};
+
+    use super::*;
+
+    /// Field names clients send, known or not, read-only ones included.
+    fn field_name() -> impl Strategy<Value = String> {
+        let known: Vec<String> = ContactField::ALL
+            .iter()
+            .map(|field| field.name().to_string())
+            .chain(READ_ONLY_FIELDS.iter().map(|name| name.to_string()))
+            .collect();
+        prop_oneof![
+            3 => proptest::sample::select(known),
+            1 => "\\PC{0,12}",
+        ]
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "\\PC{0,40}".prop_map(Value::String),
+            "[a-z]{1,8}@[a-z]{1,8}\\.[a-z]{2,3}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((field_name(), inner), 0..6)
+                    .prop_map(|pairs| Value::Object(pairs.into_iter().collect::<Map<_, _>>())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_body_is_a_patch_of_writable_fields_or_named_violations(body in json_value()) {
+            match parse_update_body(&body) {
+                Ok(patch) => {
+                    prop_assert!(body.is_object());
+                    for (field, _) in patch.iter() {
+                        prop_assert!(
+                            body.get(field.name()).is_some(),
+                            "{field} in the patch but not in the body"
+                        );
+                    }
+                }
+                Err(violations) => {
+                    prop_assert!(!violations.is_empty());
+                    for violation in violations {
+                        prop_assert!(!violation.code.is_empty() && !violation.message.is_empty());
+                        // It names the body, a key the client sent, or a required field.
+                        prop_assert!(
+                            violation.field == "body"
+                                || body.get(&violation.field).is_some()
+                                || ContactField::from_name(&violation.field).is_some(),
+                            "{violation:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

@@ -173,12 +173,17 @@ impl From<StoreError> for LineRejected {
     }
 }
 
-async fn accept_line(
-    store: &Store,
-    connections: &Connections,
-    line: &[u8],
-    dry_run: bool,
-) -> Result<LineOutcome, LineRejected> {
+/// One backfill line, read: the contact it edits, its edit id (for exactly-once re-runs) and
+/// the update body (the line without those two keys).
+#[derive(Debug)]
+struct BackfillLine {
+    contact_id: String,
+    edit_id: Option<String>,
+    body: Value,
+}
+
+/// Reads a line without looking at the store; a line it refuses is named by why.
+fn parse_line(line: &[u8]) -> Result<BackfillLine, String> {
     let mut body: Value =
         serde_json::from_slice(line).map_err(|e| format!("malformed JSON: {e}"))?;
     let object = body
@@ -193,6 +198,24 @@ async fn accept_line(
         Some(Value::String(id)) => Some(id),
         Some(_) => return Err("`edit_id` must be a string".into()),
     };
+    Ok(BackfillLine {
+        contact_id,
+        edit_id,
+        body,
+    })
+}
+
+async fn accept_line(
+    store: &Store,
+    connections: &Connections,
+    line: &[u8],
+    dry_run: bool,
+) -> Result<LineOutcome, LineRejected> {
+    let BackfillLine {
+        contact_id,
+        edit_id,
+        body,
+    } = parse_line(line)?;
     if let Some(edit_id) = &edit_id
         && store.edit_seen(edit_id).await?
     {
@@ -275,5 +298,45 @@ async fn wait_until_settled(
         // Makes the outcomes so far durable, and stops the backfill if the store failed.
         store.flush().await.map_err(|e| e.to_string())?;
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The line parser takes any bytes without panicking: a line is read into a contact id, an
+/// optional edit id and an object body, or refused with a reason (reported by line number).
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn any_bytes_are_a_line_or_a_reason(line in prop::collection::vec(any::<u8>(), 0..200)) {
+            match parse_line(&line) {
+                Ok(read) => prop_assert!(!read.contact_id.is_empty() && read.body.is_object()),
+                Err(reason) => prop_assert!(!reason.is_empty()),
+            }
+        }
+
+        #[test]
+        fn json_lines_are_read_or_refused_by_their_keys(
+            contact_id in prop_oneof![Just(serde_json::json!(null)), "\\PC{0,10}".prop_map(Value::from), any::<i64>().prop_map(Value::from)],
+            edit_id in prop_oneof![Just(None), Just(Some(serde_json::json!(null))), "\\PC{0,10}".prop_map(|id| Some(Value::from(id))), any::<bool>().prop_map(|b| Some(Value::from(b)))],
+            first_name in "\\PC{0,20}",
+        ) {
+            let mut line = serde_json::json!({"unified_contact_id": contact_id, "first_name": first_name});
+            if let Some(edit_id) = &edit_id {
+                line["edit_id"] = edit_id.clone();
+            }
+            let read = parse_line(line.to_string().as_bytes());
+            let valid_id = matches!(&contact_id, Value::String(id) if !id.is_empty());
+            let valid_edit_id = matches!(&edit_id, None | Some(Value::Null) | Some(Value::String(_)));
+            prop_assert_eq!(read.is_ok(), valid_id && valid_edit_id, "{:?}", read);
+            if let Ok(read) = read {
+                prop_assert!(read.body.get("unified_contact_id").is_none());
+                prop_assert!(read.body.get("edit_id").is_none());
+                prop_assert_eq!(read.body["first_name"].as_str(), Some(first_name.as_str()));
+            }
+        }
     }
 }

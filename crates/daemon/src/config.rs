@@ -772,3 +772,65 @@ mod tests {
         assert!(missing.contains("connections.crm.system"), "{missing}");
     }
 }
+
+/// The config loader takes any text without panicking: a config, or an error that names
+/// what is wrong (`serve` and `config check` then exit 2).
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Lines of config-shaped text: real tables and keys with values of every TOML kind.
+    fn config_text() -> impl Strategy<Value = String> {
+        let table = proptest::sample::select(vec![
+            "[server]",
+            "[storage]",
+            "[dispatch]",
+            "[connections.crm]",
+            "[connections.x.fields]",
+        ]);
+        let key = proptest::sample::select(vec![
+            "listen",
+            "api_tokens_env",
+            "path",
+            "engine",
+            "url_env",
+            "lease_secs",
+            "concurrency",
+            "max_attempts",
+            "reserve_share",
+            "system",
+            "enabled",
+            "settle_ms",
+            "on_conflict",
+            "retry_initial_ms",
+            "bulk_threshold",
+            "cache_mib",
+            "unknown_key",
+        ]);
+        let value = prop_oneof![
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<f64>().prop_map(|x| format!("{x:?}")),
+            any::<bool>().prop_map(|b| b.to_string()),
+            "[a-z0-9:./]{0,12}".prop_map(|s| format!("{s:?}")),
+            Just("[1, 2]".to_string()),
+            Just("{ a = 1 }".to_string()),
+        ];
+        let line = prop_oneof![
+            1 => table.prop_map(str::to_string),
+            4 => (key, value).prop_map(|(key, value)| format!("{key} = {value}")),
+            1 => "\\PC{0,20}",
+        ];
+        prop::collection::vec(line, 0..12).prop_map(|lines| lines.join("\n"))
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_is_a_config_or_an_error_that_says_why(text in config_text()) {
+            if let Err(error) = Config::parse(&text) {
+                prop_assert!(!error.is_empty());
+            }
+        }
+    }
+}
