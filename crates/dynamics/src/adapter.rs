@@ -357,7 +357,7 @@ impl SourceAdapter for DynamicsAdapter {
             .map(ConditionalPush::Landed)
     }
 
-    /// Pages of up to [`PULL_PAGE_SIZE`] contacts; the cursor is Dataverse's
+    /// Pages of up to `PULL_PAGE_SIZE` (500) contacts; the cursor is Dataverse's
     /// `@odata.nextLink`, followed only on this environment's service root.
     async fn pull(&self, cursor: Option<&str>) -> Result<ContactPage, AdapterError> {
         let url = match cursor {
