@@ -66,6 +66,13 @@ async fn finish(
 }
 
 /// Contacts with a phone, a title and a city to change or keep.
+/// One edit per record: each moves to Faro.
+fn moves_to_faro(ids: &[String]) -> Vec<PushItem> {
+    ids.iter()
+        .map(|id| item(id, &[(ContactField::City, Some("Faro"))]))
+        .collect()
+}
+
 fn contacts(sandbox: &SalesforceSandbox, count: usize) -> Vec<String> {
     (0..count)
         .map(|_| {
@@ -211,10 +218,7 @@ async fn a_job_in_progress_is_running_until_salesforce_has_processed_it() {
     let sandbox = common::sandbox().await;
     let adapter = adapter(&sandbox);
     let ids = contacts(&sandbox, 3);
-    let items: Vec<PushItem> = ids
-        .iter()
-        .map(|id| item(id, &[(ContactField::City, Some("Faro"))]))
-        .collect();
+    let items = moves_to_faro(&ids);
     sandbox.set_bulk_processing_time(HELD);
     let job = start_and_close(&adapter, &items).await;
     assert_eq!(
@@ -272,10 +276,7 @@ async fn an_aborted_jobs_unprocessed_records_are_retryable() {
     let sandbox = common::sandbox().await;
     let adapter = adapter(&sandbox);
     let ids = contacts(&sandbox, 3);
-    let items: Vec<PushItem> = ids
-        .iter()
-        .map(|id| item(id, &[(ContactField::City, Some("Faro"))]))
-        .collect();
+    let items = moves_to_faro(&ids);
     sandbox.set_bulk_processing_time(HELD);
     let job = start_and_close(&adapter, &items).await;
     assert!(sandbox.abort_bulk_job(&job), "an admin aborts it in Setup");
@@ -326,10 +327,7 @@ async fn a_record_merged_away_is_followed_to_the_survivor() {
     let ids = contacts(&sandbox, 4);
     sandbox.merge_contacts(&ids[0], &ids[1]);
     assert!(sandbox.delete_contact(&ids[2]));
-    let items: Vec<PushItem> = ids
-        .iter()
-        .map(|id| item(id, &[(ContactField::City, Some("Faro"))]))
-        .collect();
+    let items = moves_to_faro(&ids);
     let job = start_and_close(&adapter, &items).await;
     let (results, _) = finish(adapter.as_ref(), &job, &items).await;
     assert!(results[0].is_ok() && results[3].is_ok(), "{results:?}");
@@ -349,10 +347,7 @@ async fn a_job_past_the_daily_bulk_allowance_leaves_its_records_unwritten() {
     let sandbox = common::sandbox().await;
     let adapter = adapter(&sandbox);
     let ids = contacts(&sandbox, 2);
-    let items: Vec<PushItem> = ids
-        .iter()
-        .map(|id| item(id, &[(ContactField::City, Some("Faro"))]))
-        .collect();
+    let items = moves_to_faro(&ids);
     sandbox.set_bulk_daily_record_limit(1_000);
     sandbox.set_bulk_records_used(999);
     let job = start_and_close(&adapter, &items).await;
