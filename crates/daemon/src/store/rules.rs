@@ -614,8 +614,9 @@ fn settle(entry: &mut ContactEntry, letter: &DeadLetter) {
 /// holds unconfirmed changes, and the bases a conflict kept (see [`see_crm_value`]). A
 /// field's base stays where a conflict was found only while a conflict letter about it is
 /// open or a later edit of it is on its way, to be checked against it; after that, the CRM's
-/// latest value seen is its base.
-fn derive(entry: &mut ContactEntry) {
+/// latest value seen is its base. Every rule that changes an entry ends with it; a migration
+/// runs it on records written before a rule of it existed.
+pub fn derive(entry: &mut ContactEntry) {
     let sync = &mut entry.sync;
     let released: Vec<ContactField> = sync
         .seen_in_crm
