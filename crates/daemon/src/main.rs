@@ -1,27 +1,5 @@
-//! `unisync`: pushes edits of unified contacts into the CRMs they came from.
-
-mod admin;
-mod api;
-mod backfill;
-mod cli;
-mod config;
-mod conflict;
-mod connections;
-mod dispatcher;
-mod edits;
-mod http_server;
-mod metrics;
-mod ops;
-mod providers;
-mod pull;
-mod render;
-mod retry_policy;
-mod serve;
-mod store;
-mod timefmt;
-mod traffic;
-mod ui;
+//! The `unisync` command: everything is in the library.
 
 fn main() -> std::process::ExitCode {
-    cli::main()
+    unisync::main()
 }

@@ -1,0 +1,29 @@
+//! `unisync`: pushes edits of unified contacts into the CRMs they came from.
+//!
+//! The daemon is a library with a thin binary (`src/main.rs`) so that the fuzz targets in the
+//! repository's `fuzz/` folder can reach its parsers. Its modules are private: the binary needs
+//! only [`main`].
+
+mod admin;
+mod api;
+mod backfill;
+mod cli;
+mod config;
+mod conflict;
+mod connections;
+mod dispatcher;
+mod edits;
+mod http_server;
+mod metrics;
+mod ops;
+mod providers;
+mod pull;
+mod render;
+mod retry_policy;
+mod serve;
+mod store;
+mod timefmt;
+mod traffic;
+mod ui;
+
+pub use cli::main;
