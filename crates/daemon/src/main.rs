@@ -1,7 +1,5 @@
 //! `unisync`: pushes edits of unified contacts into the CRMs they came from.
 
-mod admin;
-mod api;
 mod backfill;
 mod cli;
 mod config;
@@ -9,7 +7,7 @@ mod conflict;
 mod connections;
 mod dispatcher;
 mod edits;
-mod http_server;
+mod http;
 mod metrics;
 mod ops;
 mod providers;
@@ -20,7 +18,6 @@ mod serve;
 mod store;
 mod timefmt;
 mod traffic;
-mod ui;
 
 fn main() -> std::process::ExitCode {
     cli::main()
