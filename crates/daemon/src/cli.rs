@@ -11,10 +11,10 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde::de::DeserializeOwned;
 use unisync_core::Secret;
 
-use crate::api::ErrorBody;
 use crate::backfill::{self, BackfillOptions};
 use crate::config::{Config, StorageEngine};
 use crate::connections::{Connections, build_adapter, check_lease, settle_time};
+use crate::http::error::ErrorBody;
 use crate::store::{ReplayAttempt, Store, StoreError};
 use crate::{ops, providers, pull, render, serve};
 

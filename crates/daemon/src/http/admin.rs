@@ -1,5 +1,6 @@
-//! Operator routes of the running daemon (admin tokens only), so that CLI commands work while the
-//! daemon holds the store's lock.
+//! The operator routes of the running daemon (admin tokens), so that CLI commands work while
+//! the daemon holds the store's lock. Each answers the typed report of [`crate::ops`] that the
+//! CLI makes itself when it opens the store.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -7,11 +8,11 @@ use std::sync::atomic::Ordering;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::Method;
 use axum::http::StatusCode;
-use axum::routing::on;
 
-use crate::api::{ApiError, AppState, RouteSpec, Scope, next_chunk};
+use super::body::next_chunk;
+use super::error::ApiError;
+use super::state::AppState;
 use crate::connections::Connections;
 use crate::ops::{
     self, ApiUsageView, DeadLetterList, DeadLetterView, DropReport, Import, Importer, PauseView,
@@ -19,55 +20,7 @@ use crate::ops::{
 };
 use crate::store::{ReplayAttempt, StoreError};
 
-/// The admin routes (admin tokens only).
-pub fn routes() -> Vec<RouteSpec> {
-    let admin = Some(Scope::Admin);
-    let letter = "/api/v1/admin/dead-letters/{id}";
-    vec![
-        RouteSpec::new(Method::GET, "/api/v1/admin/status", admin, |on_method| {
-            on(on_method, status)
-        }),
-        RouteSpec::new(
-            Method::GET,
-            "/api/v1/admin/dead-letters",
-            admin,
-            |on_method| on(on_method, list),
-        ),
-        RouteSpec::new(
-            Method::POST,
-            "/api/v1/admin/dead-letters/retry-all",
-            admin,
-            |on_method| on(on_method, retry_all),
-        ),
-        RouteSpec::new(Method::GET, letter, admin, |on_method| on(on_method, show)),
-        RouteSpec::new(Method::DELETE, letter, admin, |on_method| {
-            on(on_method, drop_letter)
-        }),
-        RouteSpec::new(
-            Method::POST,
-            "/api/v1/admin/dead-letters/{id}/retry",
-            admin,
-            |on_method| on(on_method, retry),
-        ),
-        RouteSpec::new(Method::POST, "/api/v1/admin/contacts", admin, |on_method| {
-            on(on_method, import_contacts)
-        }),
-        RouteSpec::new(
-            Method::POST,
-            "/api/v1/admin/customers",
-            admin,
-            |on_method| on(on_method, import_customers),
-        ),
-        RouteSpec::new(
-            Method::POST,
-            "/api/v1/admin/contacts/pull/{connection}",
-            admin,
-            |on_method| on(on_method, pull_contacts),
-        ),
-    ]
-}
-
-async fn status(State(state): State<Arc<AppState>>) -> Result<Json<StatusReport>, ApiError> {
+pub async fn status(State(state): State<Arc<AppState>>) -> Result<Json<StatusReport>, ApiError> {
     let connections = || state.connections.iter();
     let names: Vec<String> = connections().map(|c| c.name().to_string()).collect();
     let in_flight = connections()
@@ -99,11 +52,11 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Json<StatusReport>
     Ok(Json(status))
 }
 
-async fn list(State(state): State<Arc<AppState>>) -> Result<Json<DeadLetterList>, ApiError> {
+pub async fn list(State(state): State<Arc<AppState>>) -> Result<Json<DeadLetterList>, ApiError> {
     Ok(Json(ops::list_dead_letters(&state.store).await?))
 }
 
-async fn show(
+pub async fn show(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Json<DeadLetterView>, ApiError> {
@@ -134,7 +87,7 @@ fn wake(connections: &Connections, attempts: &[ReplayAttempt]) {
     }
 }
 
-async fn retry(
+pub async fn retry(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Json<ReplayReport>, ApiError> {
@@ -148,14 +101,14 @@ async fn retry(
     Ok(Json(ReplayReport::new(&attempts)))
 }
 
-async fn retry_all(State(state): State<Arc<AppState>>) -> Result<Json<ReplayReport>, ApiError> {
+pub async fn retry_all(State(state): State<Arc<AppState>>) -> Result<Json<ReplayReport>, ApiError> {
     let attempts = state.store.replay_all_dead_letters().await?;
     state.store.flush().await?;
     wake(&state.connections, &attempts);
     Ok(Json(ReplayReport::new(&attempts)))
 }
 
-async fn drop_letter(
+pub async fn drop_letter(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Json<DropReport>, ApiError> {
@@ -166,7 +119,7 @@ async fn drop_letter(
     }))
 }
 
-async fn import_contacts(
+pub async fn import_contacts(
     State(state): State<Arc<AppState>>,
     body: Body,
 ) -> Result<Json<ops::ImportReport>, ApiError> {
@@ -174,7 +127,7 @@ async fn import_contacts(
     import(&state, importer, body).await
 }
 
-async fn import_customers(
+pub async fn import_customers(
     State(state): State<Arc<AppState>>,
     body: Body,
 ) -> Result<Json<ops::ImportReport>, ApiError> {
@@ -237,7 +190,7 @@ async fn take_line(importer: &mut Importer<'_>, number: u64, line: &[u8]) -> Res
     }
 }
 
-async fn pull_contacts(
+pub async fn pull_contacts(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<Json<crate::pull::PullReport>, ApiError> {
