@@ -14,7 +14,7 @@ use unisync_core::Secret;
 use crate::backfill::{self, BackfillOptions};
 use crate::config::{Config, StorageEngine};
 use crate::connections::{Connections, build_adapter, check_lease, settle_time};
-use crate::http::error::ErrorBody;
+use crate::http::error::{ErrorBody, RefusalWithReport};
 use crate::store::{ReplayAttempt, Store, StoreError};
 use crate::{ops, providers, pull, render, serve};
 
@@ -143,6 +143,13 @@ struct Failure {
 impl From<StoreError> for Failure {
     fn from(error: StoreError) -> Self {
         Failure::runtime(error.to_string())
+    }
+}
+
+/// An input without a record is bad input, as the daemon's 400 `empty_import` is.
+impl From<ops::EmptyImport> for Failure {
+    fn from(empty: ops::EmptyImport) -> Self {
+        Failure::usage(empty.to_string())
     }
 }
 
@@ -289,13 +296,15 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 // Each line is routed, and its id normalised, as the daemon would.
                 let connections =
                     Connections::build(settings.clone(), store).map_err(Failure::usage)?;
-                Ok(ops::import(store, ops::Import::Contacts(&connections), lines).await?)
+                let imported = ops::import(store, ops::Import::Contacts(&connections), lines);
+                Ok(imported.await??)
             })
             .await
         }
         Command::Customers(CustomersCommand::Import { file }) => {
             import(&config, &file, "customers", async |store, lines| {
-                Ok(ops::import(store, ops::Import::Customers, lines).await?)
+                let imported = ops::import(store, ops::Import::Customers, lines);
+                Ok(imported.await??)
             })
             .await
         }
@@ -442,6 +451,11 @@ async fn ask_daemon<T: DeserializeOwned>(
     let status = response.status();
     let bytes = response.bytes().await.map_err(unreachable)?;
     if !status.is_success() {
+        // A refusal with the report of what was done all the same (an import's refused
+        // lines): shown as the local path shows it, the failed items making the exit code.
+        if let Ok(refusal) = serde_json::from_slice::<RefusalWithReport<T>>(&bytes) {
+            return Ok(refusal.report);
+        }
         return Err(daemon_refusal(status, &bytes));
     }
     serde_json::from_slice(&bytes).map_err(|e| {
@@ -454,6 +468,8 @@ async fn ask_daemon<T: DeserializeOwned>(
 
 /// The daemon's refusal as the CLI shows it: the status, the API's error code and message
 /// and each field's reason, or the body's first words when it is not the API's error shape.
+/// A refusal of what the request carried (the operator's input) exits 2, as the same input
+/// refused without a daemon does; any other exits 1.
 fn daemon_refusal(status: reqwest::StatusCode, body: &[u8]) -> Failure {
     let message = match serde_json::from_slice::<ErrorBody>(body) {
         Ok(ErrorBody { error }) => {
@@ -474,7 +490,14 @@ fn daemon_refusal(status: reqwest::StatusCode, body: &[u8]) -> Failure {
             String::from_utf8_lossy(&body[..body.len().min(200)])
         ),
     };
-    Failure::runtime(message)
+    use reqwest::StatusCode;
+    match status {
+        StatusCode::BAD_REQUEST
+        | StatusCode::PAYLOAD_TOO_LARGE
+        | StatusCode::UNSUPPORTED_MEDIA_TYPE
+        | StatusCode::UNPROCESSABLE_ENTITY => Failure::usage(message),
+        _ => Failure::runtime(message),
+    }
 }
 
 /// The token the CLI shows the daemon's admin routes: the first configured admin token, else

@@ -203,5 +203,8 @@ mod tests {
         let shown: Vec<&String> = shown.as_object().unwrap().keys().collect();
         let listed: Vec<&String> = contact.as_object().unwrap().keys().collect();
         assert_eq!(listed, shown, "UnifiedContact, field for field");
+        let import_line = &document["components"]["schemas"]["ContactImport"]["properties"];
+        let importable: Vec<&String> = import_line.as_object().unwrap().keys().collect();
+        assert_eq!(importable, shown, "a contacts import line, field for field");
     }
 }
