@@ -901,3 +901,65 @@ async fn run_sandboxes(listen: &[(&'static str, SocketAddr)]) -> Result<u8, Fail
     let _ = tokio::signal::ctrl_c().await;
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every command the CLI takes, as the README names it: the subcommand path, without
+    /// arguments (`contacts import`, `dead-letters retry`).
+    fn leaf_commands(command: &clap::Command, path: &str) -> Vec<String> {
+        command
+            .get_subcommands()
+            .filter(|sub| sub.get_name() != "help")
+            .flat_map(|sub| {
+                let path = format!("{path}{} ", sub.get_name());
+                if sub.has_subcommands() {
+                    leaf_commands(sub, &path)
+                } else {
+                    vec![path.trim_end().to_string()]
+                }
+            })
+            .collect()
+    }
+
+    /// The README's command table names each command the CLI takes, and no other. A row
+    /// names one command (`unisync contacts import FILE\|-`) or several of one group
+    /// (`unisync dead-letters list\|show ID\|retry ID`: each alternative after the first
+    /// is a sibling of the first).
+    #[test]
+    fn the_readme_command_table_matches_the_cli() {
+        // A command's word, not an argument (`FILE`, `--input`, `[--sandbox]`, `-`).
+        let is_word = |word: &&str| {
+            word.starts_with(|c: char| c.is_ascii_lowercase())
+                && word.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+        };
+        let mut listed: Vec<String> = Vec::new();
+        for row in crate::http::testing::readme_table("command") {
+            let row = row
+                .strip_prefix("unisync ")
+                .expect("a row names a unisync command");
+            let mut alternatives = row.split("\\|");
+            let first: Vec<&str> = alternatives
+                .next()
+                .unwrap_or_default()
+                .split(' ')
+                .take_while(is_word)
+                .collect();
+            let group = first[..first.len() - 1].join(" ");
+            listed.push(first.join(" "));
+            if first.len() > 1 {
+                for alternative in alternatives {
+                    if let Some(sibling) = alternative.split(' ').next().filter(is_word) {
+                        listed.push(format!("{group} {sibling}"));
+                    }
+                }
+            }
+        }
+        listed.sort();
+        listed.dedup();
+        let mut commands = leaf_commands(&command(), "");
+        commands.sort();
+        assert_eq!(listed, commands);
+    }
+}
