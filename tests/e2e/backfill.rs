@@ -188,6 +188,57 @@ async fn a_bulk_job_left_running_by_a_kill_is_resumed_without_sending_its_record
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_edited_on_several_lines_ends_with_its_last_values_in_file_order() {
+    let crm = <HubspotSandbox as Crm>::start().await;
+    let (setup, source_ids) = registered_records(&crm, 50);
+    let line = |id: &str, extra: Value| {
+        let mut line =
+            json!({"unified_contact_id": id, "email": format!("person{}@example.com", &id[8..])});
+        line.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        line.to_string()
+    };
+    let mut file = vec![
+        line("contact_0", json!({"first_name": "A", "city": "One"})),
+        line("contact_1", json!({"first_name": "B"})),
+        line("contact_0", json!({"edit_id": "x", "first_name": "C"})),
+        line("contact_0", json!({"first_name": "C", "city": "Two"})),
+        // The edit id of line 3 again, in the same run: applied once.
+        line("contact_2", json!({"edit_id": "x", "first_name": "Never"})),
+    ];
+    // Other contacts' lines between them, so that accepts run side by side.
+    for n in 0..300 {
+        let other = format!("contact_{}", 3 + n % 47);
+        file.insert(2, line(&other, json!({"first_name": format!("F{n}")})));
+    }
+
+    let (code, report, output) = backfill(&setup, &file.join("\n"), &[]);
+    assert_eq!(code, 0, "{output}\n{report}");
+    assert_eq!(report["accepted"], 304, "{report}");
+    assert_eq!(report["duplicates_skipped"], 1, "{report}");
+    assert_eq!(report["contacts"], 49, "{report}");
+    assert_eq!(
+        crm.value(&source_ids[0], "first_name").as_deref(),
+        Some("C")
+    );
+    assert_eq!(crm.value(&source_ids[0], "city").as_deref(), Some("Two"));
+    assert_eq!(
+        crm.value(&source_ids[1], "first_name").as_deref(),
+        Some("B")
+    );
+    assert_eq!(
+        crm.value(&source_ids[3], "first_name").as_deref(),
+        Some("F0")
+    );
+    assert_eq!(
+        crm.value(&source_ids[2], "first_name").as_deref(),
+        Some("Person"),
+        "the repeated edit id was skipped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_lines_are_reported_by_number_and_applied_edits_are_not_applied_twice() {
     let crm = <HubspotSandbox as Crm>::start().await;
     let (setup, source_ids) = registered_records(&crm, 3);

@@ -1,10 +1,16 @@
 //! `unisync backfill`: push every edit of a JSONL file, show progress, print a summary.
 //!
-//! Every valid edit is accepted into the store first (one flush), then the connections'
-//! dispatchers run until each touched contact is confirmed, dead-lettered or parked behind a
-//! paused connection. Queueing everything first is what lets pushes go out in full batches.
+//! Every valid edit is accepted into the store first, then the connections' dispatchers run
+//! until each touched contact is confirmed, dead-lettered or parked behind a paused
+//! connection. Queueing everything first is what lets pushes go out in full batches.
+//!
+//! Lines are read and checked in order; their accepts run [`ACCEPTS_IN_FLIGHT`] at a time, as
+//! concurrent PUTs do: on sled they share the accept pipeline's transactions and flushes, on
+//! PostgreSQL the pool's connections. A line whose contact (or edit id) has an accept in flight
+//! waits for every accept in flight first, so that a contact's edits land in file order and
+//! each is checked against the record as the edits before it left it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +21,7 @@ use serde_json::Value;
 use crate::config::Config;
 use crate::connections::{Connections, PauseReason};
 use crate::dispatcher::Dispatchers;
-use crate::edits::{EditRejected, check_edit};
+use crate::edits::{CheckedEdit, EditRejected, check_edit};
 use crate::store::{Store, StoreError, now_ms};
 
 pub struct BackfillOptions {
@@ -83,27 +89,46 @@ pub async fn backfill(
         ..BackfillReport::default()
     };
     let mut touched: BTreeSet<String> = BTreeSet::new();
+    let mut accepts = Accepts::default();
     for (index, line) in input.split(|b| *b == b'\n').enumerate() {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
         report.lines += 1;
         let number = index as u64 + 1;
-        match accept_line(&store, &connections, line, options.dry_run).await {
-            Ok(LineOutcome::Accepted(contact_id)) => {
-                report.accepted += 1;
-                touched.insert(contact_id);
+        let read = match parse_line(line) {
+            Ok(read) => read,
+            Err(message) => {
+                report.invalid.push(LineError {
+                    line: number,
+                    message,
+                });
+                continue;
             }
-            Ok(LineOutcome::Duplicate) => report.duplicates_skipped += 1,
-            Err(LineRejected::Invalid(message)) => report.invalid.push(LineError {
-                line: number,
-                message,
-            }),
-            Err(LineRejected::StoreFailed(error)) => {
-                return Err(format!("line {number}: {error}"));
+        };
+        if accepts.holds(&read) {
+            while let Some(done) = accepts.next().await {
+                report.count(done, &mut touched)?;
             }
+        } else if accepts.len() >= ACCEPTS_IN_FLIGHT
+            && let Some(done) = accepts.next().await
+        {
+            report.count(done, &mut touched)?;
+        }
+        match check_line(&store, &connections, read).await {
+            Ok(None) => report.duplicates_skipped += 1,
+            Ok(Some(checked)) if options.dry_run => {
+                report.count((number, Ok(checked.contact_id)), &mut touched)?
+            }
+            Ok(Some(checked)) => accepts.start(&store, number, checked),
+            Err(rejected) => report.count((number, Err(rejected)), &mut touched)?,
         }
     }
+    while let Some(done) = accepts.next().await {
+        report.count(done, &mut touched)?;
+    }
+    // An accept's refusal is counted when it ends, after lines read later.
+    report.invalid.sort_by_key(|refused| refused.line);
     report.contacts = touched.len() as u64;
     if options.dry_run {
         return Ok(report);
@@ -146,9 +171,93 @@ pub async fn backfill(
     Ok(report)
 }
 
-enum LineOutcome {
-    Accepted(String),
-    Duplicate,
+/// Accepts in flight at once.
+const ACCEPTS_IN_FLIGHT: usize = 256;
+
+/// What became of a line whose accept ran: its number, and its contact's id or why not.
+type AcceptDone = (u64, Result<String, LineRejected>);
+
+impl BackfillReport {
+    /// Counts a line's outcome; a failed store stops the backfill.
+    fn count(
+        &mut self,
+        (line, outcome): AcceptDone,
+        touched: &mut BTreeSet<String>,
+    ) -> Result<(), String> {
+        match outcome {
+            Ok(contact_id) => {
+                self.accepted += 1;
+                touched.insert(contact_id);
+            }
+            Err(LineRejected::Invalid(message)) => self.invalid.push(LineError { line, message }),
+            Err(LineRejected::StoreFailed(error)) => return Err(format!("line {line}: {error}")),
+        }
+        Ok(())
+    }
+}
+
+/// The accepts in flight, with the contacts and edit ids they are for.
+#[derive(Default)]
+struct Accepts {
+    tasks: tokio::task::JoinSet<AcceptDone>,
+    contacts: HashSet<String>,
+    edit_ids: HashSet<String>,
+}
+
+/// A line checked and ready to be accepted.
+struct CheckedLine {
+    contact_id: String,
+    edit_id: Option<String>,
+    edit: CheckedEdit,
+}
+
+impl Accepts {
+    fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Whether an accept in flight is for the line's contact or carries its edit id.
+    fn holds(&self, line: &BackfillLine) -> bool {
+        self.contacts.contains(&line.contact_id)
+            || line
+                .edit_id
+                .as_ref()
+                .is_some_and(|id| self.edit_ids.contains(id))
+    }
+
+    /// Accepts line `number`'s edit durably, then remembers its edit id.
+    fn start(&mut self, store: &Store, number: u64, line: CheckedLine) {
+        self.contacts.insert(line.contact_id.clone());
+        self.edit_ids.extend(line.edit_id.clone());
+        let store = store.clone();
+        self.tasks.spawn(async move {
+            let accepted = async {
+                store
+                    .accept_durable(
+                        &line.contact_id,
+                        &line.edit.patch,
+                        line.edit.connection.name(),
+                    )
+                    .await?;
+                if let Some(edit_id) = &line.edit_id {
+                    store.remember_edit(edit_id).await?;
+                }
+                Ok::<_, StoreError>(line.contact_id)
+            };
+            (number, accepted.await.map_err(LineRejected::from))
+        });
+    }
+
+    /// The next accept to end (`None`: none in flight). The keys of the accepts in flight are
+    /// forgotten once none is left (a line that waits for one waits for all).
+    async fn next(&mut self) -> Option<AcceptDone> {
+        let done = self.tasks.join_next().await?;
+        if self.tasks.is_empty() {
+            self.contacts.clear();
+            self.edit_ids.clear();
+        }
+        Some(done.expect("an accept task never panics"))
+    }
 }
 
 /// Why a line was not accepted: its own fault (reported, the backfill goes on), or the
@@ -211,21 +320,21 @@ fn parse_line(line: &[u8]) -> Result<BackfillLine, String> {
     })
 }
 
-async fn accept_line(
+/// Checks a read line against the store: `None` when its edit id was accepted before.
+async fn check_line(
     store: &Store,
     connections: &Connections,
-    line: &[u8],
-    dry_run: bool,
-) -> Result<LineOutcome, LineRejected> {
+    line: BackfillLine,
+) -> Result<Option<CheckedLine>, LineRejected> {
     let BackfillLine {
         contact_id,
         edit_id,
         body,
-    } = parse_line(line)?;
+    } = line;
     if let Some(edit_id) = &edit_id
         && store.edit_seen(edit_id).await?
     {
-        return Ok(LineOutcome::Duplicate);
+        return Ok(None);
     }
     let entry = store
         .contact(&contact_id)
@@ -243,15 +352,11 @@ async fn accept_line(
             ),
             EditRejected::Store(error) => error.into(),
         })?;
-    if !dry_run {
-        store
-            .accept(&contact_id, &edit.patch, edit.connection.name())
-            .await?;
-        if let Some(edit_id) = &edit_id {
-            store.remember_edit(edit_id).await?;
-        }
-    }
-    Ok(LineOutcome::Accepted(contact_id))
+    Ok(Some(CheckedLine {
+        contact_id,
+        edit_id,
+        edit,
+    }))
 }
 
 /// Waits until every touched contact is settled (nothing pending or in flight), or parked

@@ -336,6 +336,8 @@ impl Store {
     /// Applies an edit to the stored record and merges it into the contact's pending patch;
     /// queues the contact on `connection` unless it is already waiting or in flight.
     /// Not durable until [`Store::flush`].
+    /// Tests accept through it; the daemon accepts durably ([`Store::accept_durable`]).
+    #[cfg(test)]
     pub async fn accept(
         &self,
         id: &str,

@@ -322,6 +322,8 @@ impl SledStore {
     /// Applies an edit to the stored record and merges it into the contact's pending patch;
     /// queues the contact on `connection` unless it is already waiting or in flight.
     /// Not durable until [`SledStore::flush`].
+    /// Tests accept through it; the daemon accepts durably ([`SledStore::accept_durable`]).
+    #[cfg(test)]
     pub fn accept(
         &self,
         id: &str,
