@@ -9,14 +9,15 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 
 use super::body::next_chunk;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorDetail, RefusalWithReport};
 use super::state::AppState;
 use crate::connections::Connections;
 use crate::ops::{
-    self, ApiUsageView, DeadLetterList, DeadLetterView, DropReport, Import, Importer, PauseView,
-    ReplayReport, StatusReport,
+    self, ApiUsageView, DeadLetterList, DeadLetterView, DropReport, Import, ImportReport, Importer,
+    LineRefusal, PauseView, ReplayReport, StatusReport,
 };
 use crate::store::{ReplayAttempt, StoreError};
 
@@ -123,7 +124,7 @@ pub async fn drop_letter(
 pub async fn import_contacts(
     State(state): State<Arc<AppState>>,
     body: Body,
-) -> Result<Json<ops::ImportReport>, ApiError> {
+) -> Result<Response, ApiError> {
     let connections = state.connections.get();
     let importer = Importer::new(&state.store, Import::Contacts(&connections));
     import(&state, importer, body).await
@@ -132,18 +133,20 @@ pub async fn import_contacts(
 pub async fn import_customers(
     State(state): State<Arc<AppState>>,
     body: Body,
-) -> Result<Json<ops::ImportReport>, ApiError> {
+) -> Result<Response, ApiError> {
     import(&state, Importer::new(&state.store, Import::Customers), body).await
 }
 
 /// Registers a JSONL body line by line as it arrives, so its size is bounded only by each
-/// line's (`server.max_body_bytes`: a longer line is refused and skipped); answers the
-/// report once what it registered is durable.
+/// line's (`server.max_body_bytes`: a longer line is refused and skipped). Once what it
+/// registered is durable, answers 200 with the report when every line was registered, 422
+/// `lines_refused` naming each refused line and why (with the same report: the other lines
+/// are registered), or 400 `empty_import` for a body without a record.
 async fn import(
     state: &AppState,
     mut importer: Importer<'_>,
     mut body: Body,
-) -> Result<Json<ops::ImportReport>, ApiError> {
+) -> Result<Response, ApiError> {
     let max_line = state.max_body_bytes;
     let mut line = Vec::new();
     let mut number = 1;
@@ -159,7 +162,8 @@ async fn import(
             };
             chunk = rest;
             if !skipping && line.len() + piece.len() > max_line {
-                importer.refuse(number, format!("longer than {max_line} bytes"));
+                let reason = format!("longer than {max_line} bytes");
+                importer.refuse(number, LineRefusal::TooLong, reason);
                 line.clear();
                 skipping = true;
             }
@@ -179,14 +183,50 @@ async fn import(
     }
     let report = importer.finish();
     state.store.flush().await?;
-    Ok(Json(report))
+    let report = report.map_err(|empty| {
+        ApiError::new(StatusCode::BAD_REQUEST, "empty_import", empty.to_string())
+    })?;
+    if report.failed.is_empty() {
+        return Ok(Json(report).into_response());
+    }
+    let refusal = RefusalWithReport {
+        error: ErrorDetail {
+            code: "lines_refused".to_string(),
+            message: refused_lines(&report),
+            details: Vec::new(),
+        },
+        report,
+    };
+    Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(refusal)).into_response())
+}
+
+/// The refused lines in words: the first few by number and reason, and what was imported.
+fn refused_lines(report: &ImportReport) -> String {
+    const NAMED: usize = 3;
+    let named: Vec<String> = report
+        .failed
+        .iter()
+        .take(NAMED)
+        .map(|refused| format!("line {}: {}", refused.line, refused.message))
+        .collect();
+    let more = report.failed.len().saturating_sub(NAMED);
+    let more = if more > 0 {
+        format!(" (and {more} more lines)")
+    } else {
+        String::new()
+    };
+    format!(
+        "{}{more}; {} lines imported",
+        named.join("; "),
+        report.imported
+    )
 }
 
 async fn take_line(importer: &mut Importer<'_>, number: u64, line: &[u8]) -> Result<(), ApiError> {
     match std::str::from_utf8(line) {
         Ok(text) => Ok(importer.line(number, text).await?),
         Err(err) => {
-            importer.refuse(number, format!("not UTF-8: {err}"));
+            importer.refuse(number, LineRefusal::NotUtf8, format!("not UTF-8: {err}"));
             Ok(())
         }
     }
@@ -204,4 +244,98 @@ pub async fn pull_contacts(
         .await
         .map_err(|message| ApiError::new(StatusCode::BAD_GATEWAY, "pull_failed", message))?;
     Ok(Json(report))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use crate::http::testing::serve_on_loopback;
+    use crate::store::Store;
+
+    /// An import answers 200 when every line is registered, 422 `lines_refused` naming each
+    /// refused line by number and reason (the others registered), 400 `empty_import` for a
+    /// body without a record.
+    #[tokio::test]
+    async fn an_import_with_refused_lines_answers_422_naming_each_and_an_empty_one_400() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db"), 8).unwrap();
+        let base = serve_on_loopback(&store).await;
+        let client = reqwest::Client::new();
+        let import = |path: &'static str, body: String| {
+            let request = client
+                .post(format!("{base}/api/v1/admin/{path}"))
+                .bearer_auth("admin-token")
+                .body(body);
+            async move {
+                let response = request.send().await.unwrap();
+                (
+                    response.status().as_u16(),
+                    response.json::<Value>().await.unwrap(),
+                )
+            }
+        };
+        let contact = |id: &str, source_id: &str| {
+            json!({"id": id, "source_system": "hubspot", "source_id": source_id}).to_string()
+        };
+
+        let good = [contact("c1", "1"), contact("c2", "2")].join("\n");
+        let (status, body) = import("contacts", good).await;
+        assert_eq!(
+            (status, &body),
+            (200, &json!({"imported": 2, "failed": []}))
+        );
+
+        let mixed = [
+            contact("c3", "3"),
+            "{not json".to_string(),
+            r#"{"id": "c4", "source_system": "hubspot"}"#.to_string(),
+            contact(" ", "4"),
+            json!({"id": "c5", "source_system": "salesforce", "source_id": "5"}).to_string(),
+            contact("c6", "1"),
+        ]
+        .join("\n");
+        let (status, body) = import("contacts", mixed).await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["error"]["code"], "lines_refused", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("line 2: ")
+                && message.ends_with("(and 2 more lines); 1 lines imported"),
+            "{message}"
+        );
+        let report = &body["report"];
+        assert_eq!(report["imported"], 1, "{body}");
+        let refused: Vec<(u64, &str)> = report["failed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|line| {
+                (
+                    line["line"].as_u64().unwrap(),
+                    line["code"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            refused,
+            [
+                (2, "malformed_json"),
+                (3, "invalid_record"),
+                (4, "empty_field"),
+                (5, "unroutable"),
+                (6, "source_id_taken"),
+            ]
+        );
+        assert!(
+            store.contact("c3").await.unwrap().is_some(),
+            "the good line"
+        );
+
+        for blank in ["", "\n  \n"] {
+            let (status, body) = import("customers", blank.to_string()).await;
+            assert_eq!(status, 400, "{blank:?}: {body}");
+            assert_eq!(body["error"]["code"], "empty_import", "{body}");
+        }
+    }
 }

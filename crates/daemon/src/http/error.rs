@@ -78,6 +78,15 @@ pub struct ErrorDetail {
     pub details: Vec<FieldViolation>,
 }
 
+/// A refusal that carries the typed report of what the request did all the same (an import
+/// registers its good lines when others are refused): `{"error": {...}, "report": ...}`.
+/// A client that knows only the error shape reads it as one.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct RefusalWithReport<T> {
+    pub error: ErrorDetail,
+    pub report: T,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {

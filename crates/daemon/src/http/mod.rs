@@ -15,7 +15,7 @@ pub mod probes;
 pub mod server;
 pub mod state;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 pub mod ui;
 
 use std::sync::Arc;
@@ -203,5 +203,21 @@ mod tests {
         let shown: Vec<&String> = shown.as_object().unwrap().keys().collect();
         let listed: Vec<&String> = contact.as_object().unwrap().keys().collect();
         assert_eq!(listed, shown, "UnifiedContact, field for field");
+        let import_line = &document["components"]["schemas"]["ContactImport"]["properties"];
+        let importable: Vec<&String> = import_line.as_object().unwrap().keys().collect();
+        assert_eq!(importable, shown, "a contacts import line, field for field");
+    }
+
+    /// The README's route table has a row for each route the router serves, and no other.
+    #[test]
+    fn the_readme_route_table_matches_the_route_table() {
+        let mut listed = crate::http::testing::readme_table("route");
+        let mut served: Vec<String> = routes()
+            .iter()
+            .map(|route| format!("{} {}", route.method, route.path))
+            .collect();
+        listed.sort();
+        served.sort();
+        assert_eq!(listed, served);
     }
 }

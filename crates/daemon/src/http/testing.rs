@@ -1,4 +1,5 @@
-//! The API served over loopback, for the tests of its modules.
+//! Test helpers: the API served over loopback, and the README's tables that the route
+//! and command tables are compared with.
 
 use std::sync::Arc;
 
@@ -43,4 +44,25 @@ pub async fn serve_on_loopback(store: &Store) -> String {
         std::future::pending(),
     ));
     base
+}
+
+/// The rows of the README's table headed `| first | ...`: each row's first cell, without
+/// its backticks, up to the blank line that ends the table.
+pub fn readme_table(first: &str) -> Vec<String> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+        .expect("the README");
+    let header = format!("| {first} |");
+    let table = readme
+        .split_once(&format!("\n{header}"))
+        .unwrap_or_else(|| panic!("the README has no table headed {header}"))
+        .1;
+    table
+        .lines()
+        .skip(2)
+        .take_while(|line| line.starts_with('|'))
+        .map(|row| {
+            let cell = row.split(" | ").next().unwrap_or_default();
+            cell.trim_start_matches("| ").trim_matches('`').to_string()
+        })
+        .collect()
 }

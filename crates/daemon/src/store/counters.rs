@@ -9,8 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use super::ConnectionCounts;
-use super::model::SyncState;
+use super::{ConnectionCounts, ContactEntry};
 
 /// Where one contact stands in the figures.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -22,7 +21,8 @@ pub struct Tally {
 }
 
 impl Tally {
-    pub fn of(sync: &SyncState) -> Tally {
+    pub fn of(entry: &ContactEntry) -> Tally {
+        let sync = &entry.sync;
         let connection = || sync.connection.clone().unwrap_or_default();
         Tally {
             // A failed attempt (or a stop mid-push) set a not-before: the contact was queued
@@ -49,7 +49,7 @@ pub struct Changes {
 
 impl Changes {
     /// A contact written: `before` is its tally as read in the transaction.
-    pub fn contact(&mut self, before: Option<Tally>, after: &SyncState) {
+    pub fn contact(&mut self, before: Option<Tally>, after: &ContactEntry) {
         self.contacts.push((before, Tally::of(after)));
     }
 
@@ -120,28 +120,41 @@ impl Counters {
 
 #[cfg(test)]
 mod tests {
-    use unisync_core::ContactPatch;
+    use unisync_core::{ContactPatch, UnifiedContact};
 
     use super::*;
 
-    fn sync(queued: bool, retry: bool, in_flight: bool) -> SyncState {
-        SyncState {
-            connection: Some("hs".into()),
-            queued_key: queued.then(|| vec![1]),
-            next_attempt_at: retry.then_some(5),
-            in_flight: in_flight.then(ContactPatch::new),
-            ..SyncState::default()
-        }
+    fn entry(queued: bool, retry: bool, in_flight: bool) -> ContactEntry {
+        let mut entry = ContactEntry {
+            contact: UnifiedContact::new("c1", "hubspot", "1"),
+            base: BTreeMap::new(),
+            crm_version: None,
+            source_connection: None,
+            sync: Default::default(),
+        };
+        entry.sync.connection = Some("hs".into());
+        entry.sync.queued_key = queued.then(|| vec![1]);
+        entry.sync.next_attempt_at = retry.then_some(5);
+        entry.sync.in_flight = in_flight.then(ContactPatch::new);
+        entry
     }
 
     #[test]
     fn figures_follow_a_contact_through_queue_flight_retry_and_letter() {
         let counters = Counters::default();
         let steps = [
-            (None, sync(true, false, false), 0),
-            (Some(sync(true, false, false)), sync(false, false, true), 0),
-            (Some(sync(false, false, true)), sync(true, true, false), 0),
-            (Some(sync(true, true, false)), sync(false, false, false), 1),
+            (None, entry(true, false, false), 0),
+            (
+                Some(entry(true, false, false)),
+                entry(false, false, true),
+                0,
+            ),
+            (Some(entry(false, false, true)), entry(true, true, false), 0),
+            (
+                Some(entry(true, true, false)),
+                entry(false, false, false),
+                1,
+            ),
         ];
         let expected = [(1, 0, 0, 0), (0, 0, 1, 0), (0, 1, 0, 0), (0, 0, 0, 1)];
         for ((before, after, letters), (ready, retry_waiting, in_flight, dead_letters)) in

@@ -614,9 +614,8 @@ fn settle(entry: &mut ContactEntry, letter: &DeadLetter) {
 /// holds unconfirmed changes, and the bases a conflict kept (see [`see_crm_value`]). A
 /// field's base stays where a conflict was found only while a conflict letter about it is
 /// open or a later edit of it is on its way, to be checked against it; after that, the CRM's
-/// latest value seen is its base. Every rule that changes an entry ends with it; a migration
-/// runs it on records written before a rule of it existed.
-pub fn derive(entry: &mut ContactEntry) {
+/// latest value seen is its base.
+fn derive(entry: &mut ContactEntry) {
     let sync = &mut entry.sync;
     let released: Vec<ContactField> = sync
         .seen_in_crm
@@ -638,8 +637,9 @@ pub fn derive(entry: &mut ContactEntry) {
     entry.contact.local_was_updated = sync.has_unconfirmed_changes();
     // Acceptance sequences order a contact's values against its letters and its edit in
     // flight; once the edits are finished there is nothing left to order, and every later
-    // edit gets a higher sequence than all before it. Forgetting them keeps a finished
-    // contact's sync state empty (the sled engine then keeps no sync record for it at all).
+    // edit gets a higher sequence than all before it. Forgetting them leaves a finished
+    // contact's sync state with only where its edits go, when the CRM last confirmed one and
+    // why one last failed.
     if sync.is_finished() {
         sync.accepted_seqs.clear();
     }

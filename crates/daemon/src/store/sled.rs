@@ -1,8 +1,7 @@
 //! The sled engine: the store embedded in one process, in one directory.
 //!
-//! Trees: `contacts` (id → the contact's document) and `sync` (id → its sync state, while it
-//! has one: see [`records`]), `ready` (connection, not-before, seq → contact id),
-//! `dead_letters`, `customers`, `source_index` ((connection, source id) → unified id) and
+//! Trees: `contacts` (id → [`ContactEntry`]), `ready` (connection, not-before, seq → contact
+//! id), `dead_letters`, `customers`, `source_index` ((connection, source id) → unified id) and
 //! `meta`. Every state change is one transaction; nothing is acknowledged to a client before
 //! [`SledStore::flush`] has made it durable (one flush serves every request waiting for it).
 //! sled's exclusive file lock makes the process the only one: what was in flight when it
@@ -13,8 +12,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub(super) mod records;
-
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sled::Transactional;
@@ -24,7 +21,6 @@ use unisync_core::{AdapterError, ConfirmedContact, ContactField, ContactPatch, U
 use super::clock::{CLOCK, Clock};
 use super::counters::{Changes, Counters, Tally};
 use super::flush::{Flusher, Health};
-use super::model::SyncState;
 use super::pipeline::{AcceptPipeline, BatchSink, PendingAccept};
 use super::rules::{self, LinkFailure, QueueChange};
 use super::{
@@ -32,7 +28,6 @@ use super::{
     MergeOutcome, Pruned, Replay, Retention, StoreError, keys, letter_id,
 };
 use crate::conflict::FieldConflict;
-use records::{decode, decode_json, encode};
 
 type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
 
@@ -47,12 +42,43 @@ fn from_tx(error: TransactionError<StoreError>) -> StoreError {
     }
 }
 
+/// The first byte of every record of schema 3: its encoding, postcard. Records of older
+/// schemas are JSON objects (first byte `{`); the migration at open tells them apart by it,
+/// so that an interrupted migration can run again.
+const POSTCARD: u8 = 1;
+
+/// A record as the store keeps it: [`POSTCARD`], then the value in postcard (positional, no
+/// field names). Changing a stored type's fields means a new schema version and a migration.
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_extend(value, vec![POSTCARD]).expect("store records always serialise")
+}
+
+fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    let corrupt = |message: String| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        message,
+    };
+    match bytes.split_first() {
+        Some((&POSTCARD, record)) => {
+            postcard::from_bytes(record).map_err(|err| corrupt(err.to_string()))
+        }
+        _ => Err(corrupt("not a record of this store's encoding".into())),
+    }
+}
+
+/// A record of schema 1 or 2 (JSON), for the migrations.
+fn decode_json<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|err| StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        message: err.to_string(),
+    })
+}
+
 /// The sled-backed store. Cheap to clone; clones share the database.
 #[derive(Clone)]
 pub struct SledStore {
     db: sled::Db,
     pub(super) contacts: sled::Tree,
-    pub(super) sync: sled::Tree,
     ready: sled::Tree,
     pub(super) dead_letters: sled::Tree,
     pub(super) customers: sled::Tree,
@@ -71,9 +97,8 @@ pub struct SledStore {
 }
 
 /// Version 2 keys the source index by connection instead of system; version 3 writes every
-/// record in postcard instead of JSON; version 4 keeps a contact's sync state apart from its
-/// document. Older stores are migrated at open.
-const SCHEMA_VERSION: &[u8] = b"4";
+/// record in postcard instead of JSON. Older stores are migrated at open.
+const SCHEMA_VERSION: &[u8] = b"3";
 /// The `meta` keys of a backfill's edit ids: `edit/ID` → when it was accepted (8 bytes,
 /// big-endian ms; empty in stores from before retention).
 const EDIT_ID_PREFIX: &str = "edit/";
@@ -114,7 +139,6 @@ impl SledStore {
         let health = Health::new();
         let mut store = SledStore {
             contacts: db.open_tree("contacts")?,
-            sync: db.open_tree("sync")?,
             ready: db.open_tree("ready")?,
             dead_letters: db.open_tree("dead_letters")?,
             customers: db.open_tree("customers")?,
@@ -201,11 +225,11 @@ impl SledStore {
     ) -> Result<usize, StoreError> {
         // Collect first: a transaction on a tree that is being iterated can deadlock in sled.
         let mut in_flight = Vec::new();
-        for state in self.work_in_progress() {
-            let (id, sync) = state?;
-            if sync.in_flight.is_some() && !still_in_flight(&id) {
-                let connection = sync.connection.as_deref().unwrap_or_default();
-                in_flight.push((id, not_before(connection)));
+        for entry in self.readable_contacts() {
+            let entry = entry?;
+            if entry.sync.in_flight.is_some() && !still_in_flight(&entry.contact.id) {
+                let connection = entry.sync.connection.as_deref().unwrap_or_default();
+                in_flight.push((entry.contact.id.clone(), not_before(connection)));
             }
         }
         for (id, not_before) in &in_flight {
@@ -234,9 +258,8 @@ impl SledStore {
         let id = contact.id.as_bytes();
         let index_key = keys::source_index(connection, &contact.source_id);
         self.write(|| {
-            (&self.contacts, &self.sync, &self.source_index)
-            .transaction(|(contacts, sync, index)| {
-                let entries = Entries { contacts, sync };
+            (&self.contacts, &self.source_index)
+            .transaction(|(contacts, index)| {
                 if let Some(owner) = index.get(&index_key)?
                     && owner != id
                 {
@@ -246,14 +269,14 @@ impl SledStore {
                         owner: String::from_utf8_lossy(&owner).into_owned(),
                     });
                 }
-                let (existing, stored) = match entries.load(id) {
+                let existing: Option<ContactEntry> = match get(contacts, id) {
                     Err(ConflictableTransactionError::Abort(
                         error @ StoreError::Corrupt { .. },
                     )) => {
                         tracing::warn!(%error, "an unreadable record is replaced by its import");
-                        (None, None)
+                        None
                     }
-                    other => other?.unzip(),
+                    other => other?,
                 };
                 // The record moved (another source id or connection): its old key goes.
                 if let Some(old) = &existing
@@ -264,12 +287,12 @@ impl SledStore {
                         index.remove(old_key)?;
                     }
                 }
-                let before = existing.as_ref().map(|entry| Tally::of(&entry.sync));
+                let before = existing.as_ref().map(Tally::of);
                 let entry = rules::register(existing, &contact, connection);
-                entries.save(id, &entry, stored.as_ref())?;
+                contacts.insert(id, encode(&entry))?;
                 index.insert(index_key.clone(), id)?;
                 let mut changes = Changes::default();
-                changes.contact(before, &entry.sync);
+                changes.contact(before, &entry);
                 Ok(((), changes))
             })
             .map_err(from_tx)
@@ -290,13 +313,10 @@ impl SledStore {
     }
 
     pub fn contact(&self, id: &str) -> Result<Option<ContactEntry>, StoreError> {
-        // A transaction reads the two records as of one moment.
-        (&self.contacts, &self.sync)
-            .transaction(|(contacts, sync)| {
-                let loaded = Entries { contacts, sync }.load(id.as_bytes())?;
-                Ok(loaded.map(|(entry, _)| entry))
-            })
-            .map_err(from_tx)
+        self.contacts
+            .get(id)?
+            .map(|bytes| decode(id.as_bytes(), &bytes))
+            .transpose()
     }
 
     /// Applies an edit to the stored record and merges it into the contact's pending patch;
@@ -356,24 +376,23 @@ impl SledStore {
             let id = String::from_utf8_lossy(&id).into_owned();
             let edit = self
                 .write(|| {
-                    let trees = (&self.contacts, &self.sync, &self.ready);
-                    let claim = trees.transaction(|(contacts, sync, ready)| {
-                        let entries = Entries { contacts, sync };
+                    let claim = (&self.contacts, &self.ready).transaction(|(contacts, ready)| {
                         let mut changes = Changes::default();
                         if ready.remove(&key)?.is_none() {
                             return Ok((None, changes));
                         }
-                        let Some((mut entry, stored)) = entries.load(id.as_bytes())? else {
+                        let Some(mut entry): Option<ContactEntry> = get(contacts, id.as_bytes())?
+                        else {
                             return Ok((None, changes));
                         };
                         if entry.sync.queued_key.as_deref() != Some(key.as_ref()) {
                             return Ok((None, changes));
                         }
-                        let before = Tally::of(&entry.sync);
+                        let before = Tally::of(&entry);
                         let (edit, change) = rules::claim(&mut entry);
                         apply(&mut entry, ready, change, 0)?;
-                        entries.save(id.as_bytes(), &entry, Some(&stored))?;
-                        changes.contact(Some(before), &entry.sync);
+                        contacts.insert(id.as_bytes(), encode(&entry))?;
+                        changes.contact(Some(before), &entry);
                         Ok((edit, changes))
                     });
                     claim.map_err(from_tx)
@@ -553,16 +572,17 @@ impl SledStore {
         self.write(|| {
             (
                 &self.contacts,
-                &self.sync,
                 &self.ready,
                 &self.dead_letters,
                 &self.source_index,
             )
-                .transaction(|(contacts, sync, ready, dead_letters, index)| {
-                    let entries = Entries { contacts, sync };
-                    let (mut entry, stored) = entries.load_known(id)?;
+                .transaction(|(contacts, ready, dead_letters, index)| {
+                    let Some(mut entry): Option<ContactEntry> = get(contacts, id.as_bytes())?
+                    else {
+                        return abort(StoreError::UnknownContact(id.to_string()));
+                    };
                     let mut changes = Changes::default();
-                    let before = Tally::of(&entry.sync);
+                    let before = Tally::of(&entry);
                     let connection = entry
                         .source_connection
                         .clone()
@@ -600,8 +620,8 @@ impl SledStore {
                         }
                     };
                     apply(&mut entry, ready, change, seq)?;
-                    entries.save(id.as_bytes(), &entry, Some(&stored))?;
-                    changes.contact(Some(before), &entry.sync);
+                    contacts.insert(id.as_bytes(), encode(&entry))?;
+                    changes.contact(Some(before), &entry);
                     Ok((outcome, changes))
                 })
                 .map_err(from_tx)
@@ -639,16 +659,18 @@ impl SledStore {
         let seq = self.next_seq();
         let letter_id = letter_id(seq);
         self.write(|| {
-            (&self.contacts, &self.sync, &self.ready, &self.dead_letters)
-                .transaction(|(contacts, sync, ready, dead_letters)| {
-                    let entries = Entries { contacts, sync };
-                    let (mut entry, stored) = entries.load_known(id)?;
-                    let before = Tally::of(&entry.sync);
+            (&self.contacts, &self.ready, &self.dead_letters)
+                .transaction(|(contacts, ready, dead_letters)| {
+                    let Some(mut entry): Option<ContactEntry> = get(contacts, id.as_bytes())?
+                    else {
+                        return abort(StoreError::UnknownContact(id.to_string()));
+                    };
+                    let before = Tally::of(&entry);
                     let (letter, queue_change, answer) = change(&mut entry, &letter_id);
                     apply(&mut entry, ready, queue_change, seq)?;
-                    entries.save(id.as_bytes(), &entry, Some(&stored))?;
+                    contacts.insert(id.as_bytes(), encode(&entry))?;
                     let mut changes = Changes::default();
-                    changes.contact(Some(before), &entry.sync);
+                    changes.contact(Some(before), &entry);
                     if let Some(letter) = &letter {
                         dead_letters.insert(letter.id.as_bytes(), encode(letter))?;
                         changes.letter_made(&letter.connection);
@@ -716,9 +738,8 @@ impl SledStore {
         settle: impl Fn(Option<&mut ContactEntry>, &DeadLetter) -> TxResult<(QueueChange, T)>,
     ) -> Result<T, StoreError> {
         self.write(|| {
-            (&self.contacts, &self.sync, &self.ready, &self.dead_letters)
-                .transaction(|(contacts, sync, ready, dead_letters)| {
-                    let entries = Entries { contacts, sync };
+            (&self.contacts, &self.ready, &self.dead_letters)
+                .transaction(|(contacts, ready, dead_letters)| {
                     let Some(letter): Option<DeadLetter> = get(dead_letters, letter_id.as_bytes())?
                     else {
                         return abort(StoreError::UnknownDeadLetter(letter_id.to_string()));
@@ -727,20 +748,20 @@ impl SledStore {
                     let mut changes = Changes::default();
                     changes.letter_removed(&letter.connection);
                     let id = letter.contact_id.as_bytes();
-                    let loaded = match entries.load(id) {
+                    let entry = match get::<ContactEntry>(contacts, id) {
                         Err(ConflictableTransactionError::Abort(StoreError::Corrupt {
                             ..
                         })) if past_unreadable => None,
                         other => other?,
                     };
-                    let Some((mut entry, stored)) = loaded else {
+                    let Some(mut entry) = entry else {
                         return settle(None, &letter).map(|(_, result)| (result, changes));
                     };
-                    let before = Tally::of(&entry.sync);
+                    let before = Tally::of(&entry);
                     let (change, result) = settle(Some(&mut entry), &letter)?;
                     apply(&mut entry, ready, change, seq)?;
-                    entries.save(id, &entry, Some(&stored))?;
-                    changes.contact(Some(before), &entry.sync);
+                    contacts.insert(id, encode(&entry))?;
+                    changes.contact(Some(before), &entry);
                     Ok((result, changes))
                 })
                 .map_err(from_tx)
@@ -780,8 +801,8 @@ impl SledStore {
         /// Records counted between two commits, so that counting holds little in memory.
         const CHUNK: usize = 4096;
         let mut changes = Changes::default();
-        for (n, state) in self.work_in_progress().enumerate() {
-            changes.contact(None, &state?.1);
+        for (n, entry) in self.readable_contacts().enumerate() {
+            changes.contact(None, &entry?);
             if n % CHUNK == CHUNK - 1 {
                 self.counters.commit(std::mem::take(&mut changes));
             }
@@ -800,16 +821,13 @@ impl SledStore {
         Ok(())
     }
 
-    /// The sync state of every contact whose edits are not finished, by contact id: the
-    /// `sync` tree, whose size is the work in progress. An unreadable record is logged and
-    /// skipped, so that one bad record stops no scan (claiming it makes it a dead letter).
-    fn work_in_progress(
-        &self,
-    ) -> impl Iterator<Item = Result<(String, SyncState), StoreError>> + '_ {
-        self.sync.iter().filter_map(|item| match item {
+    /// Every contact whose record can be read. An unreadable one is logged and skipped, so
+    /// that one bad record stops no scan (claiming it makes it a dead letter).
+    fn readable_contacts(&self) -> impl Iterator<Item = Result<ContactEntry, StoreError>> + '_ {
+        self.contacts.iter().filter_map(|item| match item {
             Err(error) => Some(Err(error.into())),
             Ok((key, bytes)) => match decode(&key, &bytes) {
-                Ok(state) => Some(Ok((String::from_utf8_lossy(&key).into_owned(), state))),
+                Ok(entry) => Some(Ok(entry)),
                 Err(error) => {
                     tracing::error!(%error, "skipping an unreadable record");
                     None
@@ -969,16 +987,18 @@ impl SledStore {
         change: impl Fn(&mut ContactEntry) -> TxResult<(QueueChange, T)>,
     ) -> Result<T, StoreError> {
         self.write(|| {
-            (&self.contacts, &self.sync, &self.ready)
-                .transaction(|(contacts, sync, ready)| {
-                    let entries = Entries { contacts, sync };
-                    let (mut entry, stored) = entries.load_known(id)?;
-                    let before = Tally::of(&entry.sync);
+            (&self.contacts, &self.ready)
+                .transaction(|(contacts, ready)| {
+                    let Some(mut entry): Option<ContactEntry> = get(contacts, id.as_bytes())?
+                    else {
+                        return abort(StoreError::UnknownContact(id.to_string()));
+                    };
+                    let before = Tally::of(&entry);
                     let (queue_change, result) = change(&mut entry)?;
                     apply(&mut entry, ready, queue_change, seq)?;
-                    entries.save(id.as_bytes(), &entry, Some(&stored))?;
+                    contacts.insert(id.as_bytes(), encode(&entry))?;
                     let mut changes = Changes::default();
-                    changes.contact(Some(before), &entry.sync);
+                    changes.contact(Some(before), &entry);
                     Ok((result, changes))
                 })
                 .map_err(from_tx)
@@ -995,15 +1015,14 @@ impl BatchSink for SledStore {
         let seqs: Vec<u64> = batch.iter().map(|_| self.next_seq()).collect();
         let now = self.now();
         self.write(|| {
-            (&self.contacts, &self.sync, &self.ready)
-                .transaction(|(contacts, sync, ready)| {
-                    let entries = Entries { contacts, sync };
+            (&self.contacts, &self.ready)
+                .transaction(|(contacts, ready)| {
                     let mut outcomes = Vec::with_capacity(batch.len());
                     let mut changes = Changes::default();
                     for (edit, &seq) in batch.iter().zip(&seqs) {
                         let id = edit.id.as_bytes();
-                        let (mut entry, stored) = match entries.load(id) {
-                            Ok(Some(loaded)) => loaded,
+                        let mut entry = match get::<ContactEntry>(contacts, id) {
+                            Ok(Some(entry)) => entry,
                             Ok(None) => {
                                 outcomes.push(Err(StoreError::UnknownContact(edit.id.clone())));
                                 continue;
@@ -1014,13 +1033,13 @@ impl BatchSink for SledStore {
                             }
                             Err(other) => return Err(other),
                         };
-                        let before = Tally::of(&entry.sync);
+                        let before = Tally::of(&entry);
                         let change =
                             rules::accept(&mut entry, &edit.patch, &edit.connection, seq, now);
                         let queued = change != QueueChange::Leave;
                         apply(&mut entry, ready, change, seq)?;
-                        entries.save(id, &entry, Some(&stored))?;
-                        changes.contact(Some(before), &entry.sync);
+                        contacts.insert(id, encode(&entry))?;
+                        changes.contact(Some(before), &entry);
                         outcomes.push(Ok(Accepted {
                             contact: entry.contact,
                             queued,
@@ -1204,16 +1223,10 @@ fn migrate(db: &sled::Db, meta: &sled::Tree) -> Result<(), StoreError> {
         reencode::<ContactEntry>(&db.open_tree("contacts")?)?;
         reencode::<DeadLetter>(&db.open_tree("dead_letters")?)?;
         reencode::<Customer>(&db.open_tree("customers")?)?;
-        meta.insert("schema_version", "3")?;
-        db.flush()?;
-        tracing::info!("store migrated to schema 3 (records in postcard)");
-    }
-    if version == b"1" || version == b"2" || version == b"3" {
-        split_entries(&db.open_tree("contacts")?, &db.open_tree("sync")?)?;
         meta.insert("schema_version", SCHEMA_VERSION)?;
         db.flush()?;
         tracing::info!(
-            "store migrated to schema 4 (sync state apart from each contact's document); `unisync store compact` returns the space the old records held"
+            "store migrated to schema 3 (records in postcard); `unisync store compact` returns the space the JSON records held"
         );
         return Ok(());
     }
@@ -1231,7 +1244,7 @@ fn reencode<T: Serialize + DeserializeOwned>(tree: &sled::Tree) -> Result<(), St
     let mut reencoded = 0u64;
     for item in tree.iter() {
         let (key, bytes) = item?;
-        if records::is_postcard(&bytes) {
+        if bytes.first() == Some(&POSTCARD) {
             continue;
         }
         match decode_json::<T>(&key, &bytes) {
@@ -1243,60 +1256,6 @@ fn reencode<T: Serialize + DeserializeOwned>(tree: &sled::Tree) -> Result<(), St
         }
     }
     tracing::info!(tree = %String::from_utf8_lossy(&tree.name()), reencoded, "records re-encoded");
-    Ok(())
-}
-
-/// Schema 3 → 4: each contact's entry becomes its document and, while its edits have work
-/// left, its sync record; what finished edits no longer need is forgotten on the way, as the
-/// rules do after every change. A chunk of contacts at a time (read, then written in one
-/// transaction: no transaction runs on a tree while it is iterated). Split records are
-/// skipped, so an interrupted migration runs again.
-fn split_entries(contacts: &sled::Tree, sync: &sled::Tree) -> Result<(), StoreError> {
-    const CHUNK: usize = 1024;
-    let mut split = 0u64;
-    let mut after: Option<sled::IVec> = None;
-    loop {
-        let records = match &after {
-            None => contacts.iter(),
-            Some(last) => contacts.range((
-                std::ops::Bound::Excluded(last.clone()),
-                std::ops::Bound::Unbounded,
-            )),
-        };
-        let mut chunk = Vec::with_capacity(CHUNK);
-        let mut read = 0;
-        for item in records.take(CHUNK) {
-            let (key, bytes) = item?;
-            read += 1;
-            after = Some(key.clone());
-            if !records::is_postcard(&bytes) {
-                continue;
-            }
-            match decode::<ContactEntry>(&key, &bytes) {
-                Ok(mut entry) => {
-                    rules::derive(&mut entry);
-                    chunk.push((key, entry));
-                }
-                Err(error) => {
-                    tracing::error!(%error, "migration leaves an unreadable record as it is")
-                }
-            }
-        }
-        (contacts, sync)
-            .transaction(|(contacts, sync)| {
-                let entries = Entries { contacts, sync };
-                for (key, entry) in &chunk {
-                    entries.save(key, entry, None)?;
-                }
-                Ok(())
-            })
-            .map_err(from_tx)?;
-        split += chunk.len() as u64;
-        if read < CHUNK {
-            break;
-        }
-    }
-    tracing::info!(split, "contacts split into document and sync state");
     Ok(())
 }
 
@@ -1366,61 +1325,6 @@ fn get<T: DeserializeOwned>(tree: &TransactionalTree, key: &[u8]) -> TxResult<Op
             Ok(value) => Ok(Some(value)),
             Err(error) => abort(error),
         },
-    }
-}
-
-/// A contact's records as a transaction read them, so that only what changed is written back.
-struct Stored {
-    document: sled::IVec,
-    sync: Option<sled::IVec>,
-}
-
-/// The two trees a contact's entry is kept in, inside a transaction (see [`records`]).
-struct Entries<'a> {
-    contacts: &'a TransactionalTree,
-    sync: &'a TransactionalTree,
-}
-
-impl Entries<'_> {
-    fn load(&self, id: &[u8]) -> TxResult<Option<(ContactEntry, Stored)>> {
-        let Some(document) = self.contacts.get(id)? else {
-            return Ok(None);
-        };
-        let sync = self.sync.get(id)?;
-        match records::join(id, &document, sync.as_deref()) {
-            Ok(entry) => Ok(Some((entry, Stored { document, sync }))),
-            Err(error) => abort(error),
-        }
-    }
-
-    /// [`Entries::load`], refusing an unknown contact.
-    fn load_known(&self, id: &str) -> TxResult<(ContactEntry, Stored)> {
-        match self.load(id.as_bytes())? {
-            Some(loaded) => Ok(loaded),
-            None => abort(StoreError::UnknownContact(id.to_string())),
-        }
-    }
-
-    /// Writes `entry` back: its document where it changed, its sync record where it changed
-    /// (removed once the state is at rest). `stored` is what was read (`None`: nothing, or
-    /// records being replaced).
-    fn save(&self, id: &[u8], entry: &ContactEntry, stored: Option<&Stored>) -> TxResult<()> {
-        let document = records::encode_document(entry);
-        if stored.is_none_or(|stored| stored.document.as_ref() != document.as_slice()) {
-            self.contacts.insert(id, document)?;
-        }
-        let old_sync = stored.and_then(|stored| stored.sync.as_ref());
-        if records::at_rest(&entry.sync) {
-            if old_sync.is_some() || stored.is_none() {
-                self.sync.remove(id)?;
-            }
-        } else {
-            let sync = encode(&entry.sync);
-            if old_sync.is_none_or(|old| old.as_ref() != sync.as_slice()) {
-                self.sync.insert(id, sync)?;
-            }
-        }
-        Ok(())
     }
 }
 

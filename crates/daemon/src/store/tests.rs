@@ -989,7 +989,7 @@ async fn a_schema_1_store_is_migrated_to_a_source_index_per_connection() {
         store.flush().await.unwrap();
     }
     let store = open_at(&path, now_ms()).await;
-    assert_eq!(store.meta("schema_version").unwrap().as_deref(), Some("4"));
+    assert_eq!(store.meta("schema_version").unwrap().as_deref(), Some("3"));
     for (connection, source_id, id) in [
         ("hs_b", "1", "edited"),
         ("hs_a", "2", "configured"),
@@ -1906,7 +1906,6 @@ async fn a_schema_2_store_of_json_records_is_re_encoded_at_open() {
         sled.contacts
             .insert("c1", serde_json::to_vec(&entry).unwrap())
             .unwrap();
-        sled.sync.clear().unwrap();
         sled.meta.insert("schema_version", "2").unwrap();
         sled.dead_letters
             .insert(&letter.id, serde_json::to_vec(&letter).unwrap())
@@ -1918,7 +1917,7 @@ async fn a_schema_2_store_of_json_records_is_re_encoded_at_open() {
         (entry, letter, customer)
     };
     let store = open_at(&path, now_ms()).await;
-    assert_eq!(store.meta("schema_version").unwrap().as_deref(), Some("4"));
+    assert_eq!(store.meta("schema_version").unwrap().as_deref(), Some("3"));
     assert_eq!(store.contact("c1").await.unwrap().unwrap(), entry);
     assert_eq!(
         store.dead_letter_by_id(&letter.id).await.unwrap().unwrap(),
@@ -1929,115 +1928,6 @@ async fn a_schema_2_store_of_json_records_is_re_encoded_at_open() {
         store.counts(store.now()).await.unwrap()["crm"].dead_letters,
         1
     );
-}
-
-#[tokio::test]
-async fn a_schema_3_store_is_split_into_documents_and_sync_records_at_open() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db");
-    let (busy, done) = {
-        let store = open_at(&path, now_ms()).await;
-        for id in ["busy", "done"] {
-            register(&store, id).await;
-            store
-                .accept(id, &edit(&[(ContactField::City, Some("Faro"))]), "crm")
-                .await
-                .unwrap();
-        }
-        let claimed = store.claim("crm", store.now(), 1).await.unwrap();
-        assert_eq!(claimed[0].contact_id, "busy");
-        store
-            .complete("busy", &ConfirmedContact::default(), None)
-            .await
-            .unwrap();
-        store
-            .accept("busy", &edit(&[(ContactField::Zip, Some("8000"))]), "crm")
-            .await
-            .unwrap();
-        let claimed = store.claim("crm", store.now(), 1).await.unwrap();
-        assert_eq!(claimed[0].contact_id, "done");
-        store
-            .complete("done", &ConfirmedContact::default(), None)
-            .await
-            .unwrap();
-        let busy = store.contact("busy").await.unwrap().unwrap();
-        let done = store.contact("done").await.unwrap().unwrap();
-        // As schema 3 kept them: each whole entry in one record, finished ones with the
-        // sequences of their last edits.
-        let sled = store.sled();
-        let mut old_done = done.clone();
-        old_done.sync.accepted_seqs.insert(ContactField::City, 7);
-        for (id, entry) in [("busy", &busy), ("done", &old_done)] {
-            sled.contacts
-                .insert(id, sled::records::encode(entry))
-                .unwrap();
-        }
-        sled.sync.clear().unwrap();
-        sled.meta.insert("schema_version", "3").unwrap();
-        store.flush().await.unwrap();
-        (busy, done)
-    };
-    let store = open_at(&path, now_ms()).await;
-    assert_eq!(store.meta("schema_version").unwrap().as_deref(), Some("4"));
-    assert_eq!(store.contact("busy").await.unwrap().unwrap(), busy);
-    assert_eq!(
-        store.contact("done").await.unwrap().unwrap(),
-        done,
-        "finished: its old sequences are forgotten"
-    );
-    let sled = store.sled();
-    assert!(sled.sync.get("busy").unwrap().is_some());
-    assert!(
-        sled.sync.get("done").unwrap().is_none(),
-        "finished: no sync record"
-    );
-    assert_eq!(store.counts(store.now()).await.unwrap()["crm"].ready, 1);
-    let claimed = store.claim("crm", store.now(), 10).await.unwrap();
-    assert_eq!(claimed.len(), 1);
-    assert_eq!(claimed[0].patch, edit(&[(ContactField::Zip, Some("8000"))]));
-}
-
-#[tokio::test]
-async fn a_claim_rewrites_only_the_sync_record_and_a_finished_contact_keeps_none() {
-    let (_dir, store) = open();
-    register(&store, "c1").await;
-    let sled = store.sled();
-    assert!(sled.sync.get("c1").unwrap().is_none(), "nothing to do yet");
-    store
-        .accept("c1", &edit(&[(ContactField::City, Some("Faro"))]), "crm")
-        .await
-        .unwrap();
-    assert!(sled.sync.get("c1").unwrap().is_some());
-    let mut documents = sled.contacts.watch_prefix("c1");
-
-    store.claim("crm", store.now(), 1).await.unwrap();
-    let confirmed = ConfirmedContact {
-        values: [(ContactField::City, Some("FARO".to_string()))].into(),
-        ..ConfirmedContact::default()
-    };
-    store.complete("c1", &confirmed, None).await.unwrap();
-
-    // Events come in order: had the claim written the document, its write would come first.
-    let first = documents
-        .next()
-        .expect("the completion writes the document");
-    let ::sled::Event::Insert { value, .. } = first else {
-        panic!("the document was removed");
-    };
-    let entry = sled::records::join(b"c1", &value, None).unwrap();
-    assert_eq!(
-        entry.contact.city.as_deref(),
-        Some("FARO"),
-        "the completion's write"
-    );
-    assert!(
-        sled.sync.get("c1").unwrap().is_none(),
-        "finished: no sync record"
-    );
-    let entry = store.contact("c1").await.unwrap().unwrap();
-    assert!(entry.sync.is_finished());
-    assert_eq!(entry.sync.connection.as_deref(), Some("crm"));
-    assert!(entry.sync.last_confirmed_at.is_some());
 }
 
 #[tokio::test]
