@@ -25,7 +25,7 @@ async fn readiness(daemon: &Daemon) -> (u16, Value) {
 }
 
 /// Waits until the contact's push is in flight (claimed and sent to the CRM).
-async fn wait_in_flight(daemon: &Daemon, id: &str) {
+pub async fn wait_in_flight(daemon: &Daemon, id: &str) {
     wait_for(&format!("a push of {id} in flight"), || async {
         (daemon.sync_state(id).await["state"] == "in_flight").then_some(())
     })
@@ -34,14 +34,14 @@ async fn wait_in_flight(daemon: &Daemon, id: &str) {
 
 /// Lands one edit first, so that the connection has its credentials and the next request
 /// the CRM sees is the write under test (one write in the CRM's count).
-async fn warm_up<C: Crm>(world: &World<C>, daemon: &Daemon) {
+pub async fn warm_up<C: Crm>(world: &World<C>, daemon: &Daemon) {
     rename(daemon, CONTACT, "Warm").await;
     daemon.wait_synced(CONTACT).await;
     assert_eq!(world.crm.writes().written, 1);
 }
 
 /// Waits until the CRM has taken `writes` contact writes, answered or not.
-async fn wait_writes<C: Crm>(crm: &C, writes: u64) {
+pub async fn wait_writes<C: Crm>(crm: &C, writes: u64) {
     wait_for(&format!("{writes} writes in the CRM"), || async {
         (crm.writes().written >= writes).then_some(())
     })

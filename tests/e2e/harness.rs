@@ -257,8 +257,13 @@ recovery_grace_ms = 500
 
     /// Starts `unisync serve` with its log (stderr) written to `log`.
     pub fn serve_logging_to(&self, log: &std::path::Path) -> Daemon {
+        self.serve_with_logging_to(&[], log)
+    }
+
+    /// Starts `unisync serve ARGS...` with its log (stderr) written to `log`.
+    pub fn serve_with_logging_to(&self, args: &[&str], log: &std::path::Path) -> Daemon {
         let file = std::fs::File::create(log).expect("create the log file");
-        self.spawn_serve(&[], Stdio::from(file))
+        self.spawn_serve(args, Stdio::from(file))
     }
 
     fn spawn_serve(&self, args: &[&str], stderr: Stdio) -> Daemon {
@@ -401,6 +406,40 @@ impl Daemon {
             async move { status }
         })
         .await
+    }
+
+    /// Sends SIGHUP, as `systemctl reload` does: the daemon reads its config file again.
+    pub fn hang_up(&self) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("a pid");
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0, "kill -HUP");
+    }
+
+    /// Sends SIGHUP and waits (bounded) until the daemon has applied (`true`) or refused
+    /// (`false`) the config: `/metrics` counts one more reload of that result.
+    pub async fn reload(&self, applied: bool) {
+        let result = if applied { "applied" } else { "refused" };
+        let before = self.reloads(result).await;
+        self.hang_up();
+        self.wait_reloads(result, before + 1).await;
+    }
+
+    /// Waits (bounded) until `/metrics` counts `count` reloads with `result`.
+    pub async fn wait_reloads(&self, result: &str, count: u64) {
+        wait_for(&format!("{count} reloads {result}"), || async {
+            (self.reloads(result).await >= count).then_some(())
+        })
+        .await;
+    }
+
+    /// Reloads with `result` (`applied`, `refused`) since start, from `/metrics`.
+    pub async fn reloads(&self, result: &str) -> u64 {
+        let metrics = self.metrics().await;
+        let series = format!("unisync_config_reloads_total{{result=\"{result}\"}} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&series))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in /metrics: {metrics}"))
     }
 
     /// Stops the daemon with SIGTERM and waits for it to exit.

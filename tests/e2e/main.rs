@@ -62,6 +62,7 @@ mod hubspot;
 mod operator;
 mod portals;
 mod readme;
+mod reload;
 mod replay;
 mod salesforce;
 mod scale_out;

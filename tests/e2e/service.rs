@@ -1,4 +1,4 @@
-//! Running under systemd: readiness, watchdog pings and stopping, as `Type=notify` sees them.
+//! Running under systemd: readiness, watchdog pings, reloads and stopping, as `Type=notify` sees them.
 
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
@@ -7,41 +7,97 @@ use unisync_hubspot::sandbox::HubspotSandbox;
 
 use crate::world::World;
 
-/// Reads notifications until one equals `expected`; panics after the socket's read timeout.
-fn wait_for_notification(socket: &UnixDatagram, expected: &str) {
-    let mut buffer = [0u8; 512];
+/// Reads notifications until one has the line `expected`; answers that notification's
+/// lines. Panics after the socket's read timeout.
+fn wait_for_notification(socket: &UnixDatagram, expected: &str) -> Vec<String> {
+    let mut buffer = [0u8; 4096];
     loop {
         let length = socket
             .recv(&mut buffer)
             .unwrap_or_else(|err| panic!("no `{expected}` notification: {err}"));
         let message = String::from_utf8_lossy(&buffer[..length]);
         if message.lines().any(|line| line == expected) {
-            return;
+            return message.lines().map(str::to_string).collect();
         }
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn systemd_hears_ready_watchdog_pings_and_stopping() {
-    let mut world = World::<HubspotSandbox>::new().await;
+/// A socket for the daemon's notifications, named to it by `NOTIFY_SOCKET`.
+fn notify_socket(world: &mut World<HubspotSandbox>) -> UnixDatagram {
     let socket_path = world.setup.scratch_path("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
     socket
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    world.setup.envs.extend([
-        (
-            "NOTIFY_SOCKET".to_string(),
-            socket_path.display().to_string(),
-        ),
-        ("WATCHDOG_USEC".to_string(), "200000".to_string()),
-    ]);
+    world.setup.envs.push((
+        "NOTIFY_SOCKET".to_string(),
+        socket_path.display().to_string(),
+    ));
+    socket
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_ready_watchdog_pings_and_stopping() {
+    let mut world = World::<HubspotSandbox>::new().await;
+    let socket = notify_socket(&mut world);
+    world
+        .setup
+        .envs
+        .push(("WATCHDOG_USEC".to_string(), "200000".to_string()));
     let mut daemon = world.setup.serve();
     wait_for_notification(&socket, "READY=1");
     wait_for_notification(&socket, "WATCHDOG=1");
     wait_for_notification(&socket, "WATCHDOG=1");
     daemon.stop();
     wait_for_notification(&socket, "STOPPING=1");
+}
+
+/// `Type=notify` reloads: systemd hears `RELOADING=1` with the monotonic time it requires
+/// (systemd 253 and later), then `READY=1` with the outcome as the service's status, which
+/// `systemctl status` shows: a refused config says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_each_reload_begin_and_end_with_its_outcome() {
+    let mut world = World::<HubspotSandbox>::new().await;
+    let socket = notify_socket(&mut world);
+    let daemon = world.setup.serve();
+    wait_for_notification(&socket, "READY=1");
+
+    daemon.hang_up();
+    let reloading = wait_for_notification(&socket, "RELOADING=1");
+    let usec = reloading
+        .iter()
+        .find_map(|line| line.strip_prefix("MONOTONIC_USEC="))
+        .unwrap_or_else(|| panic!("no MONOTONIC_USEC with RELOADING=1: {reloading:?}"));
+    assert!(usec.parse::<u64>().is_ok_and(|usec| usec > 0), "{usec}");
+    let ready = wait_for_notification(&socket, "READY=1");
+    assert!(
+        ready
+            .iter()
+            .any(|line| line.starts_with("STATUS=config reloaded at ")),
+        "{ready:?}"
+    );
+
+    let config = std::fs::read_to_string(&world.setup.config).unwrap();
+    std::fs::write(
+        &world.setup.config,
+        format!(
+            "{config}
+[dispatch]
+"
+        ),
+    )
+    .unwrap();
+    daemon.hang_up();
+    wait_for_notification(&socket, "RELOADING=1");
+    let ready = wait_for_notification(&socket, "READY=1");
+    let status = ready
+        .iter()
+        .find_map(|line| line.strip_prefix("STATUS="))
+        .unwrap_or_else(|| panic!("no STATUS with READY=1: {ready:?}"));
+    assert!(
+        status.starts_with("config reload refused at ") && status.contains("TOML parse error"),
+        "{status}"
+    );
 }
 
 /// The store holds every contact's values and rotated OAuth tokens, `daemon.addr` tells the
@@ -130,6 +186,18 @@ fn unit_exec_start(binary: &str, config: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
+/// The example unit's `ExecReload`, for the service's main process `pid`.
+fn unit_exec_reload(pid: u32) -> Vec<String> {
+    let unit = include_str!("../../config/unisync.service");
+    let line = unit
+        .lines()
+        .find_map(|line| line.strip_prefix("ExecReload="))
+        .expect("the unit has an ExecReload");
+    line.split_whitespace()
+        .map(|word| word.replace("$MAINPID", &pid.to_string()))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_unit_runs_unisync_inside_its_sandbox() {
     // Mount namespaces and changing user need root; CI runs as root.
@@ -167,6 +235,22 @@ async fn the_example_unit_runs_unisync_inside_its_sandbox() {
     crate::world::rename(&daemon, crate::world::CONTACT, "Sandboxed").await;
     daemon.wait_synced(crate::world::CONTACT).await;
     assert_eq!(world.crm_value("first_name").as_deref(), Some("Sandboxed"));
+    // `systemctl reload` runs the unit's ExecReload as the service's user, with no
+    // capability: enough to signal its own process.
+    let reload = unit_exec_reload(daemon.pid());
+    let status = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--no-new-privs",
+        ])
+        .args(["--bounding-set=-all", "--inh-caps=-all", "--"])
+        .args(&reload)
+        .status()
+        .unwrap();
+    assert!(status.success(), "{reload:?}");
+    daemon.wait_reloads("applied", 1).await;
     let store = scratch.join("data");
     let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&store).unwrap());
     assert_eq!(owner, 65534, "the store is the service user's");

@@ -41,7 +41,7 @@ pub struct ConfigError {
 ///
 /// Secrets are never in the table: a secret `KEY` is given as `KEY_env` (the name of an
 /// environment variable) or `KEY_file` (a file whose trimmed content is the secret).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ConnectionConfig {
     /// The connection's name (`NAME` of `[connections.NAME]`).
     pub name: String,
@@ -229,6 +229,23 @@ impl ConnectionConfig {
         Ok(Some(Secret::new(value)))
     }
 
+    /// Every secret the connection names (inline, or by a `KEY_env` / `KEY_file` key), as
+    /// read now, by `KEY`: a daemon that reloads its config compares them with those its
+    /// adapter was built from, since a rotated secret leaves the table as it was.
+    pub fn secrets(&self) -> Result<BTreeMap<String, Secret>, ConfigError> {
+        let named = self.settings.keys().filter_map(|key| {
+            key.strip_suffix("_env")
+                .or_else(|| key.strip_suffix("_file"))
+        });
+        let mut secrets = BTreeMap::new();
+        for key in self.inline_secrets.keys().map(String::as_str).chain(named) {
+            if let Some(secret) = self.secret(key)? {
+                secrets.insert(key.to_string(), secret);
+            }
+        }
+        Ok(secrets)
+    }
+
     /// The secret `key` (see [`ConnectionConfig::secret`]); an error naming `KEY_env` without one.
     pub fn require_secret(&self, key: &str) -> Result<Secret, ConfigError> {
         self.secret(key)?
@@ -271,6 +288,38 @@ mod tests {
                 .contains("not set")
         );
         assert!(config(json!({})).require_secret("access_token").is_err());
+    }
+
+    #[test]
+    fn secrets_are_read_anew_from_every_source_the_table_names() {
+        let file =
+            std::env::temp_dir().join(format!("unisync-core-secrets-{}", std::process::id()));
+        std::fs::write(&file, "first\n").unwrap();
+        let c = config(json!({
+            "base_url": "x",
+            "client_secret_file": file.to_str().unwrap(),
+        }))
+        .with_inline_secrets([("access_token", "inline")]);
+        let read = |c: &ConnectionConfig| -> Vec<(String, String)> {
+            let secrets = c.secrets().unwrap();
+            secrets
+                .into_iter()
+                .map(|(key, secret)| (key, secret.expose().to_string()))
+                .collect()
+        };
+        let first = read(&c);
+        assert_eq!(
+            first,
+            [
+                ("access_token".to_string(), "inline".to_string()),
+                ("client_secret".to_string(), "first".to_string()),
+            ]
+        );
+        std::fs::write(&file, "rotated\n").unwrap();
+        assert_eq!(read(&c)[1].1, "rotated", "read at each call");
+        std::fs::remove_file(&file).unwrap();
+        let error = c.secrets().unwrap_err();
+        assert_eq!(error.key, "client_secret_file", "{error}");
     }
 }
 

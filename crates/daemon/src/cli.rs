@@ -264,16 +264,14 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
     }
     let config = Config::load(&config_path).map_err(|e| Failure::usage(e.to_string()))?;
     match cli.command {
-        Command::Serve { sandbox } => {
-            serve::serve(config, sandbox)
-                .await
-                .map(|()| 0)
-                .map_err(|error| match error {
-                    serve::ServeError::Start(message) => Failure::usage(message),
-                    serve::ServeError::Unavailable(message) => Failure::runtime(message),
-                    serve::ServeError::StoreFailed(message) => Failure::runtime(message),
-                })
-        }
+        Command::Serve { sandbox } => serve::serve(&config_path, config, sandbox)
+            .await
+            .map(|()| 0)
+            .map_err(|error| match error {
+                serve::ServeError::Start(message) => Failure::usage(message),
+                serve::ServeError::Unavailable(message) => Failure::runtime(message),
+                serve::ServeError::StoreFailed(message) => Failure::runtime(message),
+            }),
         Command::Config(ConfigCommand::Check) => config_check(&config).await,
         Command::Store(StoreCommand::Compact) => compact_command(&config).await,
         Command::Backfill {

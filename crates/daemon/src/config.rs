@@ -154,7 +154,7 @@ pub enum StorageEngine {
 }
 
 /// Defaults for every connection's dispatcher; a connection table may override each key.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DispatchConfig {
     /// Attempts per edit before a retryable failure becomes a dead letter.
@@ -301,7 +301,7 @@ impl Default for DispatchConfig {
 }
 
 /// One connection as the daemon sees it: its dispatch settings and the provider's own table.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ConnectionSettings {
     pub name: String,
     pub system: String,

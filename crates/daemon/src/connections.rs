@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
-use unisync_core::{ApiUsage, CredentialStore, SourceAdapter, UnifiedContact};
+use unisync_core::{ApiUsage, CredentialStore, Secret, SourceAdapter, UnifiedContact};
 
 use crate::config::ConnectionSettings;
 use crate::providers;
@@ -114,12 +114,17 @@ pub struct Connection {
     /// token), when it was built from config: [`Connection::renew_adapter`] builds it again
     /// from them.
     credentials: Option<Arc<dyn CredentialStore>>,
+    /// The secrets the adapter was built from, as read just before (`None`: unreadable), so
+    /// that a reload knows a rotated one (see [`Connections::rebuild`]).
+    secrets: Option<BTreeMap<String, Secret>>,
     /// Rung when an edit joins the connection's queue.
     pub wake: Notify,
     /// Rung when the connection's pause begins or ends: a leader on a shared store reports
     /// it then (see `dispatcher::leadership`).
     pub pause_changed: Notify,
-    pub metrics: ConnectionMetrics,
+    /// Shared with the connection that takes this one's place at a reload, so that its
+    /// counters go on rather than fall back to zero.
+    pub metrics: Arc<ConnectionMetrics>,
     pause: Mutex<Option<Pause>>,
     /// The budget reading the reserve last paused the connection on.
     reserve_paused_on: Mutex<Option<ApiUsage>>,
@@ -131,9 +136,10 @@ impl Connection {
             settings,
             adapter: RwLock::new(adapter),
             credentials: None,
+            secrets: None,
             wake: Notify::new(),
             pause_changed: Notify::new(),
-            metrics: ConnectionMetrics::default(),
+            metrics: Arc::default(),
             pause: Mutex::new(None),
             reserve_paused_on: Mutex::new(None),
         }
@@ -294,8 +300,23 @@ impl Connection {
 }
 
 /// Every configured connection, by name.
+#[derive(Default)]
 pub struct Connections {
     by_name: BTreeMap<String, Arc<Connection>>,
+}
+
+/// The connections a reload adds, changes (builds afresh) and removes, by name.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ConnectionChanges {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+impl ConnectionChanges {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
 }
 
 /// Keeps an adapter's changing credentials in the store's `meta` tree, scoped to its connection.
@@ -322,8 +343,30 @@ impl CredentialStore for StoreCredentials {
 impl Connections {
     /// Builds every connection's adapter through its provider's factory.
     pub fn build(settings: Vec<ConnectionSettings>, store: &Store) -> Result<Connections, String> {
+        Connections::default().rebuild(settings, store)
+    }
+
+    /// The connections of `settings`, taking over from these (a reload): a connection whose
+    /// settings and secrets are those it runs with is kept as it is, its adapter (with its
+    /// access token and pacing), pause and figures going on; any other is built afresh, as
+    /// at a start, and only its figures go on. Nothing of `self` changes.
+    pub fn rebuild(
+        &self,
+        settings: Vec<ConnectionSettings>,
+        store: &Store,
+    ) -> Result<Connections, String> {
         let mut by_name = BTreeMap::new();
         for connection in settings {
+            // Read before the adapter is built: a secret rotated meanwhile differs at the
+            // next reload rather than being taken for the one the adapter holds.
+            let secrets = connection.provider.secrets().ok();
+            let current = self.get(&connection.name);
+            if let Some(current) = current.filter(|current| {
+                current.settings == connection && secrets.is_some() && current.secrets == secrets
+            }) {
+                by_name.insert(connection.name, current.clone());
+                continue;
+            }
             let credentials: Arc<dyn CredentialStore> = Arc::new(StoreCredentials {
                 store: store.clone(),
                 connection: connection.name.clone(),
@@ -331,9 +374,33 @@ impl Connections {
             let adapter = build_adapter(&connection, credentials.clone())?;
             let mut built = Connection::new(connection, adapter);
             built.credentials = Some(credentials);
+            built.secrets = secrets;
+            if let Some(current) = current {
+                built.metrics = current.metrics.clone();
+            }
             by_name.insert(built.settings.name.clone(), Arc::new(built));
         }
         Ok(Connections { by_name })
+    }
+
+    /// What differs from `before`: connections it did not have, connections built afresh,
+    /// and connections it had that these do not.
+    pub fn changes_from(&self, before: &Connections) -> ConnectionChanges {
+        let mut changes = ConnectionChanges::default();
+        for (name, connection) in &self.by_name {
+            match before.get(name) {
+                None => changes.added.push(name.clone()),
+                Some(old) if !Arc::ptr_eq(old, connection) => changes.changed.push(name.clone()),
+                Some(_) => {}
+            }
+        }
+        changes.removed = before
+            .by_name
+            .keys()
+            .filter(|name| !self.by_name.contains_key(*name))
+            .cloned()
+            .collect();
+        changes
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<Connection>> {

@@ -219,7 +219,7 @@ impl Term {
                 }
                 // The CRM refused the connection as a whole and the wait is over: one small
                 // batch alone finds out whether it takes the connection again.
-                probe(store, connection, pushes, concurrency).await;
+                self.probe(store, connection).await;
                 continue;
             }
             if let Some((wait, usage)) = connection.reserve_pause() {
@@ -300,6 +300,60 @@ impl Term {
             self.spawn(permit, async move {
                 push_supervised(&store, &connection, claimed, claimed_at).await;
             });
+        }
+    }
+
+    /// Sends one probe batch while nothing else of the connection is in flight, and ends the
+    /// pause if the CRM took the request (whatever it said about the edit in it). The probe
+    /// is a push of the term like any other, holding every slot: a stop or a hand-off waits
+    /// for it to be reconciled; the term goes on once it is.
+    async fn probe(&self, store: &Store, connection: &Arc<Connection>) {
+        let Some(probed) = connection.pause() else {
+            return;
+        };
+        let slots = self.concurrency as u32;
+        let all = self
+            .pushes
+            .clone()
+            .acquire_many_owned(slots)
+            .await
+            .expect("semaphore is never closed");
+        connection.adapter().wait_for_capacity().await;
+        let claimed_at = Instant::now();
+        match store.claim(connection.name(), now_ms(), PROBE_BATCH).await {
+            Ok(claimed) if claimed.is_empty() => {
+                drop(all);
+                // Nothing to probe with: the pause stands until an edit arrives.
+                tokio::time::timeout(IDLE_POLL, connection.wake.notified())
+                    .await
+                    .ok();
+            }
+            Ok(claimed) => {
+                tracing::info!(
+                    connection = connection.name(),
+                    reason = ?probed.reason,
+                    code = %probed.code,
+                    "probing whether the CRM takes the connection again"
+                );
+                let (store, connection) = (store.clone(), connection.clone());
+                self.spawn(all, async move {
+                    push_supervised(&store, &connection, claimed, claimed_at).await;
+                    connection.end_probed_pause(&probed);
+                    if connection.pause().is_none() {
+                        tracing::info!(
+                            connection = connection.name(),
+                            "the CRM takes the connection again; pushing resumes"
+                        );
+                    }
+                });
+                // Its answer decides what comes next: the slots come back once it is in.
+                let _done = self.pushes.acquire_many(slots).await;
+            }
+            Err(error) => {
+                drop(all);
+                tracing::error!(connection = connection.name(), %error, "claiming from the queue failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
         }
     }
 }
@@ -410,53 +464,6 @@ async fn linger_wait(
         .ok()?;
     let due = oldest? + linger;
     (ready < batch_size && due > now).then(|| Duration::from_millis(due - now))
-}
-
-/// Sends one probe batch while nothing else of the connection is in flight, and ends the
-/// pause if the CRM took the request (whatever it said about the edit in it).
-async fn probe(
-    store: &Store,
-    connection: &Arc<Connection>,
-    pushes: &Arc<Semaphore>,
-    concurrency: usize,
-) {
-    let Some(probed) = connection.pause() else {
-        return;
-    };
-    let _all = pushes
-        .acquire_many(concurrency as u32)
-        .await
-        .expect("semaphore is never closed");
-    connection.adapter().wait_for_capacity().await;
-    let claimed_at = Instant::now();
-    match store.claim(connection.name(), now_ms(), PROBE_BATCH).await {
-        Ok(claimed) if claimed.is_empty() => {
-            // Nothing to probe with: the pause stands until an edit arrives.
-            tokio::time::timeout(IDLE_POLL, connection.wake.notified())
-                .await
-                .ok();
-        }
-        Ok(claimed) => {
-            tracing::info!(
-                connection = connection.name(),
-                reason = ?probed.reason,
-                code = %probed.code,
-                "probing whether the CRM takes the connection again"
-            );
-            push_supervised(store, connection, claimed, claimed_at).await;
-            connection.end_probed_pause(&probed);
-            if connection.pause().is_none() {
-                tracing::info!(
-                    connection = connection.name(),
-                    "the CRM takes the connection again; pushing resumes"
-                );
-            }
-        }
-        Err(error) => {
-            tracing::error!(connection = connection.name(), %error, "claiming from the queue failed");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }
 }
 
 /// Pushes a claimed batch in a task of its own. If that task fails (a panic in an adapter or

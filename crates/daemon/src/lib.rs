@@ -16,6 +16,7 @@ mod metrics;
 mod ops;
 mod providers;
 mod pull;
+mod reload;
 mod render;
 mod retry_policy;
 mod serve;

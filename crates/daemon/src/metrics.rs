@@ -5,6 +5,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::connections::{ConnectionMetrics, Connections};
+use crate::reload::Reloads;
 use crate::store::{Store, StoreError, now_ms};
 
 /// Per-connection counters of what became of edits on their way: name, help, counter.
@@ -42,13 +43,20 @@ const EDIT_COUNTERS: [(&str, &str, Counter); 6] = [
     ),
 ];
 
-pub async fn render(store: &Store, connections: &Connections) -> Result<String, StoreError> {
+pub async fn render(
+    store: &Store,
+    connections: &Connections,
+    reloads: &Reloads,
+) -> Result<String, StoreError> {
     let counts = store.counts(now_ms()).await?;
     let mut out = String::new();
     let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, f64)>| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for (labels, value) in rows {
-            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+            let _ = match labels.is_empty() {
+                true => writeln!(out, "{name} {value}"),
+                false => writeln!(out, "{name}{{{labels}}} {value}"),
+            };
         }
     };
     let per_connection =
@@ -212,6 +220,21 @@ pub async fn render(store: &Store, connections: &Connections) -> Result<String, 
         "gauge",
         "The CRM's own count of API calls against its budget.",
         usage,
+    );
+    family(
+        "unisync_config_reloads_total",
+        "counter",
+        "Config reloads (SIGHUP) since start, by result: applied, or refused with the config in force kept.",
+        vec![
+            ("result=\"applied\"".into(), reloads.applied() as f64),
+            ("result=\"refused\"".into(), reloads.refused() as f64),
+        ],
+    );
+    family(
+        "unisync_config_last_reload_successful",
+        "gauge",
+        "1 when the last reload was applied (or none was asked since start), 0 when it was refused: the config file is not the one in force.",
+        vec![(String::new(), u8::from(reloads.last_applied()).into())],
     );
     Ok(out)
 }

@@ -35,6 +35,8 @@ struct ScriptedCrm {
     pressure: Mutex<f64>,
     /// When the daily budget resets.
     resets_in: Mutex<Option<Duration>>,
+    /// Pushes begun; `calls` counts those answered.
+    begun: AtomicU32,
     calls: AtomicU32,
     log: Mutex<Vec<Call>>,
     respond: Box<Respond>,
@@ -62,6 +64,7 @@ impl ScriptedCrm {
                 FieldRule::new(ContactField::FirstName, "first"),
                 FieldRule::new(ContactField::City, "city"),
             ]),
+            begun: AtomicU32::new(0),
             calls: AtomicU32::new(0),
             log: Mutex::new(Vec::new()),
             respond: Box::new(respond),
@@ -158,6 +161,7 @@ impl SourceAdapter for ScriptedCrm {
     }
 
     async fn push(&self, items: &[PushItem]) -> Vec<PushResult> {
+        self.begun.fetch_add(1, Ordering::SeqCst);
         let push_time = *self.push_time.lock().unwrap();
         tokio::time::sleep(push_time).await;
         let call = self.calls.fetch_add(1, Ordering::SeqCst);
@@ -391,6 +395,37 @@ async fn a_connection_the_crm_refuses_pauses_probes_with_one_edit_and_resumes_by
     wait_until("every edit landed", async || world.all_synced(6).await).await;
     assert!(world.connection.pause().is_none());
     assert!(world.store.dead_letters().await.unwrap().is_empty());
+}
+
+/// A stop (a shutdown, a reload, a hand-off) that comes while a probe is in flight waits for
+/// the probe's answer and reconciles it, as for any push: the probe's edit is not left in
+/// flight, to be pushed again after a grace.
+#[tokio::test]
+async fn a_stop_during_a_probe_waits_for_its_answer() {
+    let crm = ScriptedCrm::new(|call, item| match call {
+        0 => Err(AdapterError::misconfigured(
+            "MISSING_SCOPES",
+            "This app hasn't been granted all required scopes to make this call.",
+        )),
+        _ => landed(item),
+    });
+    *crm.push_time.lock().unwrap() = Duration::from_millis(300);
+    let world = World::new(crm, fast_dispatch());
+    world.edit("c1", "Ann").await;
+    wait_until("the probe is in flight", async || {
+        world.crm.begun.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    assert!(world.connection.pause().is_some(), "a probe, not a push");
+    let _ = world.stop.send(true);
+    wait_until("the dispatcher stopped", async || {
+        world.stop.receiver_count() == 0
+    })
+    .await;
+    let entry = world.store.contact("c1").await.unwrap().unwrap();
+    assert!(entry.sync.in_flight.is_none(), "reconciled before the stop");
+    assert!(world.synced("c1").await);
+    assert_eq!(world.crm.calls().len(), 2);
 }
 
 #[tokio::test]

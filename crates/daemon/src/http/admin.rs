@@ -22,7 +22,8 @@ use crate::ops::{
 use crate::store::{ReplayAttempt, StoreError};
 
 pub async fn status(State(state): State<Arc<AppState>>) -> Result<Json<StatusReport>, ApiError> {
-    let connections = || state.connections.iter();
+    let in_force = state.connections.get();
+    let connections = || in_force.iter();
     let names: Vec<String> = connections().map(|c| c.name().to_string()).collect();
     let in_flight = connections()
         .map(|c| {
@@ -98,14 +99,14 @@ pub async fn retry(
         letter_id: id,
         outcome: Ok(replay),
     }];
-    wake(&state.connections, &attempts);
+    wake(&state.connections.get(), &attempts);
     Ok(Json(ReplayReport::new(&attempts)))
 }
 
 pub async fn retry_all(State(state): State<Arc<AppState>>) -> Result<Json<ReplayReport>, ApiError> {
     let attempts = state.store.replay_all_dead_letters().await?;
     state.store.flush().await?;
-    wake(&state.connections, &attempts);
+    wake(&state.connections.get(), &attempts);
     Ok(Json(ReplayReport::new(&attempts)))
 }
 
@@ -124,7 +125,8 @@ pub async fn import_contacts(
     State(state): State<Arc<AppState>>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let importer = Importer::new(&state.store, Import::Contacts(&state.connections));
+    let connections = state.connections.get();
+    let importer = Importer::new(&state.store, Import::Contacts(&connections));
     import(&state, importer, body).await
 }
 
@@ -234,8 +236,8 @@ pub async fn pull_contacts(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
 ) -> Result<Json<crate::pull::PullReport>, ApiError> {
-    let connection = state
-        .connections
+    let connections = state.connections.get();
+    let connection = connections
         .get(&name)
         .ok_or_else(|| ApiError::not_found(format!("no connection named `{name}`")))?;
     let report = crate::pull::pull_contacts(&state.store, connection)

@@ -10,6 +10,7 @@ use subtle::ConstantTimeEq;
 use unisync_core::Secret;
 
 use super::error::ApiError;
+use super::state::Live;
 
 /// The bearer tokens the daemon accepts, by scope: API tokens reach the contact routes only,
 /// admin tokens the admin routes only (a client that may PUT contacts cannot import a
@@ -46,10 +47,11 @@ fn is_one_of(tokens: &[Secret], presented: &str) -> bool {
     })
 }
 
-/// Lets the request through when it bears a token of `scope`: 401 `unauthorized` without a
-/// known token, 403 `forbidden` with a token of the other scope.
+/// Lets the request through when it bears a token of `scope` (of the config in force: a
+/// reload replaces them): 401 `unauthorized` without a known token, 403 `forbidden` with a
+/// token of the other scope.
 pub async fn require_bearer(
-    State((tokens, scope)): State<(Arc<Tokens>, Scope)>,
+    State((tokens, scope)): State<(Arc<Live<Tokens>>, Scope)>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -67,6 +69,7 @@ pub async fn require_bearer(
         )
         .into_response();
     };
+    let tokens = tokens.get();
     let in_scope = is_one_of(tokens.of(scope), presented);
     let other_scope = match scope {
         Scope::Api => Scope::Admin,

@@ -64,7 +64,13 @@ pub async fn put_contact(
         )
     })?;
     let entry = load(&state.store, &id).await?;
-    let edit = check_edit(&state.store, &state.connections, &entry.contact, &body).await?;
+    let edit = check_edit(
+        &state.store,
+        &state.connections.get(),
+        &entry.contact,
+        &body,
+    )
+    .await?;
     let connection = edit.connection;
     let patch = edit.patch;
     let accepted = state
@@ -72,7 +78,7 @@ pub async fn put_contact(
         .accept_durable(&id, &patch, connection.name())
         .await?;
     if accepted.queued {
-        connection.wake.notify_one();
+        state.wake(connection.name());
     }
     Ok(Json(json!({"data": accepted.contact})).into_response())
 }

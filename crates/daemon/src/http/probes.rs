@@ -23,6 +23,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let mut stuck = false;
     let connections: serde_json::Map<String, Value> = state
         .connections
+        .get()
         .iter()
         .map(|connection| {
             let status = match connection.pause() {
@@ -70,7 +71,8 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 pub async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
-    match metrics::render(&state.store, &state.connections).await {
+    let connections = state.connections.get();
+    match metrics::render(&state.store, &connections, &state.reloads).await {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
         Err(error) => ApiError::from(error).into_response(),
     }

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use unisync_core::Secret;
 
 use super::auth::Tokens;
-use super::state::AppState;
+use super::state::{AppState, Live};
 use crate::config::Config;
 use crate::connections::Connections;
+use crate::reload::Reloads;
 use crate::store::Store;
 
 /// Serves the API on `store` over loopback, with one connection `crm` (a HubSpot one no
@@ -22,15 +23,16 @@ pub async fn serve_on_loopback(store: &Store) -> String {
     let mut settings = config.connections().unwrap();
     let provider = std::mem::take(&mut settings[0].provider);
     settings[0].provider = provider.with_inline_secrets([("access_token", "crm-token")]);
-    let connections = Arc::new(Connections::build(settings, store).unwrap());
+    let connections = Connections::build(settings, store).unwrap();
     let state = Arc::new(AppState {
         store: store.clone(),
-        connections,
-        tokens: Arc::new(Tokens {
+        connections: Live::new(connections),
+        tokens: Arc::new(Live::new(Tokens {
             api: vec![Secret::new("api-token")],
             admin: vec![Secret::new("admin-token")],
-        }),
+        })),
         max_body_bytes: 65_536,
+        reloads: Reloads::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
