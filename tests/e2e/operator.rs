@@ -104,6 +104,37 @@ async fn a_100000_contact_import_goes_through_the_running_daemon() {
     daemon.stop();
 }
 
+/// An import's refused lines are shown by number and reason, the others registered, exit 1;
+/// an input without a record is refused, exit 2: alike whether the CLI asks the running
+/// daemon (which answers 422 `lines_refused` with the report, or 400 `empty_import`) or
+/// opens the store itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_refusals_are_the_same_through_the_daemon_and_without_it() {
+    let setup = setup_with_admin_tokens();
+    let mut daemon = setup.serve();
+    for running in [true, false] {
+        if !running {
+            daemon.stop();
+        }
+        let id = if running { "through_daemon" } else { "local" };
+        let input = format!(
+            "{}\n{{not json",
+            serde_json::json!({"id": id, "source_system": "hubspot", "source_id": id.len().to_string()})
+        );
+        let (code, out, err) = setup.run(&["contacts", "import", "-"], Some(&input));
+        assert_eq!(code, 1, "running {running}: {out} {err}");
+        assert!(out.contains("contacts: 1 imported, 1 failed"), "{out}");
+        assert!(err.contains("line 2: "), "{err}");
+        let (code, out, err) = setup.run(&["customers", "import", "-"], Some("\n \n"));
+        assert_eq!(code, 2, "running {running}: {out} {err}");
+        assert!(err.contains("the input holds no record"), "{err}");
+    }
+    let daemon = setup.serve();
+    for id in ["through_daemon", "local"] {
+        assert_eq!(daemon.contact(id).await["id"], id);
+    }
+}
+
 /// The daemon's refusals reach the operator with the API's code and message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_errors_through_the_daemon_show_its_error_code_and_message() {

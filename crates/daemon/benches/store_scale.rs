@@ -7,7 +7,8 @@
 //! a restart), how long `/metrics` takes at that size, and the store's size after
 //! `unisync store compact`.
 //!
-//! `cargo bench -p unisync --bench store_scale`.
+//! `cargo bench -p unisync --bench store_scale`; `UNISYNC_BENCH_SCALE_CACHE_MIB` sets the
+//! store's `cache_mib` (default: the config's default).
 
 // The end-to-end tests' helpers; the benchmark uses a part of them.
 #[allow(dead_code)]
@@ -92,8 +93,20 @@ async fn main() {
     let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     // Disabled: the edits are accepted and kept, none is pushed.
     let setup = Setup::new(&format!("{connection}enabled = false\n"), &envs);
+    let cache_mib = std::env::var("UNISYNC_BENCH_SCALE_CACHE_MIB").ok();
+    if let Some(cache_mib) = &cache_mib {
+        let config = std::fs::read_to_string(&setup.config).unwrap();
+        let config = config.replace(
+            "[storage]\n",
+            &format!("[storage]\ncache_mib = {cache_mib}\n"),
+        );
+        std::fs::write(&setup.config, config).unwrap();
+    }
     let data = setup.scratch_path("data");
-    println!("store_scale: {contacts} contacts, one edit each, the connection disabled");
+    println!(
+        "store_scale: {contacts} contacts, one edit each, the connection disabled, cache_mib {}",
+        cache_mib.as_deref().unwrap_or("default")
+    );
 
     let file = setup.scratch_path("contacts.jsonl");
     {

@@ -16,13 +16,19 @@ use crate::config::Config;
 use crate::connections::{Connections, PauseReason};
 use crate::dispatcher::Dispatchers;
 use crate::edits::{EditRejected, check_edit};
-use crate::ops::LineError;
 use crate::store::{Store, StoreError, now_ms};
 
 pub struct BackfillOptions {
     pub input: String,
     pub dry_run: bool,
     pub report: Option<PathBuf>,
+}
+
+/// A line the backfill refused: its number (from 1) and why.
+#[derive(Debug, Serialize)]
+pub struct LineError {
+    pub line: u64,
+    pub message: String,
 }
 
 /// What a backfill did, printed and written to `--report`.

@@ -11,10 +11,10 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde::de::DeserializeOwned;
 use unisync_core::Secret;
 
-use crate::api::ErrorBody;
 use crate::backfill::{self, BackfillOptions};
 use crate::config::{Config, StorageEngine};
 use crate::connections::{Connections, build_adapter, check_lease, settle_time};
+use crate::http::error::{ErrorBody, RefusalWithReport};
 use crate::store::{ReplayAttempt, Store, StoreError};
 use crate::{ops, providers, pull, render, serve};
 
@@ -143,6 +143,13 @@ struct Failure {
 impl From<StoreError> for Failure {
     fn from(error: StoreError) -> Self {
         Failure::runtime(error.to_string())
+    }
+}
+
+/// An input without a record is bad input, as the daemon's 400 `empty_import` is.
+impl From<ops::EmptyImport> for Failure {
+    fn from(empty: ops::EmptyImport) -> Self {
+        Failure::usage(empty.to_string())
     }
 }
 
@@ -289,13 +296,15 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
                 // Each line is routed, and its id normalised, as the daemon would.
                 let connections =
                     Connections::build(settings.clone(), store).map_err(Failure::usage)?;
-                Ok(ops::import(store, ops::Import::Contacts(&connections), lines).await?)
+                let imported = ops::import(store, ops::Import::Contacts(&connections), lines);
+                Ok(imported.await??)
             })
             .await
         }
         Command::Customers(CustomersCommand::Import { file }) => {
             import(&config, &file, "customers", async |store, lines| {
-                Ok(ops::import(store, ops::Import::Customers, lines).await?)
+                let imported = ops::import(store, ops::Import::Customers, lines);
+                Ok(imported.await??)
             })
             .await
         }
@@ -442,6 +451,11 @@ async fn ask_daemon<T: DeserializeOwned>(
     let status = response.status();
     let bytes = response.bytes().await.map_err(unreachable)?;
     if !status.is_success() {
+        // A refusal with the report of what was done all the same (an import's refused
+        // lines): shown as the local path shows it, the failed items making the exit code.
+        if let Ok(refusal) = serde_json::from_slice::<RefusalWithReport<T>>(&bytes) {
+            return Ok(refusal.report);
+        }
         return Err(daemon_refusal(status, &bytes));
     }
     serde_json::from_slice(&bytes).map_err(|e| {
@@ -454,6 +468,8 @@ async fn ask_daemon<T: DeserializeOwned>(
 
 /// The daemon's refusal as the CLI shows it: the status, the API's error code and message
 /// and each field's reason, or the body's first words when it is not the API's error shape.
+/// A refusal of what the request carried (the operator's input) exits 2, as the same input
+/// refused without a daemon does; any other exits 1.
 fn daemon_refusal(status: reqwest::StatusCode, body: &[u8]) -> Failure {
     let message = match serde_json::from_slice::<ErrorBody>(body) {
         Ok(ErrorBody { error }) => {
@@ -474,7 +490,14 @@ fn daemon_refusal(status: reqwest::StatusCode, body: &[u8]) -> Failure {
             String::from_utf8_lossy(&body[..body.len().min(200)])
         ),
     };
-    Failure::runtime(message)
+    use reqwest::StatusCode;
+    match status {
+        StatusCode::BAD_REQUEST
+        | StatusCode::PAYLOAD_TOO_LARGE
+        | StatusCode::UNSUPPORTED_MEDIA_TYPE
+        | StatusCode::UNPROCESSABLE_ENTITY => Failure::usage(message),
+        _ => Failure::runtime(message),
+    }
 }
 
 /// The token the CLI shows the daemon's admin routes: the first configured admin token, else
@@ -877,4 +900,66 @@ async fn run_sandboxes(listen: &[(&'static str, SocketAddr)]) -> Result<u8, Fail
     }
     let _ = tokio::signal::ctrl_c().await;
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every command the CLI takes, as the README names it: the subcommand path, without
+    /// arguments (`contacts import`, `dead-letters retry`).
+    fn leaf_commands(command: &clap::Command, path: &str) -> Vec<String> {
+        command
+            .get_subcommands()
+            .filter(|sub| sub.get_name() != "help")
+            .flat_map(|sub| {
+                let path = format!("{path}{} ", sub.get_name());
+                if sub.has_subcommands() {
+                    leaf_commands(sub, &path)
+                } else {
+                    vec![path.trim_end().to_string()]
+                }
+            })
+            .collect()
+    }
+
+    /// The README's command table names each command the CLI takes, and no other. A row
+    /// names one command (`unisync contacts import FILE\|-`) or several of one group
+    /// (`unisync dead-letters list\|show ID\|retry ID`: each alternative after the first
+    /// is a sibling of the first).
+    #[test]
+    fn the_readme_command_table_matches_the_cli() {
+        // A command's word, not an argument (`FILE`, `--input`, `[--sandbox]`, `-`).
+        let is_word = |word: &&str| {
+            word.starts_with(|c: char| c.is_ascii_lowercase())
+                && word.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+        };
+        let mut listed: Vec<String> = Vec::new();
+        for row in crate::http::testing::readme_table("command") {
+            let row = row
+                .strip_prefix("unisync ")
+                .expect("a row names a unisync command");
+            let mut alternatives = row.split("\\|");
+            let first: Vec<&str> = alternatives
+                .next()
+                .unwrap_or_default()
+                .split(' ')
+                .take_while(is_word)
+                .collect();
+            let group = first[..first.len() - 1].join(" ");
+            listed.push(first.join(" "));
+            if first.len() > 1 {
+                for alternative in alternatives {
+                    if let Some(sibling) = alternative.split(' ').next().filter(is_word) {
+                        listed.push(format!("{group} {sibling}"));
+                    }
+                }
+            }
+        }
+        listed.sort();
+        listed.dedup();
+        let mut commands = leaf_commands(&command(), "");
+        commands.sort();
+        assert_eq!(listed, commands);
+    }
 }

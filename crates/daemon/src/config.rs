@@ -72,8 +72,8 @@ pub struct ServerConfig {
 
 impl ServerConfig {
     /// The HTTP server's limits.
-    pub fn limits(&self) -> crate::http_server::ServerLimits {
-        crate::http_server::ServerLimits {
+    pub fn limits(&self) -> crate::http::server::ServerLimits {
+        crate::http::server::ServerLimits {
             header_timeout: std::time::Duration::from_millis(self.header_timeout_ms),
             body_timeout: std::time::Duration::from_millis(self.body_timeout_ms),
             idle_timeout: std::time::Duration::from_millis(self.idle_timeout_ms),

@@ -41,6 +41,16 @@ pub enum PauseReason {
 }
 
 impl PauseReason {
+    /// The reason as the API, the CLI and the status page name it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PauseReason::RateLimited => "rate_limited",
+            PauseReason::QuotaExhausted => "quota_exhausted",
+            PauseReason::Unauthorized => "unauthorized",
+            PauseReason::Misconfigured => "misconfigured",
+        }
+    }
+
     /// Whether the pause lifts only when a probe push goes through: the CRM refuses the
     /// connection as it is, and nothing but a change on the CRM's side or in the config
     /// ends that. Such a pause makes the daemon unready.
@@ -443,4 +453,21 @@ pub fn build_adapter(
         ));
     }
     Ok(adapter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PauseReason;
+
+    #[test]
+    fn a_pause_reasons_name_is_its_json_form() {
+        for reason in [
+            PauseReason::RateLimited,
+            PauseReason::QuotaExhausted,
+            PauseReason::Unauthorized,
+            PauseReason::Misconfigured,
+        ] {
+            assert_eq!(serde_json::json!(reason.name()), serde_json::json!(reason));
+        }
+    }
 }

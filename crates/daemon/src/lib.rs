@@ -4,8 +4,6 @@
 //! repository's `fuzz/` folder can reach its parsers. Its modules are private: the binary needs
 //! only [`main`], the fuzz targets only the parsers' property checks (feature `fuzzing`).
 
-mod admin;
-mod api;
 mod backfill;
 mod cli;
 mod config;
@@ -13,7 +11,7 @@ mod conflict;
 mod connections;
 mod dispatcher;
 mod edits;
-mod http_server;
+mod http;
 mod metrics;
 mod ops;
 mod providers;
@@ -24,7 +22,6 @@ mod serve;
 mod store;
 mod timefmt;
 mod traffic;
-mod ui;
 
 pub use cli::main;
 

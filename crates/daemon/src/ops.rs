@@ -8,24 +8,71 @@ use std::io::BufRead;
 use unisync_core::{ContactField, ContactPatch, UnifiedContact};
 
 use crate::conflict::FieldConflict;
-use crate::connections::Connections;
+use crate::connections::{Connections, PauseReason};
 use crate::store::{
     ConnectionCounts, Customer, DeadLetter, LetterKind, ReplayAttempt, Store, StoreError, now_ms,
 };
 use crate::timefmt::{local, rfc3339};
 
-/// The outcome of a JSONL import: how many lines were registered, and each bad line.
+/// The outcome of a JSONL import: how many lines were registered, and each line refused.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ImportReport {
     pub imported: u64,
-    pub failed: Vec<LineError>,
+    pub failed: Vec<RefusedLine>,
 }
 
+/// A line of an import that was not registered: its number (from 1), why in one word, and
+/// the reason in full.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct LineError {
+pub struct RefusedLine {
     pub line: u64,
+    pub code: LineRefusal,
     pub message: String,
 }
+
+/// Why an import line was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LineRefusal {
+    /// Its bytes are not UTF-8.
+    NotUtf8,
+    /// Longer than the server's `max_body_bytes`.
+    TooLong,
+    /// Not JSON.
+    MalformedJson,
+    /// JSON, but not a record: a required key missing, an unknown key, a value of the
+    /// wrong type.
+    InvalidRecord,
+    /// A key that must hold a value is empty or blank (`id`, `source_id`, and a contact's
+    /// `source_system`).
+    EmptyField,
+    /// No configured connection takes it (its `external_system_config_id`, or its
+    /// `source_system` served by none or by several).
+    Unroutable,
+    /// A `source_id` its CRM could not have issued.
+    InvalidSourceId,
+    /// Its connection's record is already another unified contact.
+    SourceIdTaken,
+}
+
+impl LineRefusal {
+    /// The refusal of a line that did not read as the record (not JSON, or not its shape).
+    fn of_json(error: &serde_json::Error) -> Self {
+        match error.classify() {
+            serde_json::error::Category::Data => LineRefusal::InvalidRecord,
+            _ => LineRefusal::MalformedJson,
+        }
+    }
+}
+
+/// Why a line was not registered: the refusal and the reason.
+type Refused = (LineRefusal, String);
+
+/// An import that registers nothing because it holds no record (an empty or blank input is
+/// almost always the wrong file or a broken pipe, not an import of nothing).
+#[derive(Debug, thiserror::Error)]
+#[error("the input holds no record (every line is empty)")]
+pub struct EmptyImport;
 
 /// What a JSONL import registers: unified contacts (each routed by the connections) or
 /// unified customers, upserting by `id`.
@@ -41,7 +88,8 @@ pub enum Import<'a> {
 }
 
 /// A JSONL import, fed one line at a time (so that the admin API registers a body as it
-/// arrives, whatever its size), reporting each bad line by number and going on.
+/// arrives, whatever its size), reporting each refused line by number and going on: lines
+/// are upserted by `id`, so importing the input again once its bad lines are mended is safe.
 pub struct Importer<'a> {
     store: &'a Store,
     what: Import<'a>,
@@ -65,90 +113,109 @@ impl<'a> Importer<'a> {
         let outcome = match self.what {
             Import::Contacts(connections) => match serde_json::from_str(line) {
                 Ok(contact) => import_contact(self.store, connections, contact).await?,
-                Err(err) => Err(err.to_string()),
+                Err(err) => Err((LineRefusal::of_json(&err), err.to_string())),
             },
             Import::Customers => match serde_json::from_str::<Customer>(line) {
                 Ok(customer)
                     if customer.id.trim().is_empty() || customer.source_id.trim().is_empty() =>
                 {
-                    Err("`id` and `source_id` must not be empty".to_string())
+                    Err((
+                        LineRefusal::EmptyField,
+                        "`id` and `source_id` must not be empty".to_string(),
+                    ))
                 }
                 Ok(customer) => self.store.upsert_customer(&customer).await.map(Ok)?,
-                Err(err) => Err(err.to_string()),
+                Err(err) => Err((LineRefusal::of_json(&err), err.to_string())),
             },
         };
         self.report.add(number, outcome);
         Ok(())
     }
 
-    /// Counts line `number` as refused for `reason` (a line the reader could not take).
-    pub fn refuse(&mut self, number: u64, reason: String) {
-        self.report.add(number, Err(reason));
+    /// Counts line `number` as refused (a line the reader could not take).
+    pub fn refuse(&mut self, number: u64, code: LineRefusal, reason: String) {
+        self.report.add(number, Err((code, reason)));
     }
 
-    pub fn finish(self) -> ImportReport {
-        self.report
+    /// The report, or [`EmptyImport`] when no line held a record.
+    pub fn finish(self) -> Result<ImportReport, EmptyImport> {
+        let report = self.report;
+        if report.imported == 0 && report.failed.is_empty() {
+            return Err(EmptyImport);
+        }
+        Ok(report)
     }
 }
 
-/// Registers the JSONL of `input` (see [`Import`]).
+/// Registers the JSONL of `input` (see [`Import`]); `Ok(Err(EmptyImport))` when it holds no
+/// record.
 pub async fn import(
     store: &Store,
     what: Import<'_>,
     input: impl BufRead,
-) -> Result<ImportReport, StoreError> {
+) -> Result<Result<ImportReport, EmptyImport>, StoreError> {
     let mut importer = Importer::new(store, what);
     for (index, line) in input.lines().enumerate() {
         let number = index as u64 + 1;
         match line {
             Ok(line) => importer.line(number, &line).await?,
-            Err(err) => importer.refuse(number, err.to_string()),
+            // Read from memory, a line fails only for not being UTF-8.
+            Err(err) => importer.refuse(number, LineRefusal::NotUtf8, err.to_string()),
         }
     }
     Ok(importer.finish())
 }
 
-/// Registers one contact of an import; `Ok(Err(reason))` for a line refused.
+/// Registers one contact of an import; `Ok(Err(refused))` for a line refused.
 async fn import_contact(
     store: &Store,
     connections: &Connections,
     mut contact: UnifiedContact,
-) -> Result<Result<(), String>, StoreError> {
+) -> Result<Result<(), Refused>, StoreError> {
     for (key, value) in [
         ("id", &contact.id),
         ("source_system", &contact.source_system),
         ("source_id", &contact.source_id),
     ] {
         if value.trim().is_empty() {
-            return Ok(Err(format!("`{key}` must not be empty")));
+            return Ok(Err((
+                LineRefusal::EmptyField,
+                format!("`{key}` must not be empty"),
+            )));
         }
     }
     let connection = match connections.route(&contact) {
         Ok(connection) => connection,
-        Err(reason) => return Ok(Err(reason)),
+        Err(reason) => return Ok(Err((LineRefusal::Unroutable, reason))),
     };
     contact.source_id = match connection.adapter().normalize_source_id(&contact.source_id) {
         Ok(source_id) => source_id,
         Err(reason) => {
-            return Ok(Err(format!("source_id `{}`: {reason}", contact.source_id)));
+            let reason = format!("source_id `{}`: {reason}", contact.source_id);
+            return Ok(Err((LineRefusal::InvalidSourceId, reason)));
         }
     };
     let id = contact.id.clone();
     match store.upsert_contact(connection.name(), contact).await {
         Ok(()) => Ok(Ok(())),
-        Err(error @ StoreError::SourceIdTaken { .. }) => {
-            Ok(Err(format!("{error}; this line is `{id}`")))
-        }
+        Err(error @ StoreError::SourceIdTaken { .. }) => Ok(Err((
+            LineRefusal::SourceIdTaken,
+            format!("{error}; this line is `{id}`"),
+        ))),
         Err(error) => Err(error),
     }
 }
 
 impl ImportReport {
     /// Counts line `line` as imported, or keeps why it was not.
-    fn add(&mut self, line: u64, outcome: Result<(), String>) {
+    fn add(&mut self, line: u64, outcome: Result<(), Refused>) {
         match outcome {
             Ok(()) => self.imported += 1,
-            Err(message) => self.failed.push(LineError { line, message }),
+            Err((code, message)) => self.failed.push(RefusedLine {
+                line,
+                code,
+                message,
+            }),
         }
     }
 }
@@ -188,7 +255,7 @@ pub struct LeaderView {
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct PauseView {
     /// `rate_limited`, `quota_exhausted`, `unauthorized`, `misconfigured`.
-    pub reason: String,
+    pub reason: PauseReason,
     /// When it ends, or the next probe goes (RFC 3339, UTC).
     pub until: String,
     /// The same instant in the machine's time zone.
@@ -199,12 +266,8 @@ pub struct PauseView {
 
 impl PauseView {
     pub fn new(pause: &crate::connections::Pause) -> Self {
-        let reason = serde_json::to_value(&pause.reason)
-            .ok()
-            .and_then(|reason| reason.as_str().map(str::to_string))
-            .unwrap_or_default();
         PauseView {
-            reason,
+            reason: pause.reason.clone(),
             until: rfc3339(pause.until_ms),
             until_local: local(pause.until_ms),
             code: pause.code.clone(),

@@ -40,7 +40,10 @@ pub fn status(status: &StatusReport) -> String {
             } else if let Some(pause) = status.pauses.get(name) {
                 format!(
                     "paused: {} until {} ({}: {})",
-                    pause.reason, pause.until_local, pause.code, pause.message
+                    pause.reason.name(),
+                    pause.until_local,
+                    pause.code,
+                    pause.message
                 )
             } else {
                 "ok".to_string()

@@ -4,11 +4,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::api::{self, AppState};
 use crate::config::{Config, ConnectionSettings, StorageEngine};
 use crate::connections::Connections;
 use crate::dispatcher::Dispatchers;
-use crate::http_server::ServerLimits;
+use crate::http::server::ServerLimits;
+use crate::http::{self, auth::Tokens, state::AppState};
 use crate::providers;
 use crate::pull::pull_contacts;
 use crate::store::{Pruned, Retention, Store, StoreError, now_ms};
@@ -95,10 +95,10 @@ pub async fn serve(config: Config, sandbox: bool) -> Result<(), ServeError> {
     let state = Arc::new(AppState {
         store: store.clone(),
         connections: connections.clone(),
-        tokens: api::Tokens {
+        tokens: Arc::new(Tokens {
             api: api_tokens,
             admin: admin_tokens,
-        },
+        }),
         max_body_bytes: config.server.max_body_bytes,
     });
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -260,7 +260,7 @@ pub async fn run_server(
     limits: ServerLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    crate::http_server::serve(listener, api::router(state), limits, shutdown).await;
+    http::server::serve(listener, http::router(state), limits, shutdown).await;
 }
 
 /// Starts the built-in fake of the connection's CRM and points the connection at it: its

@@ -623,12 +623,16 @@ impl Store {
     }
 
     /// Drops what `retention` says is kept no longer: dead letters (as
-    /// [`Store::drop_dead_letter`] does) and a backfill's edit ids. PostgreSQL: nothing is
-    /// pruned yet (its edit ids carry no time); the README says so.
+    /// [`Store::drop_dead_letter`] does) and a backfill's edit ids.
     pub async fn prune(&self, retention: &Retention) -> Result<Pruned, StoreError> {
+        self.prune_as_of(retention, now_ms()).await
+    }
+
+    /// [`Store::prune`] as if the time were `now`.
+    async fn prune_as_of(&self, retention: &Retention, now: u64) -> Result<Pruned, StoreError> {
         match &self.engine {
-            Engine::Sled(store) => store.prune(retention, now_ms()),
-            Engine::Postgres(_) => Ok(Pruned::default()),
+            Engine::Sled(store) => store.prune(retention, now),
+            Engine::Postgres(store) => store.prune(retention, now).await,
         }
     }
 

@@ -71,6 +71,20 @@ impl SyncState {
         self.pending.is_some() || self.in_flight.is_some() || self.open_dead_letters > 0
     }
 
+    /// Whether the contact's edits have nothing left to do or to settle: nothing pending, in
+    /// flight or queued, no attempt counted or retry waiting, no open letter, no value a
+    /// conflict holds or keeps the CRM's for. (The last error may stay, for operators.)
+    pub fn is_finished(&self) -> bool {
+        self.pending.is_none()
+            && self.in_flight.is_none()
+            && self.queued_key.is_none()
+            && self.attempts == 0
+            && self.next_attempt_at.is_none()
+            && self.open_dead_letters == 0
+            && self.held.is_empty()
+            && self.seen_in_crm.is_empty()
+    }
+
     /// Whether a value of `field` accepted later than sequence `seq` exists: one with a higher
     /// sequence, or (for records from before sequences) one pending or in flight.
     pub fn has_later_value(&self, field: ContactField, seq: u64) -> bool {

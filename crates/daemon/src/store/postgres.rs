@@ -27,7 +27,7 @@ use super::clock::CLOCK;
 use super::rules::{self, LinkFailure, QueueChange};
 use super::{
     Accepted, ClaimedEdit, ConnectionCounts, ContactEntry, Customer, DeadLetter, Held,
-    MergeOutcome, Replay, StoreError, keys, letter_id,
+    MergeOutcome, Pruned, Replay, Retention, StoreError, keys, letter_id,
 };
 use crate::conflict::FieldConflict;
 
@@ -35,6 +35,7 @@ use crate::conflict::FieldConflict;
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../../migrations/0001_init.sql")),
     (2, include_str!("../../migrations/0002_queue_notify.sql")),
+    (3, include_str!("../../migrations/0003_retention.sql")),
 ];
 
 /// The schema version the migrations lead to.
@@ -862,11 +863,66 @@ impl PgStore {
         let client = self.pool.get().await?;
         client
             .execute(
-                "INSERT INTO seen_edits (edit_id) VALUES ($1) ON CONFLICT DO NOTHING",
-                &[&edit_id],
+                "INSERT INTO seen_edits (edit_id, accepted_ms) VALUES ($1, $2) \
+                 ON CONFLICT DO NOTHING",
+                &[&edit_id, &to_db(CLOCK.now())],
             )
             .await?;
         Ok(())
+    }
+
+    /// Drops what `retention` says is kept no longer, as of `now`: dead letters (each as
+    /// [`PgStore::drop_dead_letter`] does, in its own transaction, so that pruning holds no
+    /// long lock) and edit ids. Works a chunk at a time, by the time columns' indexes.
+    pub async fn prune(&self, retention: &Retention, now: u64) -> Result<Pruned, StoreError> {
+        /// Records read or removed per statement.
+        const CHUNK: i64 = 1000;
+        let mut pruned = Pruned::default();
+        if let Some(max_age) = retention.dead_letters_ms {
+            let cutoff = to_db(now.saturating_sub(max_age));
+            loop {
+                let old = self
+                    .pool
+                    .get()
+                    .await?
+                    .query(
+                        "SELECT id FROM dead_letters WHERE failed_at < $1 ORDER BY failed_at LIMIT $2",
+                        &[&cutoff, &CHUNK],
+                    )
+                    .await?;
+                if old.is_empty() {
+                    break;
+                }
+                for row in old {
+                    match self.drop_dead_letter(row.get(0)).await {
+                        Ok(_) => pruned.dead_letters += 1,
+                        // Settled meanwhile, by an operator or another node.
+                        Err(StoreError::UnknownDeadLetter(_)) => {}
+                        Err(error) => return Err(error),
+                    }
+                }
+            }
+        }
+        if let Some(max_age) = retention.edit_ids_ms {
+            let cutoff = to_db(now.saturating_sub(max_age));
+            loop {
+                let removed = self
+                    .pool
+                    .get()
+                    .await?
+                    .execute(
+                        "DELETE FROM seen_edits WHERE edit_id IN \
+                         (SELECT edit_id FROM seen_edits WHERE accepted_ms < $1 LIMIT $2)",
+                        &[&cutoff, &CHUNK],
+                    )
+                    .await?;
+                pruned.edit_ids += removed;
+                if removed == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(pruned)
     }
 
     pub async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
@@ -1135,12 +1191,14 @@ async fn save(tx: &Transaction<'_>, row: &Row) -> Result<(), StoreError> {
 
 async fn insert_letter(tx: &Transaction<'_>, letter: &DeadLetter) -> Result<(), StoreError> {
     tx.execute(
-        "INSERT INTO dead_letters (id, contact_id, connection, letter) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO dead_letters (id, contact_id, connection, letter, failed_at) \
+         VALUES ($1, $2, $3, $4, $5)",
         &[
             &letter.id,
             &letter.contact_id,
             &letter.connection,
             &Json(letter),
+            &to_db(letter.failed_at),
         ],
     )
     .await?;

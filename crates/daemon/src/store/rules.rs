@@ -635,6 +635,14 @@ fn derive(entry: &mut ContactEntry) {
         }
     }
     entry.contact.local_was_updated = sync.has_unconfirmed_changes();
+    // Acceptance sequences order a contact's values against its letters and its edit in
+    // flight; once the edits are finished there is nothing left to order, and every later
+    // edit gets a higher sequence than all before it. Forgetting them leaves a finished
+    // contact's sync state with only where its edits go, when the CRM last confirmed one and
+    // why one last failed.
+    if sync.is_finished() {
+        sync.accepted_seqs.clear();
+    }
 }
 
 fn last_error(error: &AdapterError, class: &str, now: u64) -> LastError {
@@ -667,6 +675,7 @@ mod tests {
 
     use super::*;
     use crate::store::LetterKind;
+    use crate::store::model::SyncState;
 
     const NOW: u64 = 1_000;
 
@@ -1176,5 +1185,43 @@ mod tests {
         assert!(entry.sync.in_flight_seqs.is_empty());
         assert_eq!(entry.sync.accepted_seqs[&ContactField::City], 2);
         assert_eq!(entry.sync.last_error.as_ref().unwrap().class, "retryable");
+    }
+
+    #[test]
+    fn finished_edits_leave_no_sequences_and_unfinished_ones_keep_theirs() {
+        let mut entry = entry();
+        accept_at(&mut entry, &[(ContactField::City, "X")], 1);
+        claim_now(&mut entry);
+        accept_at(&mut entry, &[(ContactField::Zip, "1")], 2);
+        complete(&mut entry, &ConfirmedContact::default(), None, NOW);
+        assert_eq!(
+            entry.sync.accepted_seqs,
+            [(ContactField::City, 1), (ContactField::Zip, 2)].into(),
+            "an edit is still pending: its sequence orders it"
+        );
+        entry.sync.queued_key = None;
+        claim_now(&mut entry);
+        let (letter, _) = dead_letter(&mut entry, &refused(), false, "dl-1", NOW);
+        assert!(!entry.sync.accepted_seqs.is_empty(), "a letter is open");
+
+        drop_letter(&mut entry, &letter);
+        assert!(entry.sync.is_finished());
+        assert!(entry.sync.accepted_seqs.is_empty());
+        assert_eq!(
+            entry.sync,
+            SyncState {
+                connection: Some("crm".into()),
+                last_error: entry.sync.last_error.clone(),
+                last_confirmed_at: Some(NOW),
+                ..SyncState::default()
+            },
+            "nothing else is left of the edits"
+        );
+
+        accept_at(&mut entry, &[(ContactField::City, "Y")], 3);
+        claim_now(&mut entry);
+        complete(&mut entry, &ConfirmedContact::default(), None, NOW);
+        assert!(entry.sync.accepted_seqs.is_empty());
+        assert_eq!(entry.sync.last_error, None);
     }
 }

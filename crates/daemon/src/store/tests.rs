@@ -147,6 +147,7 @@ engine_tests!(
     retry_all_replays_in_acceptance_order,
     the_source_index_keeps_each_connection_apart,
     queues_are_per_connection,
+    pruning_drops_dead_letters_and_edit_ids_past_their_retention_only,
 );
 
 /// Opens the store at `path` with its own clock reading `wall_ms` (the wall clock at this
@@ -1967,9 +1968,7 @@ async fn clock_past(store: &Store, time: u64) {
     }
 }
 
-#[tokio::test]
-async fn pruning_drops_dead_letters_and_edit_ids_past_their_retention_only() {
-    let (_dir, store) = open();
+async fn pruning_drops_dead_letters_and_edit_ids_past_their_retention_only(store: Store) {
     let refused = AdapterError::new(ErrorKind::Permanent { field: None }, "INVALID", "no");
     let mut letters = Vec::new();
     for id in ["old", "new"] {
@@ -1983,23 +1982,18 @@ async fn pruning_drops_dead_letters_and_edit_ids_past_their_retention_only() {
         store.remember_edit(&format!("edit-{id}")).await.unwrap();
         clock_past(&store, store.now()).await;
     }
-    store
-        .sled()
-        .meta
-        .insert("edit/from-before-retention", &[])
-        .unwrap();
     let cutoff = letters[1].failed_at;
     let retention = Retention {
         dead_letters_ms: Some(0),
         edit_ids_ms: Some(0),
     };
 
-    let pruned = store.sled().prune(&retention, cutoff).unwrap();
+    let pruned = store.prune_as_of(&retention, cutoff).await.unwrap();
     assert_eq!(
         pruned,
         Pruned {
             dead_letters: 1,
-            edit_ids: 2
+            edit_ids: 1
         }
     );
     let left = store.dead_letters().await.unwrap();
@@ -2011,7 +2005,6 @@ async fn pruning_drops_dead_letters_and_edit_ids_past_their_retention_only() {
     );
     assert_eq!(old.contact.city, None, "its value went back to the CRM's");
     assert!(!store.edit_seen("edit-old").await.unwrap());
-    assert!(!store.edit_seen("from-before-retention").await.unwrap());
     assert!(store.edit_seen("edit-new").await.unwrap());
     assert_eq!(
         store.counts(store.now()).await.unwrap()["crm"].dead_letters,
@@ -2019,8 +2012,27 @@ async fn pruning_drops_dead_letters_and_edit_ids_past_their_retention_only() {
     );
 
     let keep_all = Retention::default();
-    let pruned = store.sled().prune(&keep_all, u64::MAX).unwrap();
+    let pruned = store.prune_as_of(&keep_all, u64::MAX).await.unwrap();
     assert_eq!(pruned, Pruned::default(), "no retention: nothing goes");
+}
+
+#[tokio::test]
+async fn edit_ids_remembered_before_retention_count_as_old() {
+    let (_dir, store) = open();
+    store.remember_edit("edit-new").await.unwrap();
+    store
+        .sled()
+        .meta
+        .insert("edit/from-before-retention", &[])
+        .unwrap();
+    let retention = Retention {
+        dead_letters_ms: None,
+        edit_ids_ms: Some(60_000),
+    };
+    let pruned = store.prune_as_of(&retention, store.now()).await.unwrap();
+    assert_eq!(pruned.edit_ids, 1);
+    assert!(!store.edit_seen("from-before-retention").await.unwrap());
+    assert!(store.edit_seen("edit-new").await.unwrap());
 }
 
 #[tokio::test]

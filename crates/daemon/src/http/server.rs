@@ -413,7 +413,7 @@ mod tests {
     use tokio::time::Instant;
 
     use super::*;
-    use crate::api::read_body;
+    use crate::http::body::read_body;
 
     /// Long enough that no limit set to it ends a test: a test that sees a connection
     /// closed or answered under this bound saw the limit it set short.

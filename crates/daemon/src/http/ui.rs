@@ -4,11 +4,8 @@
 //! with it, as the CLI does, so the page needs no session or cookie of its own and opens no
 //! cross-site request surface.
 
-use axum::http::{Method, header};
+use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::on;
-
-use crate::api::RouteSpec;
 
 const PAGE: &str = include_str!("ui/index.html");
 const SCRIPT: &str = include_str!("ui/app.js");
@@ -20,24 +17,20 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
     style-src 'self'; connect-src 'self'; img-src 'self'; form-action 'none'; \
     base-uri 'none'; frame-ancestors 'none'";
 
-/// The page's routes, for [`crate::api::routes`]: open to anyone, since they hold no data.
-pub fn routes() -> Vec<RouteSpec> {
-    vec![
-        RouteSpec::new(Method::GET, "/ui", None, |on_method| {
-            on(on_method, || asset("text/html; charset=utf-8", PAGE))
-        }),
-        RouteSpec::new(Method::GET, "/ui/app.js", None, |on_method| {
-            on(on_method, || {
-                asset("text/javascript; charset=utf-8", SCRIPT)
-            })
-        }),
-        RouteSpec::new(Method::GET, "/ui/app.css", None, |on_method| {
-            on(on_method, || asset("text/css; charset=utf-8", STYLE))
-        }),
-    ]
+/// The page (open to anyone, like the script and the style sheet: none holds data).
+pub async fn page() -> impl IntoResponse {
+    asset("text/html; charset=utf-8", PAGE)
 }
 
-async fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
+pub async fn script() -> impl IntoResponse {
+    asset("text/javascript; charset=utf-8", SCRIPT)
+}
+
+pub async fn style() -> impl IntoResponse {
+    asset("text/css; charset=utf-8", STYLE)
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
     (
         [
             (header::CONTENT_TYPE, content_type),
