@@ -30,4 +30,7 @@ pub use contact::{ContactField, UnifiedContact};
 pub use error::{AdapterError, ErrorKind};
 pub use mapping::{FieldMapping, FieldRule};
 pub use patch::ContactPatch;
+/// The update body parser's property as a check, for the `update_body` fuzz target.
+#[cfg(feature = "fuzzing")]
+pub use validation::properties::check_update_body_bytes;
 pub use validation::{FieldViolation, is_valid_email, parse_update_body};

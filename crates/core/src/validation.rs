@@ -204,73 +204,186 @@ mod tests {
     }
 }
 
-/// The update body parser takes anything a client can send without panicking: any JSON value
-/// is either a patch of known, writable fields or a non-empty list of violations, each naming
-/// a field and a code (the API answers those 422, never 5xx).
-#[cfg(test)]
-mod properties {
-    use proptest::prelude::*;
+/// The update body parser's property, one check shared by the proptests below and the
+/// `update_body` fuzz target (the repository's `fuzz/` folder): whatever bytes a client sends,
+/// reading them answers without panicking, and they are refused as malformed JSON (the API's
+/// 400), refused with violations that each name a real fault (422), or accepted as a patch of
+/// exactly the writable fields sent, its required fields filled and its email well-formed.
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod properties {
     use serde_json::{Map, Value};
 
     use super::*;
 
-    /// Field names clients send, known or not, read-only ones included.
-    fn field_name() -> impl Strategy<Value = String> {
-        let known: Vec<String> = ContactField::ALL
-            .iter()
-            .map(|field| field.name().to_string())
-            .chain(READ_ONLY_FIELDS.iter().map(|name| name.to_string()))
-            .collect();
-        prop_oneof![
-            3 => proptest::sample::select(known),
-            1 => "\\PC{0,12}",
-        ]
+    /// Reads `bytes` as the update endpoint does, JSON first (a failure is its 400
+    /// `malformed_json`, a typed `serde_json::Error`), then the unified rules; panics if the
+    /// property does not hold.
+    pub fn check_update_body_bytes(bytes: &[u8]) {
+        if let Ok(body) = serde_json::from_slice::<Value>(bytes) {
+            check_update_body(&body);
+        }
     }
 
-    fn json_value() -> impl Strategy<Value = Value> {
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::Bool),
-            any::<i64>().prop_map(Value::from),
-            any::<f64>().prop_map(Value::from),
-            "\\PC{0,40}".prop_map(Value::String),
-            "[a-z]{1,8}@[a-z]{1,8}\\.[a-z]{2,3}".prop_map(Value::String),
-        ];
-        leaf.prop_recursive(3, 24, 6, |inner| {
+    /// Runs [`parse_update_body`] on `body`; panics if the property does not hold.
+    pub fn check_update_body(body: &Value) {
+        match (parse_update_body(body), body.as_object()) {
+            (Ok(patch), Some(object)) => check_accepted(&patch, object),
+            (Ok(_), None) => panic!("a patch from a body that is not an object: {body}"),
+            (Err(violations), object) => {
+                assert!(!violations.is_empty(), "refused without a reason: {body}");
+                for violation in &violations {
+                    assert!(!violation.message.is_empty(), "{violation:?}");
+                    let real = match object {
+                        None => violation.field == "body" && violation.code == "invalid_type",
+                        Some(object) => names_a_fault(object, violation),
+                    };
+                    assert!(real, "{violation:?} names no fault of {body}");
+                }
+            }
+        }
+    }
+
+    /// A patch holds each writable field as sent (a string set, `null` cleared), nothing
+    /// else; the body had no unknown field, its required fields filled and a valid email.
+    fn check_accepted(patch: &ContactPatch, object: &Map<String, Value>) {
+        for (name, value) in object {
+            let Some(field) = ContactField::from_name(name) else {
+                assert!(
+                    READ_ONLY_FIELDS.contains(&name.as_str()),
+                    "unknown field `{name}` accepted"
+                );
+                continue;
+            };
+            let sent = match value {
+                Value::String(text) => Some(text.as_str()),
+                Value::Null => None,
+                other => panic!("`{name}`: {other} accepted"),
+            };
+            assert_eq!(patch.change(field), Some(sent), "`{name}`");
+        }
+        let writable = object
+            .keys()
+            .filter(|name| ContactField::from_name(name).is_some())
+            .count();
+        assert_eq!(patch.len(), writable, "fields the body did not send");
+        for field in ContactField::ALL.into_iter().filter(|f| f.is_required()) {
+            assert!(
+                matches!(patch.change(field), Some(Some(value)) if !value.trim().is_empty()),
+                "`{field}` accepted absent, null or blank"
+            );
+        }
+        if let Some(Some(email)) = patch.change(ContactField::Email) {
+            assert!(is_valid_email(email), "`{email}` accepted");
+        }
+    }
+
+    /// Whether `violation` is true of the body: each code stands for one documented fault.
+    fn names_a_fault(object: &Map<String, Value>, violation: &FieldViolation) -> bool {
+        let sent = object.get(&violation.field);
+        let field = ContactField::from_name(&violation.field);
+        match violation.code.as_str() {
+            "unknown_field" => {
+                sent.is_some()
+                    && field.is_none()
+                    && !READ_ONLY_FIELDS.contains(&violation.field.as_str())
+            }
+            "invalid_type" => {
+                field.is_some() && sent.is_some_and(|v| !v.is_string() && !v.is_null())
+            }
+            "required" => {
+                field.is_some_and(ContactField::is_required) && sent.is_none_or(Value::is_null)
+            }
+            "empty" => {
+                field.is_some_and(ContactField::is_required)
+                    && sent
+                        .and_then(Value::as_str)
+                        .is_some_and(|text| text.trim().is_empty())
+            }
+            "invalid_email" => {
+                field == Some(ContactField::Email)
+                    && sent
+                        .and_then(Value::as_str)
+                        .is_some_and(|email| !is_valid_email(email))
+            }
+            _ => false,
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Field names clients send, known or not, read-only ones included.
+        fn field_name() -> impl Strategy<Value = String> {
+            let known: Vec<String> = ContactField::ALL
+                .iter()
+                .map(|field| field.name().to_string())
+                .chain(READ_ONLY_FIELDS.iter().map(|name| name.to_string()))
+                .collect();
             prop_oneof![
-                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-                prop::collection::vec((field_name(), inner), 0..6)
-                    .prop_map(|pairs| Value::Object(pairs.into_iter().collect::<Map<_, _>>())),
+                3 => proptest::sample::select(known),
+                1 => "\\PC{0,12}",
             ]
-        })
-    }
+        }
 
-    proptest! {
-        #[test]
-        fn any_body_is_a_patch_of_writable_fields_or_named_violations(body in json_value()) {
-            match parse_update_body(&body) {
-                Ok(patch) => {
-                    prop_assert!(body.is_object());
-                    for (field, _) in patch.iter() {
-                        prop_assert!(
-                            body.get(field.name()).is_some(),
-                            "{field} in the patch but not in the body"
-                        );
-                    }
-                }
-                Err(violations) => {
-                    prop_assert!(!violations.is_empty());
-                    for violation in violations {
-                        prop_assert!(!violation.code.is_empty() && !violation.message.is_empty());
-                        // It names the body, a key the client sent, or a required field.
-                        prop_assert!(
-                            violation.field == "body"
-                                || body.get(&violation.field).is_some()
-                                || ContactField::from_name(&violation.field).is_some(),
-                            "{violation:?}"
-                        );
-                    }
-                }
+        fn json_value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_map(Value::from),
+                "\\PC{0,40}".prop_map(Value::String),
+                "[a-z]{1,8}@[a-z]{1,8}\\.[a-z]{2,3}".prop_map(Value::String),
+            ];
+            leaf.prop_recursive(3, 24, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    prop::collection::vec((field_name(), inner), 0..6)
+                        .prop_map(|pairs| Value::Object(pairs.into_iter().collect::<Map<_, _>>())),
+                ]
+            })
+        }
+
+        /// Bodies close to acceptable: both required fields, emails of every shape, and a
+        /// few more fields, so that acceptance is as common as refusal.
+        fn nearly_valid_body() -> impl Strategy<Value = Value> {
+            let email = prop_oneof![
+                "[a-z]{1,8}@[a-z]{1,8}\\.[a-z]{2,3}",
+                "[a-z.@-]{0,12}",
+                "\\PC{0,12}",
+            ];
+            (
+                email,
+                "\\PC{0,8}",
+                prop::collection::vec((field_name(), json_value()), 0..3),
+            )
+                .prop_map(|(email, first_name, more)| {
+                    let mut body = Map::new();
+                    body.insert("email".into(), Value::String(email));
+                    body.insert("first_name".into(), Value::String(first_name));
+                    body.extend(more);
+                    Value::Object(body)
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn any_body_is_a_patch_of_the_fields_sent_or_violations_that_name_its_faults(
+                body in prop_oneof![json_value(), nearly_valid_body()]
+            ) {
+                check_update_body(&body);
+            }
+
+            #[test]
+            fn any_bytes_are_malformed_json_or_a_body_the_rules_answer(
+                bytes in prop_oneof![
+                    prop::collection::vec(any::<u8>(), 0..200),
+                    json_value().prop_map(|body| body.to_string().into_bytes()),
+                ]
+            ) {
+                check_update_body_bytes(&bytes);
             }
         }
     }

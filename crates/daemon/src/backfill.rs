@@ -412,41 +412,91 @@ async fn wait_until_settled(
     }
 }
 
-/// The line parser takes any bytes without panicking: a line is read into a contact id, an
-/// optional edit id and an object body, or refused with a reason (reported by line number).
-#[cfg(test)]
-mod properties {
-    use proptest::prelude::*;
-
+/// The backfill line parser's property, one check shared by the proptests below and the
+/// `backfill_line` fuzz target (the repository's `fuzz/` folder): any bytes are read without
+/// panicking, into the contact id, the edit id and the rest of the object as the body, exactly
+/// when the line is a JSON object with a non-empty string `unified_contact_id` and an `edit_id`
+/// that is absent, `null` or a string; any other line is refused with a reason
+/// ([`LineRejected::Invalid`]: the backfill reports it by number and goes on).
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod properties {
     use super::*;
 
-    proptest! {
-        #[test]
-        fn any_bytes_are_a_line_or_a_reason(line in prop::collection::vec(any::<u8>(), 0..200)) {
-            match parse_line(&line) {
-                Ok(read) => prop_assert!(!read.contact_id.is_empty() && read.body.is_object()),
-                Err(reason) => prop_assert!(!reason.is_empty()),
+    /// Runs [`parse_line`] on `line`; panics if the property does not hold.
+    pub fn check_backfill_line(line: &[u8]) {
+        let sent: Option<Value> = serde_json::from_slice(line).ok();
+        let object = sent.as_ref().and_then(Value::as_object);
+        let contact_id = object.and_then(|object| object.get("unified_contact_id"));
+        let edit_id = object.map(|object| object.get("edit_id"));
+        let readable = matches!(contact_id, Some(Value::String(id)) if !id.is_empty())
+            && matches!(edit_id, Some(None | Some(Value::Null | Value::String(_))));
+        let shown = String::from_utf8_lossy(line);
+        match (parse_line(line), object) {
+            (Ok(read), Some(object)) => {
+                assert!(readable, "read {read:?} from {shown}");
+                assert_eq!(contact_id.and_then(Value::as_str), Some(&*read.contact_id));
+                assert_eq!(
+                    edit_id.flatten().and_then(Value::as_str),
+                    read.edit_id.as_deref()
+                );
+                let mut rest = object.clone();
+                rest.remove("unified_contact_id");
+                rest.remove("edit_id");
+                assert_eq!(read.body, Value::Object(rest), "{shown}");
+            }
+            (Ok(read), None) => panic!("read {read:?} from a line that is no object: {shown}"),
+            (Err(reason), _) => {
+                assert!(!readable, "a readable line refused ({reason}): {shown}");
+                assert!(!reason.is_empty(), "refused without a reason: {shown}");
             }
         }
+    }
 
-        #[test]
-        fn json_lines_are_read_or_refused_by_their_keys(
-            contact_id in prop_oneof![Just(serde_json::json!(null)), "\\PC{0,10}".prop_map(Value::from), any::<i64>().prop_map(Value::from)],
-            edit_id in prop_oneof![Just(None), Just(Some(serde_json::json!(null))), "\\PC{0,10}".prop_map(|id| Some(Value::from(id))), any::<bool>().prop_map(|b| Some(Value::from(b)))],
-            first_name in "\\PC{0,20}",
-        ) {
-            let mut line = serde_json::json!({"unified_contact_id": contact_id, "first_name": first_name});
-            if let Some(edit_id) = &edit_id {
-                line["edit_id"] = edit_id.clone();
+    #[cfg(test)]
+    mod tests {
+        use proptest::prelude::*;
+        use serde_json::json;
+
+        use super::*;
+
+        /// A JSON object with every kind of contact id and edit id, and a body field.
+        fn json_line() -> impl Strategy<Value = Vec<u8>> {
+            let id = prop_oneof![
+                Just(Value::Null),
+                "\\PC{0,10}".prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+            ];
+            let edit_id = prop_oneof![
+                Just(None),
+                Just(Some(Value::Null)),
+                "\\PC{0,10}".prop_map(|id| Some(Value::from(id))),
+                any::<bool>().prop_map(|b| Some(Value::from(b))),
+            ];
+            (prop::option::of(id), edit_id, "\\PC{0,20}").prop_map(
+                |(contact_id, edit_id, first_name)| {
+                    let mut line = json!({"first_name": first_name});
+                    if let Some(contact_id) = contact_id {
+                        line["unified_contact_id"] = contact_id;
+                    }
+                    if let Some(edit_id) = edit_id {
+                        line["edit_id"] = edit_id;
+                    }
+                    line.to_string().into_bytes()
+                },
+            )
+        }
+
+        proptest! {
+            #[test]
+            fn any_bytes_are_a_line_or_a_reason(
+                line in prop::collection::vec(any::<u8>(), 0..200)
+            ) {
+                check_backfill_line(&line);
             }
-            let read = parse_line(line.to_string().as_bytes());
-            let valid_id = matches!(&contact_id, Value::String(id) if !id.is_empty());
-            let valid_edit_id = matches!(&edit_id, None | Some(Value::Null) | Some(Value::String(_)));
-            prop_assert_eq!(read.is_ok(), valid_id && valid_edit_id, "{:?}", read);
-            if let Ok(read) = read {
-                prop_assert!(read.body.get("unified_contact_id").is_none());
-                prop_assert!(read.body.get("edit_id").is_none());
-                prop_assert_eq!(read.body["first_name"].as_str(), Some(first_name.as_str()));
+
+            #[test]
+            fn json_lines_are_read_or_refused_by_their_keys(line in json_line()) {
+                check_backfill_line(&line);
             }
         }
     }

@@ -134,9 +134,15 @@ pub struct StorageConfig {
 }
 
 impl StorageConfig {
-    /// What the store prunes, from the retention settings.
+    /// postgres: how long a claim holds, in milliseconds.
+    pub fn lease_ms(&self) -> u64 {
+        self.lease_secs * 1_000
+    }
+
+    /// What the store prunes, from the retention settings. Days beyond what milliseconds can
+    /// count (more than 500 million years) keep everything, as they say.
     pub fn retention(&self) -> crate::store::Retention {
-        let days = |days: u64| (days > 0).then(|| days * 24 * 60 * 60 * 1000);
+        let days = |days: u64| (days > 0).then(|| days.saturating_mul(24 * 60 * 60 * 1000));
         crate::store::Retention {
             dead_letters_ms: days(self.dead_letter_retention_days),
             edit_ids_ms: days(self.edit_id_retention_days),
@@ -318,6 +324,10 @@ pub struct ConnectionSettings {
     pub provider: ConnectionConfig,
 }
 
+/// The longest lease: the edits of a daemon that died wait this long before another pushes
+/// them, and the store adds it to the clock (a lease of any `u64` would overflow that).
+const MAX_LEASE_SECS: u64 = 7 * 24 * 60 * 60;
+
 impl StorageConfig {
     /// The keys of one engine are refused with the other's, so that a half-switched config
     /// is not silently read as the engine it names.
@@ -336,6 +346,9 @@ impl StorageConfig {
             StorageEngine::Postgres if self.lease_secs == 0 => {
                 Err("storage.lease_secs: must be at least 1".into())
             }
+            StorageEngine::Postgres if self.lease_secs > MAX_LEASE_SECS => Err(format!(
+                "storage.lease_secs: at most {MAX_LEASE_SECS} (a week): the edits of a daemon that died wait that long for another"
+            )),
             _ => Ok(()),
         }
     }
@@ -765,6 +778,30 @@ mod tests {
     }
 
     #[test]
+    fn retention_beyond_what_milliseconds_count_keeps_everything() {
+        // Found by `config::properties`: 213503982335 days overflowed the milliseconds.
+        let config = Config::parse(
+            "[storage]\ndead_letter_retention_days = 213503982335\nedit_id_retention_days = 1\n",
+        )
+        .unwrap();
+        let retention = config.storage.retention();
+        assert_eq!(retention.dead_letters_ms, Some(u64::MAX));
+        assert_eq!(retention.edit_ids_ms, Some(24 * 60 * 60 * 1000));
+    }
+
+    #[test]
+    fn a_lease_longer_than_a_week_is_refused() {
+        let postgres = "[storage]\nengine = \"postgres\"\nurl_env = \"X\"\n";
+        // Its milliseconds would overflow, as would the clock plus the lease in the store.
+        let error =
+            Config::parse(&format!("{postgres}lease_secs = 18446744073709552\n")).unwrap_err();
+        assert!(error.contains("storage.lease_secs: at most"), "{error}");
+        let week = Config::parse(&format!("{postgres}lease_secs = 604800\n")).unwrap();
+        assert_eq!(week.storage.lease_ms(), 604_800_000);
+        assert!(Config::parse(&format!("{postgres}lease_secs = 604801\n")).is_err());
+    }
+
+    #[test]
     fn names_unknown_and_missing_keys() {
         let unknown = Config::parse("[storage]\npath = 'x'\ncache = 3\n").unwrap_err();
         assert!(unknown.contains("cache"), "{unknown}");
@@ -773,63 +810,206 @@ mod tests {
     }
 }
 
-/// The config loader takes any text without panicking: a config, or an error that names
-/// what is wrong (`serve` and `config check` then exit 2).
-#[cfg(test)]
-mod properties {
-    use proptest::prelude::*;
-
+/// The config loader's property, one check shared by the proptests below and the `config` fuzz
+/// target (the repository's `fuzz/` folder): any text is read without panicking into a config
+/// that keeps every rule the loader states, and from which the daemon derives its start-up
+/// values (connections, server limits, retention, lease) without overflow; or it is refused
+/// with a reason (`serve` and `config check` then exit 2, as for bad usage).
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod properties {
     use super::*;
 
-    /// Lines of config-shaped text: real tables and keys with values of every TOML kind.
-    fn config_text() -> impl Strategy<Value = String> {
-        let table = proptest::sample::select(vec![
-            "[server]",
-            "[storage]",
-            "[dispatch]",
-            "[connections.crm]",
-            "[connections.x.fields]",
-        ]);
-        let key = proptest::sample::select(vec![
-            "listen",
-            "api_tokens_env",
-            "path",
-            "engine",
-            "url_env",
-            "lease_secs",
-            "concurrency",
-            "max_attempts",
-            "reserve_share",
-            "system",
-            "enabled",
-            "settle_ms",
-            "on_conflict",
-            "retry_initial_ms",
-            "bulk_threshold",
-            "cache_mib",
-            "unknown_key",
-        ]);
-        let value = prop_oneof![
-            any::<i64>().prop_map(|n| n.to_string()),
-            any::<f64>().prop_map(|x| format!("{x:?}")),
-            any::<bool>().prop_map(|b| b.to_string()),
-            "[a-z0-9:./]{0,12}".prop_map(|s| format!("{s:?}")),
-            Just("[1, 2]".to_string()),
-            Just("{ a = 1 }".to_string()),
-        ];
-        let line = prop_oneof![
-            1 => table.prop_map(str::to_string),
-            4 => (key, value).prop_map(|(key, value)| format!("{key} = {value}")),
-            1 => "\\PC{0,20}",
-        ];
-        prop::collection::vec(line, 0..12).prop_map(|lines| lines.join("\n"))
+    /// Runs [`Config::parse`] on `text`; panics if the property does not hold.
+    pub fn check_config_text(text: &str) {
+        match Config::parse(text) {
+            Ok(config) => check_accepted(&config),
+            Err(reason) => assert!(!reason.is_empty(), "refused without a reason: {text}"),
+        }
     }
 
-    proptest! {
-        #[test]
-        fn any_text_is_a_config_or_an_error_that_says_why(text in config_text()) {
-            if let Err(error) = Config::parse(&text) {
-                prop_assert!(!error.is_empty());
+    fn check_accepted(config: &Config) {
+        let connections = config
+            .connections()
+            .expect("an accepted config's connections are read");
+        let dispatches = std::iter::once(&config.dispatch)
+            .chain(connections.iter().map(|connection| &connection.dispatch));
+        for dispatch in dispatches {
+            assert!(dispatch.concurrency >= 1, "{dispatch:?}");
+            assert!(dispatch.max_attempts >= 1, "{dispatch:?}");
+            assert!((0.0..1.0).contains(&dispatch.reserve_share), "{dispatch:?}");
+        }
+        let limits = config.server.limits();
+        assert!(!limits.header_timeout.is_zero() && !limits.body_timeout.is_zero());
+        assert!(!limits.idle_timeout.is_zero() && limits.max_connections >= 1);
+        assert!(config.server.max_body_bytes >= 1);
+        let storage = &config.storage;
+        let url_sources =
+            usize::from(storage.url_env.is_some()) + usize::from(storage.url_file.is_some());
+        match storage.engine {
+            StorageEngine::Sled => assert_eq!(url_sources, 0, "{storage:?}"),
+            StorageEngine::Postgres => {
+                assert_eq!(url_sources, 1, "{storage:?}");
+                assert!(storage.lease_ms() >= 1_000, "{storage:?}");
+            }
+        }
+        // Computed in full, as the store does at start: an overflow here panics in tests and
+        // in the fuzz build (`cargo fuzz run -a`: overflow checks on).
+        let retention = storage.retention();
+        for (days, ms) in [
+            (
+                storage.dead_letter_retention_days,
+                retention.dead_letters_ms,
+            ),
+            (storage.edit_id_retention_days, retention.edit_ids_ms),
+        ] {
+            assert_eq!(ms.is_some(), days > 0, "{storage:?}");
+            assert!(ms.is_none_or(|ms| ms >= days), "{storage:?}");
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// What a key holds, so that most generated values are of the right kind.
+        #[derive(Clone, Copy, Debug)]
+        enum Kind {
+            Number,
+            Share,
+            Text,
+            Flag,
+        }
+
+        /// Each table's keys (`unknown_key` belongs nowhere).
+        const TABLES: [(&str, &[(&str, Kind)]); 4] = [
+            (
+                "server",
+                &[
+                    ("listen", Kind::Text),
+                    ("api_tokens_env", Kind::Text),
+                    ("max_body_bytes", Kind::Number),
+                    ("header_timeout_ms", Kind::Number),
+                    ("max_connections", Kind::Number),
+                    ("unknown_key", Kind::Number),
+                ],
+            ),
+            (
+                "storage",
+                &[
+                    ("engine", Kind::Text),
+                    ("path", Kind::Text),
+                    ("url_env", Kind::Text),
+                    ("url_file", Kind::Text),
+                    ("lease_secs", Kind::Number),
+                    ("cache_mib", Kind::Number),
+                    ("dead_letter_retention_days", Kind::Number),
+                    ("edit_id_retention_days", Kind::Number),
+                ],
+            ),
+            (
+                "dispatch",
+                &[
+                    ("concurrency", Kind::Number),
+                    ("max_attempts", Kind::Number),
+                    ("reserve_share", Kind::Share),
+                    ("retry_initial_ms", Kind::Number),
+                    ("settle_ms", Kind::Number),
+                    ("bulk_threshold", Kind::Number),
+                ],
+            ),
+            (
+                "connections.crm",
+                &[
+                    ("system", Kind::Text),
+                    ("enabled", Kind::Flag),
+                    ("concurrency", Kind::Number),
+                    ("max_attempts", Kind::Number),
+                    ("settle_ms", Kind::Number),
+                    ("on_conflict", Kind::Text),
+                    ("reserve_share", Kind::Share),
+                    ("base_url", Kind::Text),
+                ],
+            ),
+        ];
+
+        /// A TOML value, mostly of `kind`, now and then of any other.
+        fn value(kind: Kind) -> BoxedStrategy<String> {
+            let of_kind = match kind {
+                Kind::Number => prop_oneof![
+                    (0i64..1_000).prop_map(|n| n.to_string()),
+                    (0..=i64::MAX).prop_map(|n| n.to_string()),
+                    any::<i64>().prop_map(|n| n.to_string()),
+                ]
+                .boxed(),
+                Kind::Share => prop_oneof![
+                    (0.0..1.0f64).prop_map(|x| format!("{x:?}")),
+                    any::<f64>().prop_map(|x| format!("{x:?}")),
+                ]
+                .boxed(),
+                Kind::Text => prop_oneof![
+                    proptest::sample::select(vec![
+                        "postgres",
+                        "sled",
+                        "hubspot",
+                        "theirs",
+                        "127.0.0.1:8080",
+                        "UNISYNC_DATABASE_URL",
+                    ])
+                    .prop_map(|text| format!("{text:?}")),
+                    "[a-z0-9:./]{0,12}".prop_map(|text| format!("{text:?}")),
+                ]
+                .boxed(),
+                Kind::Flag => any::<bool>().prop_map(|flag| flag.to_string()).boxed(),
+            };
+            let other = prop_oneof![
+                any::<i64>().prop_map(|n| n.to_string()),
+                any::<f64>().prop_map(|x| format!("{x:?}")),
+                any::<bool>().prop_map(|b| b.to_string()),
+                Just("[1, 2]".to_string()),
+                Just("{ a = 1 }".to_string()),
+            ];
+            prop_oneof![6 => of_kind, 1 => other].boxed()
+        }
+
+        /// Config-shaped text: tables, each once, with their own keys, each once; now and
+        /// then a line of anything.
+        fn config_text() -> impl Strategy<Value = String> {
+            let table = |(name, keys): (&'static str, &'static [(&'static str, Kind)])| {
+                proptest::sample::subsequence(keys.to_vec(), 0..=4)
+                    .prop_flat_map(|keys| {
+                        keys.into_iter()
+                            .map(|(key, kind)| {
+                                value(kind).prop_map(move |v| format!("{key} = {v}"))
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .prop_map(move |lines| format!("[{name}]\n{}", lines.join("\n")))
+            };
+            let tables: Vec<_> = TABLES.into_iter().map(table).collect();
+            (
+                tables,
+                prop::collection::vec(any::<bool>(), TABLES.len()),
+                prop::option::weighted(0.1, "\\PC{0,20}"),
+            )
+                .prop_map(|(tables, present, junk)| {
+                    let mut text: Vec<String> = tables
+                        .into_iter()
+                        .zip(present)
+                        .filter_map(|(table, present)| present.then_some(table))
+                        .collect();
+                    text.extend(junk);
+                    text.join("\n")
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn any_text_is_a_config_that_keeps_the_rules_or_an_error_that_says_why(
+                text in config_text()
+            ) {
+                check_config_text(&text);
             }
         }
     }

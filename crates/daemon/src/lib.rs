@@ -2,7 +2,7 @@
 //!
 //! The daemon is a library with a thin binary (`src/main.rs`) so that the fuzz targets in the
 //! repository's `fuzz/` folder can reach its parsers. Its modules are private: the binary needs
-//! only [`main`].
+//! only [`main`], the fuzz targets only the parsers' property checks (feature `fuzzing`).
 
 mod backfill;
 mod cli;
@@ -25,3 +25,9 @@ mod timefmt;
 mod traffic;
 
 pub use cli::main;
+
+/// The parsers' properties as checks, for the fuzz targets.
+#[cfg(feature = "fuzzing")]
+pub use backfill::properties::check_backfill_line;
+#[cfg(feature = "fuzzing")]
+pub use config::properties::check_config_text;

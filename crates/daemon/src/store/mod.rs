@@ -155,7 +155,7 @@ impl Store {
                     url,
                     schema: None,
                     pool_size: storage.pool_size,
-                    lease_ms: storage.lease_secs * 1_000,
+                    lease_ms: storage.lease_ms(),
                     node_id: node_id(),
                 })
                 .await
