@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use unisync_hubspot::sandbox::HubspotSandbox;
 use unisync_salesforce::sandbox::SalesforceSandbox;
+use unisync_sandbox::{Fault, SandboxCrm};
 
 use crate::crm::Crm;
 use crate::fleet::{edits_file, registered_records};
@@ -235,6 +236,30 @@ async fn a_contact_edited_on_several_lines_ends_with_its_last_values_in_file_ord
         crm.value(&source_ids[2], "first_name").as_deref(),
         Some("Person"),
         "the repeated edit id was skipped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_crm_refuses_is_reported_with_its_pause_and_its_edits_stay_queued() {
+    let crm = <HubspotSandbox as Crm>::start().await;
+    let (setup, _) = registered_records(&crm, 3);
+    // Every request refused as a revoked token would be, for as long as the backfill runs.
+    crm.faults().fail_next(10_000, Fault::Unauthorized);
+
+    let (code, report, output) = backfill(&setup, &edits_file(3), &[]);
+    assert_eq!(code, 1, "edits left queued make the run fail: {output}");
+    assert_eq!(report["left_queued"], 3, "{report}");
+    let pause = &report["paused_connections"]["hubspot"];
+    assert_eq!(pause["reason"], "unauthorized", "{report}");
+    assert!(
+        pause["until"]
+            .as_str()
+            .is_some_and(|until| until.ends_with('Z')),
+        "{report}"
+    );
+    assert!(
+        output.contains("connection hubspot paused (unauthorized: "),
+        "{output}"
     );
 }
 

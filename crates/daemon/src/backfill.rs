@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::connections::{Connections, PauseReason};
 use crate::dispatcher::Dispatchers;
 use crate::edits::{CheckedEdit, EditRejected, check_edit};
+use crate::ops::PauseView;
 use crate::store::{Store, StoreError, now_ms};
 
 pub struct BackfillOptions {
@@ -49,7 +50,7 @@ pub struct BackfillReport {
     pub dead_letters: Vec<crate::ops::DeadLetterView>,
     /// Contacts whose edits wait behind a paused connection (kept in the queue for the daemon).
     pub left_queued: u64,
-    pub paused_connections: BTreeMap<String, String>,
+    pub paused_connections: BTreeMap<String, PauseView>,
     pub elapsed_ms: u64,
     /// Of which: checking and accepting every line into the store.
     pub accept_ms: u64,
@@ -160,10 +161,9 @@ pub async fn backfill(
             .pause()
             .filter(|p| p.reason != PauseReason::RateLimited)
         {
-            report.paused_connections.insert(
-                connection.name().to_string(),
-                format!("{:?}: {} {}", pause.reason, pause.code, pause.message),
-            );
+            report
+                .paused_connections
+                .insert(connection.name().to_string(), PauseView::new(&pause));
         }
     }
     report.elapsed_ms = started.elapsed().as_millis() as u64;

@@ -569,9 +569,13 @@ async fn backfill_command(config: &Config, options: &BackfillOptions) -> Result<
             letter.id, letter.contact_id, letter.error.code, letter.error.message
         );
     }
-    for (connection, reason) in &report.paused_connections {
+    for (connection, pause) in &report.paused_connections {
         eprintln!(
-            "connection {connection} paused ({reason}): its edits stay queued for `unisync serve`"
+            "connection {connection} paused ({}: {} {}; until {}): its edits stay queued for `unisync serve`",
+            pause.reason.name(),
+            pause.code,
+            pause.message,
+            pause.until_local
         );
     }
     if options.dry_run {
